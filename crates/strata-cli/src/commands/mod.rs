@@ -1,0 +1,8 @@
+//! One module per group of subcommands; each owns its clap arguments and
+//! rendering.
+
+pub mod build;
+pub mod container;
+pub mod debug;
+pub mod image;
+pub mod registry;

@@ -1,0 +1,98 @@
+//! The one way strata writes a file that must never be seen half-written:
+//! write to a temporary name in the same directory, fsync, rename over the
+//! target, fsync the directory. Crash safety is decided here and nowhere else.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// A file being written that appears at its final path only on [`AtomicFile::commit`].
+/// Dropped without commit, the temporary file is removed.
+pub struct AtomicFile {
+    tmp: tempfile::NamedTempFile,
+    target: PathBuf,
+}
+
+impl AtomicFile {
+    /// Starts writing `target`; the parent directory must exist.
+    pub fn create(target: impl Into<PathBuf>) -> io::Result<Self> {
+        let target = target.into();
+        let dir = parent_dir(&target);
+        let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).map_err(|e| {
+            io::Error::new(e.kind(), format!("creating a temporary file in {}: {e}", dir.display()))
+        })?;
+        Ok(Self { tmp, target })
+    }
+
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    pub fn file(&mut self) -> &mut std::fs::File {
+        self.tmp.as_file_mut()
+    }
+
+    /// Flushes the data to disk and renames it into place.
+    pub fn commit(self) -> io::Result<()> {
+        self.tmp.as_file().sync_all()?;
+        let target = self.target;
+        self.tmp
+            .persist(&target)
+            .map_err(|e| io::Error::new(e.error.kind(), format!("renaming into {}: {}", target.display(), e.error)))?;
+        sync_dir(parent_dir(&target))
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tmp.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.tmp.flush()
+    }
+}
+
+/// Writes `data` to `target` atomically.
+pub fn atomic_write(target: impl Into<PathBuf>, data: &[u8]) -> io::Result<()> {
+    let mut f = AtomicFile::create(target)?;
+    f.write_all(data)?;
+    f.commit()
+}
+
+/// fsyncs a directory so that a rename inside it survives a crash.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn parent_dir(p: &Path) -> &Path {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_makes_file_visible() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x");
+        atomic_write(&p, b"abc").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"abc");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn drop_without_commit_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x");
+        {
+            let mut f = AtomicFile::create(&p).unwrap();
+            f.write_all(b"partial").unwrap();
+        }
+        assert!(!p.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,15 @@
+//! The formats everything in strata writes through: content digests, the
+//! atomic-write helper, layer tars (writer, reader, applier), compression, image
+//! configs, manifests and indexes, and the archive formats users ship (OCI image
+//! layout, docker-archive).
+//!
+//! Owns no policy about where things live on disk beyond a blob directory's
+//! layout, and never prints. Depends on nothing else in strata.
+
+pub mod atomic;
+pub mod change;
+pub mod digest;
+
+pub use atomic::{atomic_write, AtomicFile};
+pub use change::{Change, ChangeKind};
+pub use digest::{Digest, DigestError, DigestingReader, DigestingWriter};

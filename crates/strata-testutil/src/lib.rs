@@ -1,0 +1,90 @@
+//! Test-only helpers shared by every crate's tests.
+//!
+//! `cargo xtask test` prepares fixtures (base image rootfs tars) and starts
+//! services (dockerd, registries) and passes them to the tests through
+//! environment variables. A test that needs one calls the matching function
+//! here: where the variable is absent the test is skipped with a loud message,
+//! unless `STRATA_TEST_REQUIRE=1` (set by CI), where a skip is a failure.
+//!
+//! | variable | what |
+//! |---|---|
+//! | `STRATA_TEST_BUSYBOX_TAR` | rootfs tar of a busybox-static image (`/bin/sh` and applets) |
+//! | `STRATA_TEST_DEBIAN_TAR` | rootfs tar of `debootstrap --variant=minbase` |
+//! | `STRATA_TEST_DOCKER_HOST` | `unix://...` socket of a test dockerd (use `/usr/bin/docker`) |
+//! | `STRATA_TEST_REGISTRY` | `127.0.0.1:PORT` of a plain-HTTP registry |
+//! | `STRATA_TEST_REGISTRY_TLS` | `127.0.0.1:PORT` of a TLS + htpasswd registry |
+//! | `STRATA_TEST_REGISTRY_CA` | PEM CA certificate for the TLS registry |
+//! | `STRATA_TEST_REGISTRY_USER` / `_PASSWORD` | its Basic auth credentials |
+//! | `STRATA_TEST_USER` | name of an unprivileged user for rootless tests |
+
+#![expect(clippy::print_stderr, reason = "a skipped test must say so loudly")]
+
+use std::path::PathBuf;
+
+/// Whether skipping is forbidden (CI provides everything).
+pub fn skips_forbidden() -> bool {
+    std::env::var("STRATA_TEST_REQUIRE").is_ok_and(|v| v == "1")
+}
+
+/// Reports a skip: prints the reason, or panics when skips are forbidden.
+pub fn skip(test: &str, reason: &str) {
+    if skips_forbidden() {
+        panic!("{test}: cannot run: {reason} (STRATA_TEST_REQUIRE=1 forbids skipping)");
+    }
+    eprintln!("\n*** SKIPPED {test}: {reason} (run through `cargo xtask test` to provide it)\n");
+}
+
+/// The value of a fixture/service variable, or a loud skip.
+pub fn env_or_skip(test: &str, var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            skip(test, &format!("{var} is not set"));
+            None
+        }
+    }
+}
+
+pub fn busybox_tar(test: &str) -> Option<PathBuf> {
+    env_or_skip(test, "STRATA_TEST_BUSYBOX_TAR").map(PathBuf::from)
+}
+
+pub fn debian_tar(test: &str) -> Option<PathBuf> {
+    env_or_skip(test, "STRATA_TEST_DEBIAN_TAR").map(PathBuf::from)
+}
+
+/// `DOCKER_HOST` value for the test dockerd.
+pub fn docker_host(test: &str) -> Option<String> {
+    env_or_skip(test, "STRATA_TEST_DOCKER_HOST")
+}
+
+pub fn registry(test: &str) -> Option<String> {
+    env_or_skip(test, "STRATA_TEST_REGISTRY")
+}
+
+/// Whether this process runs as root (needed for rootful namespaces and mounts).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// True when running as root; otherwise a loud skip.
+pub fn require_root(test: &str) -> bool {
+    if is_root() {
+        true
+    } else {
+        skip(test, "needs root");
+        false
+    }
+}
+
+/// The unprivileged user for rootless tests.
+pub fn test_user(test: &str) -> Option<String> {
+    env_or_skip(test, "STRATA_TEST_USER")
+}
