@@ -9,6 +9,7 @@
 pub mod atomic;
 pub mod change;
 pub mod digest;
+pub mod reference;
 
 pub use atomic::{atomic_write, AtomicFile};
 pub use change::{Change, ChangeKind};

@@ -1,0 +1,1 @@
+//! Image references (`[registry[:port]/]repository[:tag|@digest]`), normalised exactly as Docker does.
