@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod commands;
+mod render;
 
 /// Exit code for a build or command that failed on its own terms (a step
 /// failed, an image is missing).
@@ -92,6 +93,9 @@ enum Command {
 
 /// Runs the CLI and decides the process exit code.
 pub fn main() -> ExitCode {
+    // Must run before anything starts a thread: when this process is the
+    // executor's re-exec'd helper, this call never returns.
+    strata_exec::maybe_run_helper();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -33,8 +33,16 @@ impl AtomicFile {
 
     /// Flushes the data to disk and renames it into place.
     pub fn commit(self) -> io::Result<()> {
+        let target = self.target.clone();
+        self.commit_to(&target)
+    }
+
+    /// Like [`AtomicFile::commit`] but to a target chosen only now (a blob
+    /// named by the digest of what was written). `target` must be in the same
+    /// directory as the one given to [`AtomicFile::create`].
+    pub fn commit_to(self, target: &Path) -> io::Result<()> {
         self.tmp.as_file().sync_all()?;
-        let target = self.target;
+        let target = target.to_owned();
         self.tmp
             .persist(&target)
             .map_err(|e| io::Error::new(e.error.kind(), format!("renaming into {}: {}", target.display(), e.error)))?;

@@ -7,10 +7,16 @@
 //! layout, and never prints. Depends on nothing else in strata.
 
 pub mod atomic;
+pub mod blobs;
 pub mod change;
+pub mod compress;
 pub mod digest;
+pub mod layer;
+pub mod path;
 pub mod reference;
 
 pub use atomic::{atomic_write, AtomicFile};
+pub use blobs::{BlobError, BlobStore, BlobWriter};
 pub use change::{Change, ChangeKind};
+pub use compress::Compression;
 pub use digest::{Digest, DigestError, DigestingReader, DigestingWriter};

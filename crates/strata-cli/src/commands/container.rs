@@ -1,7 +1,51 @@
+//! Containers: `run` (an image plus a writable layer, on the executor),
+//! `ps`, `rm` and `commit`. A finished container's writable layer is kept as a
+//! layer tar under the store (`containers/<id>/layer.tar`), which `diff` reads
+//! and `commit` turns into an image layer.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use anyhow::Context;
+use serde_json::Value;
+use strata_oci::Digest;
+use strata_store::{ContainerRecord, Store};
+
+use super::image::open_store;
+use crate::UsageError;
+use crate::render::{self, Format, ago};
 
 #[derive(clap::Args)]
 pub struct RunArgs {
+    /// Remove the container when it exits
+    #[arg(long)]
+    pub rm: bool,
+    /// Set environment variables (K=V, or K to take it from here)
+    #[arg(short, long)]
+    pub env: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// User (name|uid[:group|gid])
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Bind mount a host path: HOST:CONTAINER[:ro]
+    #[arg(short, long)]
+    pub volume: Vec<String>,
+    /// Network: default, none or host
+    #[arg(long, default_value = "default")]
+    pub network: String,
+    /// Name of the container
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Keep stdin open (stdin is passed through when it is not a terminal)
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a terminal (accepted for compatibility; not supported)
+    #[arg(short, long)]
+    pub tty: bool,
     /// Image to run
     pub image: String,
     /// Command and arguments
@@ -14,6 +58,15 @@ pub struct PsArgs {
     /// Show all containers, not only running ones
     #[arg(short, long)]
     pub all: bool,
+    /// Only show container IDs
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Format output: table, json, or a template such as '{{.ID}}'
+    #[arg(long)]
+    pub format: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -21,25 +74,349 @@ pub struct RmArgs {
     /// Containers to remove
     #[arg(required = true)]
     pub containers: Vec<String>,
+    /// Remove even if running
+    #[arg(short, long)]
+    pub force: bool,
 }
 
 #[derive(clap::Args)]
 pub struct CommitArgs {
+    /// Commit message
+    #[arg(short, long)]
+    pub message: Option<String>,
+    /// Author
+    #[arg(short, long)]
+    pub author: Option<String>,
+    /// Apply a Dockerfile instruction to the created image
+    #[arg(short, long)]
+    pub change: Vec<String>,
     /// Container whose changes become the new image's top layer
     pub container: String,
     /// Name for the new image
     pub reference: Option<String>,
 }
 
-pub fn run(_a: RunArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("strata run: not implemented yet")
+fn out(s: &str) -> anyhow::Result<()> {
+    let mut o = std::io::stdout().lock();
+    o.write_all(s.as_bytes())?;
+    o.flush()?;
+    Ok(())
 }
-pub fn ps(_a: PsArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("strata ps: not implemented yet")
+
+fn new_id(image: &Digest) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    Digest::of(format!("{}-{nanos}-{image}", std::process::id()).as_bytes()).hex()
 }
-pub fn rm(_a: RmArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("strata rm: not implemented yet")
+
+/// Unpacks every layer of the image into the store's snapshots (once) and
+/// returns the lowerdirs, top-most first.
+fn lowers_for(
+    store: &Store,
+    lock: &strata_store::WriteLock,
+    img: &strata_store::ImageRecord,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let mut lowers = Vec::new();
+    for l in &img.layers {
+        let dir = store.snapshot_dir(&l.diff_id);
+        if !store.snapshot_ready(&l.diff_id)? {
+            if dir.exists() {
+                strata_exec::snapshot::remove_tree(&dir)?;
+            }
+            let reader = store.open_layer_tar(l)?;
+            strata_exec::snapshot::unpack_layer(reader, &dir, strata_exec::Mode::current())
+                .with_context(|| format!("unpacking layer {}", l.diff_id))?;
+            store.snapshot_done(lock, &l.diff_id)?;
+        }
+        lowers.push(dir);
+    }
+    lowers.reverse();
+    Ok(lowers)
 }
-pub fn commit(_a: CommitArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("strata commit: not implemented yet")
+
+fn str_list(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store()?;
+    let img = store.resolve(&a.image)?;
+    let cfg = store.image_config(&img)?;
+    let c = &cfg["config"];
+    let mut argv = str_list(&c["Entrypoint"]);
+    if a.command.is_empty() {
+        argv.extend(str_list(&c["Cmd"]));
+    } else {
+        argv.extend(a.command.iter().cloned());
+    }
+    if argv.is_empty() {
+        return Err(UsageError("no command specified".into()).into());
+    }
+    let mut env = str_list(&c["Env"]);
+    for e in &a.env {
+        let kv = if e.contains('=') {
+            e.clone()
+        } else {
+            match std::env::var(e) {
+                Ok(v) => format!("{e}={v}"),
+                Err(_) => continue,
+            }
+        };
+        let key = kv.split('=').next().unwrap_or("").to_owned();
+        env.retain(|x| x.split('=').next() != Some(key.as_str()));
+        env.push(kv);
+    }
+    let network = match a.network.as_str() {
+        "default" | "bridge" => strata_exec::Network::Sandbox,
+        "none" => strata_exec::Network::None,
+        "host" => strata_exec::Network::Host,
+        other => {
+            return Err(
+                UsageError(format!("network {other} not found (default, none, host)")).into(),
+            );
+        }
+    };
+    let mut mounts = Vec::new();
+    for v in &a.volume {
+        let parts: Vec<&str> = v.split(':').collect();
+        let (host, target, ro) = match parts.as_slice() {
+            [h, t] => (*h, *t, false),
+            [h, t, o] => (*h, *t, o.split(',').any(|x| x == "ro")),
+            _ => {
+                return Err(
+                    UsageError(format!("invalid volume spec {v:?}: HOST:CONTAINER[:ro]")).into(),
+                );
+            }
+        };
+        if !target.starts_with('/') || !host.starts_with('/') {
+            return Err(UsageError(format!(
+                "invalid volume spec {v:?}: both paths must be absolute"
+            ))
+            .into());
+        }
+        mounts.push(strata_exec::Mount::Bind {
+            target: target.to_owned(),
+            source: PathBuf::from(host),
+            readwrite: !ro,
+        });
+    }
+    let id = new_id(&img.id);
+    let name = a
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("strata_{}", &id[..8]));
+    let dir = store.container_dir(&id);
+    let mut rec = ContainerRecord {
+        id: id.clone(),
+        name,
+        image: img.id,
+        image_name: a.image.clone(),
+        command: argv.clone(),
+        upper: dir.join("layer.tar"),
+        created: strata_store::now_unix(),
+        state: "running".into(),
+    };
+    let lowers = {
+        let lock = store.lock()?;
+        let lowers = lowers_for(&store, &lock, &img)?;
+        // Recorded before its directory exists, so GC never sees an orphan.
+        store.put_container(&lock, &rec)?;
+        lowers
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let spec = strata_exec::RunSpec {
+        lowers,
+        scratch_dir: dir.clone(),
+        argv,
+        env,
+        cwd: a
+            .workdir
+            .clone()
+            .or_else(|| {
+                c["WorkingDir"]
+                    .as_str()
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| "/".into()),
+        user: a
+            .user
+            .clone()
+            .or_else(|| c["User"].as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        hostname: id[..12].to_owned(),
+        network,
+        mounts,
+        extra_hosts: Vec::new(),
+        shm_size: None,
+        output: Box::new(|stream, data| {
+            // Passing the container's output through is the command's job.
+            let _ = match stream {
+                strata_exec::OutputStream::Stdout => std::io::stdout().lock().write_all(data),
+                strata_exec::OutputStream::Stderr => std::io::stderr().lock().write_all(data),
+            };
+        }),
+        cancel: None,
+    };
+    let outcome = match strata_exec::run(spec) {
+        Ok(o) => o,
+        Err(e) => {
+            // It never ran: keep the record as "created", like a container
+            // docker failed to start, so `ps -a`/`rm` can see it.
+            rec.state = "created".into();
+            let lock = store.lock()?;
+            store.put_container(&lock, &rec)?;
+            if a.rm {
+                store.remove_container(&lock, &rec.id)?;
+            }
+            return Err(anyhow::Error::new(e).context("running the container"));
+        }
+    };
+    let code: u8 = match outcome.status {
+        strata_exec::ExitStatus::Code(c) => u8::try_from(c & 0xff).unwrap_or(1),
+        strata_exec::ExitStatus::Signal(s) => u8::try_from((128 + s) & 0xff).unwrap_or(1),
+    };
+    let changes = outcome.upper.changes()?;
+    let mut f = strata_oci::AtomicFile::create(&rec.upper)?;
+    strata_store::write_changes_tar(
+        outcome.upper.root(),
+        &changes,
+        std::io::BufWriter::new(f.file()),
+    )?;
+    f.commit()?;
+    drop(outcome);
+    rec.state = format!("exited({code})");
+    let lock = store.lock()?;
+    store.put_container(&lock, &rec)?;
+    if a.rm {
+        store.remove_container(&lock, &rec.id)?;
+    }
+    Ok(ExitCode::from(code))
+}
+
+fn status(c: &ContainerRecord, now: i64) -> String {
+    match c
+        .state
+        .strip_prefix("exited(")
+        .and_then(|s| s.strip_suffix(')'))
+    {
+        Some(code) => format!("Exited ({code}) {}", ago(c.created, now)),
+        None if c.state == "running" => {
+            format!("Up {}", ago(c.created, now).trim_end_matches(" ago"))
+        }
+        None => "Created".into(),
+    }
+}
+
+pub fn ps(a: PsArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store()?;
+    let now = strata_store::now_unix();
+    let mut rows = Vec::new();
+    for c in store.containers()? {
+        if !a.all && c.state != "running" {
+            continue;
+        }
+        let mut cmd = format!("\"{}\"", c.command.join(" "));
+        if !a.no_trunc && cmd.chars().count() > 20 {
+            cmd = cmd.chars().take(19).collect::<String>() + "…";
+        }
+        let mut r = BTreeMap::new();
+        r.insert(
+            "ID".to_owned(),
+            if a.no_trunc {
+                c.id.clone()
+            } else {
+                c.id[..12.min(c.id.len())].to_owned()
+            },
+        );
+        r.insert("Image".to_owned(), c.image_name.clone());
+        r.insert("Command".to_owned(), cmd);
+        r.insert("RunningFor".to_owned(), ago(c.created, now));
+        r.insert("CreatedAt".to_owned(), strata_store::rfc3339(c.created));
+        r.insert("Status".to_owned(), status(&c, now));
+        r.insert("Ports".to_owned(), String::new());
+        r.insert("Names".to_owned(), c.name.clone());
+        rows.push(r);
+    }
+    if a.quiet {
+        out(&rows
+            .iter()
+            .map(|r| r["ID"].clone() + "\n")
+            .collect::<String>())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let cols = [
+        ("CONTAINER ID", "ID"),
+        ("IMAGE", "Image"),
+        ("COMMAND", "Command"),
+        ("CREATED", "RunningFor"),
+        ("STATUS", "Status"),
+        ("PORTS", "Ports"),
+        ("NAMES", "Names"),
+    ];
+    out(&render::render(
+        &Format::parse(a.format.as_deref()),
+        &cols,
+        &rows,
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn rm(a: RmArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store()?;
+    let lock = store.lock()?;
+    let mut failed = false;
+    for name in &a.containers {
+        let r = store.resolve_container(name).and_then(|c| {
+            if c.state == "running" && !a.force {
+                return Err(strata_store::StoreError::Conflict(format!(
+                    "cannot remove container \"{name}\": container is running: stop the container before removing or force remove"
+                )));
+            }
+            store.remove_container(&lock, &c.id)
+        });
+        match r {
+            Ok(()) => out(&format!("{name}\n"))?,
+            Err(e) => {
+                #[expect(
+                    clippy::print_stderr,
+                    reason = "per-container errors, as docker prints them"
+                )]
+                {
+                    eprintln!("Error response from daemon: {e}");
+                }
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(crate::EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn commit(a: CommitArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store()?;
+    let lock = store.lock()?;
+    let c = store.resolve_container(&a.container)?;
+    let img = strata_store::commit_container(
+        &store,
+        &lock,
+        &c,
+        &strata_store::ConfigChanges(a.change.clone()),
+        a.message.as_deref(),
+        a.author.as_deref(),
+        a.reference.as_deref(),
+    )?;
+    out(&format!("{}\n", img.id))?;
+    Ok(ExitCode::SUCCESS)
 }

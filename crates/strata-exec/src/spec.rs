@@ -1,0 +1,182 @@
+//! What the solver hands the executor for one RUN step, and what it gets back.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use serde::{Deserialize, Serialize};
+
+/// Which of the step's output streams a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// The callback receiving the step's output live, chunk by chunk.
+pub type OutputSink = Box<dyn FnMut(OutputStream, &[u8]) + Send>;
+
+/// `RUN --network=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Network {
+    /// The default (`docker build`'s bridge). With no daemon to own a bridge,
+    /// strata shares the host's network namespace, as BuildKit's OCI worker
+    /// does when no CNI network is configured: RUN gets the host's
+    /// connectivity, while hostname, `/etc/hosts` and `/etc/resolv.conf`
+    /// are still the step's own (see docs/decisions.md).
+    #[default]
+    Sandbox,
+    /// A fresh network namespace with only loopback, up.
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+/// `RUN --mount=type=cache,sharing=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum CacheSharing {
+    /// Any number of concurrent steps use the directory at once.
+    #[default]
+    Shared,
+    /// A step that finds the directory in use gets a fresh empty one instead
+    /// (discarded after the step).
+    Private,
+    /// Steps take turns: an exclusive lock is held for the whole step.
+    Locked,
+}
+
+/// One `RUN --mount`, with its source already resolved by the solver.
+/// `target` is the absolute path inside the image.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Mount {
+    /// A persistent cache directory (`dir`, owned by the store). `uid`, `gid`
+    /// and `mode` are applied to the directory when it is empty (first use).
+    Cache {
+        target: String,
+        dir: PathBuf,
+        sharing: CacheSharing,
+        readonly: bool,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+    },
+    /// A directory or file from the context or another stage; read-only
+    /// unless `readwrite`, and writes are discarded after the step either way.
+    Bind {
+        target: String,
+        source: PathBuf,
+        readwrite: bool,
+    },
+    /// An empty tmpfs.
+    Tmpfs { target: String, size: Option<u64> },
+    /// A secret, placed as a file on a tmpfs: never on disk, never in a layer.
+    Secret {
+        target: String,
+        data: Vec<u8>,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+    },
+    /// An SSH agent socket forwarded into the step.
+    Ssh {
+        target: String,
+        socket: PathBuf,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+    },
+}
+
+impl Mount {
+    /// Absolute path of the mount inside the image.
+    pub fn target(&self) -> &str {
+        match self {
+            Mount::Cache { target, .. }
+            | Mount::Bind { target, .. }
+            | Mount::Tmpfs { target, .. }
+            | Mount::Secret { target, .. }
+            | Mount::Ssh { target, .. } => target,
+        }
+    }
+}
+
+/// Everything needed to run one step.
+pub struct RunSpec {
+    /// Unpacked layers (see [`crate::snapshot::unpack_layer`]), top-most first.
+    pub lowers: Vec<PathBuf>,
+    /// Where the step's private state (upperdir, workdir, provided files)
+    /// lives; must be on the same filesystem as nothing in particular, but
+    /// not on an overlayfs if overlay mounts are wanted. The step's directory
+    /// is created inside it and removed when the [`Upper`](crate::Upper) drops.
+    pub scratch_dir: PathBuf,
+    /// The command; for shell form the solver builds `SHELL + [cmd]`.
+    pub argv: Vec<String>,
+    /// `K=V` pairs: the stage's ENV plus the ARGs in scope. `PATH` defaults to
+    /// the usual Docker value when absent.
+    pub env: Vec<String>,
+    /// Absolute working directory; created (as root) when missing.
+    pub cwd: String,
+    /// `USER` as written: `name|uid[:group|gid]`, resolved against the
+    /// image's own `/etc/passwd` and `/etc/group`; empty means root.
+    pub user: String,
+    pub hostname: String,
+    pub network: Network,
+    pub mounts: Vec<Mount>,
+    /// `--add-host` entries appended to the step's `/etc/hosts`.
+    pub extra_hosts: Vec<(String, IpAddr)>,
+    /// Size of `/dev/shm` in bytes (default 64 MiB).
+    pub shm_size: Option<u64>,
+    /// Receives the step's output live.
+    pub output: OutputSink,
+    /// When set to true (e.g. by a Ctrl-C handler), the step is killed and
+    /// [`crate::run`] returns [`crate::ExecError::Cancelled`].
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl std::fmt::Debug for RunSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunSpec")
+            .field("lowers", &self.lowers)
+            .field("scratch_dir", &self.scratch_dir)
+            .field("argv", &self.argv)
+            .field("cwd", &self.cwd)
+            .field("user", &self.user)
+            .field("hostname", &self.hostname)
+            .field("network", &self.network)
+            .field("mounts", &self.mounts.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How the step's process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl ExitStatus {
+    pub fn success(self) -> bool {
+        self == ExitStatus::Code(0)
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exit code {c}"),
+            ExitStatus::Signal(s) => write!(f, "killed by signal {s}"),
+        }
+    }
+}
+
+/// How the step's root filesystem was provided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotMethod {
+    /// Overlayfs over the lowers, with a fresh upperdir.
+    Overlay,
+    /// Overlayfs could not be mounted here: the lowers were copied into a
+    /// scratch root and the result is diffed by walking and comparing.
+    Copy,
+}

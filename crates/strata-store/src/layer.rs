@@ -1,0 +1,317 @@
+//! Reading layer tars as path listings: the tree an image's layers make
+//! (whiteouts applied), and the `A`/`C`/`D` changes `diff` prints. Nothing is
+//! extracted: only tar headers are read, so hostile paths never touch disk.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Component, Path, PathBuf};
+
+use crate::{ImageRecord, Result, Store, io_err};
+
+/// What a path is in a tree, enough to tell "changed".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryInfo {
+    pub kind: u8,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub size: u64,
+    pub mtime: u64,
+    pub link: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DiffKind {
+    Added,
+    Changed,
+    Deleted,
+}
+
+/// One line of `diff` output: `A /path`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DiffLine {
+    pub path: PathBuf,
+    pub kind: DiffKind,
+}
+
+impl std::fmt::Display for DiffLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = match self.kind {
+            DiffKind::Added => 'A',
+            DiffKind::Changed => 'C',
+            DiffKind::Deleted => 'D',
+        };
+        write!(f, "{c} /{}", self.path.display())
+    }
+}
+
+enum Item {
+    Entry(PathBuf, EntryInfo),
+    Whiteout(PathBuf),
+    Opaque(PathBuf),
+}
+
+/// Only plain relative paths; `.`/leading `/` dropped, `..` rejected.
+fn clean(p: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir | Component::RootDir => {}
+            Component::ParentDir | Component::Prefix(_) => return None,
+        }
+    }
+    if out.as_os_str().is_empty() {
+        None
+    } else {
+        Some(out)
+    }
+}
+
+fn layer_items(store: &Store, blob: &strata_oci::Digest) -> Result<Vec<Item>> {
+    let path = store.blob_path(blob);
+    let f = store.open_blob(blob)?;
+    tar_items(&path, f)
+}
+
+fn tar_items(path: &Path, f: impl Read) -> Result<Vec<Item>> {
+    let mut r = BufReader::new(f);
+    let gz = r
+        .fill_buf()
+        .map_err(io_err(path))?
+        .starts_with(&[0x1f, 0x8b]);
+    let reader: Box<dyn Read> = if gz {
+        Box::new(flate2::read::MultiGzDecoder::new(r))
+    } else {
+        Box::new(r)
+    };
+    let mut ar = tar::Archive::new(reader);
+    let mut out = Vec::new();
+    for e in ar.entries().map_err(io_err(path))? {
+        let e = e.map_err(io_err(path))?;
+        let raw = e.path().map_err(io_err(path))?.into_owned();
+        let Some(p) = clean(&raw) else { continue };
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let parent = p.parent().map(Path::to_path_buf).unwrap_or_default();
+        if name == ".wh..wh..opq" {
+            out.push(Item::Opaque(parent));
+            continue;
+        }
+        if let Some(target) = name.strip_prefix(".wh.") {
+            out.push(Item::Whiteout(parent.join(target)));
+            continue;
+        }
+        let h = e.header();
+        let info = EntryInfo {
+            kind: h.entry_type().as_byte(),
+            mode: h.mode().unwrap_or(0),
+            uid: h.uid().unwrap_or(0),
+            gid: h.gid().unwrap_or(0),
+            size: h.size().unwrap_or(0),
+            mtime: h.mtime().unwrap_or(0),
+            link: e.link_name().ok().flatten().map(|l| l.into_owned()),
+        };
+        out.push(Item::Entry(p, info));
+    }
+    Ok(out)
+}
+
+fn remove_under(tree: &mut BTreeMap<PathBuf, EntryInfo>, p: &Path, keep_self: bool) {
+    let victims: Vec<PathBuf> = tree
+        .range(p.to_path_buf()..)
+        .map(|(k, _)| k)
+        .take_while(|k| k.starts_with(p))
+        .cloned()
+        .collect();
+    for v in victims {
+        if !(keep_self && v == p) {
+            tree.remove(&v);
+        }
+    }
+}
+
+fn apply(tree: &mut BTreeMap<PathBuf, EntryInfo>, items: Vec<Item>) {
+    for it in items {
+        match it {
+            Item::Whiteout(p) => remove_under(tree, &p, false),
+            Item::Opaque(p) => remove_under(tree, &p, true),
+            Item::Entry(p, info) => {
+                tree.insert(p, info);
+            }
+        }
+    }
+}
+
+/// The file tree the image's layers make, whiteouts applied.
+pub fn tree_of(store: &Store, img: &ImageRecord) -> Result<BTreeMap<PathBuf, EntryInfo>> {
+    let mut tree = BTreeMap::new();
+    for l in &img.layers {
+        apply(&mut tree, layer_items(store, &l.blob)?);
+    }
+    Ok(tree)
+}
+
+/// Adds every ancestor of a change as `C` (as Docker prints them), sorts by
+/// path and keeps one line per path.
+fn finish(mut lines: BTreeMap<PathBuf, DiffKind>) -> Vec<DiffLine> {
+    let paths: Vec<PathBuf> = lines.keys().cloned().collect();
+    for p in paths {
+        let mut a = p.parent();
+        while let Some(d) = a {
+            if d.as_os_str().is_empty() {
+                break;
+            }
+            lines.entry(d.to_path_buf()).or_insert(DiffKind::Changed);
+            a = d.parent();
+        }
+    }
+    lines
+        .into_iter()
+        .map(|(path, kind)| DiffLine { path, kind })
+        .collect()
+}
+
+/// The changes of the image's top layer relative to the layers below.
+pub fn diff_top_layer(store: &Store, img: &ImageRecord) -> Result<Vec<DiffLine>> {
+    let Some((top, below)) = img.layers.split_last() else {
+        return Ok(Vec::new());
+    };
+    let mut lower = BTreeMap::new();
+    for l in below {
+        apply(&mut lower, layer_items(store, &l.blob)?);
+    }
+    Ok(diff_items(&lower, layer_items(store, &top.blob)?))
+}
+
+fn diff_items(lower: &BTreeMap<PathBuf, EntryInfo>, items: Vec<Item>) -> Vec<DiffLine> {
+    let mut lines = BTreeMap::new();
+    for it in items {
+        match it {
+            Item::Whiteout(p) => {
+                lines.insert(p, DiffKind::Deleted);
+            }
+            Item::Opaque(p) => {
+                for k in lower.keys().filter(|k| k.starts_with(&p) && **k != p) {
+                    lines.entry(k.clone()).or_insert(DiffKind::Deleted);
+                }
+                lines.insert(p, DiffKind::Changed);
+            }
+            Item::Entry(p, _) => {
+                let k = if lower.contains_key(&p) {
+                    DiffKind::Changed
+                } else {
+                    DiffKind::Added
+                };
+                lines.insert(p, k);
+            }
+        }
+    }
+    finish(lines)
+}
+
+/// The changes that turn image `a`'s tree into image `b`'s. Directories
+/// whose own metadata is unchanged appear only as parents of a change.
+pub fn diff_images(store: &Store, a: &ImageRecord, b: &ImageRecord) -> Result<Vec<DiffLine>> {
+    let ta = tree_of(store, a)?;
+    let tb = tree_of(store, b)?;
+    Ok(diff_trees(&ta, &tb))
+}
+
+pub(crate) fn diff_trees(
+    ta: &BTreeMap<PathBuf, EntryInfo>,
+    tb: &BTreeMap<PathBuf, EntryInfo>,
+) -> Vec<DiffLine> {
+    let mut lines = BTreeMap::new();
+    let mut deleted_dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    for (p, ia) in ta {
+        match tb.get(p) {
+            None => {
+                // Docker lists a deleted directory, not everything inside it.
+                if !deleted_dirs.iter().any(|d| p.starts_with(d)) {
+                    lines.insert(p.clone(), DiffKind::Deleted);
+                    if ia.kind == b'5' {
+                        deleted_dirs.insert(p.clone());
+                    }
+                }
+            }
+            Some(ib) if ib != ia && !(ia.kind == b'5' && ib.kind == b'5') => {
+                lines.insert(p.clone(), DiffKind::Changed);
+            }
+            Some(_) => {}
+        }
+    }
+    // Unlike deletions, Docker lists everything inside an added directory.
+    for p in tb.keys() {
+        if !ta.contains_key(p) {
+            lines.insert(p.clone(), DiffKind::Added);
+        }
+    }
+    finish(lines)
+}
+
+/// `diff CONTAINER`: the container's writable layer against its image.
+pub fn diff_container(store: &Store, c: &crate::ContainerRecord) -> Result<Vec<DiffLine>> {
+    let img = store
+        .get_image(&c.image)?
+        .ok_or_else(|| crate::StoreError::NoSuchImage(c.image.to_string()))?;
+    if !c.upper.is_file() {
+        return Ok(Vec::new());
+    }
+    let lower = tree_of(store, &img)?;
+    let f = fs_err::File::open(&c.upper).map_err(io_err(&c.upper))?;
+    Ok(diff_items(&lower, tar_items(&c.upper, f)?))
+}
+
+/// Writes `changes` (relative to `root`) as a layer tar: upserts from disk
+/// without following symlinks, deletions as `.wh.` whiteouts, opaque
+/// directories with `.wh..wh..opq`.
+pub fn write_changes_tar(
+    root: &Path,
+    changes: &[strata_oci::Change],
+    out: impl std::io::Write,
+) -> Result<()> {
+    use strata_oci::ChangeKind;
+    let mut b = tar::Builder::new(out);
+    b.follow_symlinks(false);
+    let empty = |b: &mut tar::Builder<_>, p: &Path| -> Result<()> {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(0);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, p, std::io::empty())
+            .map_err(io_err(p))
+    };
+    for c in changes {
+        let Some(rel) = clean(&c.path) else { continue };
+        let full = root.join(&rel);
+        match c.kind {
+            ChangeKind::Upsert => b
+                .append_path_with_name(&full, &rel)
+                .map_err(io_err(&full))?,
+            ChangeKind::Delete => {
+                let name = rel
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let wh = rel
+                    .parent()
+                    .unwrap_or(Path::new(""))
+                    .join(format!(".wh.{name}"));
+                empty(&mut b, &wh)?;
+            }
+            ChangeKind::OpaqueDir => {
+                b.append_path_with_name(&full, &rel)
+                    .map_err(io_err(&full))?;
+                empty(&mut b, &rel.join(".wh..wh..opq"))?;
+            }
+        }
+    }
+    b.into_inner()
+        .map_err(io_err(root))?
+        .flush()
+        .map_err(io_err(root))?;
+    Ok(())
+}

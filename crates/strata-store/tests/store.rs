@@ -1,0 +1,308 @@
+//! Store semantics: references computed across images, containers and the
+//! build cache; GC freeing exactly what nothing refers to; metadata never
+//! pointing at missing blobs.
+
+use serde_json::json;
+use strata_oci::Digest;
+use strata_store::{
+    CacheRecord, ConfigChanges, ContainerRecord, CtxMeta, RmiEvent, RmiOptions, Store, StoreError,
+    empty_config, put_layer, write_image,
+};
+
+fn tar_with(name: &str, content: &str) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(content.len() as u64);
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    b.append_data(&mut h, name, content.as_bytes())
+        .expect("append");
+    b.into_inner().expect("tar")
+}
+
+fn blobs(store: &Store) -> usize {
+    std::fs::read_dir(store.root().join("blobs/sha256"))
+        .map(|r| r.count())
+        .unwrap_or(0)
+}
+
+/// base (layer A) and child (layers A, B, parent base).
+fn two_images(store: &Store) -> (strata_store::ImageRecord, strata_store::ImageRecord) {
+    let lock = store.lock().expect("lock");
+    let a = put_layer(store, &lock, &tar_with("a", "aaa")[..]).expect("layer a");
+    let b = put_layer(store, &lock, &tar_with("b", "bbb")[..]).expect("layer b");
+    let base = write_image(
+        store,
+        &lock,
+        empty_config(1),
+        vec![a.clone()],
+        None,
+        &["docker.io/library/base:1".into()],
+    )
+    .expect("base");
+    let child = write_image(
+        store,
+        &lock,
+        empty_config(2),
+        vec![a, b],
+        Some(base.id),
+        &["docker.io/library/child:1".into()],
+    )
+    .expect("child");
+    (base, child)
+}
+
+#[test]
+fn shared_layer_survives_until_last_image_goes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Store::open(dir.path()).expect("open");
+    let (base, child) = two_images(&store);
+    assert_eq!(blobs(&store), 6, "2 layers + 2 configs + 2 manifests");
+    let lock = store.lock().expect("lock");
+    // base has a child: untagging leaves it in place (docker keeps parents).
+    let ev = store
+        .remove_image(&lock, "base:1", RmiOptions::default())
+        .expect("rmi base");
+    assert_eq!(ev, vec![RmiEvent::Untagged("base:1".into())]);
+    assert!(store.get_image(&base.id).expect("get").is_some());
+    // Removing the child deletes it and, pruning, its untagged parent; then
+    // every blob is unreferenced and freed.
+    let ev = store
+        .remove_image(&lock, "child:1", RmiOptions::default())
+        .expect("rmi child");
+    assert_eq!(ev[0], RmiEvent::Untagged("child:1".into()));
+    assert!(ev.contains(&RmiEvent::Deleted(child.id)));
+    assert!(ev.contains(&RmiEvent::Deleted(base.id)));
+    assert_eq!(blobs(&store), 0);
+    assert!(
+        store
+            .check(&lock, false)
+            .expect("check")
+            .problems
+            .is_empty()
+    );
+}
+
+#[test]
+fn no_prune_keeps_untagged_parent_and_its_layer() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Store::open(dir.path()).expect("open");
+    let (base, child) = two_images(&store);
+    let lock = store.lock().expect("lock");
+    store
+        .remove_image(&lock, "base:1", RmiOptions::default())
+        .expect("untag base");
+    let ev = store
+        .remove_image(
+            &lock,
+            "child:1",
+            RmiOptions {
+                force: false,
+                no_prune: true,
+            },
+        )
+        .expect("rmi");
+    assert!(ev.contains(&RmiEvent::Deleted(child.id)));
+    assert!(!ev.contains(&RmiEvent::Deleted(base.id)));
+    // Exactly the child's own blobs are gone: config, manifest, layer b.
+    assert_eq!(blobs(&store), 3);
+    assert!(store.has_blob(&base.layers[0].blob));
+    assert!(!store.has_blob(&child.layers[1].blob));
+}
+
+#[test]
+fn container_pins_its_image() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Store::open(dir.path()).expect("open");
+    let (_, child) = two_images(&store);
+    let lock = store.lock().expect("lock");
+    let c = ContainerRecord {
+        id: "ab".repeat(32),
+        name: "c1".into(),
+        image: child.id,
+        image_name: "child:1".into(),
+        command: vec!["true".into()],
+        upper: store.container_dir(&"ab".repeat(32)).join("layer.tar"),
+        created: 3,
+        state: "exited(0)".into(),
+    };
+    store.put_container(&lock, &c).expect("put container");
+    let err = store
+        .remove_image(&lock, "child:1", RmiOptions::default())
+        .expect_err("in use");
+    assert!(matches!(err, StoreError::Conflict(m) if m.contains("container")));
+    // Forced: untagged, but the image stays while the container needs it.
+    let ev = store
+        .remove_image(
+            &lock,
+            "child:1",
+            RmiOptions {
+                force: true,
+                no_prune: false,
+            },
+        )
+        .expect("forced");
+    assert_eq!(ev, vec![RmiEvent::Untagged("child:1".into())]);
+    assert!(store.get_image(&child.id).expect("get").is_some());
+    assert!(store.has_blob(&child.layers[1].blob));
+    store.remove_container(&lock, &c.id).expect("rm container");
+    let ev = store.prune_images(&lock, false).expect("prune");
+    assert!(ev.contains(&RmiEvent::Deleted(child.id)), "{ev:?}");
+}
+
+#[test]
+fn cache_record_pins_blobs_until_removed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Store::open(dir.path()).expect("open");
+    let lock = store.lock().expect("lock");
+    let l = put_layer(&store, &lock, &tar_with("c", "cache")[..]).expect("layer");
+    store
+        .cache_put(
+            &lock,
+            "key1",
+            &CacheRecord {
+                value: json!({"x": 1}),
+                diff_ids: vec![l.diff_id],
+                blobs: vec![l.blob],
+            },
+        )
+        .expect("put");
+    store.gc(&lock).expect("gc");
+    assert!(store.has_blob(&l.blob), "pinned by the cache");
+    assert_eq!(
+        store.cache_get("key1").expect("get").map(|r| r.value),
+        Some(json!({"x": 1}))
+    );
+    assert_eq!(store.cache_list().expect("list").len(), 1);
+    assert!(store.cache_remove(&lock, "key1").expect("remove"));
+    let report = store.gc(&lock).expect("gc");
+    assert_eq!(report.blobs_removed, vec![l.blob]);
+    assert!(!store.has_blob(&l.blob));
+}
+
+#[test]
+fn metadata_never_points_at_missing_blobs() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Store::open(dir.path()).expect("open");
+    let lock = store.lock().expect("lock");
+    let missing = Digest::of(b"never stored");
+    let err = store
+        .cache_put(
+            &lock,
+            "k",
+            &CacheRecord {
+                value: json!(null),
+                diff_ids: vec![],
+                blobs: vec![missing],
+            },
+        )
+        .expect_err("missing blob");
+    assert!(matches!(err, StoreError::MissingBlob { .. }));
+    let l = put_layer(&store, &lock, &tar_with("x", "y")[..]).expect("layer");
+    let img = strata_store::ImageRecord {
+        id: missing,
+        manifest: missing,
+        manifest_size: 0,
+        config_size: 0,
+        layers: vec![l],
+        created: 0,
+        parent: None,
+    };
+    assert!(matches!(
+        store.commit_image(&lock, &img, &[]),
+        Err(StoreError::MissingBlob { .. })
+    ));
+    assert!(store.images().expect("images").is_empty());
+    // The orphaned layer blob is exactly what GC frees.
+    assert_eq!(store.gc(&lock).expect("gc").blobs_removed.len(), 1);
+}
+
+#[test]
+fn resolve_accepts_ids_prefixes_names_and_digests() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Store::open(dir.path()).expect("open");
+    let (base, _) = two_images(&store);
+    for name in [
+        base.id.to_string(),
+        base.id.hex(),
+        base.id.short(),
+        "base:1".into(),
+        "docker.io/library/base:1".into(),
+        format!("base@{}", base.manifest),
+    ] {
+        assert_eq!(store.resolve(&name).expect(&name).id, base.id, "{name}");
+    }
+    assert!(matches!(
+        store.resolve("base:2"),
+        Err(StoreError::NoSuchImage(_))
+    ));
+    assert!(matches!(
+        store.resolve("Bad Name"),
+        Err(StoreError::NoSuchImage(_))
+    ));
+}
+
+#[test]
+fn import_applies_changes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Store::open(dir.path()).expect("open");
+    let tarp = dir.path().join("root.tar");
+    std::fs::write(&tarp, tar_with("bin/x", "x")).expect("write");
+    let lock = store.lock().expect("lock");
+    let changes = ConfigChanges(vec![
+        "CMD echo hi".into(),
+        "ENV A=1 B=\"two words\"".into(),
+        "EXPOSE 80".into(),
+        "WORKDIR /srv".into(),
+    ]);
+    let img = strata_store::import_rootfs(&store, &lock, &tarp, &changes, None, Some("imp:1"))
+        .expect("import");
+    let cfg = store.image_config(&img).expect("config");
+    assert_eq!(cfg["config"]["Cmd"], json!(["/bin/sh", "-c", "echo hi"]));
+    assert_eq!(cfg["config"]["Env"], json!(["A=1", "B=two words"]));
+    assert_eq!(cfg["config"]["ExposedPorts"], json!({"80/tcp": {}}));
+    assert_eq!(cfg["config"]["WorkingDir"], json!("/srv"));
+    assert!(
+        strata_store::import_rootfs(
+            &store,
+            &lock,
+            &tarp,
+            &ConfigChanges(vec!["FROM x".into()]),
+            None,
+            None
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn ctx_meta_round_trips() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Store::open(dir.path()).expect("open");
+    let m = CtxMeta {
+        dev: 1,
+        ino: 2,
+        size: 3,
+        mtime_ns: 4,
+        ctime_ns: 5,
+        blake3: "ab".into(),
+    };
+    store
+        .ctx_meta_put_batch(&[("a/b".into(), m.clone())])
+        .expect("put");
+    assert_eq!(store.ctx_meta_get("a/b").expect("get"), Some(m));
+    assert_eq!(store.ctx_meta_get("nope").expect("get"), None);
+}
+
+#[test]
+fn references_normalise_like_docker() {
+    use strata_store::{familiar, normalize_reference as n};
+    assert_eq!(n("app").expect("app"), "docker.io/library/app:latest");
+    assert_eq!(n("user/app:1").expect("u"), "docker.io/user/app:1");
+    assert_eq!(n("localhost:5000/x").expect("l"), "localhost:5000/x:latest");
+    assert_eq!(familiar("docker.io/library/app:1"), "app:1");
+    assert_eq!(familiar("localhost:5000/x:y"), "localhost:5000/x:y");
+    assert!(n("App").is_err());
+    assert!(n("a:b:c").is_err());
+    assert!(n("").is_err());
+}

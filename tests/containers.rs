@@ -1,0 +1,163 @@
+//! End-to-end tests of containers through the real `strata` binary: `run`
+//! on the executor, `diff` of what it changed, `commit` of that into an image
+//! which a later `run` sees, `ps -a`, `rm`, and `rmi` refusing an image a
+//! container uses. Need root and the busybox fixture (skip loudly otherwise).
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+struct Env {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("store");
+        Env { _dir: dir, root }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(args)
+            .env("STRATA_ROOT", &self.root)
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn strata")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "strata {args:?} failed ({:?}): {}\nstdout: {}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&o.stdout)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+fn setup(test: &str) -> Option<Env> {
+    let bb = strata_testutil::busybox_tar(test)?;
+    if !strata_testutil::require_root(test) {
+        return None;
+    }
+    let e = Env::new();
+    e.ok(&["import", bb.to_str().unwrap_or_default(), "bb:1"]);
+    Some(e)
+}
+
+#[test]
+fn run_passes_output_and_exit_code() {
+    let Some(e) = setup("run_passes_output_and_exit_code") else {
+        return;
+    };
+    let o = e.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-e",
+        "GREETING=hi",
+        "-w",
+        "/tmp",
+        "bb:1",
+        "/bin/sh",
+        "-c",
+        "echo $GREETING $(pwd); exit 3",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hi /tmp\n");
+    assert_eq!(e.ok(&["ps", "-a", "-q"]), "", "--rm removed it");
+}
+
+#[test]
+fn diff_commit_and_run_the_committed_image() {
+    let Some(e) = setup("diff_commit_and_run_the_committed_image") else {
+        return;
+    };
+    // A base with two files of our own, so the expected diff is known exactly.
+    e.ok(&[
+        "run",
+        "--name",
+        "prep",
+        "--network",
+        "none",
+        "bb:1",
+        "/bin/sh",
+        "-c",
+        "mkdir -p /data && echo one > /data/keep && echo two > /data/gone",
+    ]);
+    e.ok(&["commit", "-m", "prep", "prep", "base:1"]);
+    e.ok(&[
+        "run",
+        "--name",
+        "work",
+        "--network",
+        "none",
+        "base:1",
+        "/bin/sh",
+        "-c",
+        "echo added > /data/added && echo changed > /data/keep && rm /data/gone",
+    ]);
+    // What `docker diff` prints for the same changes, in the same order.
+    assert_eq!(
+        e.ok(&["diff", "work"]),
+        "C /data\nA /data/added\nD /data/gone\nC /data/keep\n"
+    );
+    let ps = e.ok(&["ps", "-a"]);
+    assert!(ps.contains("work") && ps.contains("Exited (0)"), "{ps}");
+    // The image a container uses cannot go without -f.
+    let o = e.run(&["rmi", "base:1"]);
+    assert!(!o.status.success());
+    let id = e.ok(&[
+        "commit",
+        "-a",
+        "tester",
+        "-c",
+        "CMD [\"cat\", \"/data/added\"]",
+        "work",
+        "done:1",
+    ]);
+    assert!(id.starts_with("sha256:"));
+    let o = e.run(&["run", "--rm", "--network", "none", "done:1"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "added\n",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = e.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "done:1",
+        "/bin/sh",
+        "-c",
+        "cat /data/keep; test ! -e /data/gone",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "changed\n");
+    // The commit's history entry is there, with the message of the first commit below it.
+    let hist = e.ok(&["history", "--no-trunc", "done:1"]);
+    assert!(
+        hist.lines().nth(2).is_some_and(|l| l.contains("prep")),
+        "{hist}"
+    );
+    // The committed image's top layer diff is the container's diff.
+    assert_eq!(
+        e.ok(&["diff", "done:1"]),
+        "C /data\nA /data/added\nD /data/gone\nC /data/keep\n"
+    );
+    assert_eq!(e.ok(&["rm", "work", "prep"]), "work\nprep\n");
+    assert!(e.ok(&["check"]).contains(" 0 problem(s)"));
+}
