@@ -6,6 +6,7 @@
 //! Owns no policy about where things live on disk beyond a blob directory's
 //! layout, and never prints. Depends on nothing else in strata.
 
+pub mod apply;
 pub mod atomic;
 pub mod blobs;
 pub mod change;
