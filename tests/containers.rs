@@ -19,7 +19,10 @@ impl Env {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_strata"))
+        // STRATA_TEST_BIN: run these against another build of the binary.
+        let exe = std::env::var_os("STRATA_TEST_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_strata").into());
+        Command::new(exe)
             .args(args)
             .env("STRATA_ROOT", &self.root)
             .stdin(Stdio::null())

@@ -125,17 +125,26 @@ pub fn apply_layer(
         let mut entry = entry.map_err(ApplyError::Tar)?;
         let raw = entry.path().map_err(ApplyError::Tar)?.into_owned();
         let name = raw.to_string_lossy().into_owned();
-        let rel = clean_entry_name(&raw).ok_or_else(|| ApplyError::Escapes { name: name.clone() })?;
+        let rel =
+            clean_entry_name(&raw).ok_or_else(|| ApplyError::Escapes { name: name.clone() })?;
         let Some(base) = rel.file_name().map(OsStr::to_owned) else {
             // The root itself ("./" or "/"): nothing to create.
             continue;
         };
         let parent_rel = rel.parent().unwrap_or(Path::new(""));
-        let perr = |source| ApplyError::Path { name: name.clone(), source };
+        let perr = |source| ApplyError::Path {
+            name: name.clone(),
+            source,
+        };
         let ioerr = |op, path: &Path| {
             let name = name.clone();
             let path = path.to_owned();
-            move |source| ApplyError::Io { name, op, path, source }
+            move |source| ApplyError::Io {
+                name,
+                op,
+                path,
+                source,
+            }
         };
         let parent = secure_join(dest, parent_rel).map_err(perr)?;
         if !parent.starts_with(dest) {
@@ -147,7 +156,9 @@ pub fn apply_layer(
         if base_str == OPAQUE_WHITEOUT {
             stats.whiteouts += 1;
             let w = &written;
-            handler.opaque(&parent, &|p: &Path| w.contains(p)).map_err(ioerr("clearing opaque directory", &parent))?;
+            handler
+                .opaque(&parent, &|p: &Path| w.contains(p))
+                .map_err(ioerr("clearing opaque directory", &parent))?;
             continue;
         }
         if let Some(hidden) = base_str.strip_prefix(WHITEOUT_PREFIX) {
@@ -156,7 +167,9 @@ pub fn apply_layer(
             }
             stats.whiteouts += 1;
             let target = parent.join(hidden);
-            handler.whiteout(&target).map_err(ioerr("applying whiteout", &target))?;
+            handler
+                .whiteout(&target)
+                .map_err(ioerr("applying whiteout", &target))?;
             continue;
         }
 
@@ -188,13 +201,25 @@ pub fn apply_layer(
                 stats.bytes += n;
             }
             tar::EntryType::Symlink => {
-                let link = entry.link_name().map_err(ApplyError::Tar)?.unwrap_or_default().into_owned();
-                std::os::unix::fs::symlink(&link, &target).map_err(ioerr("creating symlink", &target))?;
+                let link = entry
+                    .link_name()
+                    .map_err(ApplyError::Tar)?
+                    .unwrap_or_default()
+                    .into_owned();
+                std::os::unix::fs::symlink(&link, &target)
+                    .map_err(ioerr("creating symlink", &target))?;
                 set_mode = false;
             }
             tar::EntryType::Link => {
-                let link = entry.link_name().map_err(ApplyError::Tar)?.unwrap_or_default().into_owned();
-                let bad = || ApplyError::BadHardlink { name: name.clone(), target: link.to_string_lossy().into_owned() };
+                let link = entry
+                    .link_name()
+                    .map_err(ApplyError::Tar)?
+                    .unwrap_or_default()
+                    .into_owned();
+                let bad = || ApplyError::BadHardlink {
+                    name: name.clone(),
+                    target: link.to_string_lossy().into_owned(),
+                };
                 let link_rel = clean_entry_name(&link).ok_or_else(bad)?;
                 let src = secure_join_nofollow(dest, &link_rel).map_err(perr)?;
                 if !src.starts_with(dest) || src == dest {
@@ -212,17 +237,44 @@ pub fn apply_layer(
                     _ => SFlag::S_IFIFO,
                 };
                 if sflag != SFlag::S_IFIFO && !privileged {
-                    stats.warnings.push(format!("{name}: device node skipped (needs root)"));
+                    stats
+                        .warnings
+                        .push(format!("{name}: device node skipped (needs root)"));
                     continue;
                 }
-                let major = entry.header().device_major().map_err(ApplyError::Tar)?.unwrap_or(0);
-                let minor = entry.header().device_minor().map_err(ApplyError::Tar)?.unwrap_or(0);
-                mknod(&target, sflag, Mode::from_bits_truncate(mode), makedev(major.into(), minor.into()))
-                    .map_err(|e| io::Error::from_raw_os_error(e as i32))
-                    .map_err(ioerr("creating device node", &target))?;
+                let major = entry
+                    .header()
+                    .device_major()
+                    .map_err(ApplyError::Tar)?
+                    .unwrap_or(0);
+                let minor = entry
+                    .header()
+                    .device_minor()
+                    .map_err(ApplyError::Tar)?
+                    .unwrap_or(0);
+                let made = mknod(
+                    &target,
+                    sflag,
+                    Mode::from_bits_truncate(mode),
+                    makedev(major.into(), minor.into()),
+                );
+                match made {
+                    // Root in a user namespace lacks CAP_MKNOD for devices.
+                    Err(nix::errno::Errno::EPERM) if sflag != SFlag::S_IFIFO => {
+                        stats
+                            .warnings
+                            .push(format!("{name}: device node skipped (not permitted here)"));
+                        continue;
+                    }
+                    other => other
+                        .map_err(|e| io::Error::from_raw_os_error(e as i32))
+                        .map_err(ioerr("creating device node", &target))?,
+                }
             }
             other => {
-                stats.warnings.push(format!("{name}: entry type {other:?} skipped"));
+                stats
+                    .warnings
+                    .push(format!("{name}: entry type {other:?} skipped"));
                 continue;
             }
         }
@@ -230,7 +282,8 @@ pub fn apply_layer(
         if privileged {
             let uid = u32::try_from(h.uid().map_err(ApplyError::Tar)?).unwrap_or(u32::MAX);
             let gid = u32::try_from(h.gid().map_err(ApplyError::Tar)?).unwrap_or(u32::MAX);
-            std::os::unix::fs::lchown(&target, Some(uid), Some(gid)).map_err(ioerr("changing owner of", &target))?;
+            std::os::unix::fs::lchown(&target, Some(uid), Some(gid))
+                .map_err(ioerr("changing owner of", &target))?;
         }
         if set_mode {
             // After chown, which clears set-id bits.
@@ -241,12 +294,16 @@ pub fn apply_layer(
             for ext in exts {
                 let ext = ext.map_err(ApplyError::Tar)?;
                 let Ok(key) = ext.key() else { continue };
-                let Some(attr) = key.strip_prefix("SCHILY.xattr.") else { continue };
+                let Some(attr) = key.strip_prefix("SCHILY.xattr.") else {
+                    continue;
+                };
                 if !crate::layer::xattr_kept(attr) {
                     continue;
                 }
                 if let Err(e) = xattr::set(&target, attr, ext.value_bytes()) {
-                    stats.warnings.push(format!("{name}: xattr {attr} not set: {e}"));
+                    stats
+                        .warnings
+                        .push(format!("{name}: xattr {attr} not set: {e}"));
                 }
             }
         }
@@ -273,6 +330,12 @@ fn set_mtime(p: &Path, secs: i64) -> io::Result<()> {
     use nix::sys::stat::{UtimensatFlags, utimensat};
     use nix::sys::time::TimeSpec;
     let t = TimeSpec::new(secs, 0);
-    utimensat(nix::fcntl::AT_FDCWD, p, &t, &t, UtimensatFlags::NoFollowSymlink)
-        .map_err(|e| io::Error::from_raw_os_error(e as i32))
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        p,
+        &t,
+        &t,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(|e| io::Error::from_raw_os_error(e as i32))
 }

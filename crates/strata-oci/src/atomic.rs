@@ -17,9 +17,15 @@ impl AtomicFile {
     pub fn create(target: impl Into<PathBuf>) -> io::Result<Self> {
         let target = target.into();
         let dir = parent_dir(&target);
-        let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).map_err(|e| {
-            io::Error::new(e.kind(), format!("creating a temporary file in {}: {e}", dir.display()))
-        })?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(dir)
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("creating a temporary file in {}: {e}", dir.display()),
+                )
+            })?;
         Ok(Self { tmp, target })
     }
 
@@ -43,9 +49,12 @@ impl AtomicFile {
     pub fn commit_to(self, target: &Path) -> io::Result<()> {
         self.tmp.as_file().sync_all()?;
         let target = target.to_owned();
-        self.tmp
-            .persist(&target)
-            .map_err(|e| io::Error::new(e.error.kind(), format!("renaming into {}: {}", target.display(), e.error)))?;
+        self.tmp.persist(&target).map_err(|e| {
+            io::Error::new(
+                e.error.kind(),
+                format!("renaming into {}: {}", target.display(), e.error),
+            )
+        })?;
         sync_dir(parent_dir(&target))
     }
 }

@@ -25,13 +25,21 @@ pub enum BlobError {
     #[error("blob {digest} not found in {}", dir.display())]
     NotFound { digest: Digest, dir: PathBuf },
     #[error("blob {expected} is corrupt: its content hashes to {actual} ({})", path.display())]
-    Corrupt { expected: Digest, actual: Digest, path: PathBuf },
+    Corrupt {
+        expected: Digest,
+        actual: Digest,
+        path: PathBuf,
+    },
     #[error("content written as {expected} hashes to {actual}; nothing was stored")]
     Mismatch { expected: Digest, actual: Digest },
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> BlobError + 'a {
-    move |source| BlobError::Io { op, path: path.to_owned(), source }
+    move |source| BlobError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// A directory of blobs named by their sha256.
@@ -67,10 +75,15 @@ impl BlobStore {
         let p = self.path(digest);
         match std::fs::metadata(&p) {
             Ok(m) => Ok(m.len()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(BlobError::NotFound { digest: *digest, dir: self.dir.clone() })
-            }
-            Err(e) => Err(BlobError::Io { op: "reading metadata of", path: p, source: e }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(BlobError::NotFound {
+                digest: *digest,
+                dir: self.dir.clone(),
+            }),
+            Err(e) => Err(BlobError::Io {
+                op: "reading metadata of",
+                path: p,
+                source: e,
+            }),
         }
     }
 
@@ -80,8 +93,12 @@ impl BlobStore {
         // The target name is unknown until commit; the temp file lives in the
         // same directory so the final rename is atomic.
         let placeholder = sub.join("incoming");
-        let file = AtomicFile::create(&placeholder).map_err(io_err("creating a temporary blob in", &sub))?;
-        Ok(BlobWriter { inner: DigestingWriter::new(file), store: self.clone() })
+        let file = AtomicFile::create(&placeholder)
+            .map_err(io_err("creating a temporary blob in", &sub))?;
+        Ok(BlobWriter {
+            inner: DigestingWriter::new(file),
+            store: self.clone(),
+        })
     }
 
     /// Stores everything `r` yields.
@@ -97,7 +114,8 @@ impl BlobStore {
             return Ok((digest, data.len() as u64));
         }
         let mut w = self.writer()?;
-        w.write_all(data).map_err(io_err("writing a blob into", &self.dir))?;
+        w.write_all(data)
+            .map_err(io_err("writing a blob into", &self.dir))?;
         w.commit(Some(digest))
     }
 
@@ -108,11 +126,24 @@ impl BlobStore {
         let file = match std::fs::File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(BlobError::NotFound { digest: *digest, dir: self.dir.clone() });
+                return Err(BlobError::NotFound {
+                    digest: *digest,
+                    dir: self.dir.clone(),
+                });
             }
-            Err(e) => return Err(BlobError::Io { op: "opening blob", path, source: e }),
+            Err(e) => {
+                return Err(BlobError::Io {
+                    op: "opening blob",
+                    path,
+                    source: e,
+                });
+            }
         };
-        Ok(VerifiedReader { inner: Some(crate::digest::DigestingReader::new(file)), expected: *digest, path })
+        Ok(VerifiedReader {
+            inner: Some(crate::digest::DigestingReader::new(file)),
+            expected: *digest,
+            path,
+        })
     }
 
     pub fn read_verified(&self, digest: &Digest) -> Result<Vec<u8>, BlobError> {
@@ -138,7 +169,11 @@ impl BlobStore {
         match std::fs::remove_file(&p) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(BlobError::Io { op: "deleting blob", path: p, source: e }),
+            Err(e) => Err(BlobError::Io {
+                op: "deleting blob",
+                path: p,
+                source: e,
+            }),
         }
     }
 
@@ -148,7 +183,11 @@ impl BlobStore {
         let mut out = Vec::new();
         for entry in fs_err::read_dir(&sub).map_err(io_err("listing", &sub))? {
             let entry = entry.map_err(io_err("listing", &sub))?;
-            if let Some(d) = entry.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) {
+            if let Some(d) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| Digest::from_hex(n).ok())
+            {
                 out.push(d);
             }
         }
@@ -180,7 +219,10 @@ impl BlobWriter {
         if let Some(expected) = expected
             && expected != digest
         {
-            return Err(BlobError::Mismatch { expected, actual: digest });
+            return Err(BlobError::Mismatch {
+                expected,
+                actual: digest,
+            });
         }
         let target = self.store.path(&digest);
         if target.is_file() {
@@ -188,7 +230,8 @@ impl BlobWriter {
             // temp file removes it).
             return Ok((digest, len));
         }
-        file.commit_to(&target).map_err(io_err("storing blob", &target))?;
+        file.commit_to(&target)
+            .map_err(io_err("storing blob", &target))?;
         Ok((digest, len))
     }
 }
@@ -214,8 +257,16 @@ impl VerifiedReader {
     /// Turns an I/O error from this reader back into the typed error it carries.
     pub fn take_error(&self, e: io::Error) -> BlobError {
         match e.get_ref().and_then(|i| i.downcast_ref::<CorruptMarker>()) {
-            Some(m) => BlobError::Corrupt { expected: self.expected, actual: m.0, path: self.path.clone() },
-            None => BlobError::Io { op: "reading blob", path: self.path.clone(), source: e },
+            Some(m) => BlobError::Corrupt {
+                expected: self.expected,
+                actual: m.0,
+                path: self.path.clone(),
+            },
+            None => BlobError::Io {
+                op: "reading blob",
+                path: self.path.clone(),
+                source: e,
+            },
         }
     }
 }
@@ -233,10 +284,14 @@ impl std::error::Error for CorruptMarker {}
 
 impl Read for VerifiedReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let Some(inner) = self.inner.as_mut() else { return Ok(0) };
+        let Some(inner) = self.inner.as_mut() else {
+            return Ok(0);
+        };
         let n = inner.read(buf)?;
         if n == 0 && !buf.is_empty() {
-            let Some(inner) = self.inner.take() else { return Ok(0) };
+            let Some(inner) = self.inner.take() else {
+                return Ok(0);
+            };
             let (_, actual, _) = inner.finish();
             if actual != self.expected {
                 let msg = format!(
@@ -244,7 +299,10 @@ impl Read for VerifiedReader {
                     self.expected,
                     self.path.display()
                 );
-                return Err(io::Error::new(io::ErrorKind::InvalidData, CorruptMarker(actual, msg)));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    CorruptMarker(actual, msg),
+                ));
             }
         }
         Ok(n)
@@ -270,7 +328,10 @@ mod tests {
         assert_eq!(d2, d);
         assert!(store.delete(&d).unwrap());
         assert!(!store.contains(&d));
-        assert!(matches!(store.read_verified(&d), Err(BlobError::NotFound { .. })));
+        assert!(matches!(
+            store.read_verified(&d),
+            Err(BlobError::NotFound { .. })
+        ));
     }
 
     #[test]
@@ -280,7 +341,10 @@ mod tests {
         let (d, _) = store.put_bytes(b"good content").unwrap();
         std::fs::write(store.path(&d), b"evil content").unwrap();
         let err = store.read_verified(&d).unwrap_err();
-        assert!(matches!(err, BlobError::Corrupt { expected, .. } if expected == d), "{err}");
+        assert!(
+            matches!(err, BlobError::Corrupt { expected, .. } if expected == d),
+            "{err}"
+        );
         assert!(err.to_string().contains(&d.hex()));
         assert!(store.verify(&d).is_err());
     }
@@ -293,6 +357,11 @@ mod tests {
         w.write_all(b"abc").unwrap();
         let err = w.commit(Some(Digest::of(b"xyz"))).unwrap_err();
         assert!(matches!(err, BlobError::Mismatch { .. }));
-        assert_eq!(std::fs::read_dir(dir.path().join("sha256")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("sha256"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 }

@@ -25,14 +25,23 @@ pub enum ChangeKind {
 
 impl Change {
     pub fn upsert(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into(), kind: ChangeKind::Upsert }
+        Self {
+            path: path.into(),
+            kind: ChangeKind::Upsert,
+        }
     }
 
     pub fn delete(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into(), kind: ChangeKind::Delete }
+        Self {
+            path: path.into(),
+            kind: ChangeKind::Delete,
+        }
     }
 
     pub fn opaque_dir(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into(), kind: ChangeKind::OpaqueDir }
+        Self {
+            path: path.into(),
+            kind: ChangeKind::OpaqueDir,
+        }
     }
 }

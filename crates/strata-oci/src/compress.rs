@@ -23,9 +23,13 @@ use std::str::FromStr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Compression {
     /// Deflate level 0-9.
-    Gzip { level: u32 },
+    Gzip {
+        level: u32,
+    },
     /// Zstd level 1-22 (negative levels are zstd's fast modes).
-    Zstd { level: i32 },
+    Zstd {
+        level: i32,
+    },
     Uncompressed,
 }
 
@@ -34,7 +38,9 @@ pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 
 impl Default for Compression {
     fn default() -> Self {
-        Compression::Gzip { level: DEFAULT_GZIP_LEVEL }
+        Compression::Gzip {
+            level: DEFAULT_GZIP_LEVEL,
+        }
     }
 }
 
@@ -43,7 +49,11 @@ pub enum CompressionError {
     #[error("unknown compression {0:?}: expected gzip, zstd or uncompressed")]
     Unknown(String),
     #[error("compression-level {level} is out of range for {algo} ({range})")]
-    Level { algo: &'static str, level: i64, range: &'static str },
+    Level {
+        algo: &'static str,
+        level: i64,
+        range: &'static str,
+    },
 }
 
 impl FromStr for Compression {
@@ -51,8 +61,12 @@ impl FromStr for Compression {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
-            "gzip" => Ok(Compression::Gzip { level: DEFAULT_GZIP_LEVEL }),
-            "zstd" => Ok(Compression::Zstd { level: DEFAULT_ZSTD_LEVEL }),
+            "gzip" => Ok(Compression::Gzip {
+                level: DEFAULT_GZIP_LEVEL,
+            }),
+            "zstd" => Ok(Compression::Zstd {
+                level: DEFAULT_ZSTD_LEVEL,
+            }),
             "uncompressed" => Ok(Compression::Uncompressed),
             _ => Err(CompressionError::Unknown(s.to_owned())),
         }
@@ -79,11 +93,19 @@ impl Compression {
         match self {
             Compression::Gzip { .. } => match u32::try_from(level) {
                 Ok(l) if l <= 9 => Ok(Compression::Gzip { level: l }),
-                _ => Err(CompressionError::Level { algo: "gzip", level, range: "0-9" }),
+                _ => Err(CompressionError::Level {
+                    algo: "gzip",
+                    level,
+                    range: "0-9",
+                }),
             },
             Compression::Zstd { .. } => match i32::try_from(level) {
                 Ok(l) if (-7..=22).contains(&l) && l != 0 => Ok(Compression::Zstd { level: l }),
-                _ => Err(CompressionError::Level { algo: "zstd", level, range: "-7..-1, 1-22" }),
+                _ => Err(CompressionError::Level {
+                    algo: "zstd",
+                    level,
+                    range: "-7..-1, 1-22",
+                }),
             },
             Compression::Uncompressed => Ok(self),
         }
@@ -112,7 +134,9 @@ impl Compression {
         if mt.ends_with("+gzip") || mt.ends_with(".tar.gzip") {
             Some(Compression::default())
         } else if mt.ends_with("+zstd") || mt.ends_with(".tar.zstd") {
-            Some(Compression::Zstd { level: DEFAULT_ZSTD_LEVEL })
+            Some(Compression::Zstd {
+                level: DEFAULT_ZSTD_LEVEL,
+            })
         } else if mt.ends_with(".tar") || mt.ends_with(".v1.tar") {
             Some(Compression::Uncompressed)
         } else {
@@ -124,7 +148,9 @@ impl Compression {
     pub fn encoder<W: Write>(&self, out: W, threads: usize) -> io::Result<Encoder<W>> {
         let threads = effective_threads(threads);
         Ok(match *self {
-            Compression::Gzip { level } => Encoder::Gzip(ParallelGzEncoder::new(out, level, threads)?),
+            Compression::Gzip { level } => {
+                Encoder::Gzip(ParallelGzEncoder::new(out, level, threads)?)
+            }
             Compression::Zstd { level } => {
                 let mut z = zstd::stream::Encoder::new(out, level)?;
                 // Always >= 1 worker: zstd's output is identical for any
@@ -138,7 +164,11 @@ impl Compression {
 }
 
 fn effective_threads(threads: usize) -> usize {
-    if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads }
+    if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    }
 }
 
 /// A streaming compressor for one of the [`Compression`]s; call
@@ -204,7 +234,12 @@ impl<W: Write> ParallelGzEncoder<W> {
     /// `threads` workers (1 = compress on the calling thread).
     pub fn new(out: W, level: u32, threads: usize) -> io::Result<Self> {
         let pool = if threads > 1 {
-            Some(rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(io::Error::other)?)
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .map_err(io::Error::other)?,
+            )
         } else {
             None
         };
@@ -228,7 +263,8 @@ impl<W: Write> ParallelGzEncoder<W> {
                 1 => 4,
                 _ => 0,
             };
-            self.out.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255])?;
+            self.out
+                .write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255])?;
             self.header_written = true;
         }
         Ok(())
@@ -239,7 +275,11 @@ impl<W: Write> ParallelGzEncoder<W> {
         self.write_header()?;
         let data_len = self.pending.len() - self.dict_len;
         let full = data_len / GZIP_BLOCK;
-        let nblocks = if last { full + usize::from(data_len % GZIP_BLOCK != 0 || data_len == 0) } else { full };
+        let nblocks = if last {
+            full + usize::from(!data_len.is_multiple_of(GZIP_BLOCK) || data_len == 0)
+        } else {
+            full
+        };
         if nblocks == 0 {
             return Ok(());
         }
@@ -277,7 +317,8 @@ impl<W: Write> ParallelGzEncoder<W> {
         let crc = self.crc.clone().finalize();
         self.out.write_all(&crc.to_le_bytes())?;
         // ISIZE is the input size modulo 2^32 (RFC 1952).
-        self.out.write_all(&((self.total & 0xffff_ffff) as u32).to_le_bytes())?;
+        self.out
+            .write_all(&((self.total & 0xffff_ffff) as u32).to_le_bytes())?;
         self.out.flush()?;
         Ok(self.out)
     }
@@ -289,11 +330,17 @@ fn deflate_block(input: &[u8], dict: &[u8], level: u32, final_block: bool) -> io
     if !dict.is_empty() {
         c.set_dictionary(dict).map_err(io::Error::other)?;
     }
-    let flush = if final_block { FlushCompress::Finish } else { FlushCompress::Sync };
+    let flush = if final_block {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
     let mut out = Vec::with_capacity(input.len() + input.len() / 8 + 1024);
     loop {
         let consumed = usize::try_from(c.total_in()).map_err(io::Error::other)?;
-        let status = c.compress_vec(&input[consumed..], &mut out, flush).map_err(io::Error::other)?;
+        let status = c
+            .compress_vec(&input[consumed..], &mut out, flush)
+            .map_err(io::Error::other)?;
         let done_input = usize::try_from(c.total_in()).map_err(io::Error::other)? == input.len();
         let room_left = out.len() < out.capacity();
         match status {
@@ -410,7 +457,9 @@ mod tests {
             let four = compress(Compression::default(), &data, 4);
             assert_eq!(one, four, "len {len}");
             let mut back = Vec::new();
-            flate2::read::GzDecoder::new(&one[..]).read_to_end(&mut back).unwrap();
+            flate2::read::GzDecoder::new(&one[..])
+                .read_to_end(&mut back)
+                .unwrap();
             assert_eq!(back, data, "len {len}");
         }
     }
@@ -456,9 +505,13 @@ mod tests {
         let mut xz = xz2::write::XzEncoder::new(Vec::new(), 1);
         xz.write_all(&data).unwrap();
         let xz = xz.finish().unwrap();
-        for (buf, kind) in
-            [(gz, Detected::Gzip), (zs, Detected::Zstd), (bz, Detected::Bzip2), (xz, Detected::Xz), (data.clone(), Detected::Plain)]
-        {
+        for (buf, kind) in [
+            (gz, Detected::Gzip),
+            (zs, Detected::Zstd),
+            (bz, Detected::Bzip2),
+            (xz, Detected::Xz),
+            (data.clone(), Detected::Plain),
+        ] {
             let (k, mut r) = decompress(&buf[..]).unwrap();
             assert_eq!(k, kind);
             let mut out = Vec::new();
@@ -469,9 +522,15 @@ mod tests {
 
     #[test]
     fn parses_names_and_levels() {
-        assert_eq!("zstd".parse::<Compression>().unwrap(), Compression::Zstd { level: 3 });
+        assert_eq!(
+            "zstd".parse::<Compression>().unwrap(),
+            Compression::Zstd { level: 3 }
+        );
         assert!("lz4".parse::<Compression>().is_err());
-        assert_eq!(Compression::default().with_level(9).unwrap(), Compression::Gzip { level: 9 });
+        assert_eq!(
+            Compression::default().with_level(9).unwrap(),
+            Compression::Gzip { level: 9 }
+        );
         assert!(Compression::default().with_level(10).is_err());
         assert_eq!(
             Compression::from_media_type("application/vnd.oci.image.layer.v1.tar+zstd"),

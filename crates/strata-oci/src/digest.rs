@@ -62,7 +62,9 @@ impl FromStr for Digest {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once(':') {
-            Some(("sha256", hex)) => Self::from_hex(hex).map_err(|_| DigestError::Invalid(s.to_owned())),
+            Some(("sha256", hex)) => {
+                Self::from_hex(hex).map_err(|_| DigestError::Invalid(s.to_owned()))
+            }
             Some((_, _)) => Err(DigestError::UnsupportedAlgorithm(s.to_owned())),
             None => Err(DigestError::Invalid(s.to_owned())),
         }
@@ -104,7 +106,11 @@ pub struct DigestingWriter<W> {
 
 impl<W: Write> DigestingWriter<W> {
     pub fn new(inner: W) -> Self {
-        Self { inner, hasher: Sha256::new(), len: 0 }
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            len: 0,
+        }
     }
 
     /// Bytes written so far.
@@ -152,7 +158,11 @@ pub struct DigestingReader<R> {
 
 impl<R: Read> DigestingReader<R> {
     pub fn new(inner: R) -> Self {
-        Self { inner, hasher: Sha256::new(), len: 0 }
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            len: 0,
+        }
     }
 
     pub fn len(&self) -> u64 {
@@ -199,9 +209,22 @@ mod tests {
     #[test]
     fn rejects_malformed_digests() {
         assert!("sha256:abc".parse::<Digest>().is_err());
-        assert!("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse::<Digest>().is_err());
-        assert!(matches!("sha512:00".parse::<Digest>(), Err(DigestError::UnsupportedAlgorithm(_))));
-        assert!(EMPTY.to_uppercase().replace("SHA256", "sha256").parse::<Digest>().is_err());
+        assert!(
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+                .parse::<Digest>()
+                .is_err()
+        );
+        assert!(matches!(
+            "sha512:00".parse::<Digest>(),
+            Err(DigestError::UnsupportedAlgorithm(_))
+        ));
+        assert!(
+            EMPTY
+                .to_uppercase()
+                .replace("SHA256", "sha256")
+                .parse::<Digest>()
+                .is_err()
+        );
     }
 
     #[test]

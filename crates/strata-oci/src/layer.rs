@@ -79,9 +79,16 @@ pub fn write_layer(
 ) -> Result<LayerInfo, LayerError> {
     let entries = plan(root, changes)?;
     let outer = DigestingWriter::new(out);
-    let enc = opts.compression.encoder(outer, opts.threads).map_err(LayerError::Write)?;
+    let enc = opts
+        .compression
+        .encoder(outer, opts.threads)
+        .map_err(LayerError::Write)?;
     let inner = DigestingWriter::new(enc);
-    let mut tw = TarWriter { out: inner, epoch: opts.epoch, links: HashMap::new() };
+    let mut tw = TarWriter {
+        out: inner,
+        epoch: opts.epoch,
+        links: HashMap::new(),
+    };
     for (path, kind) in &entries {
         tw.entry(root, path, *kind)?;
     }
@@ -105,12 +112,21 @@ pub fn write_layer(
 /// rootfs tars.
 pub fn changes_for_tree(root: &Path) -> Result<Vec<Change>, LayerError> {
     let mut out = Vec::new();
-    for e in walkdir::WalkDir::new(root).min_depth(1).follow_links(false).sort_by_file_name() {
+    for e in walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
         let e = e.map_err(|e| LayerError::Read {
             path: e.path().map_or_else(|| root.to_owned(), Path::to_owned),
-            source: e.into_io_error().unwrap_or_else(|| io::Error::other("walk failed")),
+            source: e
+                .into_io_error()
+                .unwrap_or_else(|| io::Error::other("walk failed")),
         })?;
-        let rel = e.path().strip_prefix(root).map_err(|_| LayerError::BadPath(e.path().to_owned()))?;
+        let rel = e
+            .path()
+            .strip_prefix(root)
+            .map_err(|_| LayerError::BadPath(e.path().to_owned()))?;
         out.push(Change::upsert(rel));
     }
     Ok(out)
@@ -125,7 +141,8 @@ fn plan(root: &Path, changes: &[Change]) -> Result<BTreeMap<PathBuf, ChangeKind>
         ChangeKind::OpaqueDir => 2,
     };
     for c in changes {
-        let clean = crate::path::clean_entry_name(&c.path).ok_or_else(|| LayerError::BadPath(c.path.clone()))?;
+        let clean = crate::path::clean_entry_name(&c.path)
+            .ok_or_else(|| LayerError::BadPath(c.path.clone()))?;
         if clean.as_os_str().is_empty() || clean.is_absolute() {
             return Err(LayerError::BadPath(c.path.clone()));
         }
@@ -134,6 +151,14 @@ fn plan(root: &Path, changes: &[Change]) -> Result<BTreeMap<PathBuf, ChangeKind>
             *e = c.kind;
         }
     }
+    // A deletion inside a deleted directory is implied by the outer one (and
+    // its parent no longer exists on disk to be archived).
+    let deleted: Vec<PathBuf> = entries
+        .iter()
+        .filter(|(_, k)| **k == ChangeKind::Delete)
+        .map(|(p, _)| p.clone())
+        .collect();
+    entries.retain(|p, _| !deleted.iter().any(|d| p != d && p.starts_with(d)));
     // Parents first: every parent of an entry must be a real directory in
     // root (never a symlink, so reads cannot leave root), and is added as an
     // entry when the change set lacks it.
@@ -152,7 +177,10 @@ fn plan(root: &Path, changes: &[Change]) -> Result<BTreeMap<PathBuf, ChangeKind>
     parents.dedup();
     for d in parents {
         let full = root.join(&d);
-        let m = std::fs::symlink_metadata(&full).map_err(|e| LayerError::Read { path: full.clone(), source: e })?;
+        let m = std::fs::symlink_metadata(&full).map_err(|e| LayerError::Read {
+            path: full.clone(),
+            source: e,
+        })?;
         if !m.is_dir() {
             return Err(LayerError::ParentNotDir(full));
         }
@@ -201,7 +229,10 @@ impl<W: Write> TarWriter<W> {
             return self.whiteout(format!("{dir}{WHITEOUT_PREFIX}{base}"));
         }
         let full = root.join(rel);
-        let read_err = |e| LayerError::Read { path: full.clone(), source: e };
+        let read_err = |e| LayerError::Read {
+            path: full.clone(),
+            source: e,
+        };
         let m = std::fs::symlink_metadata(&full).map_err(read_err)?;
         let ft = m.file_type();
         let mut h = Hdr {
@@ -223,7 +254,10 @@ impl<W: Write> TarWriter<W> {
         } else if ft.is_symlink() {
             h.kind = tar::EntryType::Symlink;
             let t = std::fs::read_link(&full).map_err(read_err)?;
-            h.link = t.to_str().ok_or_else(|| LayerError::BadPath(t.clone()))?.to_owned();
+            h.link = t
+                .to_str()
+                .ok_or_else(|| LayerError::BadPath(t.clone()))?
+                .to_owned();
         } else if ft.is_file() {
             let first = if m.nlink() > 1 {
                 match self.links.get(&(m.dev(), m.ino())) {
@@ -244,9 +278,16 @@ impl<W: Write> TarWriter<W> {
                 file = Some(std::fs::File::open(&full).map_err(read_err)?);
             }
         } else if ft.is_char_device() || ft.is_block_device() {
-            h.kind = if ft.is_char_device() { tar::EntryType::Char } else { tar::EntryType::Block };
+            h.kind = if ft.is_char_device() {
+                tar::EntryType::Char
+            } else {
+                tar::EntryType::Block
+            };
             let rdev = m.rdev();
-            h.dev = (nix::sys::stat::major(rdev) as u32, nix::sys::stat::minor(rdev) as u32);
+            h.dev = (
+                nix::sys::stat::major(rdev) as u32,
+                nix::sys::stat::minor(rdev) as u32,
+            );
         } else if ft.is_fifo() {
             h.kind = tar::EntryType::Fifo;
         } else {
@@ -256,7 +297,10 @@ impl<W: Write> TarWriter<W> {
         self.header(&h).map_err(LayerError::Write)?;
         if let Some(f) = file {
             self.copy_data(f, h.size).map_err(|e| match e.kind() {
-                io::ErrorKind::UnexpectedEof => LayerError::Read { path: full.clone(), source: e },
+                io::ErrorKind::UnexpectedEof => LayerError::Read {
+                    path: full.clone(),
+                    source: e,
+                },
                 _ => LayerError::Write(e),
             })?;
         }
@@ -290,7 +334,10 @@ impl<W: Write> TarWriter<W> {
         let mut limited = f.take(size);
         let n = io::copy(&mut limited, &mut self.out)?;
         if n != size {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being archived"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while being archived",
+            ));
         }
         let pad = (512 - (size % 512) as usize) % 512;
         self.out.write_all(&[0u8; 512][..pad])
@@ -373,15 +420,19 @@ fn truncate(s: &str, max: usize) -> &str {
 }
 
 fn path_str(p: &Path) -> Result<String, LayerError> {
-    p.to_str().map(str::to_owned).ok_or_else(|| LayerError::BadPath(p.to_owned()))
+    p.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| LayerError::BadPath(p.to_owned()))
 }
 
 /// Whether an xattr belongs in a layer: file capabilities and user/trusted
-/// attributes, but not overlayfs' own bookkeeping (`trusted.overlay.*`) nor
-/// host security labels.
+/// attributes, but not overlayfs' own bookkeeping (`trusted.overlay.*`
+/// rootful, `user.overlay.*` rootless with `userxattr`) nor host security
+/// labels (`security.selinux`). The applier uses the same rule, so a layer
+/// cannot plant overlay metadata either.
 pub fn xattr_kept(name: &str) -> bool {
     name == "security.capability"
-        || name.starts_with("user.")
+        || (name.starts_with("user.") && !name.starts_with("user.overlay."))
         || (name.starts_with("trusted.") && !name.starts_with("trusted.overlay."))
 }
 
@@ -404,4 +455,64 @@ fn read_xattrs(p: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
     }
     out.sort();
     Ok(out)
+}
+
+/// Compresses an existing uncompressed layer tar (a base rootfs tar, an
+/// `import`) into `out`, computing diffID and digest in the same pass. The tar
+/// is taken as is: callers wanting normalised entries apply it to a directory
+/// and use [`write_layer`] with [`changes_for_tree`].
+pub fn layer_from_tar(
+    mut tar: impl io::Read,
+    opts: &LayerOptions,
+    out: impl Write,
+) -> Result<LayerInfo, LayerError> {
+    let outer = DigestingWriter::new(out);
+    let enc = opts
+        .compression
+        .encoder(outer, opts.threads)
+        .map_err(LayerError::Write)?;
+    let mut inner = DigestingWriter::new(enc);
+    io::copy(&mut tar, &mut inner).map_err(LayerError::Write)?;
+    let (enc, diff_id, uncompressed_size) = inner.finish();
+    let (_, digest, size) = enc.finish().map_err(LayerError::Write)?.finish();
+    Ok(LayerInfo {
+        diff_id,
+        digest,
+        size,
+        uncompressed_size,
+        compression: opts.compression,
+        media_type: opts.compression.oci_layer_media_type(),
+    })
+}
+
+/// The whole tree under `root` as one plain tar (`-o type=tar`): the same
+/// deterministic entries as a layer, uncompressed.
+pub fn write_tree_tar(
+    root: &Path,
+    epoch: Option<i64>,
+    out: impl Write,
+) -> Result<LayerInfo, LayerError> {
+    let changes = changes_for_tree(root)?;
+    let opts = LayerOptions {
+        compression: Compression::Uncompressed,
+        epoch,
+        threads: 1,
+    };
+    write_layer(root, &changes, &opts, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::xattr_kept;
+
+    #[test]
+    fn overlay_and_security_labels_are_not_layer_content() {
+        assert!(xattr_kept("security.capability"));
+        assert!(xattr_kept("user.mime_type"));
+        assert!(xattr_kept("trusted.md5"));
+        assert!(!xattr_kept("trusted.overlay.opaque"));
+        assert!(!xattr_kept("user.overlay.opaque"));
+        assert!(!xattr_kept("security.selinux"));
+        assert!(!xattr_kept("system.posix_acl_access"));
+    }
 }

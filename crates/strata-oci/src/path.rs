@@ -55,16 +55,26 @@ fn resolve(root: &Path, path: &Path, follow_last: bool) -> Result<PathBuf, PathE
         let meta = match std::fs::symlink_metadata(&candidate) {
             Ok(m) => Some(m),
             Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(20) => None,
-            Err(e) => return Err(PathError::Io { path: candidate, source: e }),
+            Err(e) => {
+                return Err(PathError::Io {
+                    path: candidate,
+                    source: e,
+                });
+            }
         };
         match meta {
             Some(m) if m.file_type().is_symlink() && (follow_last || !is_last) => {
                 links += 1;
                 if links > MAX_SYMLINKS {
-                    return Err(PathError::Loop { root: root.to_owned(), path: path.to_owned() });
+                    return Err(PathError::Loop {
+                        root: root.to_owned(),
+                        path: path.to_owned(),
+                    });
                 }
-                let target =
-                    std::fs::read_link(&candidate).map_err(|e| PathError::Io { path: candidate.clone(), source: e })?;
+                let target = std::fs::read_link(&candidate).map_err(|e| PathError::Io {
+                    path: candidate.clone(),
+                    source: e,
+                })?;
                 if target.is_absolute() {
                     done.clear();
                 }
@@ -118,17 +128,38 @@ mod tests {
         symlink("../../../../..", root.join("up")).unwrap();
         symlink("/etc/passwd", root.join("pw")).unwrap();
         symlink("loop", root.join("loop")).unwrap();
-        assert_eq!(secure_join(root, Path::new("abs/sub")).unwrap(), root.join("real/sub"));
-        assert_eq!(secure_join(root, Path::new("/up/etc/x")).unwrap(), root.join("etc/x"));
-        assert_eq!(secure_join(root, Path::new("../../x")).unwrap(), root.join("x"));
-        assert_eq!(secure_join(root, Path::new("pw")).unwrap(), root.join("etc/passwd"));
-        assert_eq!(secure_join_nofollow(root, Path::new("pw")).unwrap(), root.join("pw"));
-        assert!(matches!(secure_join(root, Path::new("loop")), Err(PathError::Loop { .. })));
+        assert_eq!(
+            secure_join(root, Path::new("abs/sub")).unwrap(),
+            root.join("real/sub")
+        );
+        assert_eq!(
+            secure_join(root, Path::new("/up/etc/x")).unwrap(),
+            root.join("etc/x")
+        );
+        assert_eq!(
+            secure_join(root, Path::new("../../x")).unwrap(),
+            root.join("x")
+        );
+        assert_eq!(
+            secure_join(root, Path::new("pw")).unwrap(),
+            root.join("etc/passwd")
+        );
+        assert_eq!(
+            secure_join_nofollow(root, Path::new("pw")).unwrap(),
+            root.join("pw")
+        );
+        assert!(matches!(
+            secure_join(root, Path::new("loop")),
+            Err(PathError::Loop { .. })
+        ));
     }
 
     #[test]
     fn cleans_entry_names() {
-        assert_eq!(clean_entry_name(Path::new("/./a/b/")), Some(PathBuf::from("a/b")));
+        assert_eq!(
+            clean_entry_name(Path::new("/./a/b/")),
+            Some(PathBuf::from("a/b"))
+        );
         assert_eq!(clean_entry_name(Path::new("a/../../etc")), None);
     }
 }

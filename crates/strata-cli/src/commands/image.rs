@@ -431,12 +431,39 @@ pub fn history(a: HistoryArgs) -> anyhow::Result<ExitCode> {
     let mut layers = img.layers.iter().rev();
     let mut rows = Vec::new();
     let n = hist.len();
+    // Local images that are a prefix of this one (same layers and history
+    // length so far) get their ID shown instead of <missing>, as Docker does.
+    let mut local: Vec<(usize, usize, Digest)> = Vec::new();
+    for (other, _) in store.images()? {
+        if other.layers.len() <= img.layers.len()
+            && other
+                .layers
+                .iter()
+                .zip(&img.layers)
+                .all(|(a, b)| a.diff_id == b.diff_id)
+            && let Ok(c) = store.image_config(&other)
+        {
+            let hl = c["history"].as_array().map(Vec::len).unwrap_or(0);
+            local.push((hl, other.layers.len(), other.id));
+        }
+    }
+    let mut remaining_layers = img.layers.len();
     // Walk newest first, pairing non-empty history entries with layers from the top.
     for (i, h) in hist.iter().rev().enumerate() {
         let empty = h["empty_layer"].as_bool().unwrap_or(false);
+        let hist_len = n - i;
+        let shown_id = if i == 0 {
+            Some(img.id)
+        } else {
+            local
+                .iter()
+                .find(|(hl, nl, _)| *hl == hist_len && *nl == remaining_layers)
+                .map(|(_, _, id)| *id)
+        };
         let size = if empty {
             0
         } else {
+            remaining_layers = remaining_layers.saturating_sub(1);
             layers.next().map(|l| l.uncompressed_size).unwrap_or(0)
         };
         let created = h["created"]
@@ -448,14 +475,8 @@ pub fn history(a: HistoryArgs) -> anyhow::Result<ExitCode> {
             by = by.chars().take(44).collect::<String>() + "…";
         }
         let mut r = BTreeMap::new();
-        r.insert(
-            "ID".into(),
-            if i == 0 {
-                id_str(&img.id, a.no_trunc)
-            } else {
-                "<missing>".into()
-            },
-        );
+        let shown = shown_id.map(|d| id_str(&d, a.no_trunc));
+        r.insert("ID".into(), shown.unwrap_or_else(|| "<missing>".into()));
         r.insert(
             "CreatedSince".into(),
             if a.human {

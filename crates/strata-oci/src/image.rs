@@ -1,0 +1,499 @@
+//! Image configs, manifests and indexes, as JSON blobs.
+//!
+//! The config is our own serde type rather than `oci_spec::image::ImageConfiguration`:
+//! Docker's image config carries fields the OCI type lacks (`Healthcheck`,
+//! `OnBuild`, `Shell`, `ArgsEscaped`) that `docker inspect` shows and later
+//! builds on top of an image inherit, so they must round-trip. Field names
+//! and casing mirror Docker's JSON (`.Config` of `docker image inspect`), and
+//! unknown fields of a base image's config are kept (`extra`). Manifests and
+//! indexes are our own types too so that one shape serves the OCI and Docker
+//! schema2 media types with typed digests; tests check that `oci-spec` parses
+//! what we write.
+//!
+//! Serialization is canonical: fixed field order, sorted maps, no whitespace,
+//! empty fields omitted, so equal content always gives equal digests.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+
+pub const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const MEDIA_TYPE_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const MEDIA_TYPE_DOCKER_LIST: &str =
+    "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const MEDIA_TYPE_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+
+pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub const ANNOTATION_CREATED: &str = "org.opencontainers.image.created";
+/// What containerd and `docker buildx` use for the full image name in an
+/// OCI layout's index.json.
+pub const ANNOTATION_CONTAINERD_IMAGE_NAME: &str = "io.containerd.image.name";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("invalid {what} JSON: {source}")]
+    Json {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("timestamp {0} is out of range")]
+    Time(i64),
+}
+
+/// Formats seconds since the epoch as RFC 3339 UTC (`1970-01-01T00:00:00Z`), as
+/// `created` fields want.
+pub fn rfc3339(secs: i64) -> Result<String, ImageError> {
+    jiff::Timestamp::from_second(secs)
+        .map(|t| t.to_string())
+        .map_err(|_| ImageError::Time(secs))
+}
+
+/// Empty JSON object, the value type of `ExposedPorts` and `Volumes` sets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Empty {}
+
+/// The image config blob (`application/vnd.oci.image.config.v1+json`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    pub architecture: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    pub os: String,
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub os_version: Option<String>,
+    #[serde(default)]
+    pub config: ContainerConfig,
+    pub rootfs: RootFs,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<History>,
+    /// Fields of a base image's config we do not model, kept verbatim.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// The runtime defaults (`.Config` in `docker image inspect`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    #[serde(rename = "User", default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(
+        rename = "ExposedPorts",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub exposed_ports: Option<BTreeMap<String, Empty>>,
+    #[serde(rename = "Env", default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<String>>,
+    #[serde(
+        rename = "Entrypoint",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(rename = "Cmd", default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<Vec<String>>,
+    #[serde(
+        rename = "Healthcheck",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub healthcheck: Option<HealthConfig>,
+    /// Docker writes this (true) when CMD/ENTRYPOINT were given in shell form
+    /// on Windows; BuildKit writes it for shell-form commands on Linux too.
+    #[serde(
+        rename = "ArgsEscaped",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub args_escaped: Option<bool>,
+    #[serde(rename = "Volumes", default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<BTreeMap<String, Empty>>,
+    #[serde(
+        rename = "WorkingDir",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub working_dir: Option<String>,
+    #[serde(rename = "OnBuild", default, skip_serializing_if = "Option::is_none")]
+    pub on_build: Option<Vec<String>>,
+    #[serde(rename = "Labels", default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    #[serde(
+        rename = "StopSignal",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub stop_signal: Option<String>,
+    #[serde(rename = "Shell", default, skip_serializing_if = "Option::is_none")]
+    pub shell: Option<Vec<String>>,
+}
+
+/// `HEALTHCHECK`; durations in nanoseconds as Docker stores them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthConfig {
+    #[serde(rename = "Test", default, skip_serializing_if = "Vec::is_empty")]
+    pub test: Vec<String>,
+    #[serde(rename = "Interval", default, skip_serializing_if = "is_zero")]
+    pub interval: i64,
+    #[serde(rename = "Timeout", default, skip_serializing_if = "is_zero")]
+    pub timeout: i64,
+    #[serde(rename = "StartPeriod", default, skip_serializing_if = "is_zero")]
+    pub start_period: i64,
+    #[serde(rename = "StartInterval", default, skip_serializing_if = "is_zero")]
+    pub start_interval: i64,
+    #[serde(rename = "Retries", default, skip_serializing_if = "is_zero")]
+    pub retries: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootFs {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub diff_ids: Vec<Digest>,
+}
+
+impl Default for RootFs {
+    fn default() -> Self {
+        Self {
+            kind: "layers".into(),
+            diff_ids: Vec::new(),
+        }
+    }
+}
+
+/// One `history` entry per instruction.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// True for config-only steps (ENV, CMD, ...), which add no layer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub empty_layer: bool,
+}
+
+impl ImageConfig {
+    /// A config for an empty image for this platform (`linux`/`amd64` etc.).
+    pub fn new(os: &str, architecture: &str) -> Self {
+        Self {
+            os: os.into(),
+            architecture: architecture.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The platform this process runs on, in OCI terms.
+    pub fn host() -> Self {
+        Self::new("linux", host_architecture())
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        canonical_json(self)
+    }
+
+    pub fn from_json(data: &[u8]) -> Result<Self, ImageError> {
+        serde_json::from_slice(data).map_err(|source| ImageError::Json {
+            what: "image config",
+            source,
+        })
+    }
+
+    /// Records one step: a layer (its diffID) or, with `None`, a config-only
+    /// step (`empty_layer`).
+    pub fn push_step(
+        &mut self,
+        diff_id: Option<Digest>,
+        created: Option<String>,
+        created_by: impl Into<String>,
+    ) {
+        let empty_layer = diff_id.is_none();
+        if let Some(d) = diff_id {
+            self.rootfs.diff_ids.push(d);
+        }
+        self.history.push(History {
+            created,
+            created_by: Some(created_by.into()),
+            empty_layer,
+            ..History::default()
+        });
+    }
+}
+
+/// GOARCH-style name of the host architecture.
+pub fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "arm" => "arm",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        other => other,
+    }
+}
+
+/// A content descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Descriptor {
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+}
+
+impl Descriptor {
+    pub fn new(media_type: impl Into<String>, digest: Digest, size: u64) -> Self {
+        Self {
+            media_type: media_type.into(),
+            digest,
+            size,
+            annotations: BTreeMap::new(),
+            platform: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Platform {
+    pub architecture: String,
+    pub os: String,
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub os_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+/// An image manifest (OCI, or Docker schema2 which has the same shape).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    #[serde(rename = "schemaVersion")]
+    pub schema_version: u32,
+    #[serde(
+        rename = "mediaType",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub media_type: String,
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Manifest {
+    /// An OCI manifest for a config blob and its layers.
+    pub fn oci(config: Descriptor, layers: Vec<Descriptor>) -> Self {
+        Self {
+            schema_version: 2,
+            media_type: MEDIA_TYPE_OCI_MANIFEST.into(),
+            config,
+            layers,
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    /// The Docker schema2 form of the same image: media types translated
+    /// (layer compression kept), annotations dropped (schema2 has none).
+    pub fn to_docker(&self) -> Self {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                let mt = crate::compress::Compression::from_media_type(&l.media_type).map_or_else(
+                    || l.media_type.clone(),
+                    |c| c.docker_layer_media_type().to_owned(),
+                );
+                Descriptor::new(mt, l.digest, l.size)
+            })
+            .collect();
+        Self {
+            schema_version: 2,
+            media_type: MEDIA_TYPE_DOCKER_MANIFEST.into(),
+            config: Descriptor::new(
+                MEDIA_TYPE_DOCKER_CONFIG,
+                self.config.digest,
+                self.config.size,
+            ),
+            layers,
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        canonical_json(self)
+    }
+
+    pub fn from_json(data: &[u8]) -> Result<Self, ImageError> {
+        serde_json::from_slice(data).map_err(|source| ImageError::Json {
+            what: "image manifest",
+            source,
+        })
+    }
+}
+
+/// An image index (OCI) / manifest list (Docker); also an OCI layout's `index.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Index {
+    #[serde(rename = "schemaVersion")]
+    pub schema_version: u32,
+    #[serde(
+        rename = "mediaType",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub media_type: String,
+    pub manifests: Vec<Descriptor>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Index {
+    pub fn new(manifests: Vec<Descriptor>) -> Self {
+        Self {
+            schema_version: 2,
+            media_type: MEDIA_TYPE_OCI_INDEX.into(),
+            manifests,
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        canonical_json(self)
+    }
+
+    pub fn from_json(data: &[u8]) -> Result<Self, ImageError> {
+        serde_json::from_slice(data).map_err(|source| ImageError::Json {
+            what: "image index",
+            source,
+        })
+    }
+}
+
+/// Compact JSON with a fixed field order (struct order, sorted maps): the
+/// bytes that get hashed.
+pub fn canonical_json<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serializing these plain structs into a Vec cannot fail: no maps with
+    // non-string keys, no failing Serialize impls.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ImageConfig {
+        let mut c = ImageConfig::new("linux", "amd64");
+        c.created = Some(rfc3339(0).unwrap());
+        c.config.env = Some(vec!["PATH=/usr/bin:/bin".into()]);
+        c.config.cmd = Some(vec!["/bin/sh".into(), "-c".into(), "echo hi".into()]);
+        c.config.healthcheck = Some(HealthConfig {
+            test: vec!["CMD".into(), "true".into()],
+            interval: 30_000_000_000,
+            ..Default::default()
+        });
+        c.config.exposed_ports = Some(BTreeMap::from([("80/tcp".to_owned(), Empty {})]));
+        c.config.shell = Some(vec!["/bin/bash".into(), "-c".into()]);
+        c.config.on_build = Some(vec!["RUN true".into()]);
+        c.config.args_escaped = Some(true);
+        c.push_step(
+            Some(Digest::of(b"layer")),
+            c.created.clone(),
+            "RUN /bin/sh -c true # buildkit",
+        );
+        c.push_step(None, c.created.clone(), "CMD [\"/bin/sh\"]");
+        c
+    }
+
+    #[test]
+    fn config_round_trips_and_matches_docker_field_names() {
+        let c = sample();
+        let json = c.to_json();
+        let s = String::from_utf8(json.clone()).unwrap();
+        assert!(s.starts_with(
+            r#"{"created":"1970-01-01T00:00:00Z","architecture":"amd64","os":"linux","config":{"#
+        ));
+        for f in [
+            "\"Healthcheck\":{\"Test\":[\"CMD\",\"true\"],\"Interval\":30000000000}",
+            "\"ExposedPorts\":{\"80/tcp\":{}}",
+            "\"OnBuild\"",
+            "\"Shell\"",
+            "\"ArgsEscaped\":true",
+            "\"empty_layer\":true",
+        ] {
+            assert!(s.contains(f), "{f} missing from {s}");
+        }
+        assert_eq!(ImageConfig::from_json(&json).unwrap(), c);
+        // oci-spec accepts it (our extra Docker fields are ignored there).
+        let o: oci_spec::image::ImageConfiguration = serde_json::from_slice(&json).unwrap();
+        assert_eq!(o.rootfs().diff_ids().len(), 1);
+        assert_eq!(o.history().as_ref().map(Vec::len), Some(2));
+    }
+
+    #[test]
+    fn unknown_fields_survive() {
+        let j = br#"{"architecture":"amd64","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":[]},"docker_version":"20.10"}"#;
+        let c = ImageConfig::from_json(j).unwrap();
+        assert!(
+            String::from_utf8(c.to_json())
+                .unwrap()
+                .contains("\"docker_version\":\"20.10\"")
+        );
+    }
+
+    #[test]
+    fn manifest_and_index_parse_with_oci_spec() {
+        let cfg = sample().to_json();
+        let config = Descriptor::new(MEDIA_TYPE_OCI_CONFIG, Digest::of(&cfg), cfg.len() as u64);
+        let layer = Descriptor::new(
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+            Digest::of(b"l"),
+            1,
+        );
+        let m = Manifest::oci(config, vec![layer]);
+        let mj = m.to_json();
+        let o: oci_spec::image::ImageManifest = serde_json::from_slice(&mj).unwrap();
+        assert_eq!(o.layers().len(), 1);
+        let d = m.to_docker();
+        assert_eq!(
+            d.layers[0].media_type,
+            "application/vnd.docker.image.rootfs.diff.tar.zstd"
+        );
+        let mut desc = Descriptor::new(MEDIA_TYPE_OCI_MANIFEST, Digest::of(&mj), mj.len() as u64);
+        desc.annotations
+            .insert(ANNOTATION_REF_NAME.into(), "latest".into());
+        let i = Index::new(vec![desc]);
+        let _: oci_spec::image::ImageIndex = serde_json::from_slice(&i.to_json()).unwrap();
+        assert_eq!(Index::from_json(&i.to_json()).unwrap(), i);
+    }
+}
