@@ -27,45 +27,70 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { size: 500 * 1024 * 1024, scratch: std::env::temp_dir() }
+        Self {
+            size: 500 * 1024 * 1024,
+            scratch: std::env::temp_dir(),
+        }
     }
 }
 
 /// Builds the tree, runs every measurement, writes a table to `out`.
 pub fn run(out: &mut dyn Write, opts: &Options) -> Result<()> {
-    let dir = opts.scratch.join(format!("strata-bench-layers-{}", std::process::id()));
+    let dir = opts
+        .scratch
+        .join(format!("strata-bench-layers-{}", std::process::id()));
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let result = measure(out, &dir, opts.size);
-    let cleanup = std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()));
+    let cleanup =
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()));
     result.and(cleanup)
 }
 
 fn measure(out: &mut dyn Write, dir: &Path, size: u64) -> Result<()> {
     let (files, bytes) = generate(dir, size)?;
     let mb = bytes as f64 / 1e6;
-    writeln!(out, "layer bench: {files} files, {mb:.0} MB, {} cores", cores())?;
+    writeln!(
+        out,
+        "layer bench: {files} files, {mb:.0} MB, {} cores",
+        cores()
+    )?;
     // Warm the page cache so the first measurement is not a disk benchmark.
     shell(dir, "tar -cf - . > /dev/null")?;
     let changes = changes_for_tree(dir)?;
     let cases = [
-        ("strata tar+sha256 (uncompressed)", Compression::Uncompressed),
+        (
+            "strata tar+sha256 (uncompressed)",
+            Compression::Uncompressed,
+        ),
         ("strata gzip -6 (parallel)", Compression::Gzip { level: 6 }),
         ("strata zstd -3 (all cores)", Compression::Zstd { level: 3 }),
     ];
     writeln!(out, "{:<36} {:>10} {:>12}", "case", "MB/s", "output MB")?;
     for (name, compression) in cases {
-        let lo = LayerOptions { compression, epoch: Some(0), threads: 0 };
+        let lo = LayerOptions {
+            compression,
+            epoch: Some(0),
+            threads: 0,
+        };
         let t = Instant::now();
         let info = write_layer(dir, &changes, &lo, std::io::sink())?;
         let secs = t.elapsed().as_secs_f64();
-        writeln!(out, "{name:<36} {:>10.1} {:>12.1}", mb / secs, info.size as f64 / 1e6)?;
+        writeln!(
+            out,
+            "{name:<36} {:>10.1} {:>12.1}",
+            mb / secs,
+            info.size as f64 / 1e6
+        )?;
     }
     for (name, cmd) in [
         ("tar -cf - . | pigz", "tar -cf - . | pigz | wc -c"),
-        ("tar -cf - . | zstd -T0", "tar -cf - . | zstd -T0 -3 -c | wc -c"),
+        (
+            "tar -cf - . | zstd -T0",
+            "tar -cf - . | zstd -T0 -3 -c | wc -c",
+        ),
     ] {
         let t = Instant::now();
         match shell(dir, cmd) {
@@ -92,7 +117,10 @@ fn shell(dir: &Path, cmd: &str) -> Result<String> {
         .output()
         .with_context(|| format!("running {cmd}"))?;
     if !o.status.success() {
-        bail!("{cmd} failed: {}", String::from_utf8_lossy(&o.stderr).trim());
+        bail!(
+            "{cmd} failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
@@ -122,12 +150,18 @@ impl Rng {
 /// Returns (file count, total bytes).
 fn generate(dir: &Path, size: u64) -> Result<(u64, u64)> {
     let mut rng = Rng(0x5eed_1234_abcd_ef01);
-    let words: &[&[u8]] = &[b"layer ", b"image ", b"strata ", b"build ", b"cache ", b"docker ", b"\n", b"0123 "];
+    let words: &[&[u8]] = &[
+        b"layer ", b"image ", b"strata ", b"build ", b"cache ", b"docker ", b"\n", b"0123 ",
+    ];
     let small_budget = size * 4 / 10;
     let (mut files, mut bytes) = (0u64, 0u64);
     let mut buf = Vec::new();
     while bytes < small_budget {
-        let d = dir.join(format!("src/d{:03}/e{:02}", files % 200, (files / 200) % 20));
+        let d = dir.join(format!(
+            "src/d{:03}/e{:02}",
+            files % 200,
+            (files / 200) % 20
+        ));
         if files % 4000 < 1 || !d.exists() {
             std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
         }
@@ -147,7 +181,8 @@ fn generate(dir: &Path, size: u64) -> Result<(u64, u64)> {
     let mut block = vec![0u8; chunk];
     while bytes < size {
         let p = dir.join(format!("large/blob{i}.bin"));
-        let mut f = std::fs::File::create(&p).with_context(|| format!("creating {}", p.display()))?;
+        let mut f =
+            std::fs::File::create(&p).with_context(|| format!("creating {}", p.display()))?;
         let target = (32 * 1024 * 1024).min(size - bytes);
         let mut written = 0;
         while written < target {
@@ -160,7 +195,8 @@ fn generate(dir: &Path, size: u64) -> Result<(u64, u64)> {
                 }
             }
             let n = (target - written).min(chunk as u64) as usize;
-            f.write_all(&block[..n]).with_context(|| format!("writing {}", p.display()))?;
+            f.write_all(&block[..n])
+                .with_context(|| format!("writing {}", p.display()))?;
             written += n as u64;
         }
         bytes += written;
@@ -177,7 +213,10 @@ mod tests {
     #[test]
     fn small_bench_runs_and_reports_every_case() {
         let mut out = Vec::new();
-        let opts = Options { size: 3 * 1024 * 1024, ..Options::default() };
+        let opts = Options {
+            size: 3 * 1024 * 1024,
+            ..Options::default()
+        };
         run(&mut out, &opts).unwrap();
         let text = String::from_utf8(out).unwrap();
         for case in ["tar+sha256", "gzip", "zstd -3", "pigz", "zstd -T0"] {

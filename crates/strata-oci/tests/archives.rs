@@ -433,3 +433,33 @@ fn tree(root: &Path) -> Vec<String> {
         })
         .collect()
 }
+
+#[test]
+fn same_inputs_give_the_same_image_digest() {
+    let Some(base) = fixture("same_inputs_give_the_same_image_digest") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let digests: Vec<_> = (0..2)
+        .map(|i| {
+            // Different store paths, files written at different wall-clock
+            // times (all after EPOCH, so clamped).
+            std::thread::sleep(std::time::Duration::from_millis(1100 * i));
+            let store = BlobStore::open(tmp.path().join(format!("store{i}"))).unwrap();
+            let built = build(&store, &base, Compression::default());
+            let mut out = Vec::new();
+            write_archive(
+                &mut out,
+                &store,
+                std::slice::from_ref(&built.image),
+                ArchiveFormat::Oci,
+            )
+            .unwrap();
+            (
+                strata_oci::Digest::of(&built.image.manifest.to_json()),
+                strata_oci::Digest::of(&out),
+            )
+        })
+        .collect();
+    assert_eq!(digests[0], digests[1]);
+}
