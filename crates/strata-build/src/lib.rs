@@ -1,4 +1,1049 @@
-//! The solver behind `strata build`: schedules the stage graph, computes each
-//! step's content-addressed cache key, runs or reuses steps, implements COPY/ADD
-//! semantics and the exporters. It reports progress through events and never
-//! prints.
+//! The solver behind `strata build`: walks the stages the target needs in
+//! dependency order, computes each step's content-addressed cache key, runs or
+//! reuses steps, implements COPY semantics and the exporters. It reports
+//! progress through [`Event`]s and never prints.
+
+mod context;
+mod copy;
+mod export;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufReader, Seek};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use strata_frontend::{Args, Diagnostic, Dockerfile, Instruction, Stage};
+use strata_oci::Digest;
+use strata_oci::compress::Compression;
+use strata_oci::image::{HealthConfig, ImageConfig};
+use strata_store::{CacheRecord, ImageRecord, LayerRecord, Store, WriteLock};
+
+pub use export::{Output, OutputKind, parse_output};
+
+/// Everything wrong with a build, each naming what the user must fix.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{}", .0.render())]
+    Dockerfile(Box<Diagnostic>),
+    #[error(
+        "process \"{command}\" did not complete successfully: exit code: {code}\n  at {file}:{line}: {instruction}"
+    )]
+    StepFailed {
+        file: String,
+        line: usize,
+        instruction: String,
+        command: String,
+        code: i32,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] strata_store::StoreError),
+    #[error(transparent)]
+    Exec(#[from] strata_exec::ExecError),
+    #[error("{0}")]
+    Other(String),
+}
+
+type Result<T, E = BuildError> = std::result::Result<T, E>;
+
+fn other(msg: impl Into<String>) -> BuildError {
+    BuildError::Other(msg.into())
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {
+    let context = context.into();
+    move |source| BuildError::Io { context, source }
+}
+
+/// What `strata build` was asked to do.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub context: PathBuf,
+    /// The Dockerfile's name for messages, and its contents.
+    pub dockerfile_name: String,
+    pub dockerfile: String,
+    pub tags: Vec<String>,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub no_cache: bool,
+    pub outputs: Vec<Output>,
+    pub network: strata_exec::Network,
+    pub labels: BTreeMap<String, String>,
+    /// `--timestamp=now`: wall-clock dates instead of the build epoch.
+    pub timestamp_now: bool,
+}
+
+/// Progress, for the CLI to render.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A step starts: `#n [stage i/k] TEXT`.
+    Step {
+        n: usize,
+        name: String,
+    },
+    Cached {
+        n: usize,
+    },
+    Output {
+        n: usize,
+        data: Vec<u8>,
+    },
+    Done {
+        n: usize,
+        seconds: f64,
+    },
+    Error {
+        n: usize,
+        message: String,
+    },
+}
+
+/// What a finished build produced.
+#[derive(Debug, Clone)]
+pub struct BuildResult {
+    pub image_id: Digest,
+    pub manifest_digest: Digest,
+    pub size: u64,
+    pub layers_built: usize,
+    pub steps_cached: usize,
+    pub steps_run: usize,
+    pub epoch: i64,
+    pub epoch_source: &'static str,
+}
+
+/// The image state after a step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    layers: Vec<LayerRecord>,
+    config: ImageConfig,
+    key: String,
+    base_image: Option<Digest>,
+}
+
+/// The cached outcome of one step.
+#[derive(Serialize, Deserialize)]
+struct CachedStep {
+    layer: Option<LayerRecord>,
+    config: ImageConfig,
+}
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+struct Solver<'a> {
+    store: &'a Store,
+    lock: &'a WriteLock,
+    opts: &'a BuildOptions,
+    df: Dockerfile,
+    events: &'a mut dyn FnMut(Event),
+    epoch: i64,
+    created: String,
+    step_no: usize,
+    built: usize,
+    cached: usize,
+    run: usize,
+    /// Finished stages, by index.
+    done: HashMap<usize, State>,
+    /// Merged root filesystems of stages/images used by COPY --from.
+    rootfs: HashMap<String, tempfile::TempDir>,
+    ignore: context::Ignore,
+}
+
+/// The build epoch and where it came from: SOURCE_DATE_EPOCH (env or build
+/// arg), else the commit time of HEAD when the context is a git work tree,
+/// else 0.
+pub fn build_epoch(context: &Path, build_args: &BTreeMap<String, String>) -> (i64, &'static str) {
+    if let Some(v) = build_args
+        .get("SOURCE_DATE_EPOCH")
+        .cloned()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+        && let Ok(n) = v.trim().parse::<i64>()
+    {
+        return (n, "SOURCE_DATE_EPOCH");
+    }
+    let git = std::process::Command::new("git")
+        .args(["-C"])
+        .arg(context)
+        .args(["log", "-1", "--format=%ct"])
+        .stderr(std::process::Stdio::null())
+        .output();
+    if let Ok(out) = git
+        && out.status.success()
+        && let Ok(n) = String::from_utf8_lossy(&out.stdout).trim().parse::<i64>()
+    {
+        return (n, "git HEAD commit time");
+    }
+    (0, "default (no SOURCE_DATE_EPOCH, no git)")
+}
+
+/// Runs a build into `store` and the requested outputs.
+pub fn build(
+    store: &Store,
+    opts: &BuildOptions,
+    events: &mut dyn FnMut(Event),
+) -> Result<BuildResult> {
+    let df = strata_frontend::parse(&opts.dockerfile, &opts.dockerfile_name)
+        .map_err(|d| BuildError::Dockerfile(Box::new(d)))?;
+    let (_globals, stages) = strata_frontend::stages(&df, &opts.build_args)
+        .map_err(|d| BuildError::Dockerfile(Box::new(d)))?;
+    let target = match &opts.target {
+        Some(t) => stages
+            .iter()
+            .find(|s| s.name.as_deref() == Some(t.to_lowercase().as_str()))
+            .map(|s| s.index)
+            .ok_or_else(|| other(format!("target stage {t:?} could not be found")))?,
+        None => stages.len() - 1,
+    };
+    let needed = needed_stages(&df, &stages, target)?;
+    let (epoch, epoch_source) = build_epoch(&opts.context, &opts.build_args);
+    let created_secs = if opts.timestamp_now {
+        strata_store::now_unix()
+    } else {
+        epoch
+    };
+    let lock = store.lock()?;
+    let ignore = context::Ignore::load(&opts.context, &opts.dockerfile_name)?;
+    let mut solver = Solver {
+        store,
+        lock: &lock,
+        opts,
+        df,
+        events,
+        epoch,
+        created: strata_store::rfc3339(created_secs),
+        step_no: 0,
+        built: 0,
+        cached: 0,
+        run: 0,
+        done: HashMap::new(),
+        rootfs: HashMap::new(),
+        ignore,
+    };
+    for stage in stages.iter().filter(|s| needed.contains(&s.index)) {
+        let state = solver.stage(stage, &stages)?;
+        solver.done.insert(stage.index, state);
+    }
+    let mut state = solver
+        .done
+        .remove(&target)
+        .ok_or_else(|| other("target stage was not built"))?;
+    for (k, v) in &opts.labels {
+        state
+            .config
+            .config
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(k.clone(), v.clone());
+    }
+    let tags = opts
+        .tags
+        .iter()
+        .map(|t| strata_store::normalize_reference(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (built, cached, run) = (solver.built, solver.cached, solver.run);
+    let image = commit(store, &lock, &state, &tags)?;
+    drop(solver);
+    for out in &opts.outputs {
+        export::export(store, &image, &opts.tags, out, epoch)?;
+    }
+    Ok(BuildResult {
+        image_id: image.id,
+        manifest_digest: image.manifest,
+        size: image.size(),
+        layers_built: built,
+        steps_cached: cached,
+        steps_run: run,
+        epoch,
+        epoch_source,
+    })
+}
+
+fn commit(store: &Store, lock: &WriteLock, state: &State, tags: &[String]) -> Result<ImageRecord> {
+    let mut config = state.config.clone();
+    config.rootfs.diff_ids = state.layers.iter().map(|l| l.diff_id).collect();
+    let value = serde_json::from_slice(&config.to_json()).map_err(|e| other(e.to_string()))?;
+    Ok(strata_store::write_image(
+        store,
+        lock,
+        value,
+        state.layers.clone(),
+        state.base_image,
+        tags,
+    )?)
+}
+
+/// Stages the target needs: FROM <stage>, COPY --from, RUN --mount from=.
+fn needed_stages(df: &Dockerfile, stages: &[Stage], target: usize) -> Result<Vec<usize>> {
+    let find = |name: &str, before: usize, ins: &Instruction| -> Result<Option<usize>> {
+        if let Ok(i) = name.parse::<usize>() {
+            return if i < before {
+                Ok(Some(i))
+            } else {
+                Err(BuildError::Dockerfile(Box::new(df.error(
+                    ins,
+                    &format!("stage index {i} refers to a stage not defined before this one"),
+                ))))
+            };
+        }
+        let lower = name.to_lowercase();
+        match stages
+            .iter()
+            .find(|s| s.name.as_deref() == Some(lower.as_str()))
+        {
+            Some(s) if s.index < before => Ok(Some(s.index)),
+            Some(_) => Err(BuildError::Dockerfile(Box::new(
+                df.error(ins, &format!("stage {name:?} is used before it is defined")),
+            ))),
+            None => Ok(None),
+        }
+    };
+    let mut needed = vec![target];
+    let mut i = 0;
+    while i < needed.len() {
+        let s = &stages[needed[i]];
+        let mut deps = Vec::new();
+        if let Some(d) = find(&s.base, s.index, &s.from)? {
+            deps.push(d);
+        }
+        for ins in &s.instructions {
+            if let Some(from) = ins.flag("from")
+                && let Some(d) = find(from, s.index, ins)?
+            {
+                deps.push(d);
+            }
+        }
+        for d in deps {
+            if !needed.contains(&d) {
+                needed.push(d);
+            }
+        }
+        i += 1;
+    }
+    needed.sort_unstable();
+    Ok(needed)
+}
+
+fn key_of(parts: &[&[u8]]) -> String {
+    let mut h = blake3::Hasher::new();
+    for p in parts {
+        h.update(&(p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize().to_hex().to_string()
+}
+
+fn env_get(env: &[String], k: &str) -> Option<String> {
+    env.iter().rev().find_map(|e| {
+        e.split_once('=')
+            .filter(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_owned())
+    })
+}
+
+fn env_set(env: &mut Vec<String>, k: &str, v: &str) {
+    env.retain(|e| e.split_once('=').map(|(n, _)| n) != Some(k) && e != k);
+    env.push(format!("{k}={v}"));
+}
+
+impl Solver<'_> {
+    fn fail(&self, ins: &Instruction, msg: &str) -> BuildError {
+        BuildError::Dockerfile(Box::new(self.df.error(ins, msg)))
+    }
+
+    fn stage(&mut self, stage: &Stage, all: &[Stage]) -> Result<State> {
+        let total = stage.instructions.len() + 1;
+        let label = |i: usize| match &stage.name {
+            Some(n) => format!("[{n} {i}/{total}]"),
+            None => format!("[stage-{} {i}/{total}]", stage.index),
+        };
+        self.step_no += 1;
+        let n = self.step_no;
+        (self.events)(Event::Step {
+            n,
+            name: format!("{} FROM {}", label(1), stage.base),
+        });
+        let start = Instant::now();
+        let mut state = self.base(stage, all)?;
+        (self.events)(Event::Done {
+            n,
+            seconds: start.elapsed().as_secs_f64(),
+        });
+        // ARGs in scope: name -> value (None: declared without a value).
+        let mut args: BTreeMap<String, String> = BTreeMap::new();
+        let globals = self.global_args();
+        for (i, ins) in stage.instructions.iter().enumerate() {
+            self.step_no += 1;
+            let n = self.step_no;
+            let name = format!(
+                "{} {} {}",
+                label(i + 2),
+                ins.keyword.to_uppercase(),
+                ins.text
+            );
+            (self.events)(Event::Step { n, name });
+            let start = Instant::now();
+            let r = self.instruction(n, ins, &mut state, &mut args, &globals);
+            match r {
+                Ok(cached) => {
+                    if cached {
+                        (self.events)(Event::Cached { n });
+                    } else {
+                        (self.events)(Event::Done {
+                            n,
+                            seconds: start.elapsed().as_secs_f64(),
+                        });
+                    }
+                }
+                Err(e) => {
+                    (self.events)(Event::Error {
+                        n,
+                        message: e.to_string(),
+                    });
+                    return Err(e);
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    /// Global ARG values (before the first FROM), with build-arg overrides.
+    fn global_args(&self) -> BTreeMap<String, Option<String>> {
+        let mut out = BTreeMap::new();
+        for ins in self
+            .df
+            .instructions
+            .iter()
+            .take_while(|i| i.keyword != "from")
+        {
+            for (k, v) in ins.arg_pairs() {
+                let lookup = |n: &str| out.get(n).cloned().flatten();
+                let v = self.opts.build_args.get(&k).cloned().or_else(|| {
+                    v.and_then(|d| strata_frontend::expand_word(&d, &lookup, self.df.escape).ok())
+                });
+                out.insert(k, v);
+            }
+        }
+        out
+    }
+
+    fn base(&mut self, stage: &Stage, all: &[Stage]) -> Result<State> {
+        if stage.base == "scratch" {
+            let mut config = ImageConfig::host();
+            config.config.env = Some(vec![DEFAULT_PATH.into()]);
+            return Ok(State {
+                layers: Vec::new(),
+                config,
+                key: key_of(&[b"scratch"]),
+                base_image: None,
+            });
+        }
+        let lower = stage.base.to_lowercase();
+        if let Some(s) = all
+            .iter()
+            .find(|s| s.index < stage.index && s.name.as_deref() == Some(lower.as_str()))
+        {
+            return self
+                .done
+                .get(&s.index)
+                .cloned()
+                .ok_or_else(|| other(format!("stage {} was not built", stage.base)));
+        }
+        if let Some(p) = &stage.platform {
+            let host = format!("linux/{}", strata_oci::image::host_architecture());
+            if p != &host && !p.starts_with('$') {
+                return Err(self.fail(&stage.from, &format!("platform {p} is not the host platform {host}: cross-building is not supported yet")));
+            }
+        }
+        let img = self.store.resolve(&stage.base).map_err(|e| {
+            self.fail(&stage.from, &format!("base image {:?} is not in the local store ({e}); load it with `strata load`, `strata import` or `strata pull`", stage.base))
+        })?;
+        let raw = self.store.read_blob(&img.id)?;
+        let mut config = ImageConfig::from_json(&raw)
+            .map_err(|e| other(format!("config of {}: {e}", stage.base)))?;
+        if config.config.env.is_none() {
+            config.config.env = Some(vec![DEFAULT_PATH.into()]);
+        }
+        Ok(State {
+            layers: img.layers.clone(),
+            config,
+            key: key_of(&[b"image", img.id.to_string().as_bytes()]),
+            base_image: Some(img.id),
+        })
+    }
+
+    /// Runs one instruction; returns whether it was a cache hit.
+    fn instruction(
+        &mut self,
+        n: usize,
+        ins: &Instruction,
+        state: &mut State,
+        args: &mut BTreeMap<String, String>,
+        globals: &BTreeMap<String, Option<String>>,
+    ) -> Result<bool> {
+        let env = state.config.config.env.clone().unwrap_or_default();
+        let escape = self.df.escape;
+        // Expansion sees ENV first (ENV beats ARG of the same name), then ARGs.
+        let lookup = |k: &str| env_get(&env, k).or_else(|| args.get(k).cloned());
+        let expand = |w: &str| {
+            strata_frontend::expand_word(w, &lookup, escape)
+                .map_err(|e| self.fail(ins, &e.to_string()))
+        };
+        let words = |this: &Self| -> Result<Vec<String>> {
+            match &ins.args {
+                Args::Exec(v) => Ok(v.clone()),
+                Args::Shell(s) => strata_frontend::split_words(s, &lookup, escape)
+                    .map_err(|e| this.fail(ins, &e.to_string())),
+            }
+        };
+        let cfg = &mut state.config.config;
+        let history: String;
+        match ins.keyword.as_str() {
+            "run" => return self.run_step(n, ins, state, args),
+            "copy" | "add" => return self.copy_step(ins, state, args),
+            "arg" => {
+                let mut declared = Vec::new();
+                for (k, v) in ins.arg_pairs() {
+                    let value = match self.opts.build_args.get(&k) {
+                        Some(o) => Some(o.clone()),
+                        None => match v {
+                            Some(d) => Some(expand(&d)?),
+                            None => globals.get(&k).cloned().flatten(),
+                        },
+                    };
+                    declared.push((k, value));
+                }
+                for (k, v) in declared {
+                    if let Some(v) = v {
+                        args.insert(k, v);
+                    }
+                }
+                history = format!("ARG {}", ins.text);
+            }
+            "env" => {
+                let w = words(self)?;
+                let mut e = cfg.env.clone().unwrap_or_default();
+                let mut shown = Vec::new();
+                if !w.first().is_some_and(|f| f.contains('=')) {
+                    // Legacy `ENV key value with spaces`.
+                    let (k, v) = ins
+                        .text
+                        .split_once(char::is_whitespace)
+                        .unwrap_or((&ins.text, ""));
+                    let v = expand(v.trim())?;
+                    env_set(&mut e, k, &v);
+                    shown.push(format!("{k}={v}"));
+                } else {
+                    for p in w {
+                        let (k, v) = p.split_once('=').ok_or_else(|| {
+                            self.fail(ins, &format!("ENV {p}: expected KEY=VALUE"))
+                        })?;
+                        env_set(&mut e, k, v);
+                        shown.push(format!("{k}={v}"));
+                    }
+                }
+                cfg.env = Some(e);
+                history = format!("ENV {}", shown.join(" "));
+            }
+            "label" => {
+                let w = words(self)?;
+                let labels = cfg.labels.get_or_insert_with(BTreeMap::new);
+                let mut shown = Vec::new();
+                for p in w {
+                    let (k, v) = p
+                        .split_once('=')
+                        .ok_or_else(|| self.fail(ins, &format!("LABEL {p}: expected KEY=VALUE")))?;
+                    labels.insert(k.to_owned(), v.to_owned());
+                    shown.push(format!("{k}={v}"));
+                }
+                history = format!("LABEL {}", shown.join(" "));
+            }
+            "workdir" => {
+                let w = expand(&ins.text)?;
+                let cur = cfg
+                    .working_dir
+                    .clone()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| "/".into());
+                let joined = if w.starts_with('/') {
+                    PathBuf::from(&w)
+                } else {
+                    Path::new(&cur).join(&w)
+                };
+                let clean = clean_abs(&joined);
+                cfg.working_dir = Some(clean.clone());
+                history = format!("WORKDIR {clean}");
+            }
+            "user" => {
+                let u = expand(&ins.text)?;
+                cfg.user = Some(u.clone());
+                history = format!("USER {u}");
+            }
+            "cmd" | "entrypoint" => {
+                let v = match &ins.args {
+                    Args::Exec(v) => v.clone(),
+                    Args::Shell(s) => {
+                        let mut sh = cfg
+                            .shell
+                            .clone()
+                            .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+                        sh.push(s.clone());
+                        sh
+                    }
+                };
+                history = format!(
+                    "{} {}",
+                    ins.keyword.to_uppercase(),
+                    serde_json::to_string(&v).unwrap_or_default()
+                );
+                if ins.keyword == "cmd" {
+                    cfg.cmd = Some(v);
+                } else {
+                    cfg.entrypoint = Some(v);
+                    // A new ENTRYPOINT resets the CMD inherited from the base.
+                    cfg.cmd = None;
+                }
+            }
+            "shell" => {
+                let Args::Exec(v) = &ins.args else {
+                    return Err(self.fail(ins, "SHELL requires the arguments to be in JSON form"));
+                };
+                cfg.shell = Some(v.clone());
+                history = format!("SHELL {}", serde_json::to_string(v).unwrap_or_default());
+            }
+            "expose" => {
+                let ports = cfg.exposed_ports.get_or_insert_with(BTreeMap::new);
+                for p in words(self)? {
+                    let p = if p.contains('/') {
+                        p
+                    } else {
+                        format!("{p}/tcp")
+                    };
+                    ports.insert(p, Default::default());
+                }
+                history = format!("EXPOSE {}", ins.text);
+            }
+            "volume" => {
+                let vols = cfg.volumes.get_or_insert_with(BTreeMap::new);
+                for v in words(self)? {
+                    vols.insert(v, Default::default());
+                }
+                history = format!("VOLUME {}", ins.text);
+            }
+            "stopsignal" => {
+                let s = expand(&ins.text)?;
+                cfg.stop_signal = Some(s.clone());
+                history = format!("STOPSIGNAL {s}");
+            }
+            "maintainer" => {
+                state.config.author = Some(ins.text.clone());
+                history = format!("MAINTAINER {}", ins.text);
+            }
+            "onbuild" => {
+                cfg.on_build
+                    .get_or_insert_with(Vec::new)
+                    .push(ins.text.clone());
+                history = format!("ONBUILD {}", ins.text);
+            }
+            "healthcheck" => {
+                let text = ins.text.trim();
+                let test = if text.eq_ignore_ascii_case("none") {
+                    vec!["NONE".to_owned()]
+                } else {
+                    let cmd = text
+                        .strip_prefix("CMD")
+                        .or_else(|| text.strip_prefix("cmd"))
+                        .map(str::trim)
+                        .ok_or_else(|| {
+                            self.fail(ins, "HEALTHCHECK must be NONE or CMD <command>")
+                        })?;
+                    match serde_json::from_str::<Vec<String>>(cmd) {
+                        Ok(v) => std::iter::once("CMD".to_owned()).chain(v).collect(),
+                        Err(_) => vec!["CMD-SHELL".to_owned(), cmd.to_owned()],
+                    }
+                };
+                let dur = |name: &str| -> Result<i64> {
+                    match ins.flag(name) {
+                        None => Ok(0),
+                        Some(v) => parse_duration_ns(v).ok_or_else(|| {
+                            self.fail(
+                                ins,
+                                &format!("--{name}={v}: not a duration like 30s or 1m30s"),
+                            )
+                        }),
+                    }
+                };
+                let retries = match ins.flag("retries") {
+                    None => 0,
+                    Some(v) => v
+                        .parse()
+                        .map_err(|_| self.fail(ins, &format!("--retries={v}: not a number")))?,
+                };
+                let hc = HealthConfig {
+                    test,
+                    interval: dur("interval")?,
+                    timeout: dur("timeout")?,
+                    start_period: dur("start-period")?,
+                    start_interval: dur("start-interval")?,
+                    retries,
+                };
+                state.config.config.healthcheck = Some(hc);
+                history = format!("HEALTHCHECK {text}");
+            }
+            other_kw => {
+                return Err(self.fail(
+                    ins,
+                    &format!("{} is not allowed here", other_kw.to_uppercase()),
+                ));
+            }
+        }
+        state
+            .config
+            .push_step(None, Some(self.created.clone()), history.clone());
+        state.key = key_of(&[state.key.as_bytes(), history.as_bytes()]);
+        Ok(false)
+    }
+
+    /// The cache lookup shared by RUN and COPY: on a hit the state advances.
+    fn cache_hit(&mut self, key: &str, state: &mut State) -> Result<bool> {
+        if self.opts.no_cache {
+            return Ok(false);
+        }
+        let Some(rec) = self.store.cache_get(key)? else {
+            return Ok(false);
+        };
+        let Ok(step) = serde_json::from_value::<CachedStep>(rec.value) else {
+            return Ok(false);
+        };
+        if let Some(l) = &step.layer {
+            if !self.store.has_blob(&l.blob) {
+                return Ok(false);
+            }
+            state.layers.push(l.clone());
+        }
+        state.config = step.config;
+        state.key = key.to_owned();
+        self.cached += 1;
+        Ok(true)
+    }
+
+    fn cache_store(&mut self, key: &str, layer: Option<&LayerRecord>, state: &State) -> Result<()> {
+        let step = CachedStep {
+            layer: layer.cloned(),
+            config: state.config.clone(),
+        };
+        let value = serde_json::to_value(&step).map_err(|e| other(e.to_string()))?;
+        let rec = CacheRecord {
+            value,
+            diff_ids: layer.iter().map(|l| l.diff_id).collect(),
+            blobs: layer.iter().map(|l| l.blob).collect(),
+        };
+        self.store.cache_put(self.lock, key, &rec)?;
+        Ok(())
+    }
+
+    /// Unpacks the state's layers into snapshots (once each); top-most first.
+    fn lowers(&self, layers: &[LayerRecord]) -> Result<Vec<PathBuf>> {
+        let mut lowers = Vec::new();
+        for l in layers {
+            let dir = self.store.snapshot_dir(&l.diff_id);
+            if !self.store.snapshot_ready(&l.diff_id)? {
+                if dir.exists() {
+                    strata_exec::snapshot::remove_tree(&dir)?;
+                }
+                let reader = self.store.open_layer_tar(l)?;
+                strata_exec::snapshot::unpack_layer(reader, &dir, strata_exec::Mode::current())?;
+                self.store.snapshot_done(self.lock, &l.diff_id)?;
+            }
+            lowers.push(dir);
+        }
+        lowers.reverse();
+        Ok(lowers)
+    }
+
+    fn scratch(&self) -> Result<tempfile::TempDir> {
+        let dir = self.store.root().join("tmp");
+        fs_err::create_dir_all(&dir).map_err(|e| other(e.to_string()))?;
+        tempfile::Builder::new()
+            .prefix("build-")
+            .tempdir_in(&dir)
+            .map_err(io(format!("creating a scratch dir in {}", dir.display())))
+    }
+
+    /// Writes `changes` under `root` as a gzip layer into the store.
+    fn write_layer(&self, root: &Path, changes: &[strata_oci::Change]) -> Result<LayerRecord> {
+        let scratch = self.scratch()?;
+        let path = scratch.path().join("layer");
+        let mut file = fs_err::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| other(e.to_string()))?;
+        let opts = strata_oci::layer::LayerOptions {
+            compression: Compression::default(),
+            epoch: Some(self.epoch),
+            threads: 0,
+        };
+        let info = strata_oci::layer::write_layer(root, changes, &opts, &mut file)
+            .map_err(|e| other(format!("writing a layer: {e}")))?;
+        file.rewind().map_err(|e| other(e.to_string()))?;
+        let (digest, size) = self
+            .store
+            .put_blob_reader(self.lock, BufReader::new(file))?;
+        if digest != info.digest {
+            return Err(other(format!(
+                "layer changed while being stored: {digest} != {}",
+                info.digest
+            )));
+        }
+        Ok(LayerRecord {
+            diff_id: info.diff_id,
+            blob: digest,
+            media_type: info.media_type.to_string(),
+            size,
+            uncompressed_size: info.uncompressed_size,
+        })
+    }
+
+    fn run_step(
+        &mut self,
+        n: usize,
+        ins: &Instruction,
+        state: &mut State,
+        args: &BTreeMap<String, String>,
+    ) -> Result<bool> {
+        let cfg = &state.config.config;
+        let shell = cfg
+            .shell
+            .clone()
+            .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+        let argv: Vec<String> = match &ins.args {
+            Args::Exec(v) => v.clone(),
+            Args::Shell(s) => {
+                let mut text = s.clone();
+                if let Some(h) = ins.heredocs.first() {
+                    let marker_only = s
+                        .trim()
+                        .trim_start_matches("<<")
+                        .trim_start_matches('-')
+                        .trim_matches(|c| c == '"' || c == '\'')
+                        == h.name;
+                    text = if marker_only {
+                        h.content.clone()
+                    } else {
+                        // The shell reads the heredoc itself, as BuildKit passes it.
+                        let mut t = s.clone();
+                        for h in &ins.heredocs {
+                            t.push('\n');
+                            t.push_str(&h.content);
+                            t.push_str(&h.name);
+                        }
+                        t
+                    };
+                }
+                shell.iter().cloned().chain(std::iter::once(text)).collect()
+            }
+        };
+        let mut env = cfg.env.clone().unwrap_or_default();
+        // ARGs are visible to RUN (and to its cache key) but never persisted.
+        for (k, v) in args {
+            if env_get(&env, k).is_none() {
+                env.push(format!("{k}={v}"));
+            }
+        }
+        let cwd = cfg
+            .working_dir
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "/".into());
+        let user = cfg.user.clone().unwrap_or_default();
+        let network = match ins.flag("network") {
+            None | Some("default") => self.opts.network,
+            Some("none") => strata_exec::Network::None,
+            Some("host") => strata_exec::Network::Host,
+            Some(o) => {
+                return Err(self.fail(
+                    ins,
+                    &format!("--network={o}: expected default, none or host"),
+                ));
+            }
+        };
+        if !ins.flag_all("mount").is_empty() {
+            return Err(self.fail(
+                ins,
+                "RUN --mount is parsed but not executed by this version of strata yet",
+            ));
+        }
+        let argv_json = serde_json::to_vec(&argv).unwrap_or_default();
+        let key = key_of(&[
+            state.key.as_bytes(),
+            b"RUN",
+            &argv_json,
+            env.join("\0").as_bytes(),
+            cwd.as_bytes(),
+            user.as_bytes(),
+            format!("{network:?}").as_bytes(),
+        ]);
+        let history = match &ins.args {
+            Args::Exec(v) => format!("RUN {} # buildkit", v.join(" ")),
+            Args::Shell(_) => format!("RUN {} # buildkit", argv.join(" ")),
+        };
+        if self.cache_hit(&key, state)? {
+            return Ok(true);
+        }
+        let lowers = self.lowers(&state.layers)?;
+        let scratch = self.scratch()?;
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let spec = strata_exec::RunSpec {
+            lowers,
+            scratch_dir: scratch.path().to_owned(),
+            argv: argv.clone(),
+            env,
+            cwd,
+            user,
+            hostname: "buildkitsandbox".into(),
+            network,
+            mounts: Vec::new(),
+            extra_hosts: Vec::new(),
+            shm_size: None,
+            output: Box::new(move |_s, data| {
+                let _ = tx.send(data.to_vec());
+            }),
+            cancel: None,
+        };
+        let events = &mut *self.events;
+        let outcome = std::thread::scope(|s| {
+            let h = s.spawn(move || strata_exec::run(spec));
+            for data in rx {
+                events(Event::Output { n, data });
+            }
+            h.join()
+        })
+        .map_err(|_| other("the executor thread panicked"))??;
+        self.run += 1;
+        let code = match outcome.status {
+            strata_exec::ExitStatus::Code(0) => None,
+            strata_exec::ExitStatus::Code(c) => Some(c),
+            strata_exec::ExitStatus::Signal(s) => Some(128 + s),
+        };
+        if let Some(code) = code {
+            return Err(BuildError::StepFailed {
+                file: self.df.file.clone(),
+                line: ins.line,
+                instruction: format!("RUN {}", ins.text),
+                command: argv.join(" "),
+                code,
+            });
+        }
+        let changes = outcome.upper.changes()?;
+        let layer = if changes.is_empty() {
+            None
+        } else {
+            Some(self.write_layer(outcome.upper.root(), &changes)?)
+        };
+        drop(outcome);
+        self.finish_step(&key, layer, state, history)?;
+        Ok(false)
+    }
+
+    fn finish_step(
+        &mut self,
+        key: &str,
+        layer: Option<LayerRecord>,
+        state: &mut State,
+        history: String,
+    ) -> Result<()> {
+        if let Some(l) = &layer {
+            state.layers.push(l.clone());
+            self.built += 1;
+        }
+        state.config.push_step(
+            layer.as_ref().map(|l| l.diff_id),
+            Some(self.created.clone()),
+            history,
+        );
+        state.key = key.to_owned();
+        self.cache_store(key, layer.as_ref(), state)
+    }
+}
+
+/// `/a/./b/../c` -> `/a/c`, always absolute.
+fn clean_abs(p: &Path) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            _ => {}
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// Go-style durations as Docker accepts them: `30s`, `1m30s`, `500ms`, `2h`.
+fn parse_duration_ns(s: &str) -> Option<i64> {
+    let mut total: i64 = 0;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_end = rest.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+        let value: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let mult: f64 = match &rest[..unit_end] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        total = total.checked_add((value * mult) as i64)?;
+        rest = &rest[unit_end..];
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ns("30s"), Some(30_000_000_000));
+        assert_eq!(parse_duration_ns("1m30s"), Some(90_000_000_000));
+        assert_eq!(parse_duration_ns("500ms"), Some(500_000_000));
+        assert_eq!(parse_duration_ns("abc"), None);
+        assert_eq!(parse_duration_ns(""), None);
+    }
+
+    #[test]
+    fn workdir_paths_are_cleaned() {
+        assert_eq!(clean_abs(Path::new("/a/./b/../c")), "/a/c");
+        assert_eq!(clean_abs(Path::new("/")), "/");
+    }
+
+    #[test]
+    fn env_set_replaces() {
+        let mut e = vec!["A=1".to_owned(), "B=2".to_owned()];
+        env_set(&mut e, "A", "3");
+        assert_eq!(e, vec!["B=2", "A=3"]);
+        assert_eq!(env_get(&e, "A").as_deref(), Some("3"));
+    }
+
+    #[test]
+    fn cache_keys_separate_their_parts() {
+        assert_ne!(key_of(&[b"ab", b"c"]), key_of(&[b"a", b"bc"]));
+    }
+}

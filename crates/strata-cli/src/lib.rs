@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod commands;
+mod progress;
 mod render;
 
 /// Exit code for a build or command that failed on its own terms (a step

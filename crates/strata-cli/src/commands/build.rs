@@ -1,11 +1,257 @@
+//! `strata build`: the `docker buildx build` command line over strata-build.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use strata_build::{BuildError, BuildOptions, Event, Output, OutputKind};
+
+use crate::UsageError;
 
 #[derive(clap::Args)]
 pub struct BuildArgs {
-    /// Build context: a directory, or `-` to read a Dockerfile from stdin
+    /// Build context: a directory, or `-` to read a Dockerfile from stdin (no context)
     pub context: String,
+    /// Name and optionally a tag (`name:tag`); repeatable
+    #[arg(short = 't', long = "tag")]
+    pub tags: Vec<String>,
+    /// Name of the Dockerfile (default: `PATH/Dockerfile`); `-` reads stdin
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<String>,
+    /// Set a build-time variable (`KEY=VALUE`, or `KEY` to take it from the environment)
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// Set the target build stage to build
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Do not use the cache when building the image
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Output destination (`type=docker,dest=FILE`, `type=oci,dest=FILE`, `type=local,dest=DIR`, `type=tar,dest=FILE`, `type=image`)
+    #[arg(short = 'o', long = "output")]
+    pub outputs: Vec<String>,
+    /// Networking mode for RUN instructions: default, none, host
+    #[arg(long, default_value = "default")]
+    pub network: String,
+    /// Set metadata for the image (`KEY=VALUE`)
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Target platform; only the host platform is supported
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Progress output: auto, plain, tty, quiet
+    #[arg(long, default_value = "auto")]
+    pub progress: String,
+    /// Suppress the build output and print the image ID on success
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Write the image ID to the file
+    #[arg(long)]
+    pub iidfile: Option<PathBuf>,
+    /// Write build result metadata (JSON) to the file
+    #[arg(long)]
+    pub metadata_file: Option<PathBuf>,
+    /// `now` to stamp the image with the wall clock instead of the build epoch
+    #[arg(long)]
+    pub timestamp: Option<String>,
 }
 
-pub fn run(_args: BuildArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("strata build: not implemented yet")
+pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
+    let start = Instant::now();
+    let (context, dockerfile_name, dockerfile) = read_inputs(&args)?;
+    let mut build_args = BTreeMap::new();
+    for a in &args.build_args {
+        match a.split_once('=') {
+            Some((k, v)) => {
+                build_args.insert(k.to_owned(), v.to_owned());
+            }
+            None => {
+                if let Ok(v) = std::env::var(a) {
+                    build_args.insert(a.clone(), v);
+                }
+            }
+        }
+    }
+    let mut labels = BTreeMap::new();
+    for l in &args.labels {
+        let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+        labels.insert(k.to_owned(), v.to_owned());
+    }
+    if let Some(p) = &args.platform {
+        let host = format!("linux/{}", strata_oci::image::host_architecture());
+        if p != &host {
+            return Err(UsageError(format!("--platform {p}: only the host platform ({host}) can be built; cross-building is not supported yet")).into());
+        }
+    }
+    let network = match args.network.as_str() {
+        "default" => strata_exec::Network::Sandbox,
+        "none" => strata_exec::Network::None,
+        "host" => strata_exec::Network::Host,
+        o => {
+            return Err(
+                UsageError(format!("--network {o}: expected default, none or host")).into(),
+            );
+        }
+    };
+    let timestamp_now = match args.timestamp.as_deref() {
+        None => false,
+        Some("now") => true,
+        Some(o) => {
+            return Err(UsageError(format!("--timestamp {o}: only `now` is accepted")).into());
+        }
+    };
+    let mut outputs = Vec::new();
+    for o in &args.outputs {
+        outputs.push(strata_build::parse_output(o).map_err(|e| UsageError(e.to_string()))?);
+    }
+    let stdout_used = outputs
+        .iter()
+        .any(|o: &Output| o.dest.as_deref() == Some(std::path::Path::new("-")));
+    if stdout_used && args.quiet {
+        return Err(UsageError(
+            "--quiet and an output to stdout (dest=-) cannot be combined".into(),
+        )
+        .into());
+    }
+    let opts = BuildOptions {
+        context,
+        dockerfile_name,
+        dockerfile,
+        tags: args.tags.clone(),
+        build_args,
+        target: args.target.clone(),
+        no_cache: args.no_cache,
+        outputs: outputs.clone(),
+        network,
+        labels,
+        timestamp_now,
+    };
+    let store = strata_store::Store::open(&strata_store::Store::default_root())
+        .context("opening the store")?;
+    let quiet = args.quiet || args.progress == "quiet";
+    let mut progress = crate::progress::Plain::new(quiet);
+    let result = strata_build::build(&store, &opts, &mut |e: Event| progress.event(e));
+    let result = match result {
+        Ok(r) => r,
+        Err(BuildError::Dockerfile(d)) => {
+            #[expect(clippy::print_stderr, reason = "the CLI renders build errors")]
+            {
+                eprintln!("error: {}", d.render());
+            }
+            return Ok(ExitCode::from(crate::EXIT_FAILURE));
+        }
+        Err(e) => {
+            #[expect(clippy::print_stderr, reason = "the CLI renders build errors")]
+            {
+                eprintln!("ERROR: {e}");
+            }
+            return Ok(ExitCode::from(crate::EXIT_FAILURE));
+        }
+    };
+    if let Some(p) = &args.iidfile {
+        strata_oci::atomic_write(p, result.image_id.to_string().as_bytes())
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &args.metadata_file {
+        let meta = serde_json::json!({
+            "containerimage.digest": result.manifest_digest.to_string(),
+            "containerimage.config.digest": result.image_id.to_string(),
+            "image.name": args.tags.join(","),
+        });
+        strata_oci::atomic_write(p, serde_json::to_string_pretty(&meta)?.as_bytes())
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    if args.quiet {
+        let mut o = std::io::stdout().lock();
+        writeln!(o, "{}", result.image_id)?;
+    } else if !stdout_used {
+        #[expect(clippy::print_stderr, reason = "the build summary is progress output")]
+        {
+            eprintln!(
+                "#{} exporting\n#{} writing image {} done\n#{} naming to {}\nimage: {}\ndigest: {}\nsize: {} bytes, layers built: {}, steps cached: {}, steps run: {}\nepoch: {} ({})\ntotal: {:.1}s",
+                progress.next(),
+                progress.current(),
+                result.image_id,
+                progress.current(),
+                if args.tags.is_empty() {
+                    "<none>".to_owned()
+                } else {
+                    args.tags.join(", ")
+                },
+                result.image_id,
+                result.manifest_digest,
+                result.size,
+                result.layers_built,
+                result.steps_cached,
+                result.steps_run,
+                result.epoch,
+                result.epoch_source,
+                start.elapsed().as_secs_f64()
+            );
+        }
+        let _ = outputs
+            .iter()
+            .filter(|o| o.kind != OutputKind::Image)
+            .count();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The context directory and the Dockerfile (name for messages, contents).
+fn read_inputs(args: &BuildArgs) -> anyhow::Result<(PathBuf, String, String)> {
+    let from_stdin = args.context == "-";
+    if from_stdin && args.file.as_deref() == Some("-") {
+        return Err(UsageError(
+            "the context and the Dockerfile cannot both be read from stdin".into(),
+        )
+        .into());
+    }
+    let context = if from_stdin {
+        // No context: an empty directory, so COPY finds nothing.
+        let dir = std::env::temp_dir().join(format!("strata-empty-context-{}", std::process::id()));
+        fs_err::create_dir_all(&dir)?;
+        dir
+    } else {
+        let p = PathBuf::from(&args.context);
+        if !p.is_dir() {
+            return Err(UsageError(format!(
+                "unable to prepare context: path {:?} not found or not a directory",
+                args.context
+            ))
+            .into());
+        }
+        p
+    };
+    let (name, text) = match args.file.as_deref() {
+        Some("-") => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the Dockerfile from stdin")?;
+            ("Dockerfile".to_owned(), s)
+        }
+        _ if from_stdin => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the Dockerfile from stdin")?;
+            ("Dockerfile".to_owned(), s)
+        }
+        Some(f) => {
+            let p = PathBuf::from(f);
+            let text = fs_err::read_to_string(&p)
+                .map_err(|e| UsageError(format!("failed to read Dockerfile: {e}")))?;
+            (f.to_owned(), text)
+        }
+        None => {
+            let p = context.join("Dockerfile");
+            let text = fs_err::read_to_string(&p)
+                .map_err(|e| UsageError(format!("failed to read Dockerfile: {e}")))?;
+            ("Dockerfile".to_owned(), text)
+        }
+    };
+    Ok((context, name, text))
 }

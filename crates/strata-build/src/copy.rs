@@ -1,0 +1,565 @@
+//! COPY and ADD: select sources (context, another stage, an image), build a
+//! fresh layer directory with docker's path rules, and write it as a layer.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use strata_frontend::{Args, Instruction};
+
+use crate::{BuildError, Result, Solver, State, context, io, key_of, other};
+
+/// A selected source: where it is on disk and its path relative to the
+/// source root (for ignore rules and the cache key).
+struct Source {
+    path: PathBuf,
+    rel: String,
+}
+
+impl Solver<'_> {
+    pub(crate) fn copy_step(
+        &mut self,
+        ins: &Instruction,
+        state: &mut State,
+        args: &std::collections::BTreeMap<String, String>,
+    ) -> Result<bool> {
+        let is_add = ins.keyword == "add";
+        let env = state.config.config.env.clone().unwrap_or_default();
+        let escape = self.df.escape;
+        let lookup = |k: &str| crate::env_get(&env, k).or_else(|| args.get(k).cloned());
+        let words: Vec<String> = match &ins.args {
+            Args::Exec(v) => v
+                .iter()
+                .map(|w| strata_frontend::expand_word(w, &lookup, escape))
+                .collect::<Result<_, _>>()
+                .map_err(|e| self.fail(ins, &e.to_string()))?,
+            Args::Shell(s) => strata_frontend::split_words(s, &lookup, escape)
+                .map_err(|e| self.fail(ins, &e.to_string()))?,
+        };
+        if words.len() < 2 {
+            return Err(self.fail(
+                ins,
+                &format!(
+                    "{} requires at least two arguments: source(s) and destination",
+                    ins.keyword.to_uppercase()
+                ),
+            ));
+        }
+        let (dest_word, source_words) = words.split_last().ok_or_else(|| other("no arguments"))?;
+        let workdir = state
+            .config
+            .config
+            .working_dir
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "/".into());
+        let dest_is_dir_syntax = dest_word.ends_with('/');
+        let dest_abs = if dest_word.starts_with('/') {
+            dest_word.clone()
+        } else {
+            format!("{}/{}", workdir.trim_end_matches('/'), dest_word)
+        };
+        let dest_rel = crate::clean_abs(Path::new(&dest_abs))
+            .trim_start_matches('/')
+            .to_owned();
+
+        // Where sources come from.
+        let from = ins
+            .flag("from")
+            .map(|f| strata_frontend::expand_word(f, &lookup, escape))
+            .transpose()
+            .map_err(|e| self.fail(ins, &e.to_string()))?;
+        let scratch = self.scratch()?;
+        let inline_dir = scratch.path().join("inline");
+        let (src_root, use_ignore) = match &from {
+            None => (self.opts.context.clone(), true),
+            Some(f) => (self.rootfs_of(f, ins)?, false),
+        };
+
+        let mut sources: Vec<Source> = Vec::new();
+        for w in source_words {
+            if let Some(name) = w.strip_prefix("<<") {
+                let name = name
+                    .trim_start_matches('-')
+                    .trim_matches(|c| c == '"' || c == '\'');
+                let h = ins
+                    .heredocs
+                    .iter()
+                    .find(|h| h.name == name)
+                    .ok_or_else(|| self.fail(ins, &format!("no heredoc named {name}")))?;
+                fs::create_dir_all(&inline_dir).map_err(io("creating a scratch dir"))?;
+                let content = if h.quoted {
+                    h.content.clone()
+                } else {
+                    strata_frontend::expand_word(&h.content, &lookup, escape)
+                        .unwrap_or_else(|_| h.content.clone())
+                };
+                let p = inline_dir.join(name);
+                fs::write(&p, content).map_err(io("writing an inline file"))?;
+                sources.push(Source {
+                    path: p,
+                    rel: String::new(),
+                });
+                continue;
+            }
+            if is_add
+                && (w.starts_with("http://") || w.starts_with("https://") || w.starts_with("git@"))
+            {
+                return Err(self.fail(ins, &format!("ADD {w}: remote sources are not supported by this version of strata; download the file into the context and COPY it")));
+            }
+            let rel = crate::clean_abs(Path::new(&format!("/{w}")))
+                .trim_start_matches('/')
+                .to_owned();
+            let matched = self.select(&src_root, &rel, use_ignore)?;
+            if matched.is_empty() {
+                return Err(self.fail(
+                    ins,
+                    &format!("failed to compute cache key: \"/{rel}\" not found"),
+                ));
+            }
+            sources.extend(matched);
+        }
+        let many = sources.len() > 1;
+        if many && !dest_is_dir_syntax {
+            return Err(self.fail(ins, &format!("When using {} with more than one source file, the destination must be a directory and end with a /", ins.keyword.to_uppercase())));
+        }
+
+        // Cache key: parent, instruction, flags, dest, and source contents.
+        let chown = ins
+            .flag("chown")
+            .map(|c| strata_frontend::expand_word(c, &lookup, escape))
+            .transpose()
+            .map_err(|e| self.fail(ins, &e.to_string()))?;
+        let chmod = ins.flag("chmod").map(str::to_owned);
+        let mut h = blake3::Hasher::new();
+        for s in &sources {
+            h.update(s.rel.as_bytes());
+            let ignore = if use_ignore { Some(&self.ignore) } else { None };
+            context::hash_tree(&s.path, &s.rel, ignore, &mut h)?;
+        }
+        let flags = format!(
+            "{:?} {:?} {:?} {}",
+            chown,
+            chmod,
+            from,
+            ins.flag("link").is_some()
+        );
+        let link = ins.flag("link").is_some();
+        let parent_key = if link {
+            String::new()
+        } else {
+            state.key.clone()
+        };
+        let key = key_of(&[
+            parent_key.as_bytes(),
+            ins.keyword.as_bytes(),
+            flags.as_bytes(),
+            dest_abs.as_bytes(),
+            source_words.join("\0").as_bytes(),
+            h.finalize().as_bytes(),
+        ]);
+        let key = if link {
+            key_of(&[state.key.as_bytes(), key.as_bytes()])
+        } else {
+            key
+        };
+        let history = format!(
+            "{} {} {} # buildkit",
+            ins.keyword.to_uppercase(),
+            source_words.join(" "),
+            dest_word
+        );
+        if self.cache_hit(&key, state)? {
+            return Ok(true);
+        }
+
+        let (uid, gid) = match &chown {
+            Some(c) => self.resolve_chown(c, state, ins)?,
+            None => (0, 0),
+        };
+        let chmod_bits = match &chmod {
+            Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| {
+                self.fail(ins, &format!("--chmod={m}: only octal modes are supported"))
+            })?),
+            None => None,
+        };
+        let layer_root = scratch.path().join("root");
+        fs::create_dir_all(&layer_root).map_err(io("creating a layer dir"))?;
+        let lowers = if link {
+            Vec::new()
+        } else {
+            self.lowers(&state.layers)?
+        };
+        let keep_owner = from.is_some() && chown.is_none();
+        let owner = if keep_owner { None } else { Some((uid, gid)) };
+        let dest_path = layer_root.join(&dest_rel);
+        for s in &sources {
+            let meta = fs::symlink_metadata(&s.path)
+                .map_err(io(format!("reading {}", s.path.display())))?;
+            if meta.is_dir() {
+                self.make_parents(&layer_root, &dest_rel, &lowers, true)?;
+                copy_tree(
+                    &s.path,
+                    &dest_path,
+                    &s.rel,
+                    if use_ignore { Some(&self.ignore) } else { None },
+                    owner,
+                    chmod_bits,
+                    true,
+                )?;
+            } else if is_add && !meta.file_type().is_symlink() && is_archive(&s.path) {
+                self.make_parents(&layer_root, &dest_rel, &lowers, true)?;
+                let f =
+                    fs::File::open(&s.path).map_err(io(format!("opening {}", s.path.display())))?;
+                let (_, r) = strata_oci::compress::decompress(f)
+                    .map_err(io(format!("reading {}", s.path.display())))?;
+                strata_oci::apply::apply_layer(
+                    r,
+                    &dest_path,
+                    &mut strata_oci::apply::DeleteWhiteouts,
+                )
+                .map_err(|e| self.fail(ins, &format!("extracting {}: {e}", s.rel)))?;
+            } else {
+                let name = s.path.file_name().map(|n| n.to_owned()).unwrap_or_default();
+                let target_rel = if dest_is_dir_syntax || many {
+                    format!("{}/{}", dest_rel, name.to_string_lossy())
+                } else {
+                    dest_rel.clone()
+                };
+                let target_rel = target_rel.trim_start_matches('/').to_owned();
+                let parent_rel = Path::new(&target_rel)
+                    .parent()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                self.make_parents(&layer_root, &parent_rel, &lowers, true)?;
+                copy_tree(
+                    &s.path,
+                    &layer_root.join(&target_rel),
+                    "",
+                    None,
+                    owner,
+                    chmod_bits,
+                    false,
+                )?;
+            }
+        }
+        let changes = strata_oci::layer::changes_for_tree(&layer_root)
+            .map_err(|e| other(format!("listing the layer: {e}")))?;
+        let layer = if changes.is_empty() {
+            None
+        } else {
+            Some(self.write_layer(&layer_root, &changes)?)
+        };
+        self.finish_step(&key, layer, state, history)?;
+        Ok(false)
+    }
+
+    /// Sources matching `rel` (which may hold `*`, `?`, `[...]` in its last
+    /// component) under `root`, never escaping it.
+    fn select(&self, root: &Path, rel: &str, use_ignore: bool) -> Result<Vec<Source>> {
+        let excluded = |r: &str| use_ignore && !r.is_empty() && self.ignore.excluded(r);
+        let has_glob = rel.contains(['*', '?', '[']);
+        if !has_glob {
+            let p = strata_oci::path::secure_join(root, Path::new(rel))
+                .map_err(|e| other(format!("{rel}: {e}")))?;
+            if excluded(rel) || fs::symlink_metadata(&p).is_err() {
+                return Ok(Vec::new());
+            }
+            return Ok(vec![Source {
+                path: p,
+                rel: rel.to_owned(),
+            }]);
+        }
+        let (dir, pat) = rel.rsplit_once('/').unwrap_or(("", rel));
+        let glob = globset::GlobBuilder::new(pat)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| other(format!("bad pattern {rel}: {e}")))?
+            .compile_matcher();
+        let d = strata_oci::path::secure_join(root, Path::new(dir))
+            .map_err(|e| other(format!("{dir}: {e}")))?;
+        let mut out = Vec::new();
+        let Ok(entries) = fs::read_dir(&d) else {
+            return Ok(out);
+        };
+        let mut names: Vec<_> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .collect();
+        names.sort();
+        for n in names {
+            let name = n.to_string_lossy();
+            let r = if dir.is_empty() {
+                name.to_string()
+            } else {
+                format!("{dir}/{name}")
+            };
+            if glob.is_match(name.as_ref()) && !excluded(&r) {
+                out.push(Source {
+                    path: d.join(&n),
+                    rel: r,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The merged root filesystem of a stage (by name or index) or an image,
+    /// for COPY --from; materialised once per build.
+    fn rootfs_of(&mut self, from: &str, ins: &Instruction) -> Result<PathBuf> {
+        if let Some(d) = self.rootfs.get(from) {
+            return Ok(d.path().to_owned());
+        }
+        let lower = from.to_lowercase();
+        let stage_state = from
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| self.done.get(&i))
+            .or_else(|| {
+                let (_, stages) = strata_frontend::stages(&self.df, &self.opts.build_args).ok()?;
+                let s = stages
+                    .iter()
+                    .find(|s| s.name.as_deref() == Some(lower.as_str()))?;
+                self.done.get(&s.index)
+            })
+            .cloned();
+        let layers = match stage_state {
+            Some(s) => s.layers,
+            None => {
+                self.store
+                    .resolve(from)
+                    .map_err(|e| {
+                        self.fail(ins, &format!("--from={from}: no such stage or image ({e})"))
+                    })?
+                    .layers
+            }
+        };
+        let dir = self.scratch()?;
+        for l in &layers {
+            let r = self.store.open_layer_tar(l)?;
+            strata_oci::apply::apply_layer(r, dir.path(), &mut strata_oci::apply::DeleteWhiteouts)
+                .map_err(|e| other(format!("unpacking {}: {e}", l.diff_id)))?;
+        }
+        let p = dir.path().to_owned();
+        self.rootfs.insert(from.to_owned(), dir);
+        Ok(p)
+    }
+
+    /// `--chown=user[:group]` by number, or by name from the image's
+    /// /etc/passwd and /etc/group.
+    fn resolve_chown(&self, spec: &str, state: &State, ins: &Instruction) -> Result<(u32, u32)> {
+        let (u, g) = spec
+            .split_once(':')
+            .map(|(u, g)| (u, Some(g)))
+            .unwrap_or((spec, None));
+        let lowers = self.lowers(&state.layers)?;
+        let read = |rel: &str| -> String {
+            strata_exec::snapshot::lookup(&lowers, Path::new(rel))
+                .and_then(|f| fs::read_to_string(f.path).ok())
+                .unwrap_or_default()
+        };
+        let find = |db: &str, name: &str| -> Option<(u32, u32)> {
+            db.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.first() == Some(&name)).then(|| {
+                    Some((
+                        f.get(2)?.parse().ok()?,
+                        f.get(3).and_then(|g| g.parse().ok()).unwrap_or(0),
+                    ))
+                })?
+            })
+        };
+        let passwd = read("etc/passwd");
+        let (uid, primary) = match u.parse::<u32>() {
+            Ok(n) => (n, n),
+            Err(_) => find(&passwd, u).ok_or_else(|| {
+                self.fail(
+                    ins,
+                    &format!("--chown={spec}: unable to find user {u} in the image's /etc/passwd"),
+                )
+            })?,
+        };
+        let gid = match g {
+            None => primary,
+            Some(g) => match g.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => find(&read("etc/group"), g)
+                    .map(|(gid, _)| gid)
+                    .ok_or_else(|| {
+                        self.fail(
+                            ins,
+                            &format!(
+                                "--chown={spec}: unable to find group {g} in the image's /etc/group"
+                            ),
+                        )
+                    })?,
+            },
+        };
+        Ok((uid, gid))
+    }
+
+    /// Creates `rel`'s directories in the layer dir, each with the metadata
+    /// it has in the image (so the layer doesn't change existing parents),
+    /// or root 0755 for new ones.
+    fn make_parents(
+        &self,
+        layer_root: &Path,
+        rel: &str,
+        lowers: &[PathBuf],
+        include_self: bool,
+    ) -> Result<()> {
+        let mut cur = PathBuf::new();
+        let comps: Vec<_> = Path::new(rel).components().collect();
+        let n = if include_self {
+            comps.len()
+        } else {
+            comps.len().saturating_sub(1)
+        };
+        for c in comps.iter().take(n) {
+            cur.push(c);
+            let p = layer_root.join(&cur);
+            if p.exists() {
+                continue;
+            }
+            fs::create_dir(&p).map_err(io(format!("creating {}", p.display())))?;
+            let (mode, uid, gid, mtime) = match strata_exec::snapshot::lookup(lowers, &cur) {
+                Some(f) if f.meta.is_dir() => (
+                    f.meta.mode() & 0o7777,
+                    f.meta.uid(),
+                    f.meta.gid(),
+                    f.meta.mtime(),
+                ),
+                _ => (0o755, 0, 0, self.epoch),
+            };
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode))
+                .map_err(io(format!("chmod {}", p.display())))?;
+            std::os::unix::fs::lchown(&p, Some(uid), Some(gid))
+                .map_err(io(format!("chown {}", p.display())))?;
+            set_mtime(&p, mtime)?;
+        }
+        Ok(())
+    }
+}
+
+fn is_archive(p: &Path) -> bool {
+    let Ok(f) = fs::File::open(p) else {
+        return false;
+    };
+    let Ok((_, mut r)) = strata_oci::compress::decompress(f) else {
+        return false;
+    };
+    let mut block = [0u8; 512];
+    if std::io::Read::read_exact(&mut r, &mut block).is_err() {
+        return false;
+    }
+    // A tar header: "ustar" magic at offset 257.
+    &block[257..262] == b"ustar"
+}
+
+fn set_mtime(p: &Path, secs: i64) -> Result<()> {
+    let t = filetime_from(secs);
+    let f = fs::File::options().read(true).open(p);
+    match f {
+        Ok(f)
+            if !fs::symlink_metadata(p)
+                .map(|m| m.file_type().is_symlink())
+                .unwrap_or(false) =>
+        {
+            f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t))
+                .map_err(io(format!("setting times on {}", p.display())))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn filetime_from(secs: i64) -> std::time::SystemTime {
+    if secs >= 0 {
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64)
+    } else {
+        std::time::UNIX_EPOCH
+    }
+}
+
+/// Copies `src` (file, symlink or directory) to `dst`. For a directory with
+/// `contents_only`, its contents go into `dst` (docker's rule for COPY dir).
+fn copy_tree(
+    src: &Path,
+    dst: &Path,
+    rel_base: &str,
+    ignore: Option<&context::Ignore>,
+    owner: Option<(u32, u32)>,
+    chmod: Option<u32>,
+    contents_only: bool,
+) -> Result<()> {
+    let meta = fs::symlink_metadata(src).map_err(io(format!("reading {}", src.display())))?;
+    let ft = meta.file_type();
+    let (uid, gid) = owner.unwrap_or((meta.uid(), meta.gid()));
+    if ft.is_dir() {
+        if !dst.exists() {
+            fs::create_dir(dst).map_err(io(format!("creating {}", dst.display())))?;
+        }
+        let mut entries: Vec<_> = fs::read_dir(src)
+            .map_err(io(format!("reading {}", src.display())))?
+            .filter_map(|e| e.ok())
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name();
+            let rel = if rel_base.is_empty() {
+                name.to_string_lossy().into_owned()
+            } else {
+                format!("{rel_base}/{}", name.to_string_lossy())
+            };
+            if ignore.is_some_and(|ig| ig.excluded(&rel)) {
+                continue;
+            }
+            copy_tree(
+                &e.path(),
+                &dst.join(&name),
+                &rel,
+                ignore,
+                owner,
+                chmod,
+                false,
+            )?;
+        }
+        if !contents_only {
+            finish_meta(dst, &meta, uid, gid, chmod)?;
+        }
+    } else if ft.is_symlink() {
+        let target = fs::read_link(src).map_err(io(format!("reading link {}", src.display())))?;
+        if dst.symlink_metadata().is_ok() {
+            fs::remove_file(dst).map_err(io(format!("replacing {}", dst.display())))?;
+        }
+        std::os::unix::fs::symlink(&target, dst)
+            .map_err(io(format!("creating link {}", dst.display())))?;
+        std::os::unix::fs::lchown(dst, Some(uid), Some(gid))
+            .map_err(io(format!("chown {}", dst.display())))?;
+    } else if ft.is_file() {
+        if dst.is_dir() {
+            return Err(BuildError::Other(format!(
+                "cannot copy file {} over directory {}",
+                src.display(),
+                dst.display()
+            )));
+        }
+        fs::copy(src, dst).map_err(io(format!("copying {}", src.display())))?;
+        finish_meta(dst, &meta, uid, gid, chmod)?;
+    }
+    Ok(())
+}
+
+fn finish_meta(
+    dst: &Path,
+    meta: &fs::Metadata,
+    uid: u32,
+    gid: u32,
+    chmod: Option<u32>,
+) -> Result<()> {
+    std::os::unix::fs::lchown(dst, Some(uid), Some(gid))
+        .map_err(io(format!("chown {}", dst.display())))?;
+    let mode = chmod.unwrap_or(meta.mode() & 0o7777);
+    fs::set_permissions(dst, fs::Permissions::from_mode(mode))
+        .map_err(io(format!("chmod {}", dst.display())))?;
+    set_mtime(dst, meta.mtime())
+}

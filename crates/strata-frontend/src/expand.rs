@@ -1,0 +1,362 @@
+//! Shell-style word expansion as the reference applies it to instruction
+//! arguments (never to RUN's shell text, which the shell expands): `$a`,
+//! `${a}`, `${a:-x}`, `${a-x}`, `${a:+x}`, `${a+x}`, `${a:?m}`, `${a?m}`,
+//! `${a#p}`, `${a##p}`, `${a%p}`, `${a%%p}`, quotes and escapes.
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpandError(pub String);
+
+impl fmt::Display for ExpandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ExpandError {}
+
+/// Expands one word: variables substituted, quotes removed, escapes applied.
+pub fn expand_word(
+    word: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    escape: char,
+) -> Result<String, ExpandError> {
+    let words = expand(word, lookup, escape, false)?;
+    Ok(words.concat())
+}
+
+/// Expands and splits on unquoted whitespace (ENV/LABEL/ARG word lists).
+pub fn split_words(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    escape: char,
+) -> Result<Vec<String>, ExpandError> {
+    expand(text, lookup, escape, true)
+}
+
+fn expand(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    escape: char,
+    split: bool,
+) -> Result<Vec<String>, ExpandError> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if split && c.is_whitespace() {
+            if in_word {
+                out.push(std::mem::take(&mut cur));
+                in_word = false;
+            }
+            i += 1;
+            continue;
+        }
+        in_word = true;
+        if c == escape {
+            if let Some(&n) = chars.get(i + 1) {
+                cur.push(n);
+                i += 2;
+            } else {
+                cur.push(c);
+                i += 1;
+            }
+        } else if c == '\'' {
+            let end = find(&chars, i + 1, '\'').ok_or_else(|| {
+                ExpandError(
+                    "unexpected end of statement while looking for matching single-quote".into(),
+                )
+            })?;
+            cur.extend(&chars[i + 1..end]);
+            i = end + 1;
+        } else if c == '"' {
+            i += 1;
+            loop {
+                match chars.get(i) {
+                    None => {
+                        return Err(ExpandError(
+                            "unexpected end of statement while looking for matching double-quote"
+                                .into(),
+                        ));
+                    }
+                    Some('"') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(&e) if e == escape => {
+                        // Inside double quotes the escape only escapes these.
+                        match chars.get(i + 1) {
+                            Some(&n) if n == '"' || n == '$' || n == escape => {
+                                cur.push(n);
+                                i += 2;
+                            }
+                            _ => {
+                                cur.push(e);
+                                i += 1;
+                            }
+                        }
+                    }
+                    Some('$') => {
+                        let (v, next) = variable(&chars, i, lookup, escape)?;
+                        cur.push_str(&v);
+                        i = next;
+                    }
+                    Some(&o) => {
+                        cur.push(o);
+                        i += 1;
+                    }
+                }
+            }
+        } else if c == '$' {
+            let (v, next) = variable(&chars, i, lookup, escape)?;
+            cur.push_str(&v);
+            i = next;
+        } else {
+            cur.push(c);
+            i += 1;
+        }
+    }
+    if in_word || !split {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+fn find(chars: &[char], from: usize, c: char) -> Option<usize> {
+    chars[from..].iter().position(|&x| x == c).map(|p| p + from)
+}
+
+/// Expands the variable at `chars[i] == '$'`; returns the value and the index after it.
+fn variable(
+    chars: &[char],
+    i: usize,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    escape: char,
+) -> Result<(String, usize), ExpandError> {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    match chars.get(i + 1) {
+        Some('{') => {
+            let mut j = i + 2;
+            let start = j;
+            while j < chars.len() && is_name(chars[j]) {
+                j += 1;
+            }
+            let name: String = chars[start..j].iter().collect();
+            if name.is_empty() {
+                return Err(ExpandError(
+                    "bad substitution: missing variable name in ${}".into(),
+                ));
+            }
+            // Find the matching close brace (nested ${} allowed in the word).
+            let mut depth = 1;
+            let mut k = j;
+            while k < chars.len() {
+                match chars[k] {
+                    '{' => depth += 1,
+                    '}' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+                k += 1;
+            }
+            if k >= chars.len() {
+                return Err(ExpandError(format!("missing '}}' in ${{{name}")));
+            }
+            let op: String = chars[j..k].iter().collect();
+            let val = lookup(&name);
+            let word = |w: &str| expand_word(w, lookup, escape);
+            let result = if op.is_empty() {
+                val.unwrap_or_default()
+            } else if let Some(w) = op.strip_prefix(":-") {
+                match val.filter(|v| !v.is_empty()) {
+                    Some(v) => v,
+                    None => word(w)?,
+                }
+            } else if let Some(w) = op.strip_prefix(":+") {
+                match val.filter(|v| !v.is_empty()) {
+                    Some(_) => word(w)?,
+                    None => String::new(),
+                }
+            } else if let Some(w) = op.strip_prefix(":?") {
+                match val.filter(|v| !v.is_empty()) {
+                    Some(v) => v,
+                    None => {
+                        return Err(ExpandError(format!(
+                            "{name}: {}",
+                            if w.is_empty() {
+                                "is not allowed to be unset".to_owned()
+                            } else {
+                                word(w)?
+                            }
+                        )));
+                    }
+                }
+            } else if let Some(w) = op.strip_prefix('-') {
+                match val {
+                    Some(v) => v,
+                    None => word(w)?,
+                }
+            } else if let Some(w) = op.strip_prefix('+') {
+                match val {
+                    Some(_) => word(w)?,
+                    None => String::new(),
+                }
+            } else if let Some(w) = op.strip_prefix('?') {
+                match val {
+                    Some(v) => v,
+                    None => {
+                        return Err(ExpandError(format!(
+                            "{name}: {}",
+                            if w.is_empty() {
+                                "is not allowed to be unset".to_owned()
+                            } else {
+                                word(w)?
+                            }
+                        )));
+                    }
+                }
+            } else if let Some(p) = op.strip_prefix("##") {
+                trim_prefix(&val.unwrap_or_default(), &word(p)?, true)
+            } else if let Some(p) = op.strip_prefix('#') {
+                trim_prefix(&val.unwrap_or_default(), &word(p)?, false)
+            } else if let Some(p) = op.strip_prefix("%%") {
+                trim_suffix(&val.unwrap_or_default(), &word(p)?, true)
+            } else if let Some(p) = op.strip_prefix('%') {
+                trim_suffix(&val.unwrap_or_default(), &word(p)?, false)
+            } else if let Some(rest) = op.strip_prefix("//") {
+                let (p, r) = rest.split_once('/').unwrap_or((rest, ""));
+                val.unwrap_or_default().replace(&word(p)?, &word(r)?)
+            } else if let Some(rest) = op.strip_prefix('/') {
+                let (p, r) = rest.split_once('/').unwrap_or((rest, ""));
+                val.unwrap_or_default().replacen(&word(p)?, &word(r)?, 1)
+            } else {
+                return Err(ExpandError(format!(
+                    "unsupported modifier ({op}) in substitution"
+                )));
+            };
+            Ok((result, k + 1))
+        }
+        Some(&c) if is_name(c) => {
+            let mut j = i + 1;
+            while j < chars.len() && is_name(chars[j]) {
+                j += 1;
+            }
+            let name: String = chars[i + 1..j].iter().collect();
+            Ok((lookup(&name).unwrap_or_default(), j))
+        }
+        _ => Ok(("$".into(), i + 1)),
+    }
+}
+
+/// Pattern matching for `#`/`%`: `*` and `?` wildcards, literal otherwise.
+fn glob_match(p: &[char], s: &[char]) -> bool {
+    match p.split_first() {
+        None => s.is_empty(),
+        Some(('*', rest)) => (0..=s.len()).any(|k| glob_match(rest, &s[k..])),
+        Some(('?', rest)) => !s.is_empty() && glob_match(rest, &s[1..]),
+        Some((c, rest)) => s.first() == Some(c) && glob_match(rest, &s[1..]),
+    }
+}
+
+fn trim_prefix(v: &str, pat: &str, longest: bool) -> String {
+    let s: Vec<char> = v.chars().collect();
+    let p: Vec<char> = pat.chars().collect();
+    let mut cuts: Vec<usize> = (0..=s.len()).filter(|&k| glob_match(&p, &s[..k])).collect();
+    if !longest {
+        cuts.truncate(1);
+    }
+    match cuts.last() {
+        Some(&k) => s[k..].iter().collect(),
+        None => v.to_owned(),
+    }
+}
+
+fn trim_suffix(v: &str, pat: &str, longest: bool) -> String {
+    let s: Vec<char> = v.chars().collect();
+    let p: Vec<char> = pat.chars().collect();
+    let mut cuts: Vec<usize> = (0..=s.len())
+        .rev()
+        .filter(|&k| glob_match(&p, &s[k..]))
+        .collect();
+    if !longest {
+        cuts.truncate(1);
+    }
+    match cuts.last() {
+        Some(&k) => s[..k].iter().collect(),
+        None => v.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(k: &str) -> Option<String> {
+        match k {
+            "A" => Some("hello".into()),
+            "P" => Some("/usr/local/bin".into()),
+            "E" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    fn x(s: &str) -> String {
+        expand_word(s, &env, '\\').unwrap()
+    }
+
+    #[test]
+    fn plain_and_braced() {
+        assert_eq!(x("$A-${A}x"), "hello-hellox");
+        assert_eq!(x("$NOPE."), ".");
+        assert_eq!(x("a$"), "a$");
+    }
+
+    #[test]
+    fn defaults_and_alternatives() {
+        assert_eq!(x("${NOPE:-d}"), "d");
+        assert_eq!(x("${E:-d}"), "d");
+        assert_eq!(x("${E-d}"), "");
+        assert_eq!(x("${A:+yes}"), "yes");
+        assert_eq!(x("${E+set}"), "set");
+        assert_eq!(x("${NOPE+set}"), "");
+        assert!(
+            expand_word("${NOPE:?must be set}", &env, '\\')
+                .unwrap_err()
+                .0
+                .contains("must be set")
+        );
+    }
+
+    #[test]
+    fn prefix_suffix_and_replace() {
+        assert_eq!(x("${P#*/}"), "usr/local/bin");
+        assert_eq!(x("${P##*/}"), "bin");
+        assert_eq!(x("${P%/*}"), "/usr/local");
+        assert_eq!(x("${P%%/l*}"), "/usr");
+        assert_eq!(x("${A/l/L}"), "heLlo");
+        assert_eq!(x("${A//l/L}"), "heLLo");
+    }
+
+    #[test]
+    fn quotes_and_escapes() {
+        assert_eq!(x("'$A'"), "$A");
+        assert_eq!(x("\"$A world\""), "hello world");
+        assert_eq!(x("\\$A"), "$A");
+        assert_eq!(x("\"a\\\"b\""), "a\"b");
+        assert!(expand_word("'open", &env, '\\').is_err());
+    }
+
+    #[test]
+    fn splitting_keeps_quoted_spaces() {
+        let w = split_words("A=\"x y\" B=$A 'C D'", &env, '\\').unwrap();
+        assert_eq!(w, vec!["A=x y", "B=hello", "C D"]);
+    }
+}

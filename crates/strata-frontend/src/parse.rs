@@ -1,0 +1,547 @@
+//! The line grammar: directives, comments, continuations, heredocs, flags and
+//! the JSON-versus-shell decision.
+
+use crate::{Diagnostic, KEYWORDS};
+
+/// A parsed Dockerfile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dockerfile {
+    pub file: String,
+    /// `\` or `` ` ``, from the `# escape=` directive.
+    pub escape: char,
+    /// Parser directives, keys lowercased (`syntax`, `escape`, `check`).
+    pub directives: Vec<(String, String)>,
+    pub instructions: Vec<Instruction>,
+    lines: Vec<String>,
+}
+
+/// One instruction with its flags and arguments as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instruction {
+    /// Lowercase keyword (`run`, `copy`, ...).
+    pub keyword: String,
+    /// `--name=value` or `--name` words, without the leading `--`.
+    pub flags: Vec<(String, Option<String>)>,
+    pub args: Args,
+    pub heredocs: Vec<Heredoc>,
+    /// 1-based first and last source lines.
+    pub line: usize,
+    pub end_line: usize,
+    /// The instruction text after the keyword (continuations joined), for
+    /// history entries and progress.
+    pub text: String,
+}
+
+/// Exec form (a JSON array) or shell form (the raw text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Args {
+    Exec(Vec<String>),
+    Shell(String),
+}
+
+/// `<<EOF` ... `EOF` attached to an instruction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heredoc {
+    pub name: String,
+    pub content: String,
+    /// `<<"EOF"` / `<<'EOF'`: the content is not expanded.
+    pub quoted: bool,
+}
+
+impl Args {
+    /// The arguments as words: exec items, or shell text split on unquoted
+    /// whitespace (quotes kept; expansion removes them).
+    pub fn words(&self) -> Vec<String> {
+        match self {
+            Args::Exec(v) => v.clone(),
+            Args::Shell(s) => split_raw_words(s),
+        }
+    }
+}
+
+impl Instruction {
+    /// The value of `--name=value` (last one wins), or "" for a bare `--name`.
+    pub fn flag(&self, name: &str) -> Option<&str> {
+        self.flags
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_deref().unwrap_or(""))
+    }
+
+    /// Every value of a repeatable flag, in order.
+    pub fn flag_all(&self, name: &str) -> Vec<&str> {
+        self.flags
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_deref().unwrap_or(""))
+            .collect()
+    }
+
+    /// ARG's `name[=default]` words.
+    pub fn arg_pairs(&self) -> Vec<(String, Option<String>)> {
+        self.args
+            .words()
+            .into_iter()
+            .map(|w| match w.split_once('=') {
+                Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
+                None => (w, None),
+            })
+            .collect()
+    }
+}
+
+impl Dockerfile {
+    /// An error located at the start of `ins`.
+    pub fn error(&self, ins: &Instruction, message: &str) -> Diagnostic {
+        let source_line = self
+            .lines
+            .get(ins.line.saturating_sub(1))
+            .cloned()
+            .unwrap_or_default();
+        let column = source_line
+            .chars()
+            .take_while(|c| c.is_whitespace())
+            .count()
+            + 1;
+        Diagnostic {
+            file: self.file.clone(),
+            line: ins.line,
+            column,
+            message: message.to_owned(),
+            source_line,
+        }
+    }
+}
+
+/// Flags each instruction accepts; anything else is an error.
+fn allowed_flags(keyword: &str) -> &'static [&'static str] {
+    match keyword {
+        "from" => &["platform"],
+        "run" => &["mount", "network", "security"],
+        "copy" => &["from", "chown", "chmod", "link", "parents", "exclude"],
+        "add" => &[
+            "chown",
+            "chmod",
+            "link",
+            "checksum",
+            "keep-git-dir",
+            "exclude",
+        ],
+        "healthcheck" => &[
+            "interval",
+            "timeout",
+            "start-period",
+            "start-interval",
+            "retries",
+        ],
+        _ => &[],
+    }
+}
+
+/// Instructions whose JSON form is an exec array.
+fn takes_json(keyword: &str) -> bool {
+    matches!(
+        keyword,
+        "run" | "cmd" | "entrypoint" | "shell" | "copy" | "add" | "volume"
+    )
+}
+
+/// Parses `source` (the contents of `file`).
+pub fn parse(source: &str, file: &str) -> Result<Dockerfile, Diagnostic> {
+    let source = source.strip_prefix('\u{feff}').unwrap_or(source);
+    let lines: Vec<String> = source
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l).to_owned())
+        .collect();
+    let mut df = Dockerfile {
+        file: file.to_owned(),
+        escape: '\\',
+        directives: Vec::new(),
+        instructions: Vec::new(),
+        lines,
+    };
+    let err = |df: &Dockerfile, line: usize, column: usize, message: String| Diagnostic {
+        file: df.file.clone(),
+        line: line + 1,
+        column,
+        message,
+        source_line: df.lines.get(line).cloned().unwrap_or_default(),
+    };
+
+    // Directives: `# key=value` lines at the very top, each key once.
+    let mut i = 0;
+    while i < df.lines.len() {
+        let Some(rest) = df.lines[i].trim_start().strip_prefix('#') else {
+            break;
+        };
+        let Some((k, v)) = rest.split_once('=') else {
+            break;
+        };
+        let k = k.trim().to_ascii_lowercase();
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric()) || k.contains(' ') {
+            break;
+        }
+        if !matches!(k.as_str(), "syntax" | "escape" | "check") {
+            break;
+        }
+        if df.directives.iter().any(|(d, _)| *d == k) {
+            return Err(err(
+                &df,
+                i,
+                1,
+                format!("only one {k} parser directive can be used"),
+            ));
+        }
+        let v = v.trim().to_owned();
+        if k == "escape" {
+            df.escape = match v.as_str() {
+                "\\" => '\\',
+                "`" => '`',
+                _ => {
+                    return Err(err(
+                        &df,
+                        i,
+                        1,
+                        format!("invalid escape token {v:?}: must be ` or \\"),
+                    ));
+                }
+            };
+        }
+        df.directives.push((k, v));
+        i += 1;
+    }
+
+    let escape = df.escape;
+    while i < df.lines.len() {
+        let line = df.lines[i].clone();
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        // Join continuation lines; comment and empty lines inside are skipped.
+        let mut text = String::new();
+        let mut cur = line.trim_start().to_owned();
+        loop {
+            let t = cur.trim_end();
+            if let Some(body) = t.strip_suffix(escape) {
+                text.push_str(body);
+                i += 1;
+                loop {
+                    match df.lines.get(i) {
+                        None => break,
+                        Some(l) if l.trim().is_empty() || l.trim_start().starts_with('#') => i += 1,
+                        Some(_) => break,
+                    }
+                }
+                match df.lines.get(i) {
+                    Some(l) => cur = l.clone(),
+                    None => break, // continuation at EOF ends the instruction
+                }
+            } else {
+                text.push_str(&cur);
+                i += 1;
+                break;
+            }
+        }
+        let end_line = i; // 1-based last line == index after it
+        let text = text.trim().to_owned();
+        let (word, rest) = match text.find(char::is_whitespace) {
+            Some(p) => (&text[..p], text[p..].trim_start()),
+            None => (text.as_str(), ""),
+        };
+        let keyword = word.to_ascii_lowercase();
+        let col = line.chars().take_while(|c| c.is_whitespace()).count() + 1;
+        if !KEYWORDS.contains(&keyword.as_str()) {
+            let best = KEYWORDS
+                .iter()
+                .map(|k| (strsim::levenshtein(k, &keyword), *k))
+                .min()
+                .filter(|(d, _)| *d <= 2)
+                .map(|(_, k)| format!(" (did you mean {}?)", k.to_uppercase()))
+                .unwrap_or_default();
+            return Err(err(
+                &df,
+                start,
+                col,
+                format!("unknown instruction: {word}{best}"),
+            ));
+        }
+
+        // Flags: leading `--name[=value]` words.
+        let mut flags = Vec::new();
+        let mut rest = rest;
+        while let Some(f) = rest.strip_prefix("--") {
+            let end = f.find(char::is_whitespace).unwrap_or(f.len());
+            let word = &f[..end];
+            let (name, value) = match word.split_once('=') {
+                Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
+                None => (word.to_owned(), None),
+            };
+            if !allowed_flags(&keyword).contains(&name.as_str()) {
+                return Err(err(
+                    &df,
+                    start,
+                    col,
+                    format!("unknown flag --{name} for {}", keyword.to_uppercase()),
+                ));
+            }
+            flags.push((name, value));
+            rest = f[end..].trim_start();
+        }
+
+        // Heredocs (RUN, COPY, ADD): bodies follow the instruction's lines.
+        let mut heredocs = Vec::new();
+        if matches!(keyword.as_str(), "run" | "copy" | "add") {
+            for (name, strip_tabs, quoted) in heredoc_markers(rest) {
+                let mut content = String::new();
+                let mut closed = false;
+                while i < df.lines.len() {
+                    let l = &df.lines[i];
+                    i += 1;
+                    let cmp = if strip_tabs {
+                        l.trim_start_matches('\t')
+                    } else {
+                        l.as_str()
+                    };
+                    if cmp == name {
+                        closed = true;
+                        break;
+                    }
+                    content.push_str(cmp);
+                    content.push('\n');
+                }
+                if !closed {
+                    return Err(err(
+                        &df,
+                        start,
+                        col,
+                        format!(
+                            "unterminated heredoc <<{name}: no line {name:?} before the end of the file"
+                        ),
+                    ));
+                }
+                heredocs.push(Heredoc {
+                    name,
+                    content,
+                    quoted,
+                });
+            }
+        }
+
+        let args = if takes_json(&keyword) && rest.starts_with('[') {
+            match serde_json_array(rest) {
+                Some(v) => Args::Exec(v),
+                None => Args::Shell(rest.to_owned()),
+            }
+        } else {
+            Args::Shell(rest.to_owned())
+        };
+        let needs_args = !matches!(keyword.as_str(), "healthcheck");
+        if needs_args && matches!(&args, Args::Shell(s) if s.is_empty()) && heredocs.is_empty() {
+            return Err(err(
+                &df,
+                start,
+                col,
+                format!("{} requires at least one argument", keyword.to_uppercase()),
+            ));
+        }
+        if keyword == "env" || keyword == "label" {
+            validate_pairs(&keyword, &args).map_err(|m| err(&df, start, col, m))?;
+        }
+        df.instructions.push(Instruction {
+            keyword,
+            flags,
+            args,
+            heredocs,
+            line: start + 1,
+            end_line,
+            text: rest.to_owned(),
+        });
+    }
+    if df.instructions.is_empty() {
+        return Err(Diagnostic {
+            file: df.file.clone(),
+            line: 1,
+            column: 1,
+            message: "file with no instructions".into(),
+            source_line: df.lines.first().cloned().unwrap_or_default(),
+        });
+    }
+    Ok(df)
+}
+
+/// ENV and LABEL need `key=value` words, or the legacy `ENV key value`.
+fn validate_pairs(keyword: &str, args: &Args) -> Result<(), String> {
+    let words = args.words();
+    let Some(first) = words.first() else {
+        return Err(format!(
+            "{} requires at least one argument",
+            keyword.to_uppercase()
+        ));
+    };
+    if !first.contains('=') && words.len() < 2 {
+        return Err(format!(
+            "{} {first} must have two arguments (or be KEY=VALUE)",
+            keyword.to_uppercase()
+        ));
+    }
+    Ok(())
+}
+
+/// `<<[-]["']NAME["']` markers in order.
+fn heredoc_markers(s: &str) -> Vec<(String, bool, bool)> {
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i + 2 < b.len() + 1 {
+        if b[i..].starts_with(b"<<") && (i == 0 || b[i - 1] != b'<') {
+            let mut j = i + 2;
+            let strip = b.get(j) == Some(&b'-');
+            if strip {
+                j += 1;
+            }
+            let quote = match b.get(j) {
+                Some(q @ (b'"' | b'\'')) => {
+                    j += 1;
+                    Some(*q)
+                }
+                _ => None,
+            };
+            let start = j;
+            while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+                j += 1;
+            }
+            if j > start && quote.is_none_or(|q| b.get(j) == Some(&q)) {
+                out.push((s[start..j].to_owned(), strip, quote.is_some()));
+                i = j + usize::from(quote.is_some());
+                continue;
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// A JSON array of strings, or None (the reference then falls back to shell form).
+fn serde_json_array(s: &str) -> Option<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_str(s).ok()?;
+    v.as_array()?
+        .iter()
+        .map(|x| x.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Splits on unquoted whitespace, keeping quotes and escapes.
+fn split_raw_words(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (None, c) if c.is_whitespace() => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                cur.push(c);
+            }
+            (Some(q), c) if c == q => {
+                quote = None;
+                cur.push(c);
+            }
+            (_, '\\') => {
+                cur.push(c);
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            _ => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(src: &str) -> Instruction {
+        parse(src, "Dockerfile").unwrap().instructions.remove(0)
+    }
+
+    #[test]
+    fn continuation_skips_comments_and_blank_lines() {
+        let i = one("RUN echo a \\\n# comment\n\n  && echo b\n");
+        assert_eq!(i.args, Args::Shell("echo a   && echo b".into()));
+        assert_eq!((i.line, i.end_line), (1, 4));
+    }
+
+    #[test]
+    fn json_and_shell_forms() {
+        assert_eq!(
+            one("CMD [\"a\", \"b\"]").args,
+            Args::Exec(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(one("CMD [a, b]").args, Args::Shell("[a, b]".into()));
+        assert_eq!(one("cmd echo hi").keyword, "cmd");
+    }
+
+    #[test]
+    fn flags_are_parsed_and_checked() {
+        let i = one("COPY --from=build --chown=1:2 a /b");
+        assert_eq!(i.flag("from"), Some("build"));
+        assert_eq!(i.flag("chown"), Some("1:2"));
+        assert_eq!(i.args.words(), vec!["a", "/b"]);
+        let e = parse("COPY --nope a b", "Dockerfile").unwrap_err();
+        assert!(e.message.contains("unknown flag --nope"), "{e}");
+    }
+
+    #[test]
+    fn escape_directive_and_bom_and_crlf() {
+        let df = parse("\u{feff}# escape=`\r\nRUN a `\r\n b\r\n", "Dockerfile").unwrap();
+        assert_eq!(df.escape, '`');
+        assert_eq!(df.instructions[0].args, Args::Shell("a  b".into()));
+    }
+
+    #[test]
+    fn heredocs_are_collected() {
+        let df = parse(
+            "RUN <<EOF\necho 1\necho 2\nEOF\nRUN <<-'X' sh\n\techo $A\n\tX\n",
+            "D",
+        )
+        .unwrap();
+        assert_eq!(df.instructions[0].heredocs[0].content, "echo 1\necho 2\n");
+        let h = &df.instructions[1].heredocs[0];
+        assert_eq!((h.content.as_str(), h.quoted), ("echo $A\n", true));
+    }
+
+    #[test]
+    fn unknown_instruction_suggests_and_points() {
+        let e = parse("FROM x\n  RUNN echo\n", "Dockerfile").unwrap_err();
+        assert_eq!((e.line, e.column), (2, 3));
+        assert!(e.message.contains("did you mean RUN?"), "{}", e.message);
+        assert!(e.render().contains("2 |   RUNN echo"), "{}", e.render());
+    }
+
+    #[test]
+    fn empty_and_comment_only_files_are_refused() {
+        assert!(parse("", "D").is_err());
+        assert!(parse("# just a comment\n\n", "D").is_err());
+        assert!(parse("FROM x\nENV A\n", "D").is_err());
+    }
+
+    #[test]
+    fn continuation_at_eof_ends_the_instruction() {
+        let i = one("RUN echo \\");
+        assert_eq!(i.args, Args::Shell("echo".into()));
+    }
+}
