@@ -245,6 +245,7 @@ pub fn build(
         .map(|t| strata_store::normalize_reference(t))
         .collect::<Result<Vec<_>, _>>()?;
     let (built, cached, run) = (solver.built, solver.cached, solver.run);
+    state.config.created = Some(solver.created.clone());
     let image = commit(store, &lock, &state, &tags)?;
     drop(solver);
     for out in &opts.outputs {

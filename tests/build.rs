@@ -1,0 +1,359 @@
+//! End-to-end tests of `strata build` with the real binary, real RUN steps
+//! on the busybox fixture, and `docker load` as the consumer.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    dir: PathBuf,
+}
+
+fn strata() -> PathBuf {
+    std::env::var_os("STRATA_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_strata")))
+}
+
+impl Env {
+    /// A fresh store with the busybox fixture imported as `strata-test/busybox`.
+    fn new(test: &str) -> Option<Self> {
+        if !strata_testutil::require_root(test) {
+            return None;
+        }
+        let tar = strata_testutil::busybox_tar(test)?;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("store");
+        let dir = tmp.path().join("work");
+        std::fs::create_dir_all(&dir).unwrap();
+        let env = Env {
+            _tmp: tmp,
+            root,
+            dir,
+        };
+        let out = env.strata(&[
+            "import",
+            tar.to_str().unwrap(),
+            "strata-test/busybox:latest",
+        ]);
+        assert!(
+            out.status.success(),
+            "import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(env)
+    }
+
+    fn strata(&self, args: &[&str]) -> Output {
+        Command::new(strata())
+            .args(args)
+            .env("STRATA_ROOT", &self.root)
+            .current_dir(&self.dir)
+            .output()
+            .unwrap()
+    }
+
+    /// Writes a context folder with `files` (path, content).
+    fn context(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let ctx = self.dir.join(name);
+        for (p, c) in files {
+            let p = ctx.join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, c).unwrap();
+        }
+        ctx
+    }
+
+    fn build(&self, ctx: &Path, extra: &[&str]) -> Output {
+        let mut args = vec!["build", "--progress", "plain"];
+        args.extend_from_slice(extra);
+        args.push(ctx.to_str().unwrap());
+        self.strata(&args)
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "strata failed ({:?}):\n{}",
+        o.status,
+        stderr(o)
+    );
+    stderr(o)
+}
+
+const APP: &str = r#"FROM strata-test/busybox:latest AS base
+ARG NAME=world
+ENV GREETING="hi there"
+WORKDIR /app
+COPY hello.txt ./
+COPY sub /app/sub/
+RUN echo "$GREETING $NAME" > /app/out.txt && rm /bin/vi && rm -rf /home && mkdir /home
+CMD ["cat", "/app/out.txt"]
+"#;
+
+fn app_context(env: &Env) -> PathBuf {
+    env.context(
+        "app",
+        &[
+            ("Dockerfile", APP),
+            ("hello.txt", "hello\n"),
+            ("sub/a", "a\n"),
+            ("skip.log", "ignored\n"),
+            (".dockerignore", "*.log\n"),
+        ],
+    )
+}
+
+#[test]
+fn built_image_loads_and_runs_in_docker() {
+    let Some(env) = Env::new("built_image_loads_and_runs_in_docker") else {
+        return;
+    };
+    let Some(host) = strata_testutil::docker_host("built_image_loads_and_runs_in_docker") else {
+        return;
+    };
+    let ctx = app_context(&env);
+    let tar = env.dir.join("app.tar");
+    let tag = "strata-e2e/app:1";
+    ok(&env.build(
+        &ctx,
+        &[
+            "-t",
+            tag,
+            "-o",
+            &format!("type=docker,dest={}", tar.display()),
+        ],
+    ));
+    let docker = |args: &[&str]| {
+        Command::new("/usr/bin/docker")
+            .args(args)
+            .env("DOCKER_HOST", &host)
+            .output()
+            .unwrap()
+    };
+    let load = docker(&["load", "-i", tar.to_str().unwrap()]);
+    assert!(load.status.success(), "docker load: {}", stderr(&load));
+    let run = docker(&["run", "--rm", "--network", "none", tag]);
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "hi there world\n",
+        "{}",
+        stderr(&run)
+    );
+    // The deleted file and the replaced directory are gone; COPY kept content.
+    let check = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        tag,
+        "sh",
+        "-c",
+        "test ! -e /bin/vi && test ! -e /home/alice && cat /app/hello.txt /app/sub/a && test ! -e /app/skip.log && pwd",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&check.stdout),
+        "hello\na\n/app\n",
+        "{}",
+        stderr(&check)
+    );
+    let _ = docker(&["rmi", tag]);
+}
+
+#[test]
+fn rebuild_is_fully_cached_and_gives_the_same_image() {
+    let Some(env) = Env::new("rebuild_is_fully_cached_and_gives_the_same_image") else {
+        return;
+    };
+    let ctx = app_context(&env);
+    let first = env.build(&ctx, &["-q"]);
+    ok(&first);
+    let log = ok(&env.build(&ctx, &["-t", "app:2"]));
+    assert!(log.contains("steps run: 0"), "{log}");
+    assert!(log.contains("#7 CACHED"), "{log}");
+    let again = env.build(&ctx, &["-q"]);
+    assert_eq!(
+        String::from_utf8_lossy(&first.stdout),
+        String::from_utf8_lossy(&again.stdout)
+    );
+    // --no-cache runs the RUN again.
+    let log = ok(&env.build(&ctx, &["--no-cache"]));
+    assert!(log.contains("steps run: 1"), "{log}");
+}
+
+#[test]
+fn changing_one_file_reruns_only_the_steps_that_read_it() {
+    let Some(env) = Env::new("changing_one_file_reruns_only_the_steps_that_read_it") else {
+        return;
+    };
+    let df = "FROM strata-test/busybox:latest\nCOPY a /a\nRUN cat /a > /a2\nCOPY b /b\nRUN cat /b > /b2\n";
+    let ctx = env.context("ctx", &[("Dockerfile", df), ("a", "1"), ("b", "1")]);
+    ok(&env.build(&ctx, &[]));
+    std::fs::write(ctx.join("b"), "2").unwrap();
+    let log = ok(&env.build(&ctx, &[]));
+    assert!(
+        log.contains("#2 CACHED") && log.contains("#3 CACHED"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("#4 CACHED") && !log.contains("#5 CACHED"),
+        "{log}"
+    );
+    assert!(log.contains("steps run: 1"), "{log}");
+    // An mtime-only change is not a change.
+    let f = std::fs::File::options()
+        .write(true)
+        .open(ctx.join("a"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000))
+        .unwrap();
+    let log = ok(&env.build(&ctx, &[]));
+    assert!(log.contains("steps run: 0"), "{log}");
+}
+
+#[test]
+fn multi_stage_copy_from_and_target() {
+    let Some(env) = Env::new("multi_stage_copy_from_and_target") else {
+        return;
+    };
+    let df = "FROM strata-test/busybox:latest AS build\nRUN echo built > /artifact\n\
+              FROM strata-test/busybox:latest AS unused\nRUN exit 7\n\
+              FROM scratch\nCOPY --from=build /artifact /artifact\nCOPY --from=0 /bin/busybox /bin/busybox\n";
+    let ctx = env.context("ms", &[("Dockerfile", df)]);
+    let out = env.dir.join("rootfs");
+    ok(&env.build(&ctx, &["-o", &format!("type=local,dest={}", out.display())]));
+    assert_eq!(
+        std::fs::read_to_string(out.join("artifact")).unwrap(),
+        "built\n"
+    );
+    assert!(out.join("bin/busybox").is_file());
+    // --target stops at the named stage; the failing unused stage never runs.
+    let log = ok(&env.build(&ctx, &["--target", "build"]));
+    assert!(!log.contains("exit 7"), "{log}");
+}
+
+#[test]
+fn failing_run_reports_step_command_and_exit_code() {
+    let Some(env) = Env::new("failing_run_reports_step_command_and_exit_code") else {
+        return;
+    };
+    let ctx = env.context(
+        "fail",
+        &[(
+            "Dockerfile",
+            "FROM strata-test/busybox:latest\nRUN echo before && exit 3\n",
+        )],
+    );
+    let out = env.build(&ctx, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("exit code: 3"), "{err}");
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    assert!(err.contains("echo before && exit 3"), "{err}");
+    assert!(
+        err.contains("#2 before"),
+        "output is streamed with the step prefix: {err}"
+    );
+}
+
+#[test]
+fn dockerfile_errors_name_file_line_and_column() {
+    let Some(env) = Env::new("dockerfile_errors_name_file_line_and_column") else {
+        return;
+    };
+    let ctx = env.context(
+        "bad",
+        &[(
+            "Dockerfile",
+            "FROM strata-test/busybox:latest\n  RUNN echo\n",
+        )],
+    );
+    let out = env.build(&ctx, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("Dockerfile:2:3: unknown instruction: RUNN (did you mean RUN?)"),
+        "{err}"
+    );
+    assert!(err.contains("2 |   RUNN echo"), "{err}");
+    let missing = env.context("missing", &[("Dockerfile", "FROM nope/nothing:1\n")]);
+    let err = stderr(&env.build(&missing, &[]));
+    assert!(err.contains("not in the local store"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_with_2() {
+    let Some(env) = Env::new("usage_errors_exit_with_2") else {
+        return;
+    };
+    let ctx = app_context(&env);
+    assert_eq!(
+        env.build(&ctx, &["--network", "bogus"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        env.build(&ctx, &["--platform", "linux/s390x"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        env.build(&ctx, &["-o", "type=nope,dest=x"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        env.strata(&["build", "/definitely/not/here"]).status.code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn builds_are_reproducible_across_paths_mtimes_and_stores() {
+    let Some(a) = Env::new("builds_are_reproducible_across_paths_mtimes_and_stores") else {
+        return;
+    };
+    let Some(b) = Env::new("builds_are_reproducible_across_paths_mtimes_and_stores") else {
+        return;
+    };
+    let ca = app_context(&a);
+    let cb = b.context(
+        "elsewhere/deeper",
+        &[
+            ("Dockerfile", APP),
+            ("hello.txt", "hello\n"),
+            ("sub/a", "a\n"),
+            (".dockerignore", "*.log\n"),
+        ],
+    );
+    let f = std::fs::File::options()
+        .write(true)
+        .open(cb.join("hello.txt"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(3600))
+        .unwrap();
+    let ia = a.build(&ca, &["-q", "--build-arg", "SOURCE_DATE_EPOCH=1700000000"]);
+    let ib = b.build(&cb, &["-q", "--build-arg", "SOURCE_DATE_EPOCH=1700000000"]);
+    ok(&ia);
+    ok(&ib);
+    assert_eq!(
+        String::from_utf8_lossy(&ia.stdout),
+        String::from_utf8_lossy(&ib.stdout)
+    );
+    let inspect = a.strata(&[
+        "inspect",
+        "--format",
+        "{{.Created}}",
+        String::from_utf8_lossy(&ia.stdout).trim(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&inspect.stdout).contains("2023-11-14T22:13:20Z"),
+        "{}",
+        String::from_utf8_lossy(&inspect.stdout)
+    );
+}
