@@ -357,3 +357,54 @@ fn builds_are_reproducible_across_paths_mtimes_and_stores() {
         String::from_utf8_lossy(&inspect.stdout)
     );
 }
+
+#[test]
+fn example_multi_stage_c_build_loads_and_runs_and_rebuilds_cached() {
+    let test = "example_multi_stage_c_build_loads_and_runs_and_rebuilds_cached";
+    let Some(env) = Env::new(test) else { return };
+    let Some(debian) = strata_testutil::debian_tar(test) else {
+        return;
+    };
+    let Some(host) = strata_testutil::docker_host(test) else {
+        return;
+    };
+    ok(&env.strata(&[
+        "import",
+        debian.to_str().unwrap(),
+        "strata-test/debian:bookworm",
+    ]));
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello-c");
+    let tar = env.dir.join("hello-c.tar");
+    let tag = "strata-e2e/hello-c:1";
+    ok(&env.build(
+        &example,
+        &[
+            "-t",
+            tag,
+            "-o",
+            &format!("type=docker,dest={}", tar.display()),
+        ],
+    ));
+    let docker = |args: &[&str]| {
+        Command::new("/usr/bin/docker")
+            .args(args)
+            .env("DOCKER_HOST", &host)
+            .output()
+            .unwrap()
+    };
+    let load = docker(&["load", "-i", tar.to_str().unwrap()]);
+    assert!(load.status.success(), "docker load: {}", stderr(&load));
+    let run = docker(&["run", "--rm", "--network", "none", tag]);
+    assert!(
+        String::from_utf8_lossy(&run.stdout)
+            .starts_with("Hello from a static C binary built by strata"),
+        "{}",
+        stderr(&run)
+    );
+    let _ = docker(&["rmi", tag]);
+    let log = ok(&env.build(&example, &["-t", tag]));
+    assert!(
+        log.contains("steps run: 0") && log.contains("layers built: 0"),
+        "{log}"
+    );
+}

@@ -53,7 +53,10 @@ impl Solver<'_> {
             .clone()
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "/".into());
-        let dest_is_dir_syntax = dest_word.ends_with('/');
+        // `dir/`, `.` and `dir/.` name a directory; so does an existing
+        // directory in the image (checked once the lowers are known).
+        let mut dest_is_dir_syntax =
+            dest_word.ends_with('/') || dest_word == "." || dest_word.ends_with("/.");
         let dest_abs = if dest_word.starts_with('/') {
             dest_word.clone()
         } else {
@@ -190,6 +193,12 @@ impl Solver<'_> {
         } else {
             self.lowers(&state.layers)?
         };
+        if !dest_is_dir_syntax
+            && strata_exec::snapshot::lookup(&lowers, Path::new(&dest_rel))
+                .is_some_and(|f| f.meta.is_dir())
+        {
+            dest_is_dir_syntax = true;
+        }
         let keep_owner = from.is_some() && chown.is_none();
         let owner = if keep_owner { None } else { Some((uid, gid)) };
         let dest_path = layer_root.join(&dest_rel);

@@ -132,6 +132,10 @@ struct CachedStep {
     config: ImageConfig,
 }
 
+/// Mixed into every base key: bump it when a step's semantics change, so
+/// results cached by an older strata are never reused.
+const CACHE_VERSION: &[u8] = b"strata-cache-v1";
+
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 struct Solver<'a> {
@@ -438,7 +442,7 @@ impl Solver<'_> {
             return Ok(State {
                 layers: Vec::new(),
                 config,
-                key: key_of(&[b"scratch"]),
+                key: key_of(&[CACHE_VERSION, b"scratch"]),
                 base_image: None,
             });
         }
@@ -471,7 +475,7 @@ impl Solver<'_> {
         Ok(State {
             layers: img.layers.clone(),
             config,
-            key: key_of(&[b"image", img.id.to_string().as_bytes()]),
+            key: key_of(&[CACHE_VERSION, b"image", img.id.to_string().as_bytes()]),
             base_image: Some(img.id),
         })
     }
