@@ -58,13 +58,11 @@ fn expand(
         }
         in_word = true;
         if c == escape {
+            // A trailing escape with nothing to escape is dropped.
             if let Some(&n) = chars.get(i + 1) {
                 cur.push(n);
-                i += 2;
-            } else {
-                cur.push(c);
-                i += 1;
             }
+            i += 2;
         } else if c == '\'' {
             let end = find(&chars, i + 1, '\'').ok_or_else(|| {
                 ExpandError(
@@ -113,7 +111,22 @@ fn expand(
             }
         } else if c == '$' {
             let (v, next) = variable(&chars, i, lookup, escape)?;
-            cur.push_str(&v);
+            if split {
+                // An unquoted value is itself split on whitespace.
+                for vc in v.chars() {
+                    if vc.is_whitespace() {
+                        if in_word && !cur.is_empty() {
+                            out.push(std::mem::take(&mut cur));
+                        }
+                        in_word = false;
+                    } else {
+                        cur.push(vc);
+                        in_word = true;
+                    }
+                }
+            } else {
+                cur.push_str(&v);
+            }
             i = next;
         } else {
             cur.push(c);
@@ -142,8 +155,12 @@ fn variable(
         Some('{') => {
             let mut j = i + 2;
             let start = j;
-            while j < chars.len() && is_name(chars[j]) {
+            if chars.get(j).is_some_and(|&c| is_special(c)) {
                 j += 1;
+            } else {
+                while j < chars.len() && is_name(chars[j]) {
+                    j += 1;
+                }
             }
             let name: String = chars[start..j].iter().collect();
             if name.is_empty() {
@@ -151,12 +168,17 @@ fn variable(
                     "bad substitution: missing variable name in ${}".into(),
                 ));
             }
-            // Find the matching close brace (nested ${} allowed in the word).
+            // The closing brace: escaped characters are skipped and only an
+            // unescaped `${` nests, as the reference's lexer does.
             let mut depth = 1;
             let mut k = j;
             while k < chars.len() {
                 match chars[k] {
-                    '{' => depth += 1,
+                    c if c == escape => k += 1,
+                    '$' if chars.get(k + 1) == Some(&'{') => {
+                        depth += 1;
+                        k += 1;
+                    }
                     '}' => {
                         depth -= 1;
                         if depth == 0 {
@@ -171,7 +193,13 @@ fn variable(
                 return Err(ExpandError(format!("missing '}}' in ${{{name}")));
             }
             let op: String = chars[j..k].iter().collect();
-            let val = lookup(&name);
+            let val = if is_special(name.chars().next().unwrap_or(' '))
+                || name.starts_with(|c: char| c.is_ascii_digit())
+            {
+                None
+            } else {
+                lookup(&name)
+            };
             let word = |w: &str| expand_word(w, lookup, escape);
             let result = if op.is_empty() {
                 val.unwrap_or_default()
@@ -244,6 +272,16 @@ fn variable(
             };
             Ok((result, k + 1))
         }
+        // Positional parameters ($1, $999) and specials ($@, $#, ...) are
+        // never set in a Dockerfile: they expand to nothing.
+        Some(&c) if c.is_ascii_digit() => {
+            let mut j = i + 1;
+            while j < chars.len() && chars[j].is_ascii_digit() {
+                j += 1;
+            }
+            Ok((String::new(), j))
+        }
+        Some(&c) if is_special(c) => Ok((String::new(), i + 2)),
         Some(&c) if is_name(c) => {
             let mut j = i + 1;
             while j < chars.len() && is_name(chars[j]) {
@@ -254,6 +292,10 @@ fn variable(
         }
         _ => Ok(("$".into(), i + 1)),
     }
+}
+
+fn is_special(c: char) -> bool {
+    matches!(c, '@' | '*' | '#' | '?' | '-' | '$' | '!')
 }
 
 /// Pattern matching for `#`/`%`: `*` and `?` wildcards, literal otherwise.
