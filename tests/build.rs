@@ -408,3 +408,32 @@ fn example_multi_stage_c_build_loads_and_runs_and_rebuilds_cached() {
         "{log}"
     );
 }
+
+#[test]
+fn debug_dump_ast_prints_the_reference_format() {
+    let tmp = tempfile::tempdir().unwrap();
+    let df = tmp.path().join("Dockerfile");
+    std::fs::write(&df, "FROM busybox AS b\nCOPY --from=b --chown=1:1 a /b\nENV A=1 B=\"x y\"\nONBUILD RUN echo hi\n").unwrap();
+    let out = Command::new(strata())
+        .args(["debug", "dump-ast"])
+        .arg(&df)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "(from \"busybox\" \"AS\" \"b\")\n(copy [\"--from=b\" \"--chown=1:1\"] \"a\" \"/b\")\n(env \"A\" \"1\" \"=\" \"B\" \"\\\"x y\\\"\" \"=\")\n(onbuild (run \"echo hi\"))\n"
+    );
+    std::fs::write(&df, "FROM x\nENV PATH\n").unwrap();
+    let out = Command::new(strata())
+        .args(["debug", "dump-ast"])
+        .arg(&df)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(":2:1: ENV must have two arguments"),
+        "{}",
+        stderr(&out)
+    );
+}

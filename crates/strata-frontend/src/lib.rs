@@ -6,9 +6,11 @@
 //! list. It never touches the filesystem, never prints, and never panics on
 //! any input: every problem is a [`Diagnostic`] with a line and column.
 
+mod ast;
 mod expand;
 mod parse;
 
+pub use ast::{Arg as AstArg, Node, dump, parse_ast};
 pub use expand::{ExpandError, expand_word, split_words};
 pub use parse::{Args, Dockerfile, Heredoc, Instruction, parse};
 

@@ -226,8 +226,9 @@ pub fn parse(source: &str, file: &str) -> Result<Dockerfile, Diagnostic> {
         let mut cur = line.trim_start().to_owned();
         loop {
             let t = cur.trim_end();
-            if let Some(body) = t.strip_suffix(escape) {
-                text.push_str(body);
+            let run = t.chars().rev().take_while(|&c| c == escape).count();
+            if run % 2 == 1 {
+                text.push_str(&t[..t.len() - escape.len_utf8()]);
                 i += 1;
                 loop {
                     match df.lines.get(i) {

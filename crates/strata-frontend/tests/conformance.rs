@@ -117,3 +117,88 @@ fn words_test_vectors() {
         failures.join("\n")
     );
 }
+
+fn parser_dir(test: &str) -> Option<PathBuf> {
+    shell_dir(test).map(|d| d.join("../parser"))
+}
+
+/// Every reference test file parses to exactly its recorded AST dump.
+#[test]
+fn parser_testfiles_match_their_ast_dumps() {
+    let Some(dir) = parser_dir("parser_testfiles_match_their_ast_dumps") else {
+        return;
+    };
+    let mut cases: Vec<_> = std::fs::read_dir(dir.join("testfiles"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    cases.sort();
+    let mut failures = Vec::new();
+    for case in &cases {
+        let src = std::fs::read_to_string(case.join("Dockerfile")).unwrap();
+        let expected = std::fs::read_to_string(case.join("result")).unwrap();
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        match strata_frontend::parse_ast(&src, "Dockerfile") {
+            Ok((_, nodes)) => {
+                let got = strata_frontend::dump(&nodes);
+                if got != expected {
+                    let diff: Vec<String> = got
+                        .lines()
+                        .zip(expected.lines())
+                        .filter(|(g, e)| g != e)
+                        .take(3)
+                        .map(|(g, e)| format!("    got:      {g}\n    expected: {e}"))
+                        .collect();
+                    failures.push(format!(
+                        "{name}: dump differs ({} vs {} lines)\n{}",
+                        got.lines().count(),
+                        expected.lines().count(),
+                        diff.join("\n")
+                    ));
+                }
+            }
+            Err(e) => failures.push(format!("{name}: refused: {e}")),
+        }
+    }
+    assert!(cases.len() >= 30, "only {} cases found", cases.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {} parser cases fail:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+/// Every reference negative case is refused, by the raw parser or the
+/// instruction layer.
+#[test]
+fn parser_negative_cases_are_refused() {
+    let Some(dir) = parser_dir("parser_negative_cases_are_refused") else {
+        return;
+    };
+    let mut n = 0;
+    for case in std::fs::read_dir(dir.join("testfiles-negative")).unwrap() {
+        let case = case.unwrap().path();
+        let src = std::fs::read_to_string(case.join("Dockerfile")).unwrap();
+        let raw = strata_frontend::parse_ast(&src, "Dockerfile");
+        assert!(raw.is_err(), "{} was accepted: {raw:?}", case.display());
+        n += 1;
+    }
+    assert!(n >= 4, "only {n} negative cases found");
+}
+
+/// Start and end lines of instructions across continuations, comments and
+/// blank lines inside them.
+#[test]
+fn parser_line_numbers() {
+    let Some(dir) = parser_dir("parser_line_numbers") else {
+        return;
+    };
+    let src = std::fs::read_to_string(dir.join("testfile-line/Dockerfile")).unwrap();
+    let (_, nodes) = strata_frontend::parse_ast(&src, "Dockerfile").unwrap();
+    let lines: Vec<(usize, usize)> = nodes.iter().map(|n| (n.start_line, n.end_line)).collect();
+    // FROM on line 5; ENV continued onto 12; RUN from 17 through 31, across
+    // blank lines and a comment-free gap inside the continuation.
+    assert_eq!(lines, vec![(5, 5), (11, 12), (17, 31)]);
+}
