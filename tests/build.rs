@@ -437,3 +437,81 @@ fn debug_dump_ast_prints_the_reference_format() {
         stderr(&out)
     );
 }
+
+#[test]
+fn run_mounts_cache_bind_tmpfs_and_secret() {
+    let test = "run_mounts_cache_bind_tmpfs_and_secret";
+    let Some(env) = Env::new(test) else { return };
+    let df = "FROM strata-test/busybox:latest\n\
+              RUN --mount=type=cache,target=/cache,id=c1 echo run >> /cache/log && wc -l < /cache/log > /count\n\
+              RUN --mount=type=bind,source=data,target=/in cat /in/x > /copied && ! touch /in/y 2>/dev/null\n\
+              RUN --mount=type=tmpfs,target=/scratch echo t > /scratch/f && test -f /scratch/f\n\
+              RUN --mount=type=secret,id=tok,required=true cat /run/secrets/tok | wc -c > /secret-len\n";
+    let ctx = env.context(
+        "mounts",
+        &[("Dockerfile", df), ("data/x", "from-context\n")],
+    );
+    let secret = env.dir.join("tok.txt");
+    std::fs::write(&secret, "s3cr3t-value").unwrap();
+    let out = env.dir.join("rootfs.tar");
+    let secret_arg = format!("id=tok,src={}", secret.display());
+    ok(&env.build(
+        &ctx,
+        &[
+            "--secret",
+            &secret_arg,
+            "-o",
+            &format!("type=tar,dest={}", out.display()),
+        ],
+    ));
+    let mut found = std::collections::BTreeMap::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(&out).unwrap());
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_owned();
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut e, &mut s);
+        found.insert(path, s);
+    }
+    assert_eq!(found.get("count").map(|s| s.trim()), Some("1"));
+    assert_eq!(
+        found.get("copied").map(String::as_str),
+        Some("from-context\n")
+    );
+    assert_eq!(found.get("secret-len").map(|s| s.trim()), Some("12"));
+    for mount_target in ["cache/log", "in/x", "scratch/f", "run/secrets/tok"] {
+        assert!(
+            !found.contains_key(mount_target),
+            "{mount_target} leaked into the image"
+        );
+    }
+    assert!(
+        !found.values().any(|v| v.contains("s3cr3t-value")),
+        "the secret's value is in the image"
+    );
+    // The cache mount persists between builds: a no-cache rebuild sees two runs.
+    ok(&env.build(
+        &ctx,
+        &[
+            "--no-cache",
+            "--secret",
+            &secret_arg,
+            "-o",
+            &format!("type=local,dest={}", env.dir.join("r2").display()),
+        ],
+    ));
+    assert_eq!(
+        std::fs::read_to_string(env.dir.join("r2/count"))
+            .unwrap()
+            .trim(),
+        "2"
+    );
+    // A required secret that is not given is a clear error.
+    let err = stderr(&env.build(&ctx, &["--no-cache"]));
+    assert!(err.contains("secret tok is required"), "{err}");
+}

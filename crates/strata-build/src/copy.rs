@@ -315,7 +315,7 @@ impl Solver<'_> {
 
     /// The merged root filesystem of a stage (by name or index) or an image,
     /// for COPY --from; materialised once per build.
-    fn rootfs_of(&mut self, from: &str, ins: &Instruction) -> Result<PathBuf> {
+    pub(crate) fn rootfs_of(&mut self, from: &str, ins: &Instruction) -> Result<PathBuf> {
         if let Some(d) = self.rootfs.get(from) {
             return Ok(d.path().to_owned());
         }

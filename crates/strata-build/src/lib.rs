@@ -6,6 +6,7 @@
 mod context;
 mod copy;
 mod export;
+mod mounts;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufReader, Seek};
@@ -76,6 +77,10 @@ pub struct BuildOptions {
     pub labels: BTreeMap<String, String>,
     /// `--timestamp=now`: wall-clock dates instead of the build epoch.
     pub timestamp_now: bool,
+    /// `--secret id=X,...` values, by id, for `RUN --mount=type=secret`.
+    pub secrets: BTreeMap<String, Vec<u8>>,
+    /// `--ssh default`: the agent socket for `RUN --mount=type=ssh`.
+    pub ssh_socket: Option<PathBuf>,
 }
 
 /// Progress, for the CLI to render.
@@ -877,12 +882,7 @@ impl Solver<'_> {
                 ));
             }
         };
-        if !ins.flag_all("mount").is_empty() {
-            return Err(self.fail(
-                ins,
-                "RUN --mount is parsed but not executed by this version of strata yet",
-            ));
-        }
+        let mounts = self.run_mounts(ins, &cwd)?;
         let argv_json = serde_json::to_vec(&argv).unwrap_or_default();
         let key = key_of(&[
             state.key.as_bytes(),
@@ -892,6 +892,7 @@ impl Solver<'_> {
             cwd.as_bytes(),
             user.as_bytes(),
             format!("{network:?}").as_bytes(),
+            &mounts.key,
         ]);
         let history = match &ins.args {
             Args::Exec(v) => format!("RUN {} # buildkit", v.join(" ")),
@@ -912,7 +913,7 @@ impl Solver<'_> {
             user,
             hostname: "buildkitsandbox".into(),
             network,
-            mounts: Vec::new(),
+            mounts: mounts.mounts,
             extra_hosts: Vec::new(),
             shm_size: None,
             output: Box::new(move |_s, data| {

@@ -57,6 +57,59 @@ pub struct BuildArgs {
     /// `now` to stamp the image with the wall clock instead of the build epoch
     #[arg(long)]
     pub timestamp: Option<String>,
+    /// Secret for `RUN --mount=type=secret`: `id=ID,src=FILE` or `id=ID,env=VAR`
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
+    /// SSH agent for `RUN --mount=type=ssh`: `default` (from $SSH_AUTH_SOCK) or `default=SOCKET`
+    #[arg(long)]
+    pub ssh: Option<String>,
+}
+
+/// `--secret id=ID,src=FILE|env=VAR` (`type=file|env` accepted; a bare `env=`
+/// with no id takes the variable's name as the id).
+fn read_secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    for spec in specs {
+        let mut id = None;
+        let mut src = None;
+        let mut env = None;
+        for part in spec.split(',') {
+            match part.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_owned()),
+                Some(("src" | "source", v)) => src = Some(v.to_owned()),
+                Some(("env", v)) => env = Some(v.to_owned()),
+                Some(("type", _)) => {}
+                _ => {
+                    return Err(UsageError(format!(
+                        "--secret {spec:?}: expected id=ID,src=FILE or id=ID,env=VAR"
+                    ))
+                    .into());
+                }
+            }
+        }
+        let id = id
+            .or_else(|| env.clone())
+            .ok_or_else(|| UsageError(format!("--secret {spec:?}: id= is required")))?;
+        let data = match (src, env) {
+            (Some(f), _) => {
+                fs_err::read(&f).map_err(|e| UsageError(format!("--secret {id}: {e}")))?
+            }
+            (None, Some(v)) => std::env::var(&v)
+                .map_err(|_| {
+                    UsageError(format!(
+                        "--secret {id}: environment variable {v} is not set"
+                    ))
+                })?
+                .into_bytes(),
+            (None, None) => {
+                return Err(
+                    UsageError(format!("--secret {spec:?}: src= or env= is required")).into(),
+                );
+            }
+        };
+        out.insert(id, data);
+    }
+    Ok(out)
 }
 
 pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
@@ -128,6 +181,17 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         network,
         labels,
         timestamp_now,
+        secrets: read_secrets(&args.secrets)?,
+        ssh_socket: match args.ssh.as_deref() {
+            None => None,
+            Some("default") => Some(PathBuf::from(
+                std::env::var("SSH_AUTH_SOCK")
+                    .map_err(|_| UsageError("--ssh default: SSH_AUTH_SOCK is not set".into()))?,
+            )),
+            Some(s) => Some(PathBuf::from(s.strip_prefix("default=").ok_or_else(
+                || UsageError(format!("--ssh {s}: expected default or default=SOCKET")),
+            )?)),
+        },
     };
     let store = strata_store::Store::open(&strata_store::Store::default_root())
         .context("opening the store")?;

@@ -1,0 +1,198 @@
+//! `RUN --mount=type=cache|bind|tmpfs|secret|ssh,...`: parsing the spec,
+//! resolving its source, and its contribution to the step's cache key.
+
+use std::path::{Path, PathBuf};
+
+use strata_exec::{CacheSharing, Mount};
+use strata_frontend::Instruction;
+
+use crate::{Result, Solver};
+
+/// A resolved mount plus what it adds to the cache key.
+pub(crate) struct Resolved {
+    pub mounts: Vec<Mount>,
+    pub key: Vec<u8>,
+}
+
+fn octal(v: &str) -> Option<u32> {
+    u32::from_str_radix(v.trim_start_matches("0o"), 8).ok()
+}
+
+impl Solver<'_> {
+    pub(crate) fn run_mounts(&mut self, ins: &Instruction, workdir: &str) -> Result<Resolved> {
+        let mut out = Resolved {
+            mounts: Vec::new(),
+            key: Vec::new(),
+        };
+        for spec in ins.flag_all("mount") {
+            let mut kv = std::collections::BTreeMap::new();
+            for part in spec.split(',') {
+                let (k, v) = part.split_once('=').unwrap_or((part, "true"));
+                kv.insert(k.trim().to_lowercase(), v.trim().to_owned());
+            }
+            let kind = kv.get("type").map(String::as_str).unwrap_or("bind");
+            let target = kv
+                .get("target")
+                .or_else(|| kv.get("dst"))
+                .or_else(|| kv.get("destination"))
+                .cloned();
+            let target = match target {
+                Some(t) if t.starts_with('/') => t,
+                Some(t) => format!("{}/{t}", workdir.trim_end_matches('/')),
+                None if matches!(kind, "secret") => {
+                    format!("/run/secrets/{}", kv.get("id").cloned().unwrap_or_default())
+                }
+                None if matches!(kind, "ssh") => "/run/buildkit/ssh_agent.0".to_owned(),
+                None => return Err(self.fail(ins, &format!("--mount={spec}: target= is required"))),
+            };
+            let uid = kv.get("uid").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let gid = kv.get("gid").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let ro = kv
+                .get("ro")
+                .or_else(|| kv.get("readonly"))
+                .is_some_and(|v| v != "false");
+            match kind {
+                "cache" => {
+                    let id = kv.get("id").cloned().unwrap_or_else(|| target.clone());
+                    let sharing = match kv.get("sharing").map(String::as_str) {
+                        None | Some("shared") => CacheSharing::Shared,
+                        Some("private") => CacheSharing::Private,
+                        Some("locked") => CacheSharing::Locked,
+                        Some(o) => {
+                            return Err(self.fail(
+                                ins,
+                                &format!(
+                                    "--mount: sharing={o}: expected shared, private or locked"
+                                ),
+                            ));
+                        }
+                    };
+                    let dir = self
+                        .store
+                        .root()
+                        .join("cache-mounts")
+                        .join(blake3::hash(id.as_bytes()).to_hex().as_str());
+                    std::fs::create_dir_all(&dir)
+                        .map_err(crate::io(format!("creating {}", dir.display())))?;
+                    let mode = kv.get("mode").and_then(|m| octal(m)).unwrap_or(0o755);
+                    // A cache's contents never enter the key: that is its point.
+                    out.key.extend(
+                        format!("cache {id} {target} {sharing:?} {ro} {uid} {gid} {mode}\0")
+                            .as_bytes(),
+                    );
+                    out.mounts.push(Mount::Cache {
+                        target,
+                        dir,
+                        sharing,
+                        readonly: ro,
+                        uid,
+                        gid,
+                        mode,
+                    });
+                }
+                "bind" => {
+                    let from = kv.get("from").cloned();
+                    let source = kv
+                        .get("source")
+                        .or_else(|| kv.get("src"))
+                        .cloned()
+                        .unwrap_or_default();
+                    let root = match &from {
+                        Some(f) => self.rootfs_of(f, ins)?,
+                        None => self.opts.context.clone(),
+                    };
+                    let path = strata_oci::path::secure_join(&root, Path::new(&source))
+                        .map_err(|e| self.fail(ins, &format!("--mount source={source}: {e}")))?;
+                    if std::fs::symlink_metadata(&path).is_err() {
+                        return Err(
+                            self.fail(ins, &format!("--mount: source {source:?} not found"))
+                        );
+                    }
+                    let mut h = blake3::Hasher::new();
+                    let ignore = if from.is_none() {
+                        Some(&self.ignore)
+                    } else {
+                        None
+                    };
+                    crate::context::hash_tree(&path, source.trim_matches('/'), ignore, &mut h)?;
+                    out.key.extend(
+                        format!(
+                            "bind {from:?} {source} {target} {}\0",
+                            kv.contains_key("rw")
+                        )
+                        .as_bytes(),
+                    );
+                    out.key.extend(h.finalize().as_bytes());
+                    let rw = kv
+                        .get("rw")
+                        .or_else(|| kv.get("readwrite"))
+                        .is_some_and(|v| v != "false");
+                    out.mounts.push(Mount::Bind {
+                        target,
+                        source: path,
+                        readwrite: rw,
+                    });
+                }
+                "tmpfs" => {
+                    let size = kv.get("size").and_then(|s| s.parse().ok());
+                    out.key
+                        .extend(format!("tmpfs {target} {size:?}\0").as_bytes());
+                    out.mounts.push(Mount::Tmpfs { target, size });
+                }
+                "secret" => {
+                    let id = kv.get("id").cloned().unwrap_or_else(|| {
+                        Path::new(&target)
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default()
+                    });
+                    let required = kv.get("required").is_some_and(|v| v != "false");
+                    let Some(data) = self.opts.secrets.get(&id).cloned() else {
+                        if required {
+                            return Err(self.fail(ins, &format!("secret {id} is required but was not given (strata build --secret id={id},src=FILE)")));
+                        }
+                        continue;
+                    };
+                    let mode = kv.get("mode").and_then(|m| octal(m)).unwrap_or(0o400);
+                    // The secret's value never enters the key or any layer.
+                    out.key
+                        .extend(format!("secret {id} {target} {uid} {gid} {mode}\0").as_bytes());
+                    out.mounts.push(Mount::Secret {
+                        target,
+                        data,
+                        uid,
+                        gid,
+                        mode,
+                    });
+                }
+                "ssh" => {
+                    let Some(socket) = self.opts.ssh_socket.clone() else {
+                        if kv.get("required").is_some_and(|v| v != "false") {
+                            return Err(self.fail(ins, "an ssh mount is required but no agent was given (strata build --ssh default)"));
+                        }
+                        continue;
+                    };
+                    let mode = kv.get("mode").and_then(|m| octal(m)).unwrap_or(0o600);
+                    out.key
+                        .extend(format!("ssh {target} {uid} {gid} {mode}\0").as_bytes());
+                    out.mounts.push(Mount::Ssh {
+                        target,
+                        socket: PathBuf::from(socket),
+                        uid,
+                        gid,
+                        mode,
+                    });
+                }
+                other => {
+                    return Err(self.fail(
+                        ins,
+                        &format!(
+                            "--mount: unknown type {other:?} (bind, cache, tmpfs, secret, ssh)"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
