@@ -1,7 +1,7 @@
 //! `RUN --mount=type=cache|bind|tmpfs|secret|ssh,...`: parsing the spec,
 //! resolving its source, and its contribution to the step's cache key.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use strata_exec::{CacheSharing, Mount};
 use strata_frontend::Instruction;
@@ -177,7 +177,7 @@ impl Solver<'_> {
                         .extend(format!("ssh {target} {uid} {gid} {mode}\0").as_bytes());
                     out.mounts.push(Mount::Ssh {
                         target,
-                        socket: PathBuf::from(socket),
+                        socket,
                         uid,
                         gid,
                         mode,
