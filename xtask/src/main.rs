@@ -6,6 +6,7 @@
 //! - `services up|down`: start or stop the test fixtures and services by hand.
 //! - `bench layers [SIZE_MB]`: layer creation throughput next to pigz and zstd.
 
+mod bench_build;
 mod bench_layers;
 
 use std::path::PathBuf;
@@ -40,7 +41,45 @@ fn main() -> anyhow::Result<ExitCode> {
                 bench_layers::run(&mut std::io::stdout(), &opts)?;
                 Ok(ExitCode::SUCCESS)
             }
-            _ => anyhow::bail!("usage: cargo xtask bench layers [SIZE_MB]"),
+            Some("build") => {
+                let rest = &args[2..];
+                let full = rest.iter().any(|a| a == "--full");
+                let runs = rest
+                    .iter()
+                    .position(|a| a == "--runs")
+                    .and_then(|i| rest.get(i + 1))
+                    .map(|r| r.parse())
+                    .transpose()?
+                    .unwrap_or(3);
+                let (files, bytes) = if full {
+                    (20_000, 500_000_000)
+                } else {
+                    (2_000, 50_000_000)
+                };
+                let opts = bench_build::Options {
+                    runs,
+                    files,
+                    bytes,
+                    out: top().join("BENCHMARKS.md"),
+                };
+                let table = bench_build::run_bench(&opts)?;
+                let command = format!(
+                    "cargo build --release && .ci/testenv up && source target/testenv/env.sh && cargo xtask bench build --runs {runs}{}",
+                    if full { " --full" } else { "" }
+                );
+                let doc = format!(
+                    "# Benchmarks\n\nstrata, BuildKit (`DOCKER_BUILDKIT=1 docker build`, docker.io 20.10) and Buildah \
+                     (`buildah bud --isolation chroot`, 1.28) side by side in one run on the same generated scenarios; \
+                     medians of {runs} runs, wall-clock seconds, ratios below 1 mean strata is faster. \
+                     Machine: 2 cores, 24 GiB.\n\nReproduce: `{command}`\n\n{table}"
+                );
+                strata_oci::atomic_write(&opts.out, doc.as_bytes())?;
+                std::io::Write::write_all(&mut std::io::stdout(), doc.as_bytes())?;
+                Ok(ExitCode::SUCCESS)
+            }
+            _ => anyhow::bail!(
+                "usage: cargo xtask bench layers [SIZE_MB] | bench build [--runs N] [--full]"
+            ),
         },
         _ => anyhow::bail!("usage: cargo xtask test|example|services up|down|bench layers"),
     }
