@@ -69,17 +69,7 @@ impl Env {
             }
             Tool::Buildah => {
                 let mut c = Command::new("buildah");
-                c.args([
-                    "bud",
-                    "-q",
-                    "--isolation",
-                    "chroot",
-                    "--network",
-                    "none",
-                    "--layers",
-                    "-t",
-                    tag,
-                ]);
+                c.args(["bud", "-q", "--isolation", "chroot", "--layers", "-t", tag]);
                 c
             }
         };

@@ -59,10 +59,16 @@ pub fn parse_output(spec: &str) -> Result<Output> {
             "type" => kind = Some(v.to_owned()),
             "dest" => dest = Some(PathBuf::from(v)),
             "tar" => tar = v != "false",
-            // Accepted for compatibility; strata stores gzip layers and
-            // records the compression choice in decisions.md.
-            "compression" | "compression-level" | "name" | "push" | "oci-mediatypes"
-            | "rewrite-timestamp" => {}
+            // Layers are stored gzip-compressed and exported as stored;
+            // re-compressing on export is not implemented yet, so anything
+            // but gzip is refused rather than silently ignored.
+            "compression" if v == "gzip" => {}
+            "compression" => {
+                return Err(other(format!(
+                    "--output compression={v}: only gzip is supported by this version of strata"
+                )));
+            }
+            "compression-level" | "name" | "oci-mediatypes" | "rewrite-timestamp" => {}
             other_key => return Err(other(format!("--output: unknown attribute {other_key:?}"))),
         }
     }
@@ -216,5 +222,7 @@ mod tests {
         assert!(parse_output("type=docker").is_err());
         assert!(parse_output("type=nope,dest=x").is_err());
         assert!(parse_output("type=tar,dest=x,bogus=1").is_err());
+        assert!(parse_output("type=oci,dest=x,compression=gzip").is_ok());
+        assert!(parse_output("type=oci,dest=x,compression=zstd").is_err());
     }
 }
