@@ -189,6 +189,27 @@ pub fn build_epoch(context: &Path, build_args: &BTreeMap<String, String>) -> (i6
     (0, "default (no SOURCE_DATE_EPOCH, no git)")
 }
 
+/// Unpacks `layers` into the store's snapshots (each layer once, ever) and
+/// returns them as overlay lowerdirs, top-most first. Shared by builds and
+/// `strata run`.
+pub fn lowers(store: &Store, lock: &WriteLock, layers: &[LayerRecord]) -> Result<Vec<PathBuf>> {
+    let mut lowers = Vec::new();
+    for l in layers {
+        let dir = store.snapshot_dir(&l.diff_id);
+        if !store.snapshot_ready(&l.diff_id)? {
+            if dir.exists() {
+                strata_exec::snapshot::remove_tree(&dir)?;
+            }
+            let reader = store.open_layer_tar(l)?;
+            strata_exec::snapshot::unpack_layer(reader, &dir, strata_exec::Mode::current())?;
+            store.snapshot_done(lock, &l.diff_id)?;
+        }
+        lowers.push(dir);
+    }
+    lowers.reverse();
+    Ok(lowers)
+}
+
 /// Runs a build into `store` and the requested outputs.
 pub fn build(
     store: &Store,
@@ -757,21 +778,7 @@ impl Solver<'_> {
 
     /// Unpacks the state's layers into snapshots (once each); top-most first.
     fn lowers(&self, layers: &[LayerRecord]) -> Result<Vec<PathBuf>> {
-        let mut lowers = Vec::new();
-        for l in layers {
-            let dir = self.store.snapshot_dir(&l.diff_id);
-            if !self.store.snapshot_ready(&l.diff_id)? {
-                if dir.exists() {
-                    strata_exec::snapshot::remove_tree(&dir)?;
-                }
-                let reader = self.store.open_layer_tar(l)?;
-                strata_exec::snapshot::unpack_layer(reader, &dir, strata_exec::Mode::current())?;
-                self.store.snapshot_done(self.lock, &l.diff_id)?;
-            }
-            lowers.push(dir);
-        }
-        lowers.reverse();
-        Ok(lowers)
+        lowers(self.store, self.lock, layers)
     }
 
     fn scratch(&self) -> Result<tempfile::TempDir> {

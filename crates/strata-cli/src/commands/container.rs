@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::Value;
 use strata_oci::Digest;
-use strata_store::{ContainerRecord, Store};
+use strata_store::ContainerRecord;
 
 use super::image::open_store;
 use crate::UsageError;
@@ -111,31 +111,6 @@ fn new_id(image: &Digest) -> String {
     Digest::of(format!("{}-{nanos}-{image}", std::process::id()).as_bytes()).hex()
 }
 
-/// Unpacks every layer of the image into the store's snapshots (once) and
-/// returns the lowerdirs, top-most first.
-fn lowers_for(
-    store: &Store,
-    lock: &strata_store::WriteLock,
-    img: &strata_store::ImageRecord,
-) -> anyhow::Result<Vec<PathBuf>> {
-    let mut lowers = Vec::new();
-    for l in &img.layers {
-        let dir = store.snapshot_dir(&l.diff_id);
-        if !store.snapshot_ready(&l.diff_id)? {
-            if dir.exists() {
-                strata_exec::snapshot::remove_tree(&dir)?;
-            }
-            let reader = store.open_layer_tar(l)?;
-            strata_exec::snapshot::unpack_layer(reader, &dir, strata_exec::Mode::current())
-                .with_context(|| format!("unpacking layer {}", l.diff_id))?;
-            store.snapshot_done(lock, &l.diff_id)?;
-        }
-        lowers.push(dir);
-    }
-    lowers.reverse();
-    Ok(lowers)
-}
-
 fn str_list(v: &Value) -> Vec<String> {
     v.as_array()
         .map(|a| {
@@ -226,7 +201,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let lowers = {
         let lock = store.lock()?;
-        let lowers = lowers_for(&store, &lock, &img)?;
+        let lowers = strata_build::lowers(&store, &lock, &img.layers)?;
         // Recorded before its directory exists, so GC never sees an orphan.
         store.put_container(&lock, &rec)?;
         lowers
