@@ -334,14 +334,7 @@ impl Solver<'_> {
             .cloned();
         let layers = match stage_state {
             Some(s) => s.layers,
-            None => {
-                self.store
-                    .resolve(from)
-                    .map_err(|e| {
-                        self.fail(ins, &format!("--from={from}: no such stage or image ({e})"))
-                    })?
-                    .layers
-            }
+            None => self.image(from, ins)?.layers,
         };
         let dir = self.scratch()?;
         for l in &layers {

@@ -7,6 +7,7 @@ mod context;
 mod copy;
 mod export;
 mod mounts;
+pub mod registry;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufReader, Seek};
@@ -81,6 +82,12 @@ pub struct BuildOptions {
     pub secrets: BTreeMap<String, Vec<u8>>,
     /// `--ssh default`: the agent socket for `RUN --mount=type=ssh`.
     pub ssh_socket: Option<PathBuf>,
+    /// `--pull`: fetch every base image again (once per build) even when
+    /// the store has it.
+    pub pull: bool,
+    /// The registry client for images the store lacks; `None` means
+    /// offline: such images are an error.
+    pub registry: Option<std::sync::Arc<strata_registry::Client>>,
 }
 
 /// Progress, for the CLI to render.
@@ -160,6 +167,8 @@ struct Solver<'a> {
     /// Merged root filesystems of stages/images used by COPY --from.
     rootfs: HashMap<String, tempfile::TempDir>,
     ignore: context::Ignore,
+    /// Images already pulled in this build (`--pull` pulls each once).
+    pulled: HashMap<String, ImageRecord>,
 }
 
 /// The build epoch and where it came from: SOURCE_DATE_EPOCH (env or build
@@ -252,6 +261,7 @@ pub fn build(
         done: HashMap::new(),
         rootfs: HashMap::new(),
         ignore,
+        pulled: HashMap::new(),
     };
     for stage in stages.iter().filter(|s| needed.contains(&s.index)) {
         let state = solver.stage(stage, &stages)?;
@@ -385,6 +395,65 @@ impl Solver<'_> {
         BuildError::Dockerfile(Box::new(self.df.error(ins, msg)))
     }
 
+    /// An image by name for FROM or `--from`: from the store, else (or with
+    /// `--pull`, once per build) from its registry.
+    fn image(&mut self, name: &str, ins: &Instruction) -> Result<ImageRecord> {
+        if let Some(img) = self.pulled.get(name) {
+            return Ok(img.clone());
+        }
+        let local = self.store.resolve(name);
+        if !self.opts.pull
+            && let Ok(img) = local
+        {
+            return Ok(img);
+        }
+        let Some(client) = self.opts.registry.clone() else {
+            return local.map_err(|e| {
+                self.fail(ins, &format!("image {name:?} is not in the local store ({e}) and pulling is off; load it with `strata load`, `strata import` or `strata pull`"))
+            });
+        };
+        let reference = match strata_oci::reference::Reference::parse(name) {
+            Ok(r) => r,
+            // Not a reference (an image ID, say): only the store can have it.
+            Err(e) => {
+                return local.map_err(|_| self.fail(ins, &format!("{e}")));
+            }
+        };
+        self.step_no += 1;
+        let n = self.step_no;
+        (self.events)(Event::Step {
+            n,
+            name: format!("[internal] pull {reference}"),
+        });
+        let start = std::time::Instant::now();
+        let platform = strata_registry::host_platform();
+        let pulled = registry::pull(
+            self.store,
+            self.lock,
+            &client,
+            &reference,
+            &platform,
+            &|_| {},
+        )
+        .map_err(|e| {
+            (self.events)(Event::Error {
+                n,
+                message: e.to_string(),
+            });
+            self.fail(ins, &format!("pulling {name}: {e}"))
+        })?;
+        (self.events)(Event::Output {
+            n,
+            data: format!("resolved {} to {}\n", reference, pulled.digest).into_bytes(),
+        });
+        (self.events)(Event::Done {
+            n,
+            seconds: start.elapsed().as_secs_f64(),
+        });
+        self.pulled.insert(name.to_owned(), pulled.image.clone());
+        Ok(pulled.image)
+    }
+
     fn stage(&mut self, stage: &Stage, all: &[Stage]) -> Result<State> {
         let total = stage.instructions.len() + 1;
         let label = |i: usize| match &stage.name {
@@ -489,9 +558,7 @@ impl Solver<'_> {
                 return Err(self.fail(&stage.from, &format!("platform {p} is not the host platform {host}: cross-building is not supported yet")));
             }
         }
-        let img = self.store.resolve(&stage.base).map_err(|e| {
-            self.fail(&stage.from, &format!("base image {:?} is not in the local store ({e}); load it with `strata load`, `strata import` or `strata pull`", stage.base))
-        })?;
+        let img = self.image(&stage.base, &stage.from)?;
         let raw = self.store.read_blob(&img.id)?;
         let mut config = ImageConfig::from_json(&raw)
             .map_err(|e| other(format!("config of {}: {e}", stage.base)))?;

@@ -39,7 +39,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Build an image from a Dockerfile and a context
-    Build(commands::build::BuildArgs),
+    Build(Box<commands::build::BuildArgs>),
     /// Download an image from a registry
     Pull(commands::registry::PullArgs),
     /// Upload an image to a registry
@@ -106,7 +106,7 @@ pub fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Build(a) => commands::build::run(a),
+        Command::Build(a) => commands::build::run(*a),
         Command::Pull(a) => commands::registry::pull(a),
         Command::Push(a) => commands::registry::push(a),
         Command::Login(a) => commands::registry::login(a),

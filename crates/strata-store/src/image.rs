@@ -238,12 +238,16 @@ pub(crate) fn manifest_json(config: &Digest, config_size: u64, layers: &[LayerRe
 pub fn put_layer(store: &Store, lock: &WriteLock, reader: impl Read) -> Result<LayerRecord> {
     let tmpdir = store.root().join("tmp");
     let mut r = BufReader::new(reader);
-    let gz = r
-        .fill_buf()
-        .map_err(io_err(&tmpdir))?
-        .starts_with(&[0x1f, 0x8b]);
+    let head = r.fill_buf().map_err(io_err(&tmpdir))?;
+    let media_type = if head.starts_with(&[0x1f, 0x8b]) {
+        Some(MEDIA_LAYER_GZIP)
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some("application/vnd.oci.image.layer.v1.tar+zstd")
+    } else {
+        None
+    };
     let (blob, size) = store.put_blob_reader(lock, r)?;
-    if !gz {
+    let Some(media_type) = media_type else {
         return Ok(LayerRecord {
             diff_id: blob,
             blob,
@@ -251,12 +255,12 @@ pub fn put_layer(store: &Store, lock: &WriteLock, reader: impl Read) -> Result<L
             size,
             uncompressed_size: size,
         });
-    }
+    };
     let (diff_id, uncompressed_size) = gunzip_digest(&store.blob_path(&blob))?;
     Ok(LayerRecord {
         diff_id,
         blob,
-        media_type: MEDIA_LAYER_GZIP.into(),
+        media_type: media_type.into(),
         size,
         uncompressed_size,
     })
@@ -264,11 +268,28 @@ pub fn put_layer(store: &Store, lock: &WriteLock, reader: impl Read) -> Result<L
 
 pub(crate) fn gunzip_digest(p: &Path) -> Result<(Digest, u64)> {
     let f = fs_err::File::open(p).map_err(io_err(p))?;
-    let mut r =
-        strata_oci::DigestingReader::new(flate2::read::MultiGzDecoder::new(BufReader::new(f)));
+    let mut r = strata_oci::DigestingReader::new(crate::decompressed(f).map_err(io_err(p))?);
     std::io::copy(&mut r, &mut std::io::sink()).map_err(io_err(p))?;
     let (_, d, n) = r.finish();
     Ok((d, n))
+}
+
+/// The record of a layer whose blob is stored (a pulled one): its diffID and
+/// uncompressed size come from decompressing it once.
+pub fn layer_record_for_blob(
+    store: &Store,
+    blob: &Digest,
+    size: u64,
+    media_type: &str,
+) -> Result<LayerRecord> {
+    let (diff_id, uncompressed_size) = gunzip_digest(&store.blob_path(blob))?;
+    Ok(LayerRecord {
+        diff_id,
+        blob: *blob,
+        media_type: media_type.to_owned(),
+        size,
+        uncompressed_size,
+    })
 }
 
 /// `strata import`: a root filesystem tar (plain or gzip) becomes a

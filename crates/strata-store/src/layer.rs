@@ -3,7 +3,7 @@
 //! extracted: only tar headers are read, so hostile paths never touch disk.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
 use crate::{ImageRecord, Result, Store, io_err};
@@ -74,17 +74,8 @@ fn layer_items(store: &Store, blob: &strata_oci::Digest) -> Result<Vec<Item>> {
     tar_items(&path, f)
 }
 
-fn tar_items(path: &Path, f: impl Read) -> Result<Vec<Item>> {
-    let mut r = BufReader::new(f);
-    let gz = r
-        .fill_buf()
-        .map_err(io_err(path))?
-        .starts_with(&[0x1f, 0x8b]);
-    let reader: Box<dyn Read> = if gz {
-        Box::new(flate2::read::MultiGzDecoder::new(r))
-    } else {
-        Box::new(r)
-    };
+fn tar_items(path: &Path, f: impl Read + 'static) -> Result<Vec<Item>> {
+    let reader = crate::decompressed(f).map_err(io_err(path))?;
     let mut ar = tar::Archive::new(reader);
     let mut out = Vec::new();
     for e in ar.entries().map_err(io_err(path))? {

@@ -35,7 +35,7 @@ use strata_oci::Digest;
 pub use archive::{LoadedImage, load_archive, save_archive};
 pub use image::{
     ConfigChanges, apply_change, commit_container, empty_config, host_arch, import_rootfs,
-    put_layer, write_image,
+    layer_record_for_blob, put_layer, write_image,
 };
 pub use layer::{
     DiffKind, DiffLine, diff_container, diff_images, diff_top_layer, tree_of, write_changes_tar,
@@ -58,6 +58,9 @@ const SNAPSHOTS: TableDefinition<&str, &str> = TableDefinition::new("snapshots")
 const CONTAINERS: TableDefinition<&str, &str> = TableDefinition::new("containers");
 const CACHE: TableDefinition<&str, &str> = TableDefinition::new("build_cache");
 const CTX_META: TableDefinition<&str, &str> = TableDefinition::new("context_meta");
+/// Blob digest -> JSON list of `registry/repository` known to hold it (from
+/// pulls and pushes), for cross-repository mounts on push.
+const BLOB_SOURCES: TableDefinition<&str, &str> = TableDefinition::new("blob_sources");
 
 /// How long an operation waits for another process to release the database.
 const DB_WAIT: Duration = Duration::from_secs(300);
@@ -105,6 +108,21 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
     let path = path.into();
     move |source| StoreError::Io { path, source }
+}
+
+/// A reader of a layer blob that yields the uncompressed tar: gzip
+/// (`1f 8b`) and zstd (`28 b5 2f fd`) are recognised by their magic bytes.
+pub fn decompressed(r: impl std::io::Read + 'static) -> std::io::Result<Box<dyn std::io::Read>> {
+    use std::io::BufRead;
+    let mut r = std::io::BufReader::new(r);
+    let head = r.fill_buf()?;
+    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(r))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::stream::read::Decoder::with_buffer(r)?)
+    } else {
+        Box::new(r)
+    })
 }
 
 /// One layer of an image, as the image record lists it.
@@ -274,7 +292,13 @@ impl Store {
 
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: &Path) -> Result<Store> {
-        for sub in ["blobs/sha256", "tmp", "snapshots", "containers"] {
+        for sub in [
+            "blobs/sha256",
+            "tmp",
+            "snapshots",
+            "containers",
+            "downloads",
+        ] {
             let d = root.join(sub);
             fs_err::create_dir_all(&d).map_err(|e| StoreError::Io {
                 path: d.clone(),
@@ -288,7 +312,16 @@ impl Store {
         // Create every table once so that readers never meet a missing table.
         let db = store.db()?;
         store.write_txn(&db, |txn| {
-            for t in [IMAGES, TAGS, LAYERS, SNAPSHOTS, CONTAINERS, CACHE, CTX_META] {
+            for t in [
+                IMAGES,
+                TAGS,
+                LAYERS,
+                SNAPSHOTS,
+                CONTAINERS,
+                CACHE,
+                CTX_META,
+                BLOB_SOURCES,
+            ] {
                 txn.open_table(t)?;
             }
             Ok(())
@@ -404,18 +437,31 @@ impl Store {
         fs_err::File::open(&p).map_err(|e| StoreError::Io { path: p, source: e })
     }
 
-    /// Opens a layer's blob as an uncompressed tar stream (gunzipping when
-    /// the blob is compressed).
+    /// Opens a layer's blob as an uncompressed tar stream (gzip and zstd
+    /// blobs are decompressed; the magic bytes decide, not the media type).
     pub fn open_layer_tar(&self, l: &LayerRecord) -> Result<Box<dyn std::io::Read>> {
-        use std::io::BufRead;
         let p = self.blob_path(&l.blob);
-        let mut r = std::io::BufReader::new(self.open_blob(&l.blob)?);
-        let gz = r.fill_buf().map_err(io_err(&p))?.starts_with(&[0x1f, 0x8b]);
-        Ok(if gz {
-            Box::new(flate2::read::MultiGzDecoder::new(r))
-        } else {
-            Box::new(r)
-        })
+        decompressed(self.open_blob(&l.blob)?).map_err(io_err(&p))
+    }
+
+    /// Moves a verified download (`src`, on the store's filesystem) into the
+    /// blob store as `digest`: fsync, rename, fsync the directory. The caller
+    /// vouches for the digest (it hashed the content as it arrived).
+    pub fn adopt_blob(&self, _lock: &WriteLock, src: &Path, digest: &Digest) -> Result<()> {
+        let f = std::fs::File::open(src).map_err(io_err(src))?;
+        f.sync_all().map_err(io_err(src))?;
+        let dst = self.blob_path(digest);
+        fs_err::rename(src, &dst).map_err(io_err(&dst))?;
+        let dir = dst.parent().unwrap_or(&self.root);
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))
+    }
+
+    /// Where interrupted downloads wait to be resumed (not swept by GC, so
+    /// that the next pull continues them).
+    pub fn downloads_dir(&self) -> PathBuf {
+        self.root.join("downloads")
     }
 
     /// Reads an image's config as JSON.
@@ -774,6 +820,41 @@ impl Store {
         })?;
         self.gc(lock)?;
         Ok(())
+    }
+
+    // ---- where blobs are known to live remotely ----
+
+    /// Records that `repository` (`registry/path`) holds blob `d`.
+    pub fn add_blob_source(&self, _lock: &WriteLock, d: &Digest, repository: &str) -> Result<()> {
+        let key = d.to_string();
+        self.write(|txn| {
+            let mut t = txn.open_table(BLOB_SOURCES)?;
+            let mut list: Vec<String> = match t.get(key.as_str())? {
+                Some(v) => from_json("blob_sources", &key, v.value())?,
+                None => Vec::new(),
+            };
+            if !list.iter().any(|r| r == repository) {
+                list.push(repository.to_owned());
+                // A blob pushed to many repositories needs only a few names.
+                if list.len() > 16 {
+                    list.remove(0);
+                }
+                t.insert(key.as_str(), to_json(&list)?.as_str())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Repositories (`registry/path`) known to hold blob `d`.
+    pub fn blob_sources(&self, d: &Digest) -> Result<Vec<String>> {
+        let key = d.to_string();
+        self.read(|txn| {
+            let t = txn.open_table(BLOB_SOURCES)?;
+            match t.get(key.as_str())? {
+                Some(v) => Ok(from_json("blob_sources", &key, v.value())?),
+                None => Ok(Vec::new()),
+            }
+        })
     }
 
     // ---- build cache and context metadata ----

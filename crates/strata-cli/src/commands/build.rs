@@ -63,6 +63,14 @@ pub struct BuildArgs {
     /// SSH agent for `RUN --mount=type=ssh`: `default` (from $SSH_AUTH_SOCK) or `default=SOCKET`
     #[arg(long)]
     pub ssh: Option<String>,
+    /// Always pull base images again (once per build), even when the store has them
+    #[arg(long)]
+    pub pull: bool,
+    /// Push the image to its registry after the build (each -t name); same as `-o type=registry`
+    #[arg(long)]
+    pub push: bool,
+    #[command(flatten)]
+    pub registry: super::registry::RegistryFlags,
 }
 
 /// `--secret id=ID,src=FILE|env=VAR` (`type=file|env` accepted; a bare `env=`
@@ -157,9 +165,46 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let mut outputs = Vec::new();
+    let mut push_names: Vec<String> = Vec::new();
+    let mut push = args.push;
     for o in &args.outputs {
+        // `type=registry[,name=REF]` (or `type=image,push=true`) pushes after
+        // the build; it is handled here, where the registry client lives.
+        let fields: Vec<(&str, &str)> = o.split(',').filter_map(|f| f.split_once('=')).collect();
+        let ty = fields.iter().find(|(k, _)| *k == "type").map(|(_, v)| *v);
+        let push_flag = fields.iter().any(|(k, v)| *k == "push" && *v == "true");
+        if ty == Some("registry") || (ty == Some("image") && push_flag) {
+            push = true;
+            for (k, v) in &fields {
+                match *k {
+                    "name" => push_names.extend(v.split(';').map(str::to_owned)),
+                    "type" | "push" | "oci-mediatypes" => {}
+                    other => {
+                        return Err(UsageError(format!(
+                            "--output {o:?}: unknown option {other:?} for type=registry"
+                        ))
+                        .into());
+                    }
+                }
+            }
+            continue;
+        }
         outputs.push(strata_build::parse_output(o).map_err(|e| UsageError(e.to_string()))?);
     }
+    let mut tags = args.tags.clone();
+    for n in &push_names {
+        if !tags.contains(n) {
+            tags.push(n.clone());
+        }
+    }
+    if push && tags.is_empty() {
+        return Err(UsageError(
+            "--push needs a name to push to: -t REGISTRY/REPO:TAG or -o type=registry,name=..."
+                .into(),
+        )
+        .into());
+    }
+    let client = std::sync::Arc::new(args.registry.client(Default::default())?);
     let stdout_used = outputs
         .iter()
         .any(|o: &Output| o.dest.as_deref() == Some(std::path::Path::new("-")));
@@ -173,7 +218,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         context,
         dockerfile_name,
         dockerfile,
-        tags: args.tags.clone(),
+        tags: tags.clone(),
         build_args,
         target: args.target.clone(),
         no_cache: args.no_cache,
@@ -192,6 +237,8 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
                 || UsageError(format!("--ssh {s}: expected default or default=SOCKET")),
             )?)),
         },
+        pull: args.pull,
+        registry: Some(client.clone()),
     };
     let store = strata_store::Store::open(&strata_store::Store::default_root())
         .context("opening the store")?;
@@ -215,16 +262,41 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(crate::EXIT_FAILURE));
         }
     };
+    let mut pushed = Vec::new();
+    if push {
+        for t in &tags {
+            match super::registry::push_image(&store, &client, t, quiet) {
+                Ok(d) => pushed.push((t.clone(), d)),
+                Err(e) => {
+                    #[expect(clippy::print_stderr, reason = "the CLI renders build errors")]
+                    {
+                        eprintln!("ERROR: pushing {t}: {e:#}");
+                    }
+                    return Ok(ExitCode::from(crate::EXIT_FAILURE));
+                }
+            }
+        }
+    }
     if let Some(p) = &args.iidfile {
         strata_oci::atomic_write(p, result.image_id.to_string().as_bytes())
             .with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &args.metadata_file {
-        let meta = serde_json::json!({
+        let mut meta = serde_json::json!({
             "containerimage.digest": result.manifest_digest.to_string(),
             "containerimage.config.digest": result.image_id.to_string(),
-            "image.name": args.tags.join(","),
+            "image.name": tags.join(","),
         });
+        if let Some((_, d)) = pushed.first() {
+            // What buildx records after a push: the digest the registry serves.
+            meta["containerimage.digest"] = serde_json::json!(d.to_string());
+            meta["pushed"] = serde_json::json!(
+                pushed
+                    .iter()
+                    .map(|(t, d)| serde_json::json!({"name": t, "digest": d.to_string()}))
+                    .collect::<Vec<_>>()
+            );
+        }
         strata_oci::atomic_write(p, serde_json::to_string_pretty(&meta)?.as_bytes())
             .with_context(|| format!("writing {}", p.display()))?;
     }
@@ -240,10 +312,10 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
                 progress.current(),
                 result.image_id,
                 progress.current(),
-                if args.tags.is_empty() {
+                if tags.is_empty() {
                     "<none>".to_owned()
                 } else {
-                    args.tags.join(", ")
+                    tags.join(", ")
                 },
                 result.image_id,
                 result.manifest_digest,

@@ -1,0 +1,298 @@
+//! Images between the store and registries: `pull` (resolve to a platform,
+//! fetch missing layers in parallel, verify, record) and `push` (blobs that
+//! the registry lacks, mounted from a sibling repository when we know one,
+//! then the manifest under its tag).
+//!
+//! The network client is `strata_registry`; this module owns the store side:
+//! downloads land in `downloads/` (kept across runs, so an interrupted pull
+//! resumes), are adopted into the blob store once verified, and the image is
+//! recorded only after every blob is in place.
+
+use std::sync::Mutex;
+
+use strata_oci::Digest;
+use strata_oci::image::{Descriptor, ImageConfig, Platform};
+use strata_oci::reference::Reference;
+use strata_registry::{BlobPush, Client, Repository};
+use strata_store::{ImageRecord, LayerRecord, Store, WriteLock};
+
+use crate::{BuildError, Result, other};
+
+/// Layers fetched or sent at once (Docker's defaults are 3 down, 5 up).
+const PARALLEL_DOWNLOADS: usize = 3;
+const PARALLEL_UPLOADS: usize = 5;
+
+/// Progress of a pull or push, per layer, for the CLI to render.
+#[derive(Debug, Clone)]
+pub enum TransferEvent {
+    /// The reference resolved to this manifest (and index) digest.
+    Resolved { reference: String, digest: Digest },
+    /// A layer is already where it needs to be.
+    Exists { short: String },
+    /// Bytes moved so far for a layer.
+    Progress {
+        short: String,
+        done: u64,
+        total: u64,
+    },
+    /// A layer finished: `Pull complete`, `Pushed`, `Mounted from REPO`.
+    Finished { short: String, how: String },
+}
+
+impl From<strata_registry::RegistryError> for BuildError {
+    fn from(e: strata_registry::RegistryError) -> Self {
+        BuildError::Other(e.to_string())
+    }
+}
+
+/// What a pull stored.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    pub image: ImageRecord,
+    /// The digest the reference resolved to (the index's when it named one):
+    /// what `docker pull` prints as `Digest:`.
+    pub digest: Digest,
+    /// Whether any layer had to be downloaded.
+    pub downloaded: bool,
+}
+
+/// Pulls `reference` for `platform` into the store and tags it (when the
+/// reference has a tag).
+pub fn pull(
+    store: &Store,
+    lock: &WriteLock,
+    client: &Client,
+    reference: &Reference,
+    platform: &Platform,
+    events: &(dyn Fn(TransferEvent) + Sync),
+) -> Result<Pulled> {
+    let resolved = client.resolve(reference, platform)?;
+    let top_digest = resolved
+        .index
+        .as_ref()
+        .map(|i| i.digest)
+        .unwrap_or(resolved.manifest.digest);
+    events(TransferEvent::Resolved {
+        reference: reference.to_string(),
+        digest: top_digest,
+    });
+    let config = ImageConfig::from_json(&resolved.config)
+        .map_err(|e| other(format!("config of {reference}: {e}")))?;
+    let diff_ids = config.rootfs.diff_ids.clone();
+    if diff_ids.len() != resolved.parsed.layers.len() {
+        return Err(other(format!(
+            "{reference}: the manifest lists {} layers but the config {} diff_ids; refused",
+            resolved.parsed.layers.len(),
+            diff_ids.len()
+        )));
+    }
+    let downloads = store.downloads_dir();
+    fs_err::create_dir_all(&downloads).map_err(crate::io("creating downloads dir"))?;
+    let missing: Vec<&Descriptor> = resolved
+        .parsed
+        .layers
+        .iter()
+        .filter(|l| {
+            let have = store.has_blob(&l.digest);
+            if have {
+                events(TransferEvent::Exists {
+                    short: l.digest.short(),
+                });
+            }
+            !have
+        })
+        .collect();
+    let downloaded = !missing.is_empty();
+    // Each worker takes the next missing layer; the first error stops the
+    // others from starting new ones.
+    let queue = Mutex::new(missing.to_vec());
+    let failure: Mutex<Option<BuildError>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL_DOWNLOADS.min(missing.len()) {
+            s.spawn(|| {
+                loop {
+                    if failure.lock().expect("failure slot").is_some() {
+                        return;
+                    }
+                    let Some(desc) = queue.lock().expect("queue").pop() else {
+                        return;
+                    };
+                    let short = desc.digest.short();
+                    let partial = downloads.join(format!("{}.partial", desc.digest.hex()));
+                    let total = desc.size;
+                    let res = client
+                        .fetch_blob(&resolved.repository, desc, &partial, &mut |done| {
+                            events(TransferEvent::Progress {
+                                short: short.clone(),
+                                done,
+                                total,
+                            })
+                        })
+                        .map_err(BuildError::from)
+                        .and_then(|()| Ok(store.adopt_blob(lock, &partial, &desc.digest)?));
+                    match res {
+                        Ok(()) => events(TransferEvent::Finished {
+                            short,
+                            how: "Pull complete".into(),
+                        }),
+                        Err(e) => {
+                            failure.lock().expect("failure slot").get_or_insert(e);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failure.into_inner().expect("failure slot") {
+        return Err(e);
+    }
+    let mut layers = Vec::with_capacity(diff_ids.len());
+    for (i, (desc, want)) in resolved.parsed.layers.iter().zip(&diff_ids).enumerate() {
+        let rec =
+            strata_store::layer_record_for_blob(store, &desc.digest, desc.size, &desc.media_type)?;
+        if rec.diff_id != *want {
+            return Err(other(format!(
+                "{reference}: layer {} ({}) uncompresses to {} but the config says {want}; refused",
+                i + 1,
+                desc.digest,
+                rec.diff_id
+            )));
+        }
+        layers.push(rec);
+    }
+    let config_digest = store.put_blob_bytes(lock, &resolved.config)?;
+    let manifest_digest = store.put_blob_bytes(lock, &resolved.manifest.bytes)?;
+    debug_assert_eq!(manifest_digest, resolved.manifest.digest);
+    let created = config
+        .created
+        .as_deref()
+        .and_then(strata_store::parse_rfc3339)
+        .unwrap_or(0);
+    let image = ImageRecord {
+        id: config_digest,
+        manifest: manifest_digest,
+        manifest_size: resolved.manifest.bytes.len() as u64,
+        config_size: resolved.config.len() as u64,
+        layers,
+        created,
+        parent: None,
+    };
+    let tags: Vec<String> = if reference.tag.is_some() {
+        vec![
+            Reference {
+                digest: None,
+                ..reference.clone()
+            }
+            .to_string(),
+        ]
+    } else {
+        Vec::new()
+    };
+    store.commit_image(lock, &image, &tags)?;
+    for l in &image.layers {
+        store.add_blob_source(lock, &l.blob, &resolved.repository.to_string())?;
+    }
+    Ok(Pulled {
+        image,
+        digest: top_digest,
+        downloaded,
+    })
+}
+
+/// Pushes a stored image to `target` (which must carry a tag); returns the
+/// manifest digest the registry now serves.
+pub fn push(
+    store: &Store,
+    lock: &WriteLock,
+    client: &Client,
+    image: &ImageRecord,
+    target: &Reference,
+    events: &(dyn Fn(TransferEvent) + Sync),
+) -> Result<Digest> {
+    let repo = Repository::of(target);
+    let tag = target
+        .tag
+        .clone()
+        .ok_or_else(|| other(format!("{target}: push needs a tag, not only a digest")))?;
+    let manifest = store.read_blob(&image.manifest)?;
+    let media_type = serde_json::from_slice::<serde_json::Value>(&manifest)
+        .ok()
+        .and_then(|v| v["mediaType"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| strata_oci::image::MEDIA_TYPE_OCI_MANIFEST.to_owned());
+    let mut blobs: Vec<(Descriptor, String)> = image
+        .layers
+        .iter()
+        .map(|l: &LayerRecord| {
+            (
+                Descriptor::new(&l.media_type, l.blob, l.size),
+                l.blob.short(),
+            )
+        })
+        .collect();
+    blobs.push((
+        Descriptor::new(
+            strata_oci::image::MEDIA_TYPE_OCI_CONFIG,
+            image.id,
+            image.config_size,
+        ),
+        image.id.short(),
+    ));
+    let queue = Mutex::new(blobs);
+    let failure: Mutex<Option<BuildError>> = Mutex::new(None);
+    let pushed: Mutex<Vec<Digest>> = Mutex::new(Vec::new());
+    let here = format!("{}/", target.registry);
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL_UPLOADS {
+            s.spawn(|| {
+                loop {
+                    if failure.lock().expect("failure slot").is_some() {
+                        return;
+                    }
+                    let Some((desc, short)) = queue.lock().expect("queue").pop() else {
+                        return;
+                    };
+                    // A repository on the same registry that has this blob.
+                    let sibling = store
+                        .blob_sources(&desc.digest)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|s| s.strip_prefix(&here).map(str::to_owned))
+                        .find(|r| *r != repo.name);
+                    let path = store.blob_path(&desc.digest);
+                    let open = || std::fs::File::open(&path);
+                    match client.push_blob(&repo, &desc, sibling.as_deref(), &open) {
+                        Ok(how) => {
+                            pushed.lock().expect("pushed").push(desc.digest);
+                            events(match how {
+                                BlobPush::AlreadyExists => TransferEvent::Exists { short },
+                                BlobPush::Mounted => TransferEvent::Finished {
+                                    short,
+                                    how: format!("Mounted from {}", sibling.unwrap_or_default()),
+                                },
+                                BlobPush::Uploaded => TransferEvent::Finished {
+                                    short,
+                                    how: "Pushed".into(),
+                                },
+                            })
+                        }
+                        Err(e) => {
+                            failure
+                                .lock()
+                                .expect("failure slot")
+                                .get_or_insert(e.into());
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failure.into_inner().expect("failure slot") {
+        return Err(e);
+    }
+    let digest = client.put_manifest(&repo, &tag, &media_type, &manifest)?;
+    // Remember where these blobs now live, for cross-repository mounts.
+    for d in pushed.into_inner().expect("pushed") {
+        store.add_blob_source(lock, &d, &repo.to_string())?;
+    }
+    Ok(digest)
+}
