@@ -176,6 +176,15 @@ pub fn pull(
         layers,
         created,
         parent: None,
+        repo_digests: {
+            let mut v = vec![reference.with_digest(top_digest).to_string()];
+            if let Some(idx) = &resolved.index
+                && idx.digest != resolved.manifest.digest
+            {
+                v.push(reference.with_digest(resolved.manifest.digest).to_string());
+            }
+            v
+        },
     };
     let tags: Vec<String> = if reference.tag.is_some() {
         vec![

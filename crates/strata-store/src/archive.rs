@@ -351,6 +351,7 @@ fn load_one(
         .and_then(crate::parse_rfc3339)
         .unwrap_or(0);
     let img = ImageRecord {
+        repo_digests: Vec::new(),
         id,
         manifest,
         manifest_size: man.len() as u64,

@@ -211,6 +211,7 @@ pub fn write_image(
         serde_json::to_vec(&manifest).map_err(|e| StoreError::InvalidImage(e.to_string()))?;
     let man = store.put_blob_bytes(lock, &man_bytes)?;
     let img = ImageRecord {
+        repo_digests: Vec::new(),
         id,
         manifest: man,
         manifest_size: man_bytes.len() as u64,

@@ -153,6 +153,11 @@ pub struct ImageRecord {
     /// Docker's parent chain): keeps `prune` from removing a base still needed.
     #[serde(default)]
     pub parent: Option<Digest>,
+    /// `registry/repo@sha256:…` names this image was pulled by (the index
+    /// digest when the reference named a multi-platform index), as Docker's
+    /// RepoDigests.
+    #[serde(default)]
+    pub repo_digests: Vec<String>,
 }
 
 impl ImageRecord {
@@ -1317,9 +1322,12 @@ fn resolve_in(images: &[(ImageRecord, Vec<String>)], name: &str) -> Result<Optio
         let d: Digest = dg
             .parse()
             .map_err(|_| StoreError::InvalidReference(format!("{name}: invalid digest")))?;
+        let pinned = normalize_reference(name).ok();
         return Ok(images
             .iter()
-            .find(|(i, _)| i.manifest == d)
+            .find(|(i, _)| {
+                i.manifest == d || pinned.as_ref().is_some_and(|p| i.repo_digests.contains(p))
+            })
             .map(|(i, _)| i.clone()));
     }
     if let Ok(n) = normalize_reference(name)

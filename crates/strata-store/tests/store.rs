@@ -200,6 +200,7 @@ fn metadata_never_points_at_missing_blobs() {
     assert!(matches!(err, StoreError::MissingBlob { .. }));
     let l = put_layer(&store, &lock, &tar_with("x", "y")[..]).expect("layer");
     let img = strata_store::ImageRecord {
+        repo_digests: Vec::new(),
         id: missing,
         manifest: missing,
         manifest_size: 0,

@@ -341,6 +341,7 @@ fn inspect_json(store: &Store, img: &ImageRecord, tags: &[String]) -> anyhow::Re
     let repo_digests: Vec<String> = tags
         .iter()
         .map(|t| format!("{}@{}", split_repo_tag(&familiar(t)).0, img.manifest))
+        .chain(img.repo_digests.iter().map(|d| familiar(d)))
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();

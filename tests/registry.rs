@@ -1,0 +1,723 @@
+//! End-to-end tests of pull, push, login and build-with-registry against the
+//! real `docker-registry` instances `.ci/testenv` starts (one plain HTTP, one
+//! TLS with a self-signed CA and htpasswd Basic auth), through the real
+//! `strata` binary, with skopeo as the independent judge of what we pushed.
+//! Faults (dropped connections, corrupt bytes, 503s, a Bearer token service)
+//! come from a small proxy in front of the real registry (`fault_proxy`).
+
+mod fault_proxy;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+struct Env {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    work: PathBuf,
+    docker_config: PathBuf,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("store");
+        let work = dir.path().join("work");
+        let docker_config = dir.path().join("docker");
+        std::fs::create_dir_all(&work).expect("mkdir");
+        Env {
+            _dir: dir,
+            root,
+            work,
+            docker_config,
+        }
+    }
+
+    /// A second, empty store sharing nothing with this one.
+    fn other_store(&self, name: &str) -> Env {
+        let mut e = Env::new();
+        e.docker_config = self.docker_config.clone();
+        e.root = e.work.join(name);
+        e
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
+        c.args(args)
+            .env("STRATA_ROOT", &self.root)
+            .env("DOCKER_CONFIG", &self.docker_config)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("spawn strata")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "strata {args:?} failed: {}\nstdout: {}",
+            String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&o.stdout)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Runs, asserts failure, returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            !o.status.success(),
+            "strata {args:?} should have failed; stdout: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+
+    fn ok_stderr(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "strata {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+
+    fn inspect(&self, name: &str) -> Value {
+        let v: Value = serde_json::from_str(&self.ok(&["inspect", name])).expect("inspect JSON");
+        v[0].clone()
+    }
+
+    fn blobs(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.root.join("blobs/sha256"))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+/// A repository name no earlier run used (the registries outlive test runs).
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+fn skopeo(args: &[&str]) -> Output {
+    Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("skopeo is installed by .ci/install-deps")
+}
+
+fn skopeo_ok(args: &[&str]) -> String {
+    let o = skopeo(args);
+    assert!(
+        o.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn sha256(data: &[u8]) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(data)))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// An image in `env`'s store named `name`, from the busybox fixture.
+fn busybox_image(env: &Env, test: &str, name: &str) -> Option<()> {
+    let tar = strata_testutil::busybox_tar(test)?;
+    env.ok(&["import", tar.to_str().unwrap(), name]);
+    Some(())
+}
+
+#[test]
+fn push_then_pull_back_gives_the_same_digest_and_skopeo_agrees() {
+    let t = "push_then_pull_back_gives_the_same_digest_and_skopeo_agrees";
+    let Some(reg) = strata_testutil::registry(t) else {
+        return;
+    };
+    let a = Env::new();
+    let repo = unique("roundtrip");
+    let name = format!("{reg}/{repo}:v1");
+    if busybox_image(&a, t, &name).is_none() {
+        return;
+    }
+    let local = a.inspect(&name);
+    let pushed = a.ok(&["push", "-q", &name]).trim().to_owned();
+    assert!(
+        pushed.starts_with("sha256:"),
+        "push -q prints the digest: {pushed}"
+    );
+    // skopeo reads back exactly the manifest we pushed.
+    let raw = skopeo_ok(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{name}"),
+    ]);
+    assert_eq!(sha256(raw.as_bytes()), pushed);
+    let info: Value = serde_json::from_str(&skopeo_ok(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{name}"),
+    ]))
+    .unwrap();
+    assert_eq!(info["Digest"], pushed.as_str());
+    assert_eq!(info["Architecture"], "amd64");
+    // A second push uploads nothing.
+    let again = a.ok_stderr(&["push", &name]);
+    assert!(!again.contains("Pushed"), "{again}");
+    assert!(again.contains("Layer already exists"), "{again}");
+    // The same layers in another repository of the same registry are mounted.
+    let other = format!("{reg}/{}:v1", unique("mounted"));
+    a.ok(&["tag", &name, &other]);
+    let mounted = a.ok_stderr(&["push", &other]);
+    assert!(
+        mounted.contains(&format!("Mounted from {repo}")),
+        "{mounted}"
+    );
+    // A fresh store pulls it back: same manifest digest, same image ID.
+    let b = a.other_store("b");
+    let out = b.ok(&["pull", &other]);
+    assert_eq!(out.trim(), other);
+    let pulled = b.inspect(&other);
+    assert_eq!(pulled["Id"], local["Id"]);
+    let digests = b.ok(&["images", "--digests"]);
+    assert!(digests.contains(&pushed), "{digests}");
+    // The pulled image runs.
+    let ran = b.run(&["run", "--rm", &other, "echo", "pulled-ok"]);
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&ran.stdout).trim(), "pulled-ok");
+}
+
+#[test]
+fn chunked_uploads_give_the_same_image() {
+    let t = "chunked_uploads_give_the_same_image";
+    let Some(reg) = strata_testutil::registry(t) else {
+        return;
+    };
+    let a = Env::new();
+    let name = format!("{reg}/{}:c", unique("chunked"));
+    if busybox_image(&a, t, &name).is_none() {
+        return;
+    }
+    // 100 KiB chunks: the ~1 MB layer goes up in a dozen PATCHes.
+    let o = a
+        .cmd(&["push", "-q", &name])
+        .env("STRATA_REGISTRY_CHUNK_SIZE", "102400")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let digest = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    let raw = skopeo_ok(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{name}"),
+    ]);
+    assert_eq!(sha256(raw.as_bytes()), digest);
+    let dir = a.work.join("copy");
+    skopeo_ok(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{name}"),
+        &format!("dir:{}", dir.display()),
+    ]);
+    let b = a.other_store("b");
+    b.ok(&["pull", &name]);
+    assert_eq!(b.inspect(&name)["Id"], a.inspect(&name)["Id"]);
+}
+
+#[test]
+fn tls_registry_with_basic_auth_needs_its_ca_and_a_login() {
+    let t = "tls_registry_with_basic_auth_needs_its_ca_and_a_login";
+    let Some(reg) = strata_testutil::env_or_skip(t, "STRATA_TEST_REGISTRY_TLS") else {
+        return;
+    };
+    let (Some(ca), Some(user), Some(pass)) = (
+        strata_testutil::env_or_skip(t, "STRATA_TEST_REGISTRY_CA"),
+        strata_testutil::env_or_skip(t, "STRATA_TEST_REGISTRY_USER"),
+        strata_testutil::env_or_skip(t, "STRATA_TEST_REGISTRY_PASSWORD"),
+    ) else {
+        return;
+    };
+    let a = Env::new();
+    let name = format!("{reg}/{}:1", unique("secure"));
+    if busybox_image(&a, t, &name).is_none() {
+        return;
+    }
+    // Without the CA the self-signed certificate is refused, and plain HTTP
+    // is not tried behind the user's back.
+    let err = a.fails(&["push", &name]);
+    assert!(
+        err.contains("TLS with") && err.contains("--registry-ca"),
+        "{err}"
+    );
+    // With the CA but no login: a clear 401 that says what to do.
+    let err = a.fails(&["push", "--registry-ca", &ca, &name]);
+    assert!(err.contains("authentication required"), "{err}");
+    assert!(err.contains(&format!("strata login {reg}")), "{err}");
+    // A wrong password is refused and nothing is saved.
+    let mut c = a.cmd(&[
+        "login",
+        &reg,
+        "-u",
+        &user,
+        "--password-stdin",
+        "--registry-ca",
+        &ca,
+    ]);
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"wrong\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(!o.status.success());
+    assert!(
+        !a.docker_config.join("config.json").exists() || {
+            let cfg = std::fs::read_to_string(a.docker_config.join("config.json")).unwrap();
+            !cfg.contains(&reg)
+        }
+    );
+    // The right one is saved as docker login saves it.
+    let mut c = a.cmd(&[
+        "login",
+        &reg,
+        "-u",
+        &user,
+        "--password-stdin",
+        "--registry-ca",
+        &ca,
+    ]);
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{pass}\n").as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cfg: Value = serde_json::from_str(
+        &std::fs::read_to_string(a.docker_config.join("config.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(cfg["auths"][&reg]["auth"].is_string(), "{cfg}");
+    let digest = a
+        .ok(&["push", "-q", "--registry-ca", &ca, &name])
+        .trim()
+        .to_owned();
+    // skopeo, given the same CA and credentials, sees what we pushed.
+    let certs = a.work.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(&ca, certs.join("ca.crt")).unwrap();
+    let raw = skopeo_ok(&[
+        "inspect",
+        "--raw",
+        "--cert-dir",
+        certs.to_str().unwrap(),
+        "--creds",
+        &format!("{user}:{pass}"),
+        &format!("docker://{name}"),
+    ]);
+    assert_eq!(sha256(raw.as_bytes()), digest);
+    // Another store with the same docker config pulls it back.
+    let b = a.other_store("b");
+    b.ok(&["pull", "--registry-ca", &ca, &name]);
+    assert_eq!(b.inspect(&name)["Id"], a.inspect(&name)["Id"]);
+    // After logout the registry asks again.
+    a.ok_stderr(&["logout", &reg]);
+    let c = a.other_store("c");
+    let err = c.fails(&["pull", "--registry-ca", &ca, &name]);
+    assert!(err.contains("authentication required"), "{err}");
+}
+
+/// Writes an OCI layout holding a two-platform index (linux/amd64 and
+/// linux/arm64 images that share a layer and differ in config) under
+/// `dir`, tagged `multi`.
+fn write_multi_arch_layout(dir: &Path) {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| -> (String, usize) {
+        let d = sha256(data);
+        std::fs::write(blobs.join(&d[7..]), data).unwrap();
+        (d, data.len())
+    };
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    let content = vec![b'x'; 200 * 1024];
+    h.set_size(content.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    tar.append_data(&mut h, "payload", &content[..]).unwrap();
+    let tar = tar.into_inner().unwrap();
+    let diff_id = sha256(&tar);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar).unwrap();
+    let (layer, layer_size) = put(&gz.finish().unwrap());
+    let mut manifests = Vec::new();
+    for (arch, variant) in [("amd64", None), ("arm64", Some("v8"))] {
+        let config = json!({
+            "architecture": arch, "os": "linux",
+            "config": {"Labels": {"built.for": arch}},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        });
+        let (cd, cs) = put(&serde_json::to_vec(&config).unwrap());
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": layer_size}],
+        });
+        let (md, ms) = put(&serde_json::to_vec(&manifest).unwrap());
+        let mut platform = json!({"architecture": arch, "os": "linux"});
+        if let Some(v) = variant {
+            platform["variant"] = json!(v);
+        }
+        manifests.push(json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": md, "size": ms, "platform": platform,
+        }));
+    }
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    });
+    let (id, is) = put(&serde_json::to_vec(&index).unwrap());
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let top = json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": id, "size": is,
+            "annotations": {"org.opencontainers.image.ref.name": "multi"},
+        }],
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+}
+
+#[test]
+fn multi_arch_index_resolves_to_the_asked_platform() {
+    let t = "multi_arch_index_resolves_to_the_asked_platform";
+    let Some(reg) = strata_testutil::registry(t) else {
+        return;
+    };
+    let a = Env::new();
+    let layout = a.work.join("layout");
+    write_multi_arch_layout(&layout);
+    let name = format!("{reg}/{}:multi", unique("multiarch"));
+    skopeo_ok(&[
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:multi", layout.display()),
+        &format!("docker://{name}"),
+    ]);
+    let raw = skopeo_ok(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{name}"),
+    ]);
+    let index_digest = sha256(raw.as_bytes());
+    // The host platform by default, and the index digest is what pull reports.
+    let err = a.ok_stderr(&["pull", &name]);
+    assert!(err.contains(&format!("Digest: {index_digest}")), "{err}");
+    let img = a.inspect(&name);
+    assert_eq!(img["Architecture"], "amd64");
+    assert_eq!(img["Config"]["Labels"]["built.for"], "amd64");
+    // Another platform on request.
+    let b = a.other_store("b");
+    b.ok(&["pull", "--platform", "linux/arm64", &name]);
+    let img = b.inspect(&name);
+    assert_eq!(img["Architecture"], "arm64");
+    assert_eq!(img["Config"]["Labels"]["built.for"], "arm64");
+    // A platform the index lacks: the error lists what it has.
+    let c = a.other_store("c");
+    let err = c.fails(&["pull", "--platform", "linux/s390x", &name]);
+    assert!(
+        err.contains("linux/s390x")
+            && err.contains("linux/amd64")
+            && err.contains("linux/arm64/v8"),
+        "{err}"
+    );
+    // Pinned by the index digest.
+    let d = a.other_store("d");
+    let pinned = format!("{}@{index_digest}", name.rsplit_once(':').unwrap().0);
+    d.ok(&["pull", &pinned]);
+    assert_eq!(d.inspect(&pinned)["Architecture"], "amd64");
+}
+
+#[test]
+fn a_download_cut_mid_layer_resumes_with_a_range_request() {
+    let t = "a_download_cut_mid_layer_resumes_with_a_range_request";
+    let Some(reg) = strata_testutil::registry(t) else {
+        return;
+    };
+    let a = Env::new();
+    let repo = unique("resume");
+    let name = format!("{reg}/{repo}:1");
+    if busybox_image(&a, t, &name).is_none() {
+        return;
+    }
+    a.ok(&["push", "-q", &name]);
+    let proxy = fault_proxy::start(&reg, fault_proxy::Fault::TruncateOnce);
+    let via = format!("{}/{repo}:1", proxy.addr);
+    let b = a.other_store("b");
+    b.ok(&["pull", &via]);
+    let log = proxy.requests();
+    let ranged: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("/blobs/") && l.contains("range=bytes="))
+        .collect();
+    assert_eq!(ranged.len(), 1, "one resumed request expected: {log:#?}");
+    assert!(
+        !ranged[0].contains("range=bytes=0-"),
+        "resumed from the middle: {log:#?}"
+    );
+    assert_eq!(b.inspect(&via)["Id"], a.inspect(&name)["Id"]);
+    // Nothing is left half-downloaded.
+    let left: Vec<_> = std::fs::read_dir(b.root.join("downloads"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_corrupt_blob_is_refused_and_nothing_is_stored() {
+    let t = "a_corrupt_blob_is_refused_and_nothing_is_stored";
+    let Some(reg) = strata_testutil::registry(t) else {
+        return;
+    };
+    let a = Env::new();
+    let repo = unique("corrupt");
+    let name = format!("{reg}/{repo}:1");
+    if busybox_image(&a, t, &name).is_none() {
+        return;
+    }
+    a.ok(&["push", "-q", &name]);
+    let layer = a.inspect(&name)["RootFS"]["Layers"][0].clone();
+    let proxy = fault_proxy::start(&reg, fault_proxy::Fault::Corrupt);
+    let via = format!("{}/{repo}:1", proxy.addr);
+    let b = a.other_store("b");
+    let err = b.fails(&["pull", &via]);
+    assert!(
+        err.contains("does not match its digest") && err.contains("refused"),
+        "{err}"
+    );
+    assert!(err.contains(&repo), "the error names the repository: {err}");
+    assert!(
+        b.ok(&["images", "-q"]).trim().is_empty(),
+        "no image recorded"
+    );
+    // No layer blob, verified or not, stays behind.
+    let blobs = b.blobs();
+    assert!(
+        !blobs
+            .iter()
+            .any(|d| layer.as_str().is_some_and(|l| l.ends_with(d.as_str()))),
+        "{blobs:?}"
+    );
+    let partials = std::fs::read_dir(b.root.join("downloads")).unwrap().count();
+    assert_eq!(partials, 0);
+    // The same pull without the fault works, into the same store.
+    b.ok(&["pull", &name]);
+}
+
+#[test]
+fn retries_503_and_speaks_bearer_token_auth() {
+    let t = "retries_503_and_speaks_bearer_token_auth";
+    let Some(reg) = strata_testutil::registry(t) else {
+        return;
+    };
+    let a = Env::new();
+    let repo = unique("bearer");
+    let name = format!("{reg}/{repo}:1");
+    if busybox_image(&a, t, &name).is_none() {
+        return;
+    }
+    a.ok(&["push", "-q", &name]);
+    // 503 on the first manifest request: retried, not fatal.
+    let flaky = fault_proxy::start(&reg, fault_proxy::Fault::Unavailable);
+    let b = a.other_store("b");
+    b.ok(&["pull", &format!("{}/{repo}:1", flaky.addr)]);
+    let log = flaky.requests();
+    assert!(
+        log.iter().filter(|l| l.contains("/manifests/1")).count() >= 2,
+        "{log:#?}"
+    );
+    // A Bearer realm: anonymous is refused clearly; with credentials in
+    // the docker config, the token flow is followed.
+    let proxy = fault_proxy::start(
+        &reg,
+        fault_proxy::Fault::Bearer {
+            user: "tok-user",
+            password: "tok-pass",
+        },
+    );
+    let via = format!("{}/{repo}:1", proxy.addr);
+    let c = a.other_store("c");
+    let err = c.fails(&["pull", &via]);
+    assert!(err.contains("authentication required"), "{err}");
+    std::fs::create_dir_all(&c.docker_config).unwrap();
+    let auth = fault_proxy::base64_encode(b"tok-user:tok-pass");
+    std::fs::write(
+        c.docker_config.join("config.json"),
+        json!({"auths": {proxy.addr.clone(): {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    c.ok(&["pull", &via]);
+    assert_eq!(c.inspect(&via)["Id"], a.inspect(&name)["Id"]);
+    let log = proxy.requests();
+    assert!(log.iter().any(|l| l.starts_with("GET /token?")), "{log:#?}");
+    assert!(
+        log.iter().any(|l| l.contains("scope=repository")),
+        "{log:#?}"
+    );
+}
+
+#[test]
+fn docker_hub_images_come_from_a_mirror() {
+    let t = "docker_hub_images_come_from_a_mirror";
+    let Some(reg) = strata_testutil::registry(t) else {
+        return;
+    };
+    let a = Env::new();
+    // The mirror holds library/<name>, as a pull-through cache of Hub would.
+    let short = unique("mirrored");
+    let on_mirror = format!("{reg}/library/{short}:1");
+    if busybox_image(&a, t, &on_mirror).is_none() {
+        return;
+    }
+    a.ok(&["push", "-q", &on_mirror]);
+    let b = a.other_store("b");
+    b.ok(&[
+        "pull",
+        "--registry-mirror",
+        &format!("http://{reg}"),
+        &format!("{short}:1"),
+    ]);
+    // Recorded under its Docker Hub name.
+    assert_eq!(
+        b.inspect(&format!("docker.io/library/{short}:1"))["Id"],
+        a.inspect(&on_mirror)["Id"]
+    );
+}
+
+#[test]
+fn build_pulls_its_base_and_pushes_the_result() {
+    let t = "build_pulls_its_base_and_pushes_the_result";
+    let Some(reg) = strata_testutil::registry(t) else {
+        return;
+    };
+    if !strata_testutil::require_root(t) {
+        return;
+    }
+    let a = Env::new();
+    let base = format!("{reg}/{}:1", unique("base"));
+    if busybox_image(&a, t, &base).is_none() {
+        return;
+    }
+    a.ok(&["push", "-q", &base]);
+    // A store that has never seen the base: FROM pulls it.
+    let b = a.other_store("b");
+    let ctx = b.work.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {base}\nRUN echo built > /built.txt\nCMD [\"cat\", \"/built.txt\"]\n"),
+    )
+    .unwrap();
+    let target = format!("{reg}/{}:1", unique("built"));
+    let meta = b.work.join("meta.json");
+    let o = b.run(&[
+        "build",
+        "-t",
+        &target,
+        "--push",
+        "--metadata-file",
+        meta.to_str().unwrap(),
+        ctx.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("[internal] pull"), "{err}");
+    let meta: Value = serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+    let digest = meta["containerimage.digest"].as_str().unwrap().to_owned();
+    let raw = skopeo_ok(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{target}"),
+    ]);
+    assert_eq!(sha256(raw.as_bytes()), digest);
+    // Pulled back elsewhere, it is the same image and runs.
+    let c = a.other_store("c");
+    c.ok(&["pull", &target]);
+    assert_eq!(c.inspect(&target)["Id"], b.inspect(&target)["Id"]);
+    let ran = c.run(&["run", "--rm", &target]);
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&ran.stdout).trim(), "built");
+    // -o type=registry does the same.
+    let target2 = format!("{reg}/{}:2", unique("built"));
+    b.ok(&[
+        "build",
+        "-q",
+        "-o",
+        &format!("type=registry,name={target2}"),
+        ctx.to_str().unwrap(),
+    ]);
+    skopeo_ok(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{target2}"),
+    ]);
+}
+
+#[test]
+fn a_missing_image_is_a_clear_not_found() {
+    let t = "a_missing_image_is_a_clear_not_found";
+    let Some(reg) = strata_testutil::registry(t) else {
+        return;
+    };
+    let a = Env::new();
+    let err = a.fails(&["pull", &format!("{reg}/{}:nope", unique("absent"))]);
+    assert!(err.contains("not found"), "{err}");
+    assert!(err.contains("check the repository name and tag"), "{err}");
+    let err = a.fails(&["pull", "Not/A/Valid:ref:"]);
+    assert!(err.contains("invalid reference format"), "{err}");
+}
