@@ -721,3 +721,139 @@ fn a_missing_image_is_a_clear_not_found() {
     let err = a.fails(&["pull", "Not/A/Valid:ref:"]);
     assert!(err.contains("invalid reference format"), "{err}");
 }
+
+/// Reads the summary line `... steps cached: N, steps run: M` of a build.
+fn steps_run(stderr: &str) -> usize {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("steps run:"))
+        .unwrap_or_else(|| panic!("no summary in: {stderr}"));
+    line.rsplit("steps run: ")
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("bad summary: {line}"))
+}
+
+#[test]
+fn a_shared_cache_lets_an_empty_store_build_without_running_anything() {
+    let t = "a_shared_cache_lets_an_empty_store_build_without_running_anything";
+    let Some(reg) = strata_testutil::registry(t) else {
+        return;
+    };
+    if !strata_testutil::require_root(t) {
+        return;
+    }
+    let a = Env::new();
+    let base = format!("{reg}/{}:1", unique("cachebase"));
+    if busybox_image(&a, t, &base).is_none() {
+        return;
+    }
+    a.ok(&["push", "-q", &base]);
+    let ctx = a.work.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {base} AS builder\nRUN echo compiled > /out.txt\n\
+             FROM {base}\nCOPY --from=builder /out.txt /out.txt\n\
+             RUN cat /out.txt > /final.txt\nCOPY hello.txt /hello.txt\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(ctx.join("hello.txt"), "one\n").unwrap();
+    let cache = format!("{reg}/{}:max", unique("buildcache"));
+    let local = a.work.join("local-cache");
+    let ctx_s = ctx.to_str().unwrap();
+    let built = a.ok_stderr(&[
+        "build",
+        "-t",
+        "app:1",
+        "--cache-to",
+        &format!("type=registry,ref={cache},mode=max"),
+        "--cache-to",
+        &format!("type=local,dest={}", local.display()),
+        ctx_s,
+    ]);
+    assert_eq!(steps_run(&built), 2, "{built}");
+    let id_a = a.inspect("app:1")["Id"].clone();
+    // The cache is an ordinary OCI artifact that skopeo can read.
+    let raw = skopeo_ok(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{cache}"),
+    ]);
+    let manifest: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(manifest["artifactType"], "application/vnd.strata.cache.v1");
+
+    // Store B is empty: with mode=max every step comes from the cache.
+    let b = a.other_store("b");
+    let out = b.ok_stderr(&[
+        "build",
+        "-t",
+        "app:1",
+        "--cache-from",
+        &format!("type=registry,ref={cache}"),
+        ctx_s,
+    ]);
+    assert_eq!(steps_run(&out), 0, "{out}");
+    assert_eq!(b.inspect("app:1")["Id"], id_a);
+
+    // Store C with the local cache, written mode=min: the builder stage is not
+    // in it, so its RUN runs; everything else is reused and the image is equal.
+    let c = a.other_store("c");
+    let out = c.ok_stderr(&[
+        "build",
+        "-t",
+        "app:1",
+        "--cache-from",
+        &format!("type=local,src={}", local.display()),
+        ctx_s,
+    ]);
+    assert_eq!(steps_run(&out), 1, "{out}");
+    assert_eq!(c.inspect("app:1")["Id"], id_a);
+
+    // Store D with a changed hello.txt: the matching steps come from the
+    // cache, only the last COPY is redone, and the layer of the old COPY is
+    // never downloaded.
+    std::fs::write(ctx.join("hello.txt"), "two\n").unwrap();
+    let d = a.other_store("d");
+    let out = d.ok_stderr(&["build", "-t", "app:2", "--cache-from", &cache, ctx_s]);
+    assert_eq!(steps_run(&out), 0, "COPY is not a RUN step: {out}");
+    assert!(out.contains("steps cached: 3"), "{out}");
+    let a_layers = layer_blobs(&a, "app:1");
+    let d_layers = layer_blobs(&d, "app:2");
+    assert_eq!(
+        a_layers[..a_layers.len() - 1],
+        d_layers[..d_layers.len() - 1]
+    );
+    let old_copy = a_layers.last().unwrap();
+    assert!(!d_layers.contains(old_copy));
+    // The old COPY layer's blob was never fetched into D.
+    assert!(
+        !d.blobs().contains(&old_copy[7..].to_owned()),
+        "D fetched {old_copy}, which no step of its build needs"
+    );
+}
+
+/// The compressed layer digests of an image, from its stored manifest.
+fn layer_blobs(env: &Env, name: &str) -> Vec<String> {
+    let img = env.inspect(name);
+    let id = img["Id"].as_str().unwrap();
+    // The manifest is the stored blob that names this config.
+    for hex in env.blobs() {
+        let data = std::fs::read(env.root.join("blobs/sha256").join(&hex)).unwrap();
+        let Ok(v) = serde_json::from_slice::<Value>(&data) else {
+            continue;
+        };
+        if v["config"]["digest"] == id {
+            return v["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["digest"].as_str().unwrap().to_owned())
+                .collect();
+        }
+    }
+    panic!("no manifest for {name} in the store");
+}

@@ -8,6 +8,7 @@ mod copy;
 mod export;
 mod mounts;
 pub mod registry;
+pub mod remote_cache;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufReader, Seek};
@@ -88,6 +89,10 @@ pub struct BuildOptions {
     /// The registry client for images the store lacks; `None` means
     /// offline: such images are an error.
     pub registry: Option<std::sync::Arc<strata_registry::Client>>,
+    /// `--cache-from`: shared caches to take step results from.
+    pub cache_from: Vec<remote_cache::CacheLocation>,
+    /// `--cache-to`: where to write this build's step results.
+    pub cache_to: Vec<remote_cache::CacheExport>,
 }
 
 /// Progress, for the CLI to render.
@@ -169,6 +174,11 @@ struct Solver<'a> {
     ignore: context::Ignore,
     /// Images already pulled in this build (`--pull` pulls each once).
     pulled: HashMap<String, ImageRecord>,
+    /// Step results from `--cache-from`.
+    imported: remote_cache::ImportedCache,
+    /// Every step key this build ended with, by stage (for `--cache-to`).
+    step_keys: Vec<(usize, String)>,
+    current_stage: usize,
 }
 
 /// The build epoch and where it came from: SOURCE_DATE_EPOCH (env or build
@@ -262,8 +272,15 @@ pub fn build(
         rootfs: HashMap::new(),
         ignore,
         pulled: HashMap::new(),
+        imported: remote_cache::ImportedCache::default(),
+        step_keys: Vec::new(),
+        current_stage: 0,
     };
+    if !opts.cache_from.is_empty() {
+        solver.import_caches()?;
+    }
     for stage in stages.iter().filter(|s| needed.contains(&s.index)) {
+        solver.current_stage = stage.index;
         let state = solver.stage(stage, &stages)?;
         solver.done.insert(stage.index, state);
     }
@@ -287,6 +304,10 @@ pub fn build(
     let (built, cached, run) = (solver.built, solver.cached, solver.run);
     state.config.created = Some(solver.created.clone());
     let image = commit(store, &lock, &state, &tags)?;
+    for dest in &opts.cache_to {
+        let chain = base_chain(&stages, target);
+        solver.export_cache(dest, &chain)?;
+    }
     drop(solver);
     for out in &opts.outputs {
         export::export(store, &image, &opts.tags, out, epoch)?;
@@ -301,6 +322,24 @@ pub fn build(
         epoch,
         epoch_source,
     })
+}
+
+/// The target stage and the stages it is built FROM, transitively: the
+/// stages whose steps make up the result image (`--cache-to mode=min`).
+fn base_chain(stages: &[Stage], target: usize) -> std::collections::HashSet<usize> {
+    let mut out = std::collections::HashSet::new();
+    let mut cur = Some(target);
+    while let Some(i) = cur {
+        if !out.insert(i) {
+            break;
+        }
+        let base = stages[i].base.to_lowercase();
+        cur = stages
+            .iter()
+            .find(|s| s.index < i && s.name.as_deref() == Some(base.as_str()))
+            .map(|s| s.index);
+    }
+    out
 }
 
 fn commit(store: &Store, lock: &WriteLock, state: &State, tags: &[String]) -> Result<ImageRecord> {
@@ -806,25 +845,60 @@ impl Solver<'_> {
     }
 
     /// The cache lookup shared by RUN and COPY: on a hit the state advances.
+    /// The local cache first, then `--cache-from` sources (whose layer is
+    /// fetched now, and the step recorded locally).
     fn cache_hit(&mut self, key: &str, state: &mut State) -> Result<bool> {
         if self.opts.no_cache {
             return Ok(false);
         }
-        let Some(rec) = self.store.cache_get(key)? else {
-            return Ok(false);
-        };
-        let Ok(step) = serde_json::from_value::<CachedStep>(rec.value) else {
-            return Ok(false);
+        let local = self
+            .store
+            .cache_get(key)?
+            .and_then(|rec| serde_json::from_value::<CachedStep>(rec.value).ok())
+            .filter(|s| {
+                s.layer
+                    .as_ref()
+                    .is_none_or(|l| self.store.has_blob(&l.blob))
+            });
+        let step = match local {
+            Some(s) => s,
+            None => {
+                let Some(step) = self
+                    .imported
+                    .get(key)
+                    .and_then(|v| serde_json::from_value::<CachedStep>(v.clone()).ok())
+                else {
+                    return Ok(false);
+                };
+                if let Some(l) = &step.layer {
+                    let client = self.opts.registry.clone();
+                    if let Err(e) =
+                        self.imported
+                            .fetch_blob(self.store, self.lock, client.as_deref(), &l.blob)
+                    {
+                        // A cache that cannot deliver is a miss, not a failure.
+                        (self.events)(Event::Output {
+                            n: self.step_no,
+                            data: format!(
+                                "WARNING: cache layer {}: {e}; running the step\n",
+                                l.blob
+                            )
+                            .into_bytes(),
+                        });
+                        return Ok(false);
+                    }
+                }
+                self.cache_record(key, &step)?;
+                step
+            }
         };
         if let Some(l) = &step.layer {
-            if !self.store.has_blob(&l.blob) {
-                return Ok(false);
-            }
             state.layers.push(l.clone());
         }
         state.config = step.config;
         state.key = key.to_owned();
         self.cached += 1;
+        self.step_keys.push((self.current_stage, key.to_owned()));
         Ok(true)
     }
 
@@ -833,13 +907,122 @@ impl Solver<'_> {
             layer: layer.cloned(),
             config: state.config.clone(),
         };
-        let value = serde_json::to_value(&step).map_err(|e| other(e.to_string()))?;
+        self.cache_record(key, &step)?;
+        self.step_keys.push((self.current_stage, key.to_owned()));
+        Ok(())
+    }
+
+    fn cache_record(&mut self, key: &str, step: &CachedStep) -> Result<()> {
+        let value = serde_json::to_value(step).map_err(|e| other(e.to_string()))?;
         let rec = CacheRecord {
             value,
-            diff_ids: layer.iter().map(|l| l.diff_id).collect(),
-            blobs: layer.iter().map(|l| l.blob).collect(),
+            diff_ids: step.layer.iter().map(|l| l.diff_id).collect(),
+            blobs: step.layer.iter().map(|l| l.blob).collect(),
         };
         self.store.cache_put(self.lock, key, &rec)?;
+        Ok(())
+    }
+
+    /// Reads the `--cache-from` manifests (not their layers).
+    fn import_caches(&mut self) -> Result<()> {
+        self.step_no += 1;
+        let n = self.step_no;
+        let names: Vec<String> = self
+            .opts
+            .cache_from
+            .iter()
+            .map(|c| match c {
+                remote_cache::CacheLocation::Registry(r) => r.to_string(),
+                remote_cache::CacheLocation::Local(d) => d.display().to_string(),
+            })
+            .collect();
+        (self.events)(Event::Step {
+            n,
+            name: format!(
+                "[internal] importing cache manifest from {}",
+                names.join(", ")
+            ),
+        });
+        let start = Instant::now();
+        let client = self.opts.registry.clone();
+        let (imported, warnings) =
+            remote_cache::ImportedCache::load(client.as_deref(), &self.opts.cache_from)?;
+        for w in warnings {
+            (self.events)(Event::Output {
+                n,
+                data: format!("WARNING: {w}\n").into_bytes(),
+            });
+        }
+        (self.events)(Event::Output {
+            n,
+            data: format!("{} cached steps available\n", imported.len()).into_bytes(),
+        });
+        self.imported = imported;
+        (self.events)(Event::Done {
+            n,
+            seconds: start.elapsed().as_secs_f64(),
+        });
+        Ok(())
+    }
+
+    /// Writes the steps of this build to a `--cache-to` destination.
+    fn export_cache(
+        &mut self,
+        dest: &remote_cache::CacheExport,
+        chain: &std::collections::HashSet<usize>,
+    ) -> Result<()> {
+        self.step_no += 1;
+        let n = self.step_no;
+        let name = match &dest.location {
+            remote_cache::CacheLocation::Registry(r) => r.to_string(),
+            remote_cache::CacheLocation::Local(d) => d.display().to_string(),
+        };
+        (self.events)(Event::Step {
+            n,
+            name: format!(
+                "exporting cache to {name} (mode={})",
+                if dest.max { "max" } else { "min" }
+            ),
+        });
+        let start = Instant::now();
+        let mut records = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (stage, key) in &self.step_keys {
+            if !(dest.max || chain.contains(stage)) || !seen.insert(key.clone()) {
+                continue;
+            }
+            let Some(rec) = self.store.cache_get(key)? else {
+                continue;
+            };
+            let layers = serde_json::from_value::<CachedStep>(rec.value.clone())
+                .ok()
+                .and_then(|s| s.layer)
+                .map(|l| {
+                    vec![strata_oci::image::Descriptor::new(
+                        l.media_type.clone(),
+                        l.blob,
+                        l.size,
+                    )]
+                })
+                .unwrap_or_default();
+            records.push((key.clone(), rec.value, layers));
+        }
+        let client = self.opts.registry.clone();
+        let digest = remote_cache::export(
+            self.store,
+            self.lock,
+            client.as_deref(),
+            &records,
+            &dest.location,
+        )?;
+        (self.events)(Event::Output {
+            n,
+            data: format!("{} steps, manifest {digest}\n", records.len()).into_bytes(),
+        });
+        (self.events)(Event::Done {
+            n,
+            seconds: start.elapsed().as_secs_f64(),
+        });
         Ok(())
     }
 

@@ -66,6 +66,12 @@ pub struct BuildArgs {
     /// Always pull base images again (once per build), even when the store has them
     #[arg(long)]
     pub pull: bool,
+    /// External cache source: `type=registry,ref=REG/REPO:TAG`, `type=local,src=DIR`, or a bare reference; repeatable
+    #[arg(long = "cache-from")]
+    pub cache_from: Vec<String>,
+    /// Cache export: `type=registry,ref=REG/REPO:TAG[,mode=min|max]` or `type=local,dest=DIR[,mode=min|max]`; repeatable
+    #[arg(long = "cache-to")]
+    pub cache_to: Vec<String>,
     /// Push the image to its registry after the build (each -t name); same as `-o type=registry`
     #[arg(long)]
     pub push: bool,
@@ -239,6 +245,18 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         },
         pull: args.pull,
         registry: Some(client.clone()),
+        cache_from: args
+            .cache_from
+            .iter()
+            .map(|c| strata_build::remote_cache::parse_cache_from(c))
+            .collect::<Result<_, _>>()
+            .map_err(|e| UsageError(e.to_string()))?,
+        cache_to: args
+            .cache_to
+            .iter()
+            .map(|c| strata_build::remote_cache::parse_cache_to(c))
+            .collect::<Result<_, _>>()
+            .map_err(|e| UsageError(e.to_string()))?,
     };
     let store = strata_store::Store::open(&strata_store::Store::default_root())
         .context("opening the store")?;
