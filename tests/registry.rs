@@ -857,3 +857,195 @@ fn layer_blobs(env: &Env, name: &str) -> Vec<String> {
     }
     panic!("no manifest for {name} in the store");
 }
+
+#[test]
+fn a_pull_killed_mid_layer_is_resumed_by_the_next_pull() {
+    let t = "a_pull_killed_mid_layer_is_resumed_by_the_next_pull";
+    let Some(reg) = strata_testutil::registry(t) else {
+        return;
+    };
+    let a = Env::new();
+    let repo = unique("resume-later");
+    let name = format!("{reg}/{repo}:1");
+    if busybox_image(&a, t, &name).is_none() {
+        return;
+    }
+    a.ok(&["push", "-q", &name]);
+    // Every attempt is cut short: the pull gives up, keeping what it has.
+    let cutting = fault_proxy::start(&reg, fault_proxy::Fault::TruncateAlways);
+    let b = a.other_store("b");
+    let err = b.fails(&["pull", &format!("{}/{repo}:1", cutting.addr)]);
+    assert!(err.contains("run the command again to resume"), "{err}");
+    let partials: Vec<u64> = std::fs::read_dir(b.root.join("downloads"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok().map(|m| m.len()))
+        .collect();
+    assert!(
+        partials.len() == 1 && partials[0] > 0,
+        "a partial download is kept: {partials:?}"
+    );
+    assert!(b.ok(&["images", "-q"]).trim().is_empty());
+    // The next pull starts where the last one stopped.
+    let clean = fault_proxy::start(&reg, fault_proxy::Fault::Log);
+    let via = format!("{}/{repo}:1", clean.addr);
+    b.ok(&["pull", &via]);
+    let log = clean.requests();
+    let blob_gets: Vec<&String> = log
+        .iter()
+        .filter(|l| l.starts_with("GET") && l.contains("/blobs/"))
+        .collect();
+    let expected = format!("range=bytes={}-", partials[0]);
+    assert!(
+        blob_gets.iter().any(|l| l.ends_with(&expected)),
+        "resumed at byte {}: {log:#?}",
+        partials[0]
+    );
+    assert_eq!(b.inspect(&via)["Id"], a.inspect(&name)["Id"]);
+}
+
+/// A gpg key and a password store in `dir`, for docker-credential-pass.
+fn password_store(dir: &Path) -> Option<Vec<(String, String)>> {
+    let gnupg = dir.join("gnupg");
+    std::fs::create_dir_all(&gnupg).unwrap();
+    std::fs::set_permissions(&gnupg, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let envs = vec![
+        ("GNUPGHOME".to_owned(), gnupg.display().to_string()),
+        (
+            "PASSWORD_STORE_DIR".to_owned(),
+            dir.join("pass").display().to_string(),
+        ),
+    ];
+    let run = |prog: &str, args: &[&str]| {
+        Command::new(prog)
+            .args(args)
+            .envs(envs.iter().map(|(k, v)| (k, v)))
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    let ok = run(
+        "gpg",
+        &[
+            "--batch",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            "strata-test <test@strata.invalid>",
+            "default",
+            "default",
+            "never",
+        ],
+    ) && run("pass", &["init", "strata-test <test@strata.invalid>"]);
+    ok.then_some(envs)
+}
+
+#[test]
+fn login_goes_through_a_credential_helper_when_one_is_configured() {
+    let t = "login_goes_through_a_credential_helper_when_one_is_configured";
+    let Some(reg) = strata_testutil::env_or_skip(t, "STRATA_TEST_REGISTRY_TLS") else {
+        return;
+    };
+    let (Some(ca), Some(user), Some(pass)) = (
+        strata_testutil::env_or_skip(t, "STRATA_TEST_REGISTRY_CA"),
+        strata_testutil::env_or_skip(t, "STRATA_TEST_REGISTRY_USER"),
+        strata_testutil::env_or_skip(t, "STRATA_TEST_REGISTRY_PASSWORD"),
+    ) else {
+        return;
+    };
+    if Command::new("docker-credential-pass")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        strata_testutil::skip(
+            t,
+            "docker-credential-pass is not installed (.ci/install-deps)",
+        );
+        return;
+    }
+    let a = Env::new();
+    let Some(envs) = password_store(&a.work.join("secrets")) else {
+        strata_testutil::skip(t, "could not make a gpg key and a pass store");
+        return;
+    };
+    // gpg starts an agent for this GNUPGHOME; stop it however the test ends.
+    struct StopAgent(Vec<(String, String)>);
+    impl Drop for StopAgent {
+        fn drop(&mut self) {
+            let _ = Command::new("gpgconf")
+                .args(["--kill", "gpg-agent"])
+                .envs(self.0.iter().map(|(k, v)| (k, v)))
+                .output();
+        }
+    }
+    let _agent = StopAgent(envs.clone());
+    std::fs::create_dir_all(&a.docker_config).unwrap();
+    std::fs::write(
+        a.docker_config.join("config.json"),
+        r#"{"credsStore": "pass"}"#,
+    )
+    .unwrap();
+    let name = format!("{reg}/{}:1", unique("helper"));
+    if busybox_image(&a, t, &name).is_none() {
+        return;
+    }
+    let with_env = |args: &[&str]| {
+        let mut c = a.cmd(args);
+        c.envs(envs.iter().map(|(k, v)| (k, v)));
+        c
+    };
+    let mut login = with_env(&[
+        "login",
+        &reg,
+        "-u",
+        &user,
+        "--password-stdin",
+        "--registry-ca",
+        &ca,
+    ]);
+    let mut child = login
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(pass.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The secret went to the helper, not into config.json.
+    let cfg = std::fs::read_to_string(a.docker_config.join("config.json")).unwrap();
+    assert!(!cfg.contains("\"auth\""), "{cfg}");
+    let mut get = Command::new("docker-credential-pass");
+    get.arg("get")
+        .envs(envs.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = get.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(reg.as_bytes())
+        .unwrap();
+    let got: Value = serde_json::from_slice(&child.wait_with_output().unwrap().stdout).unwrap();
+    assert_eq!(got["Username"], user.as_str());
+    // Pushing reads the credentials back through the helper.
+    let o = with_env(&["push", "-q", "--registry-ca", &ca, &name])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Logout erases them from the helper.
+    let o = with_env(&["logout", &reg]).output().unwrap();
+    assert!(o.status.success());
+    let o = with_env(&["push", "--registry-ca", &ca, &name])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("authentication required"));
+}

@@ -11,9 +11,13 @@ use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
+    /// Forward everything unchanged (only log).
+    Log,
     /// The first full GET of a large blob (> 64 KiB) sends half of it and
     /// closes the connection.
     TruncateOnce,
+    /// Every GET of a large blob sends half of what it would and closes.
+    TruncateAlways,
     /// Every GET of a large blob has one byte flipped in the middle.
     Corrupt,
     /// The first request for each manifest is answered 503.
@@ -230,6 +234,12 @@ impl State {
                     && !self.truncated.swap(true, Ordering::SeqCst) =>
             {
                 // Promise the whole body, send half, hang up.
+                out.write_all(&head)?;
+                out.write_all(&body[..body.len() / 2])?;
+                out.flush()?;
+                return Ok(());
+            }
+            Fault::TruncateAlways if is_blob_get && body.len() > 1024 => {
                 out.write_all(&head)?;
                 out.write_all(&body[..body.len() / 2])?;
                 out.flush()?;
