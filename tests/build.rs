@@ -520,3 +520,74 @@ fn run_mounts_cache_bind_tmpfs_and_secret() {
     let err = stderr(&env.build(&ctx, &["--no-cache"]));
     assert!(err.contains("secret tok is required"), "{err}");
 }
+
+/// Two stages that can only both finish if they run at the same time: each
+/// leaves a marker in a shared cache mount and waits (up to 15 s) for the
+/// other's. Concurrency shown by a rendezvous, not by timing.
+const RENDEZVOUS: &str = r#"FROM strata-test/busybox:latest AS left
+RUN --mount=type=cache,id=rendezvous,target=/r,sharing=shared \
+    touch /r/left-$TOKEN; i=0; while [ ! -f /r/right-$TOKEN ]; do i=$((i+1)); [ $i -gt 150 ] && exit 7; sleep 0.1; done; echo left > /left.txt
+FROM strata-test/busybox:latest AS right
+RUN --mount=type=cache,id=rendezvous,target=/r,sharing=shared \
+    touch /r/right-$TOKEN; i=0; while [ ! -f /r/left-$TOKEN ]; do i=$((i+1)); [ $i -gt 150 ] && exit 7; sleep 0.1; done; echo right > /right.txt
+FROM strata-test/busybox:latest
+COPY --from=left /left.txt /
+COPY --from=right /right.txt /
+"#;
+
+#[test]
+fn independent_stages_run_in_parallel_and_jobs_bounds_them() {
+    let Some(env) = Env::new("independent_stages_run_in_parallel_and_jobs_bounds_them") else {
+        return;
+    };
+    let df = RENDEZVOUS.replace("$TOKEN", "one");
+    let ctx = env.context("par", &[("Dockerfile", &df)]);
+    let out = env.build(&ctx, &["-t", "par:1", "--jobs", "2"]);
+    ok(&out);
+    let run = env.strata(&["run", "--rm", "par:1", "cat", "/left.txt", "/right.txt"]);
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "left\nright\n");
+    // With one job the stages run one after the other, so the rendezvous
+    // cannot happen: the first stage gives up (exit 7) and the build fails,
+    // naming that step, and the other stage is not run at all.
+    let df = RENDEZVOUS.replace("$TOKEN", "two");
+    let ctx = env.context("serial", &[("Dockerfile", &df)]);
+    let out = env.build(&ctx, &["--jobs", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("exit code: 7") || err.contains("exit code 7"),
+        "{err}"
+    );
+    let started = err.matches("] RUN touch /r/").count();
+    assert_eq!(
+        started, 1,
+        "the second stage must not start after the first failed: {err}"
+    );
+}
+
+#[test]
+fn the_first_failure_cancels_a_step_running_in_another_stage() {
+    let Some(env) = Env::new("the_first_failure_cancels_a_step_running_in_another_stage") else {
+        return;
+    };
+    let df = r#"FROM strata-test/busybox:latest AS slow
+RUN sleep 60
+RUN echo never-reached
+FROM strata-test/busybox:latest AS broken
+RUN sleep 1; exit 3
+FROM strata-test/busybox:latest
+COPY --from=slow /etc/hostname /a
+COPY --from=broken /etc/hostname /b
+"#;
+    let ctx = env.context("cancel", &[("Dockerfile", df)]);
+    let out = env.build(&ctx, &["--jobs", "2"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    // The reported failure is the real one, not the cancellation it caused.
+    assert!(
+        err.contains("exit code: 3") || err.contains("exit code 3"),
+        "{err}"
+    );
+    assert!(!err.contains("never-reached\n#"), "{err}");
+    assert!(!err.contains("RUN echo never-reached"), "{err}");
+}

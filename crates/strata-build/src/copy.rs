@@ -18,7 +18,7 @@ struct Source {
 
 impl Solver<'_> {
     pub(crate) fn copy_step(
-        &mut self,
+        &self,
         ins: &Instruction,
         state: &mut State,
         args: &std::collections::BTreeMap<String, String>,
@@ -315,23 +315,28 @@ impl Solver<'_> {
 
     /// The merged root filesystem of a stage (by name or index) or an image,
     /// for COPY --from; materialised once per build.
-    pub(crate) fn rootfs_of(&mut self, from: &str, ins: &Instruction) -> Result<PathBuf> {
-        if let Some(d) = self.rootfs.get(from) {
+    pub(crate) fn rootfs_of(&self, from: &str, ins: &Instruction) -> Result<PathBuf> {
+        // Held throughout, so two stages asking at once materialise it once.
+        let mut rootfs = self.rootfs.lock().expect("rootfs map");
+        if let Some(d) = rootfs.get(from) {
             return Ok(d.path().to_owned());
         }
         let lower = from.to_lowercase();
-        let stage_state = from
-            .parse::<usize>()
-            .ok()
-            .and_then(|i| self.done.get(&i))
-            .or_else(|| {
-                let (_, stages) = strata_frontend::stages(&self.df, &self.opts.build_args).ok()?;
-                let s = stages
-                    .iter()
-                    .find(|s| s.name.as_deref() == Some(lower.as_str()))?;
-                self.done.get(&s.index)
-            })
-            .cloned();
+        let stage_state = {
+            let done = self.done.lock().expect("done map");
+            from.parse::<usize>()
+                .ok()
+                .and_then(|i| done.get(&i))
+                .or_else(|| {
+                    let (_, stages) =
+                        strata_frontend::stages(&self.df, &self.opts.build_args).ok()?;
+                    let s = stages
+                        .iter()
+                        .find(|s| s.name.as_deref() == Some(lower.as_str()))?;
+                    done.get(&s.index)
+                })
+                .cloned()
+        };
         let layers = match stage_state {
             Some(s) => s.layers,
             None => self.image(from, ins)?.layers,
@@ -343,7 +348,7 @@ impl Solver<'_> {
                 .map_err(|e| other(format!("unpacking {}: {e}", l.diff_id)))?;
         }
         let p = dir.path().to_owned();
-        self.rootfs.insert(from.to_owned(), dir);
+        rootfs.insert(from.to_owned(), dir);
         Ok(p)
     }
 

@@ -13,6 +13,8 @@ pub mod remote_cache;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufReader, Seek};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -50,6 +52,9 @@ pub enum BuildError {
     Exec(#[from] strata_exec::ExecError),
     #[error("{0}")]
     Other(String),
+    /// Another stage failed first; this one stopped.
+    #[error("cancelled because another stage failed")]
+    Cancelled,
 }
 
 type Result<T, E = BuildError> = std::result::Result<T, E>;
@@ -93,6 +98,8 @@ pub struct BuildOptions {
     pub cache_from: Vec<remote_cache::CacheLocation>,
     /// `--cache-to`: where to write this build's step results.
     pub cache_to: Vec<remote_cache::CacheExport>,
+    /// Stages run at once (`--jobs`); 0 means one per core.
+    pub jobs: usize,
 }
 
 /// Progress, for the CLI to render.
@@ -140,6 +147,9 @@ struct State {
     config: ImageConfig,
     key: String,
     base_image: Option<Digest>,
+    /// The stage whose steps advance this state.
+    #[serde(skip)]
+    stage: usize,
 }
 
 /// The cached outcome of one step.
@@ -155,30 +165,39 @@ const CACHE_VERSION: &[u8] = b"strata-cache-v1";
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// One build's shared state. Stages run on their own threads, so everything
+/// that changes during a build sits behind a lock or is atomic; a stage's own
+/// image state (`State`) is owned by its thread.
 struct Solver<'a> {
     store: &'a Store,
     lock: &'a WriteLock,
     opts: &'a BuildOptions,
     df: Dockerfile,
-    events: &'a mut dyn FnMut(Event),
+    events: Mutex<&'a mut (dyn FnMut(Event) + Send)>,
     epoch: i64,
     created: String,
-    step_no: usize,
-    built: usize,
-    cached: usize,
-    run: usize,
-    /// Finished stages, by index.
-    done: HashMap<usize, State>,
+    step_no: AtomicUsize,
+    built: AtomicUsize,
+    cached: AtomicUsize,
+    run: AtomicUsize,
+    /// Finished stages, by index; `stage_done` is signalled on each insert.
+    done: Mutex<HashMap<usize, State>>,
+    stage_done: Condvar,
+    /// Set by the first failure: stages not started do not start, running
+    /// ones stop before their next instruction.
+    cancelled: std::sync::Arc<AtomicBool>,
     /// Merged root filesystems of stages/images used by COPY --from.
-    rootfs: HashMap<String, tempfile::TempDir>,
+    rootfs: Mutex<HashMap<String, tempfile::TempDir>>,
     ignore: context::Ignore,
     /// Images already pulled in this build (`--pull` pulls each once).
-    pulled: HashMap<String, ImageRecord>,
+    pulled: Mutex<HashMap<String, ImageRecord>>,
     /// Step results from `--cache-from`.
-    imported: remote_cache::ImportedCache,
+    imported: Mutex<remote_cache::ImportedCache>,
+    /// Held while layers are unpacked into snapshots, so that two stages on
+    /// the same base never unpack into the same directory at once.
+    unpacking: Mutex<()>,
     /// Every step key this build ended with, by stage (for `--cache-to`).
-    step_keys: Vec<(usize, String)>,
-    current_stage: usize,
+    step_keys: Mutex<Vec<(usize, String)>>,
 }
 
 /// The build epoch and where it came from: SOURCE_DATE_EPOCH (env or build
@@ -233,7 +252,7 @@ pub fn lowers(store: &Store, lock: &WriteLock, layers: &[LayerRecord]) -> Result
 pub fn build(
     store: &Store,
     opts: &BuildOptions,
-    events: &mut dyn FnMut(Event),
+    events: &mut (dyn FnMut(Event) + Send),
 ) -> Result<BuildResult> {
     let df = strata_frontend::parse(&opts.dockerfile, &opts.dockerfile_name)
         .map_err(|d| BuildError::Dockerfile(Box::new(d)))?;
@@ -256,36 +275,36 @@ pub fn build(
     };
     let lock = store.lock()?;
     let ignore = context::Ignore::load(&opts.context, &opts.dockerfile_name)?;
-    let mut solver = Solver {
+    let solver = Solver {
         store,
         lock: &lock,
         opts,
         df,
-        events,
+        events: Mutex::new(events),
         epoch,
         created: strata_store::rfc3339(created_secs),
-        step_no: 0,
-        built: 0,
-        cached: 0,
-        run: 0,
-        done: HashMap::new(),
-        rootfs: HashMap::new(),
+        step_no: AtomicUsize::new(0),
+        built: AtomicUsize::new(0),
+        cached: AtomicUsize::new(0),
+        run: AtomicUsize::new(0),
+        done: Mutex::new(HashMap::new()),
+        stage_done: Condvar::new(),
+        cancelled: std::sync::Arc::new(AtomicBool::new(false)),
+        rootfs: Mutex::new(HashMap::new()),
         ignore,
-        pulled: HashMap::new(),
-        imported: remote_cache::ImportedCache::default(),
-        step_keys: Vec::new(),
-        current_stage: 0,
+        pulled: Mutex::new(HashMap::new()),
+        imported: Mutex::new(remote_cache::ImportedCache::default()),
+        unpacking: Mutex::new(()),
+        step_keys: Mutex::new(Vec::new()),
     };
     if !opts.cache_from.is_empty() {
         solver.import_caches()?;
     }
-    for stage in stages.iter().filter(|s| needed.contains(&s.index)) {
-        solver.current_stage = stage.index;
-        let state = solver.stage(stage, &stages)?;
-        solver.done.insert(stage.index, state);
-    }
+    solver.run_stages(&stages, &needed, opts.jobs)?;
     let mut state = solver
         .done
+        .lock()
+        .expect("done map")
         .remove(&target)
         .ok_or_else(|| other("target stage was not built"))?;
     for (k, v) in &opts.labels {
@@ -301,7 +320,11 @@ pub fn build(
         .iter()
         .map(|t| strata_store::normalize_reference(t))
         .collect::<Result<Vec<_>, _>>()?;
-    let (built, cached, run) = (solver.built, solver.cached, solver.run);
+    let (built, cached, run) = (
+        solver.built.load(Ordering::Relaxed),
+        solver.cached.load(Ordering::Relaxed),
+        solver.run.load(Ordering::Relaxed),
+    );
     state.config.created = Some(solver.created.clone());
     let image = commit(store, &lock, &state, &tags)?;
     for dest in &opts.cache_to {
@@ -356,8 +379,37 @@ fn commit(store: &Store, lock: &WriteLock, state: &State, tags: &[String]) -> Re
     )?)
 }
 
+/// For each needed stage, the stages it reads (FROM, --from).
+fn stage_deps(
+    df: &Dockerfile,
+    stages: &[Stage],
+    needed: &[usize],
+) -> Result<HashMap<usize, Vec<usize>>> {
+    let mut out = HashMap::new();
+    for &i in needed {
+        out.insert(i, direct_deps(df, stages, i)?);
+    }
+    Ok(out)
+}
+
 /// Stages the target needs: FROM <stage>, COPY --from, RUN --mount from=.
 fn needed_stages(df: &Dockerfile, stages: &[Stage], target: usize) -> Result<Vec<usize>> {
+    let mut needed = vec![target];
+    let mut i = 0;
+    while i < needed.len() {
+        for d in direct_deps(df, stages, needed[i])? {
+            if !needed.contains(&d) {
+                needed.push(d);
+            }
+        }
+        i += 1;
+    }
+    needed.sort_unstable();
+    Ok(needed)
+}
+
+/// The stages stage `idx` reads directly.
+fn direct_deps(df: &Dockerfile, stages: &[Stage], idx: usize) -> Result<Vec<usize>> {
     let find = |name: &str, before: usize, ins: &Instruction| -> Result<Option<usize>> {
         if let Ok(i) = name.parse::<usize>() {
             return if i < before {
@@ -381,30 +433,21 @@ fn needed_stages(df: &Dockerfile, stages: &[Stage], target: usize) -> Result<Vec
             None => Ok(None),
         }
     };
-    let mut needed = vec![target];
-    let mut i = 0;
-    while i < needed.len() {
-        let s = &stages[needed[i]];
-        let mut deps = Vec::new();
-        if let Some(d) = find(&s.base, s.index, &s.from)? {
+    let s = &stages[idx];
+    let mut deps = Vec::new();
+    if let Some(d) = find(&s.base, s.index, &s.from)? {
+        deps.push(d);
+    }
+    for ins in &s.instructions {
+        if let Some(from) = ins.flag("from")
+            && let Some(d) = find(from, s.index, ins)?
+        {
             deps.push(d);
         }
-        for ins in &s.instructions {
-            if let Some(from) = ins.flag("from")
-                && let Some(d) = find(from, s.index, ins)?
-            {
-                deps.push(d);
-            }
-        }
-        for d in deps {
-            if !needed.contains(&d) {
-                needed.push(d);
-            }
-        }
-        i += 1;
     }
-    needed.sort_unstable();
-    Ok(needed)
+    deps.sort_unstable();
+    deps.dedup();
+    Ok(deps)
 }
 
 fn key_of(parts: &[&[u8]]) -> String {
@@ -430,14 +473,92 @@ fn env_set(env: &mut Vec<String>, k: &str, v: &str) {
 }
 
 impl Solver<'_> {
+    fn next_step(&self) -> usize {
+        self.step_no.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    fn emit(&self, e: Event) {
+        // A panicking renderer poisons the lock; progress is then lost, not the build.
+        if let Ok(mut f) = self.events.lock() {
+            f(e);
+        }
+    }
+
+    /// Runs the needed stages, each on its own thread as soon as the stages
+    /// it depends on are done, at most `jobs` at once (0: one per core). The
+    /// first failure cancels the rest: waiting stages never start, running
+    /// ones stop before their next instruction; that failure is returned.
+    fn run_stages(&self, stages: &[Stage], needed: &[usize], jobs: usize) -> Result<()> {
+        let jobs = if jobs == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            jobs
+        };
+        let deps = stage_deps(&self.df, stages, needed)?;
+        let running = Mutex::new(0usize);
+        let slot_free = Condvar::new();
+        let failure: Mutex<Option<BuildError>> = Mutex::new(None);
+        std::thread::scope(|s| {
+            for &idx in needed {
+                let deps = deps.get(&idx).cloned().unwrap_or_default();
+                let (running, slot_free, failure) = (&running, &slot_free, &failure);
+                s.spawn(move || {
+                    // Wait for the stages this one reads.
+                    {
+                        let mut done = self.done.lock().expect("done map");
+                        while !self.cancelled.load(Ordering::SeqCst)
+                            && !deps.iter().all(|d| done.contains_key(d))
+                        {
+                            done = self.stage_done.wait(done).expect("done map");
+                        }
+                    }
+                    // Then for a job slot.
+                    {
+                        let mut n = running.lock().expect("job slots");
+                        while *n >= jobs && !self.cancelled.load(Ordering::SeqCst) {
+                            n = slot_free.wait(n).expect("job slots");
+                        }
+                        *n += 1;
+                    }
+                    let result = if self.cancelled.load(Ordering::SeqCst) {
+                        Err(BuildError::Cancelled)
+                    } else {
+                        self.stage(&stages[idx], stages)
+                    };
+                    *running.lock().expect("job slots") -= 1;
+                    slot_free.notify_all();
+                    match result {
+                        Ok(state) => {
+                            self.done.lock().expect("done map").insert(idx, state);
+                        }
+                        Err(BuildError::Cancelled) => {}
+                        Err(e) => {
+                            failure.lock().expect("failure").get_or_insert(e);
+                            self.cancelled.store(true, Ordering::SeqCst);
+                            slot_free.notify_all();
+                        }
+                    }
+                    self.stage_done.notify_all();
+                });
+            }
+        });
+        match failure.into_inner().expect("failure") {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     fn fail(&self, ins: &Instruction, msg: &str) -> BuildError {
         BuildError::Dockerfile(Box::new(self.df.error(ins, msg)))
     }
 
     /// An image by name for FROM or `--from`: from the store, else (or with
     /// `--pull`, once per build) from its registry.
-    fn image(&mut self, name: &str, ins: &Instruction) -> Result<ImageRecord> {
-        if let Some(img) = self.pulled.get(name) {
+    fn image(&self, name: &str, ins: &Instruction) -> Result<ImageRecord> {
+        // Held throughout: two stages pulling the same image at once would
+        // write the same download file.
+        let mut pulled_map = self.pulled.lock().expect("pulled map");
+        if let Some(img) = pulled_map.get(name) {
             return Ok(img.clone());
         }
         let local = self.store.resolve(name);
@@ -458,9 +579,8 @@ impl Solver<'_> {
                 return local.map_err(|_| self.fail(ins, &format!("{e}")));
             }
         };
-        self.step_no += 1;
-        let n = self.step_no;
-        (self.events)(Event::Step {
+        let n = self.next_step();
+        self.emit(Event::Step {
             n,
             name: format!("[internal] pull {reference}"),
         });
@@ -475,39 +595,38 @@ impl Solver<'_> {
             &|_| {},
         )
         .map_err(|e| {
-            (self.events)(Event::Error {
+            self.emit(Event::Error {
                 n,
                 message: e.to_string(),
             });
             self.fail(ins, &format!("pulling {name}: {e}"))
         })?;
-        (self.events)(Event::Output {
+        self.emit(Event::Output {
             n,
             data: format!("resolved {} to {}\n", reference, pulled.digest).into_bytes(),
         });
-        (self.events)(Event::Done {
+        self.emit(Event::Done {
             n,
             seconds: start.elapsed().as_secs_f64(),
         });
-        self.pulled.insert(name.to_owned(), pulled.image.clone());
+        pulled_map.insert(name.to_owned(), pulled.image.clone());
         Ok(pulled.image)
     }
 
-    fn stage(&mut self, stage: &Stage, all: &[Stage]) -> Result<State> {
+    fn stage(&self, stage: &Stage, all: &[Stage]) -> Result<State> {
         let total = stage.instructions.len() + 1;
         let label = |i: usize| match &stage.name {
             Some(n) => format!("[{n} {i}/{total}]"),
             None => format!("[stage-{} {i}/{total}]", stage.index),
         };
-        self.step_no += 1;
-        let n = self.step_no;
-        (self.events)(Event::Step {
+        let n = self.next_step();
+        self.emit(Event::Step {
             n,
             name: format!("{} FROM {}", label(1), stage.base),
         });
         let start = Instant::now();
         let mut state = self.base(stage, all)?;
-        (self.events)(Event::Done {
+        self.emit(Event::Done {
             n,
             seconds: start.elapsed().as_secs_f64(),
         });
@@ -515,30 +634,32 @@ impl Solver<'_> {
         let mut args: BTreeMap<String, String> = BTreeMap::new();
         let globals = self.global_args();
         for (i, ins) in stage.instructions.iter().enumerate() {
-            self.step_no += 1;
-            let n = self.step_no;
+            if self.cancelled.load(Ordering::SeqCst) {
+                return Err(BuildError::Cancelled);
+            }
+            let n = self.next_step();
             let name = format!(
                 "{} {} {}",
                 label(i + 2),
                 ins.keyword.to_uppercase(),
                 ins.text
             );
-            (self.events)(Event::Step { n, name });
+            self.emit(Event::Step { n, name });
             let start = Instant::now();
             let r = self.instruction(n, ins, &mut state, &mut args, &globals);
             match r {
                 Ok(cached) => {
                     if cached {
-                        (self.events)(Event::Cached { n });
+                        self.emit(Event::Cached { n });
                     } else {
-                        (self.events)(Event::Done {
+                        self.emit(Event::Done {
                             n,
                             seconds: start.elapsed().as_secs_f64(),
                         });
                     }
                 }
                 Err(e) => {
-                    (self.events)(Event::Error {
+                    self.emit(Event::Error {
                         n,
                         message: e.to_string(),
                     });
@@ -569,7 +690,7 @@ impl Solver<'_> {
         out
     }
 
-    fn base(&mut self, stage: &Stage, all: &[Stage]) -> Result<State> {
+    fn base(&self, stage: &Stage, all: &[Stage]) -> Result<State> {
         if stage.base == "scratch" {
             let mut config = ImageConfig::host();
             config.config.env = Some(vec![DEFAULT_PATH.into()]);
@@ -578,6 +699,7 @@ impl Solver<'_> {
                 config,
                 key: key_of(&[CACHE_VERSION, b"scratch"]),
                 base_image: None,
+                stage: stage.index,
             });
         }
         let lower = stage.base.to_lowercase();
@@ -585,11 +707,15 @@ impl Solver<'_> {
             .iter()
             .find(|s| s.index < stage.index && s.name.as_deref() == Some(lower.as_str()))
         {
-            return self
+            let mut st = self
                 .done
+                .lock()
+                .expect("done map")
                 .get(&s.index)
                 .cloned()
-                .ok_or_else(|| other(format!("stage {} was not built", stage.base)));
+                .ok_or_else(|| other(format!("stage {} was not built", stage.base)))?;
+            st.stage = stage.index;
+            return Ok(st);
         }
         if let Some(p) = &stage.platform {
             let host = format!("linux/{}", strata_oci::image::host_architecture());
@@ -609,12 +735,13 @@ impl Solver<'_> {
             config,
             key: key_of(&[CACHE_VERSION, b"image", img.id.to_string().as_bytes()]),
             base_image: Some(img.id),
+            stage: stage.index,
         })
     }
 
     /// Runs one instruction; returns whether it was a cache hit.
     fn instruction(
-        &mut self,
+        &self,
         n: usize,
         ins: &Instruction,
         state: &mut State,
@@ -847,7 +974,7 @@ impl Solver<'_> {
     /// The cache lookup shared by RUN and COPY: on a hit the state advances.
     /// The local cache first, then `--cache-from` sources (whose layer is
     /// fetched now, and the step recorded locally).
-    fn cache_hit(&mut self, key: &str, state: &mut State) -> Result<bool> {
+    fn cache_hit(&self, key: &str, state: &mut State) -> Result<bool> {
         if self.opts.no_cache {
             return Ok(false);
         }
@@ -865,6 +992,8 @@ impl Solver<'_> {
             None => {
                 let Some(step) = self
                     .imported
+                    .lock()
+                    .expect("imported cache")
                     .get(key)
                     .and_then(|v| serde_json::from_value::<CachedStep>(v.clone()).ok())
                 else {
@@ -872,13 +1001,16 @@ impl Solver<'_> {
                 };
                 if let Some(l) = &step.layer {
                     let client = self.opts.registry.clone();
-                    if let Err(e) =
-                        self.imported
-                            .fetch_blob(self.store, self.lock, client.as_deref(), &l.blob)
-                    {
+                    let fetched = self.imported.lock().expect("imported cache").fetch_blob(
+                        self.store,
+                        self.lock,
+                        client.as_deref(),
+                        &l.blob,
+                    );
+                    if let Err(e) = fetched {
                         // A cache that cannot deliver is a miss, not a failure.
-                        (self.events)(Event::Output {
-                            n: self.step_no,
+                        self.emit(Event::Output {
+                            n: self.step_no.load(Ordering::Relaxed),
                             data: format!(
                                 "WARNING: cache layer {}: {e}; running the step\n",
                                 l.blob
@@ -897,22 +1029,28 @@ impl Solver<'_> {
         }
         state.config = step.config;
         state.key = key.to_owned();
-        self.cached += 1;
-        self.step_keys.push((self.current_stage, key.to_owned()));
+        self.cached.fetch_add(1, Ordering::Relaxed);
+        self.step_keys
+            .lock()
+            .expect("step keys")
+            .push((state.stage, key.to_owned()));
         Ok(true)
     }
 
-    fn cache_store(&mut self, key: &str, layer: Option<&LayerRecord>, state: &State) -> Result<()> {
+    fn cache_store(&self, key: &str, layer: Option<&LayerRecord>, state: &State) -> Result<()> {
         let step = CachedStep {
             layer: layer.cloned(),
             config: state.config.clone(),
         };
         self.cache_record(key, &step)?;
-        self.step_keys.push((self.current_stage, key.to_owned()));
+        self.step_keys
+            .lock()
+            .expect("step keys")
+            .push((state.stage, key.to_owned()));
         Ok(())
     }
 
-    fn cache_record(&mut self, key: &str, step: &CachedStep) -> Result<()> {
+    fn cache_record(&self, key: &str, step: &CachedStep) -> Result<()> {
         let value = serde_json::to_value(step).map_err(|e| other(e.to_string()))?;
         let rec = CacheRecord {
             value,
@@ -924,9 +1062,8 @@ impl Solver<'_> {
     }
 
     /// Reads the `--cache-from` manifests (not their layers).
-    fn import_caches(&mut self) -> Result<()> {
-        self.step_no += 1;
-        let n = self.step_no;
+    fn import_caches(&self) -> Result<()> {
+        let n = self.next_step();
         let names: Vec<String> = self
             .opts
             .cache_from
@@ -936,7 +1073,7 @@ impl Solver<'_> {
                 remote_cache::CacheLocation::Local(d) => d.display().to_string(),
             })
             .collect();
-        (self.events)(Event::Step {
+        self.emit(Event::Step {
             n,
             name: format!(
                 "[internal] importing cache manifest from {}",
@@ -948,17 +1085,17 @@ impl Solver<'_> {
         let (imported, warnings) =
             remote_cache::ImportedCache::load(client.as_deref(), &self.opts.cache_from)?;
         for w in warnings {
-            (self.events)(Event::Output {
+            self.emit(Event::Output {
                 n,
                 data: format!("WARNING: {w}\n").into_bytes(),
             });
         }
-        (self.events)(Event::Output {
+        self.emit(Event::Output {
             n,
             data: format!("{} cached steps available\n", imported.len()).into_bytes(),
         });
-        self.imported = imported;
-        (self.events)(Event::Done {
+        *self.imported.lock().expect("imported cache") = imported;
+        self.emit(Event::Done {
             n,
             seconds: start.elapsed().as_secs_f64(),
         });
@@ -967,17 +1104,16 @@ impl Solver<'_> {
 
     /// Writes the steps of this build to a `--cache-to` destination.
     fn export_cache(
-        &mut self,
+        &self,
         dest: &remote_cache::CacheExport,
         chain: &std::collections::HashSet<usize>,
     ) -> Result<()> {
-        self.step_no += 1;
-        let n = self.step_no;
+        let n = self.next_step();
         let name = match &dest.location {
             remote_cache::CacheLocation::Registry(r) => r.to_string(),
             remote_cache::CacheLocation::Local(d) => d.display().to_string(),
         };
-        (self.events)(Event::Step {
+        self.emit(Event::Step {
             n,
             name: format!(
                 "exporting cache to {name} (mode={})",
@@ -987,7 +1123,8 @@ impl Solver<'_> {
         let start = Instant::now();
         let mut records = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        for (stage, key) in &self.step_keys {
+        let step_keys = self.step_keys.lock().expect("step keys").clone();
+        for (stage, key) in &step_keys {
             if !(dest.max || chain.contains(stage)) || !seen.insert(key.clone()) {
                 continue;
             }
@@ -1015,11 +1152,11 @@ impl Solver<'_> {
             &records,
             &dest.location,
         )?;
-        (self.events)(Event::Output {
+        self.emit(Event::Output {
             n,
             data: format!("{} steps, manifest {digest}\n", records.len()).into_bytes(),
         });
-        (self.events)(Event::Done {
+        self.emit(Event::Done {
             n,
             seconds: start.elapsed().as_secs_f64(),
         });
@@ -1028,6 +1165,7 @@ impl Solver<'_> {
 
     /// Unpacks the state's layers into snapshots (once each); top-most first.
     fn lowers(&self, layers: &[LayerRecord]) -> Result<Vec<PathBuf>> {
+        let _one_at_a_time = self.unpacking.lock().expect("unpack lock");
         lowers(self.store, self.lock, layers)
     }
 
@@ -1077,7 +1215,7 @@ impl Solver<'_> {
     }
 
     fn run_step(
-        &mut self,
+        &self,
         n: usize,
         ins: &Instruction,
         state: &mut State,
@@ -1176,18 +1314,22 @@ impl Solver<'_> {
             output: Box::new(move |_s, data| {
                 let _ = tx.send(data.to_vec());
             }),
-            cancel: None,
+            // The first failing stage kills the steps running in the others.
+            cancel: Some(self.cancelled.clone()),
         };
-        let events = &mut *self.events;
         let outcome = std::thread::scope(|s| {
             let h = s.spawn(move || strata_exec::run(spec));
             for data in rx {
-                events(Event::Output { n, data });
+                self.emit(Event::Output { n, data });
             }
             h.join()
         })
-        .map_err(|_| other("the executor thread panicked"))??;
-        self.run += 1;
+        .map_err(|_| other("the executor thread panicked"))?
+        .map_err(|e| match e {
+            strata_exec::ExecError::Cancelled => BuildError::Cancelled,
+            e => BuildError::Exec(e),
+        })?;
+        self.run.fetch_add(1, Ordering::Relaxed);
         let code = match outcome.status {
             strata_exec::ExitStatus::Code(0) => None,
             strata_exec::ExitStatus::Code(c) => Some(c),
@@ -1214,7 +1356,7 @@ impl Solver<'_> {
     }
 
     fn finish_step(
-        &mut self,
+        &self,
         key: &str,
         layer: Option<LayerRecord>,
         state: &mut State,
@@ -1222,7 +1364,7 @@ impl Solver<'_> {
     ) -> Result<()> {
         if let Some(l) = &layer {
             state.layers.push(l.clone());
-            self.built += 1;
+            self.built.fetch_add(1, Ordering::Relaxed);
         }
         state.config.push_step(
             layer.as_ref().map(|l| l.diff_id),

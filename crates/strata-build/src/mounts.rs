@@ -19,7 +19,7 @@ fn octal(v: &str) -> Option<u32> {
 }
 
 impl Solver<'_> {
-    pub(crate) fn run_mounts(&mut self, ins: &Instruction, workdir: &str) -> Result<Resolved> {
+    pub(crate) fn run_mounts(&self, ins: &Instruction, workdir: &str) -> Result<Resolved> {
         let mut out = Resolved {
             mounts: Vec::new(),
             key: Vec::new(),

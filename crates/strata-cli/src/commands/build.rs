@@ -63,6 +63,9 @@ pub struct BuildArgs {
     /// SSH agent for `RUN --mount=type=ssh`: `default` (from $SSH_AUTH_SOCK) or `default=SOCKET`
     #[arg(long)]
     pub ssh: Option<String>,
+    /// Stages to run at once (default: one per core)
+    #[arg(short = 'j', long, default_value_t = 0, hide_default_value = true)]
+    pub jobs: usize,
     /// Always pull base images again (once per build), even when the store has them
     #[arg(long)]
     pub pull: bool,
@@ -244,6 +247,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             )?)),
         },
         pull: args.pull,
+        jobs: args.jobs,
         registry: Some(client.clone()),
         cache_from: args
             .cache_from
