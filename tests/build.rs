@@ -591,3 +591,63 @@ COPY --from=broken /etc/hostname /b
     assert!(!err.contains("never-reached\n#"), "{err}");
     assert!(!err.contains("RUN echo never-reached"), "{err}");
 }
+
+fn files_hashed(err: &str) -> usize {
+    err.lines()
+        .find_map(|l| l.strip_prefix("context files hashed: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no 'context files hashed' line in: {err}"))
+}
+
+#[test]
+fn unchanged_context_files_are_not_read_again() {
+    let Some(env) = Env::new("unchanged_context_files_are_not_read_again") else {
+        return;
+    };
+    let mut files: Vec<(String, String)> = (0..50)
+        .map(|i| (format!("src/f{i}.txt"), format!("content {i}\n")))
+        .collect();
+    files.push((
+        "Dockerfile".into(),
+        "FROM strata-test/busybox:latest\nCOPY src /src\n".into(),
+    ));
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let ctx = env.context("meta", &refs);
+    let first = stderr(&env.build(&ctx, &["-t", "meta:1"]));
+    assert_eq!(files_hashed(&first), 50, "{first}");
+    // Nothing changed: every file is known by its stat data.
+    let second = stderr(&env.build(&ctx, &["-t", "meta:1"]));
+    assert_eq!(files_hashed(&second), 0, "{second}");
+    assert!(second.contains("steps run: 0"), "{second}");
+    // A touched file is read again (its mtime changed) but, its content being
+    // the same, the step stays cached; an edited one changes the key.
+    let f3 = ctx.join("src/f3.txt");
+    let now = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(&f3)
+        .unwrap()
+        .set_modified(now)
+        .unwrap();
+    let third = stderr(&env.build(&ctx, &["-t", "meta:1"]));
+    assert_eq!(files_hashed(&third), 1, "{third}");
+    assert!(third.contains("#2 CACHED"), "{third}");
+    std::fs::write(ctx.join("src/f4.txt"), "changed, same length!\n").unwrap();
+    let fourth = stderr(&env.build(&ctx, &["-t", "meta:2"]));
+    assert_eq!(files_hashed(&fourth), 1, "{fourth}");
+    assert!(!fourth.contains("#2 CACHED"), "{fourth}");
+    // The same context named by another path shares the entries.
+    let abs = ctx.canonicalize().unwrap();
+    let via_abs = env.strata(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        "meta:2",
+        abs.to_str().unwrap(),
+    ]);
+    assert_eq!(files_hashed(&stderr(&via_abs)), 0);
+}

@@ -1,9 +1,12 @@
 //! The build context: `.dockerignore` rules and content hashing of exactly
 //! the files a step selects.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Mutex;
 
 use globset::{GlobBuilder, GlobMatcher};
+use strata_store::{CtxMeta, Store};
 
 use crate::{BuildError, Result};
 
@@ -96,26 +99,129 @@ impl Ignore {
     }
 }
 
+/// Content hashes of context files remembered across builds: a file whose
+/// device, inode, size, mtime and ctime are unchanged since the last build is
+/// not read again (git's index does the same). Only context files go through
+/// it; the stat data is what a writer cannot keep unchanged (ctime).
+#[derive(Default)]
+pub struct HashCache {
+    /// The context as the build names it, and its absolute path: keys are
+    /// absolute, so `strata build .` and `strata build /abs/dir` share entries.
+    given: std::path::PathBuf,
+    absolute: std::path::PathBuf,
+    known: HashMap<String, CtxMeta>,
+    fresh: Mutex<Vec<(String, CtxMeta)>>,
+}
+
+impl HashCache {
+    /// The remembered entries under `context`.
+    pub fn load(store: &Store, context: &Path) -> Result<Self> {
+        let absolute = std::fs::canonicalize(context).map_err(|source| BuildError::Io {
+            context: format!("resolving {}", context.display()),
+            source,
+        })?;
+        let prefix = format!("{}/", absolute.display());
+        Ok(Self {
+            given: context.to_owned(),
+            known: store.ctx_meta_prefix(&prefix)?,
+            absolute,
+            fresh: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn key(&self, path: &Path) -> String {
+        match path.strip_prefix(&self.given) {
+            Ok(rel) => self.absolute.join(rel).display().to_string(),
+            Err(_) => path.display().to_string(),
+        }
+    }
+
+    /// Saves what this build hashed anew.
+    pub fn save(&self, store: &Store) -> Result<()> {
+        let fresh = self.fresh.lock().expect("fresh hashes");
+        if !fresh.is_empty() {
+            store.ctx_meta_put_batch(&fresh)?;
+        }
+        Ok(())
+    }
+
+    /// Entries hashed anew so far (for tests and the build summary).
+    pub fn fresh_count(&self) -> usize {
+        self.fresh.lock().expect("fresh hashes").len()
+    }
+
+    fn file_hash(&self, path: &Path, meta: &std::fs::Metadata) -> Result<[u8; 32]> {
+        use std::os::unix::fs::MetadataExt;
+        let key = self.key(path);
+        let stat = |blake3: String| CtxMeta {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+            blake3,
+        };
+        let now = stat(String::new());
+        if let Some(k) = self.known.get(&key)
+            && k.dev == now.dev
+            && k.ino == now.ino
+            && k.size == now.size
+            && k.mtime_ns == now.mtime_ns
+            && k.ctime_ns == now.ctime_ns
+            && let Ok(bytes) = hex_32(&k.blake3)
+        {
+            return Ok(bytes);
+        }
+        let digest = hash_file(path)?;
+        self.fresh
+            .lock()
+            .expect("fresh hashes")
+            .push((key, stat(blake3::Hash::from(digest).to_hex().to_string())));
+        Ok(digest)
+    }
+}
+
+fn hex_32(s: &str) -> std::result::Result<[u8; 32], ()> {
+    blake3::Hash::from_hex(s)
+        .map(|h| *h.as_bytes())
+        .map_err(|_| ())
+}
+
+fn hash_file(path: &Path) -> Result<[u8; 32]> {
+    let io = |source| BuildError::Io {
+        context: format!("reading {}", path.display()),
+        source,
+    };
+    let mut h = blake3::Hasher::new();
+    // Large files are memory-mapped and hashed on all cores.
+    h.update_mmap_rayon(path).map_err(io)?;
+    Ok(*h.finalize().as_bytes())
+}
+
 /// Hashes a source tree for a cache key: relative path, type, mode, size,
 /// link target and content (blake3); never mtimes or owners of context files
-/// (COPY resets them unless `--chown`).
+/// (COPY resets them unless `--chown`). File contents are hashed in parallel;
+/// with `cache`, unchanged context files are not read at all.
 pub fn hash_tree(
     root: &Path,
     rel_base: &str,
     ignore: Option<&Ignore>,
+    cache: Option<&HashCache>,
     hasher: &mut blake3::Hasher,
 ) -> Result<()> {
+    use rayon::prelude::*;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let walker = walkdir::WalkDir::new(root)
         .follow_links(false)
         .sort_by_file_name();
+    let mut entries = Vec::new();
     for entry in walker {
         let entry =
             entry.map_err(|e| BuildError::Other(format!("walking {}: {e}", root.display())))?;
         let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
-        let rel_str = rel.to_string_lossy();
+        let rel_str = rel.to_string_lossy().into_owned();
         let ctx_rel = if rel_base.is_empty() {
-            rel_str.to_string()
+            rel_str.clone()
         } else if rel_str.is_empty() {
             rel_base.to_owned()
         } else {
@@ -130,29 +236,35 @@ pub fn hash_tree(
         let meta = entry
             .metadata()
             .map_err(|e| BuildError::Other(format!("{}: {e}", entry.path().display())))?;
+        entries.push((rel_str, entry.into_path(), meta));
+    }
+    let contents: Vec<Option<[u8; 32]>> = entries
+        .par_iter()
+        .map(|(_, path, meta)| {
+            if !meta.is_file() {
+                return Ok(None);
+            }
+            match cache {
+                Some(c) => c.file_hash(path, meta).map(Some),
+                None => hash_file(path).map(Some),
+            }
+        })
+        .collect::<Result<_>>()?;
+    for ((rel_str, path, meta), content) in entries.iter().zip(contents) {
         hasher.update(rel_str.as_bytes());
         hasher.update(&[0]);
         hasher.update(&meta.permissions().mode().to_le_bytes());
         hasher.update(&meta.uid().to_le_bytes());
         hasher.update(&meta.gid().to_le_bytes());
         if meta.file_type().is_symlink() {
-            let t = std::fs::read_link(entry.path()).map_err(|e| BuildError::Io {
-                context: format!("reading link {}", entry.path().display()),
+            let t = std::fs::read_link(path).map_err(|e| BuildError::Io {
+                context: format!("reading link {}", path.display()),
                 source: e,
             })?;
             hasher.update(t.as_os_str().as_encoded_bytes());
-        } else if meta.is_file() {
+        } else if let Some(c) = content {
             hasher.update(&meta.len().to_le_bytes());
-            let mut f = std::fs::File::open(entry.path()).map_err(|e| BuildError::Io {
-                context: format!("reading {}", entry.path().display()),
-                source: e,
-            })?;
-            let mut h = blake3::Hasher::new();
-            std::io::copy(&mut f, &mut h).map_err(|e| BuildError::Io {
-                context: format!("reading {}", entry.path().display()),
-                source: e,
-            })?;
-            hasher.update(h.finalize().as_bytes());
+            hasher.update(&c);
         }
         hasher.update(&[1]);
     }

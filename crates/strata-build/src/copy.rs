@@ -137,8 +137,12 @@ impl Solver<'_> {
         let mut h = blake3::Hasher::new();
         for s in &sources {
             h.update(s.rel.as_bytes());
-            let ignore = if use_ignore { Some(&self.ignore) } else { None };
-            context::hash_tree(&s.path, &s.rel, ignore, &mut h)?;
+            let (ignore, cache) = if use_ignore {
+                (Some(&self.ignore), Some(&self.hash_cache))
+            } else {
+                (None, None)
+            };
+            context::hash_tree(&s.path, &s.rel, ignore, cache, &mut h)?;
         }
         let flags = format!(
             "{:?} {:?} {:?} {}",

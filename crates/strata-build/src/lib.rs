@@ -138,6 +138,9 @@ pub struct BuildResult {
     pub steps_run: usize,
     pub epoch: i64,
     pub epoch_source: &'static str,
+    /// Context files whose content was read and hashed (the others were
+    /// known unchanged from an earlier build).
+    pub context_files_hashed: usize,
 }
 
 /// The image state after a step.
@@ -189,6 +192,8 @@ struct Solver<'a> {
     /// Merged root filesystems of stages/images used by COPY --from.
     rootfs: Mutex<HashMap<String, tempfile::TempDir>>,
     ignore: context::Ignore,
+    /// Content hashes of context files from earlier builds.
+    hash_cache: context::HashCache,
     /// Images already pulled in this build (`--pull` pulls each once).
     pulled: Mutex<HashMap<String, ImageRecord>>,
     /// Step results from `--cache-from`.
@@ -292,6 +297,7 @@ pub fn build(
         cancelled: std::sync::Arc::new(AtomicBool::new(false)),
         rootfs: Mutex::new(HashMap::new()),
         ignore,
+        hash_cache: context::HashCache::load(store, &opts.context)?,
         pulled: Mutex::new(HashMap::new()),
         imported: Mutex::new(remote_cache::ImportedCache::default()),
         unpacking: Mutex::new(()),
@@ -300,7 +306,11 @@ pub fn build(
     if !opts.cache_from.is_empty() {
         solver.import_caches()?;
     }
-    solver.run_stages(&stages, &needed, opts.jobs)?;
+    let ran = solver.run_stages(&stages, &needed, opts.jobs);
+    // What was hashed is worth keeping even when a step failed.
+    let context_files_hashed = solver.hash_cache.fresh_count();
+    solver.hash_cache.save(store)?;
+    ran?;
     let mut state = solver
         .done
         .lock()
@@ -344,6 +354,7 @@ pub fn build(
         steps_run: run,
         epoch,
         epoch_source,
+        context_files_hashed,
     })
 }
 

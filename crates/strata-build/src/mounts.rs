@@ -109,12 +109,18 @@ impl Solver<'_> {
                         );
                     }
                     let mut h = blake3::Hasher::new();
-                    let ignore = if from.is_none() {
-                        Some(&self.ignore)
+                    let (ignore, cache) = if from.is_none() {
+                        (Some(&self.ignore), Some(&self.hash_cache))
                     } else {
-                        None
+                        (None, None)
                     };
-                    crate::context::hash_tree(&path, source.trim_matches('/'), ignore, &mut h)?;
+                    crate::context::hash_tree(
+                        &path,
+                        source.trim_matches('/'),
+                        ignore,
+                        cache,
+                        &mut h,
+                    )?;
                     out.key.extend(
                         format!(
                             "bind {from:?} {source} {target} {}\0",

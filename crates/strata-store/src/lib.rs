@@ -24,7 +24,7 @@ mod image;
 mod layer;
 mod reference;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -915,6 +915,25 @@ impl Store {
                 Some(v) => Ok(Some(from_json("context_meta", key, v.value())?)),
                 None => Ok(None),
             }
+        })
+    }
+
+    /// Every entry whose key (an absolute path) starts with `prefix`.
+    pub fn ctx_meta_prefix(&self, prefix: &str) -> Result<HashMap<String, CtxMeta>> {
+        self.read(|txn| {
+            let t = txn.open_table(CTX_META)?;
+            let mut out = HashMap::new();
+            for e in t.range(prefix..)? {
+                let (k, v) = e?;
+                if !k.value().starts_with(prefix) {
+                    break;
+                }
+                out.insert(
+                    k.value().to_owned(),
+                    from_json("context_meta", k.value(), v.value())?,
+                );
+            }
+            Ok(out)
         })
     }
 

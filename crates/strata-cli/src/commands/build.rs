@@ -329,7 +329,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         #[expect(clippy::print_stderr, reason = "the build summary is progress output")]
         {
             eprintln!(
-                "#{} exporting\n#{} writing image {} done\n#{} naming to {}\nimage: {}\ndigest: {}\nsize: {} bytes, layers built: {}, steps cached: {}, steps run: {}\nepoch: {} ({})\ntotal: {:.1}s",
+                "#{} exporting\n#{} writing image {} done\n#{} naming to {}\nimage: {}\ndigest: {}\nsize: {} bytes, layers built: {}, steps cached: {}, steps run: {}\ncontext files hashed: {}\nepoch: {} ({})\ntotal: {:.1}s",
                 progress.next(),
                 progress.current(),
                 result.image_id,
@@ -345,6 +345,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
                 result.layers_built,
                 result.steps_cached,
                 result.steps_run,
+                result.context_files_hashed,
                 result.epoch,
                 result.epoch_source,
                 start.elapsed().as_secs_f64()
