@@ -651,3 +651,60 @@ fn unchanged_context_files_are_not_read_again() {
     ]);
     assert_eq!(files_hashed(&stderr(&via_abs)), 0);
 }
+
+#[test]
+fn no_cache_filter_reruns_only_the_named_stage() {
+    let Some(env) = Env::new("no_cache_filter_reruns_only_the_named_stage") else {
+        return;
+    };
+    let df = "FROM strata-test/busybox:latest AS builder\nRUN echo built > /out\n\
+              FROM strata-test/busybox:latest\nRUN echo final > /final\nCOPY --from=builder /out /out\n";
+    let ctx = env.context("ncf", &[("Dockerfile", df)]);
+    ok(&env.build(&ctx, &["-t", "ncf:1"]));
+    let again = stderr(&env.build(&ctx, &["-t", "ncf:1", "--no-cache-filter", "builder"]));
+    assert!(again.contains("steps run: 1"), "{again}");
+    // The builder's output is the same, so the final stage stays cached.
+    assert!(again.contains("layers built: 1"), "{again}");
+    let usage = env.build(&ctx, &["--no-cache-filter", "nope"]);
+    assert_ne!(usage.status.code(), Some(0));
+    assert!(stderr(&usage).contains("no stage named \"nope\""));
+}
+
+#[test]
+fn builder_prune_keep_storage_drops_the_least_recently_used_first() {
+    let Some(env) = Env::new("builder_prune_keep_storage_drops_the_least_recently_used_first")
+    else {
+        return;
+    };
+    // Two builds, each with a ~2 MB layer only the cache keeps once the
+    // images are gone; the first is used longer ago.
+    let old = env.context(
+        "old",
+        &[(
+            "Dockerfile",
+            "FROM strata-test/busybox:latest\nRUN head -c 2000000 /dev/urandom > /old\n",
+        )],
+    );
+    let new = env.context(
+        "new",
+        &[(
+            "Dockerfile",
+            "FROM strata-test/busybox:latest\nRUN head -c 2000000 /dev/urandom > /new\n",
+        )],
+    );
+    ok(&env.build(&old, &["-t", "old:1"]));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    ok(&env.build(&new, &["-t", "new:1"]));
+    ok(&env.strata(&["rmi", "old:1", "new:1"]));
+    let out = env.strata(&["builder", "prune", "-f", "--keep-storage", "3MB"]);
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Deleted build cache records: 1"), "{text}");
+    // The recent one is still cached, the old one runs again.
+    let rebuilt = stderr(&env.build(&new, &[]));
+    assert!(rebuilt.contains("steps run: 0"), "{rebuilt}");
+    let rebuilt = stderr(&env.build(&old, &[]));
+    assert!(rebuilt.contains("steps run: 1"), "{rebuilt}");
+    let bad = env.strata(&["builder", "prune", "--keep-storage", "lots"]);
+    assert_eq!(bad.status.code(), Some(2));
+}

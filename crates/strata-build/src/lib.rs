@@ -79,6 +79,8 @@ pub struct BuildOptions {
     pub build_args: BTreeMap<String, String>,
     pub target: Option<String>,
     pub no_cache: bool,
+    /// `--no-cache-filter`: stages (by name or index) whose steps always run.
+    pub no_cache_filter: Vec<String>,
     pub outputs: Vec<Output>,
     pub network: strata_exec::Network,
     pub labels: BTreeMap<String, String>,
@@ -194,6 +196,8 @@ struct Solver<'a> {
     ignore: context::Ignore,
     /// Content hashes of context files from earlier builds.
     hash_cache: context::HashCache,
+    /// Stage indexes named by `--no-cache-filter`.
+    no_cache_stages: Vec<usize>,
     /// Images already pulled in this build (`--pull` pulls each once).
     pulled: Mutex<HashMap<String, ImageRecord>>,
     /// Step results from `--cache-from`.
@@ -298,6 +302,20 @@ pub fn build(
         rootfs: Mutex::new(HashMap::new()),
         ignore,
         hash_cache: context::HashCache::load(store, &opts.context)?,
+        no_cache_stages: opts
+            .no_cache_filter
+            .iter()
+            .map(|f| {
+                stages
+                    .iter()
+                    .find(|s| {
+                        s.name.as_deref() == Some(f.to_lowercase().as_str())
+                            || f.parse::<usize>() == Ok(s.index)
+                    })
+                    .map(|s| s.index)
+                    .ok_or_else(|| other(format!("--no-cache-filter: no stage named {f:?}")))
+            })
+            .collect::<Result<_>>()?,
         pulled: Mutex::new(HashMap::new()),
         imported: Mutex::new(remote_cache::ImportedCache::default()),
         unpacking: Mutex::new(()),
@@ -310,6 +328,14 @@ pub fn build(
     // What was hashed is worth keeping even when a step failed.
     let context_files_hashed = solver.hash_cache.fresh_count();
     solver.hash_cache.save(store)?;
+    let used: Vec<String> = solver
+        .step_keys
+        .lock()
+        .expect("step keys")
+        .iter()
+        .map(|(_, k)| k.clone())
+        .collect();
+    store.cache_touch(&lock, &used, strata_store::now_unix())?;
     ran?;
     let mut state = solver
         .done
@@ -986,7 +1012,7 @@ impl Solver<'_> {
     /// The local cache first, then `--cache-from` sources (whose layer is
     /// fetched now, and the step recorded locally).
     fn cache_hit(&self, key: &str, state: &mut State) -> Result<bool> {
-        if self.opts.no_cache {
+        if self.opts.no_cache || self.no_cache_stages.contains(&state.stage) {
             return Ok(false);
         }
         let local = self
@@ -1067,6 +1093,7 @@ impl Solver<'_> {
             value,
             diff_ids: step.layer.iter().map(|l| l.diff_id).collect(),
             blobs: step.layer.iter().map(|l| l.blob).collect(),
+            last_used: strata_store::now_unix(),
         };
         self.store.cache_put(self.lock, key, &rec)?;
         Ok(())

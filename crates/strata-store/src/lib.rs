@@ -207,6 +207,10 @@ pub struct CacheRecord {
     /// Blobs this record needs kept.
     #[serde(default)]
     pub blobs: Vec<Digest>,
+    /// When a build last used (stored or hit) this record, Unix seconds:
+    /// `builder prune --keep-storage` removes the least recently used first.
+    #[serde(default)]
+    pub last_used: i64,
 }
 
 /// Stat data the solver caches per context path, to skip rehashing.
@@ -889,6 +893,27 @@ impl Store {
     }
 
     /// Removes a cache record (GC frees what it alone pinned).
+    /// Marks records as used now (one transaction for a build's hits).
+    pub fn cache_touch(&self, _lock: &WriteLock, keys: &[String], now: i64) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.write(|txn| {
+            let mut t = txn.open_table(CACHE)?;
+            for k in keys {
+                let rec = match t.get(k.as_str())? {
+                    Some(v) => Some(from_json::<CacheRecord>("build_cache", k, v.value())?),
+                    None => None,
+                };
+                if let Some(mut rec) = rec {
+                    rec.last_used = now;
+                    t.insert(k.as_str(), to_json(&rec)?.as_str())?;
+                }
+            }
+            Ok(())
+        })
+    }
+
     pub fn cache_remove(&self, _lock: &WriteLock, key: &str) -> Result<bool> {
         self.write(|txn| Ok(txn.open_table(CACHE)?.remove(key)?.is_some()))
     }

@@ -194,6 +194,7 @@ fn metadata_never_points_at_missing_blobs() {
                 value: json!(null),
                 diff_ids: vec![],
                 blobs: vec![missing],
+                last_used: 0,
             },
         )
         .expect_err("missing blob");

@@ -30,6 +30,9 @@ pub struct BuildArgs {
     /// Do not use the cache when building the image
     #[arg(long)]
     pub no_cache: bool,
+    /// Do not use the cache for the steps of these stages (name or index; repeatable or comma-separated)
+    #[arg(long = "no-cache-filter", value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
     /// Output destination (`type=docker,dest=FILE`, `type=oci,dest=FILE`, `type=local,dest=DIR`, `type=tar,dest=FILE`, `type=image`)
     #[arg(short = 'o', long = "output")]
     pub outputs: Vec<String>,
@@ -231,6 +234,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         build_args,
         target: args.target.clone(),
         no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
         outputs: outputs.clone(),
         network,
         labels,

@@ -168,10 +168,15 @@ pub struct CheckArgs {
 pub enum BuilderCommand {
     /// Remove build cache
     Prune {
+        /// Remove all build cache (the default too: strata keeps no internal images)
         #[arg(short, long)]
         all: bool,
+        /// Do not prompt for confirmation (strata never prompts)
         #[arg(short, long)]
         force: bool,
+        /// Keep this much build cache, removing the least recently used first (`512MB`, `2GB`)
+        #[arg(long, value_name = "SIZE")]
+        keep_storage: Option<String>,
     },
 }
 
@@ -742,18 +747,82 @@ pub fn check(a: CheckArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// `512MB`, `2GB`, `1.5gb`, `100k`, plain bytes; decimal units as Docker's
+/// go-units `FromHumanSize` (kB = 1000).
+fn parse_size(s: &str) -> Option<u64> {
+    let t = s.trim().to_ascii_lowercase();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult = match unit.trim().trim_end_matches('b') {
+        "" => 1.0,
+        "k" => 1e3,
+        "m" => 1e6,
+        "g" => 1e9,
+        "t" => 1e12,
+        _ => return None,
+    };
+    (n >= 0.0).then_some((n * mult) as u64)
+}
+
 pub fn builder(c: BuilderCommand) -> anyhow::Result<ExitCode> {
-    let BuilderCommand::Prune { .. } = c;
+    let BuilderCommand::Prune { keep_storage, .. } = c;
+    let keep = match keep_storage.as_deref() {
+        None => 0,
+        Some(k) => parse_size(k).ok_or_else(|| {
+            crate::UsageError(format!(
+                "--keep-storage {k}: expected a size such as 512MB or 2GB"
+            ))
+        })?,
+    };
     let store = open_store()?;
     let lock = store.lock()?;
-    let before: u64 = store.blob_sizes()?.values().sum();
-    for (k, _) in store.cache_list()? {
-        store.cache_remove(&lock, &k)?;
+    let sizes = store.blob_sizes()?;
+    let before: u64 = sizes.values().sum();
+    // Blobs images need stay whatever the cache does; the cache's own size is
+    // what only cache records keep alive.
+    let mut image_blobs = std::collections::HashSet::new();
+    for (img, _) in store.images()? {
+        image_blobs.insert(img.id);
+        image_blobs.insert(img.manifest);
+        image_blobs.extend(img.layers.iter().map(|l| l.blob));
+    }
+    let mut records = store.cache_list()?;
+    let mut refs: std::collections::HashMap<strata_oci::Digest, usize> = Default::default();
+    for (_, r) in &records {
+        for b in &r.blobs {
+            *refs.entry(*b).or_default() += 1;
+        }
+    }
+    let mut cache_size: u64 = refs
+        .keys()
+        .filter(|b| !image_blobs.contains(*b))
+        .map(|b| sizes.get(b).copied().unwrap_or(0))
+        .sum();
+    // Least recently used first; ties by key for a stable order.
+    records.sort_by(|a, b| a.1.last_used.cmp(&b.1.last_used).then(a.0.cmp(&b.0)));
+    let mut removed = 0usize;
+    for (k, r) in &records {
+        if keep > 0 && cache_size <= keep {
+            break;
+        }
+        store.cache_remove(&lock, k)?;
+        removed += 1;
+        for b in &r.blobs {
+            let n = refs.entry(*b).or_default();
+            *n = n.saturating_sub(1);
+            if *n == 0 && !image_blobs.contains(b) {
+                cache_size = cache_size.saturating_sub(sizes.get(b).copied().unwrap_or(0));
+            }
+        }
     }
     store.gc(&lock)?;
     let after: u64 = store.blob_sizes()?.values().sum();
     out(&format!(
-        "Total:\t{}\n",
+        "Deleted build cache records: {removed}\nRemaining build cache: {}\nTotal:\t{}\n",
+        human_size(cache_size),
         human_size(before.saturating_sub(after))
     ))?;
     Ok(ExitCode::SUCCESS)
