@@ -164,6 +164,7 @@ fn cache_record_pins_blobs_until_removed() {
                 value: json!({"x": 1}),
                 diff_ids: vec![l.diff_id],
                 blobs: vec![l.blob],
+                last_used: 0,
             },
         )
         .expect("put");
