@@ -708,3 +708,55 @@ fn builder_prune_keep_storage_drops_the_least_recently_used_first() {
     let bad = env.strata(&["builder", "prune", "--keep-storage", "lots"]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[test]
+fn onbuild_triggers_of_the_base_run_first_and_are_not_inherited() {
+    let Some(env) = Env::new("onbuild_triggers_of_the_base_run_first_and_are_not_inherited") else {
+        return;
+    };
+    let parent = env.context(
+        "onb-parent",
+        &[(
+            "Dockerfile",
+            "FROM strata-test/busybox:latest\nONBUILD COPY hello.txt /hello.txt\nONBUILD RUN cat /hello.txt > /triggered\n",
+        )],
+    );
+    ok(&env.build(&parent, &["-t", "onb:1"]));
+    let cfg = env.strata(&["inspect", "onb:1"]);
+    let v: serde_json::Value = serde_json::from_slice(&cfg.stdout).unwrap();
+    assert_eq!(
+        v[0]["Config"]["OnBuild"],
+        serde_json::json!([
+            "COPY hello.txt /hello.txt",
+            "RUN cat /hello.txt > /triggered"
+        ])
+    );
+    let child = env.context(
+        "onb-child",
+        &[
+            ("Dockerfile", "FROM onb:1\nRUN test -f /triggered\n"),
+            ("hello.txt", "from the child's context\n"),
+        ],
+    );
+    let out = env.build(&child, &["-t", "onb-child:1"]);
+    let err = ok(&out);
+    assert!(err.contains("ONBUILD COPY hello.txt /hello.txt"), "{err}");
+    let run = env.strata(&["run", "--rm", "onb-child:1", "cat", "/triggered"]);
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "from the child's context\n"
+    );
+    let cfg = env.strata(&["inspect", "onb-child:1"]);
+    let v: serde_json::Value = serde_json::from_slice(&cfg.stdout).unwrap();
+    assert!(
+        v[0]["Config"]["OnBuild"].is_null() || v[0]["Config"]["OnBuild"] == serde_json::json!([]),
+        "triggers are not inherited: {}",
+        v[0]["Config"]
+    );
+    // A trigger that fails points at the FROM line.
+    let broken = env.context("onb-broken", &[("Dockerfile", "\n\nFROM onb:1\n")]);
+    let out = env.build(&broken, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("Dockerfile:3"), "{err}");
+}

@@ -651,15 +651,18 @@ impl Solver<'_> {
     }
 
     fn stage(&self, stage: &Stage, all: &[Stage]) -> Result<State> {
-        let total = stage.instructions.len() + 1;
-        let label = |i: usize| match &stage.name {
-            Some(n) => format!("[{n} {i}/{total}]"),
-            None => format!("[stage-{} {i}/{total}]", stage.index),
-        };
         let n = self.next_step();
+        let first_label = |total: usize| match &stage.name {
+            Some(name) => format!("[{name} 1/{total}]"),
+            None => format!("[stage-{} 1/{total}]", stage.index),
+        };
         self.emit(Event::Step {
             n,
-            name: format!("{} FROM {}", label(1), stage.base),
+            name: format!(
+                "{} FROM {}",
+                first_label(stage.instructions.len() + 1),
+                stage.base
+            ),
         });
         let start = Instant::now();
         let mut state = self.base(stage, all)?;
@@ -667,17 +670,31 @@ impl Solver<'_> {
             n,
             seconds: start.elapsed().as_secs_f64(),
         });
+        // The base's ONBUILD triggers run first, as if written right after
+        // FROM, and are not passed on to images built from this one.
+        let triggers = self.onbuild_triggers(stage, &mut state)?;
+        let steps: Vec<(&Instruction, bool)> = triggers
+            .iter()
+            .map(|i| (i, true))
+            .chain(stage.instructions.iter().map(|i| (i, false)))
+            .collect();
+        let total = steps.len() + 1;
+        let label = |i: usize| match &stage.name {
+            Some(n) => format!("[{n} {i}/{total}]"),
+            None => format!("[stage-{} {i}/{total}]", stage.index),
+        };
         // ARGs in scope: name -> value (None: declared without a value).
         let mut args: BTreeMap<String, String> = BTreeMap::new();
         let globals = self.global_args();
-        for (i, ins) in stage.instructions.iter().enumerate() {
+        for (i, (ins, trigger)) in steps.into_iter().enumerate() {
             if self.cancelled.load(Ordering::SeqCst) {
                 return Err(BuildError::Cancelled);
             }
             let n = self.next_step();
             let name = format!(
-                "{} {} {}",
+                "{} {}{} {}",
                 label(i + 2),
+                if trigger { "ONBUILD " } else { "" },
                 ins.keyword.to_uppercase(),
                 ins.text
             );
@@ -705,6 +722,45 @@ impl Solver<'_> {
             }
         }
         Ok(state)
+    }
+
+    /// Takes the base image's ONBUILD triggers out of `state` and parses them
+    /// as instructions placed on the FROM line (where errors point).
+    fn onbuild_triggers(&self, stage: &Stage, state: &mut State) -> Result<Vec<Instruction>> {
+        let Some(texts) = state
+            .config
+            .config
+            .on_build
+            .take()
+            .filter(|t| !t.is_empty())
+        else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for text in texts {
+            let parsed =
+                strata_frontend::parse(&format!("{text}\n"), &self.df.file).map_err(|d| {
+                    self.fail(
+                        &stage.from,
+                        &format!("ONBUILD trigger {text:?} of the base image: {}", d.message),
+                    )
+                })?;
+            for mut ins in parsed.instructions {
+                if matches!(ins.keyword.as_str(), "onbuild" | "from" | "maintainer") {
+                    return Err(self.fail(
+                        &stage.from,
+                        &format!(
+                            "{} is not allowed as an ONBUILD trigger",
+                            ins.keyword.to_uppercase()
+                        ),
+                    ));
+                }
+                ins.line = stage.from.line;
+                ins.end_line = stage.from.end_line;
+                out.push(ins);
+            }
+        }
+        Ok(out)
     }
 
     /// Global ARG values (before the first FROM), with build-arg overrides.
