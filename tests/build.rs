@@ -760,3 +760,34 @@ fn onbuild_triggers_of_the_base_run_first_and_are_not_inherited() {
     let err = stderr(&out);
     assert!(err.contains("Dockerfile:3"), "{err}");
 }
+
+#[test]
+fn add_host_and_shm_size_reach_run_steps() {
+    let Some(env) = Env::new("add_host_and_shm_size_reach_run_steps") else {
+        return;
+    };
+    let ctx = env.context(
+        "hosts",
+        &[(
+            "Dockerfile",
+            "FROM strata-test/busybox:latest\nRUN grep -E '^10.1.2.3[[:space:]]+db.internal$' /etc/hosts && df -k /dev/shm | tail -1 | awk '{print $2}' > /shm-kb\n",
+        )],
+    );
+    ok(&env.build(
+        &ctx,
+        &[
+            "-t",
+            "hosts:1",
+            "--add-host",
+            "db.internal:10.1.2.3",
+            "--shm-size",
+            "128m",
+        ],
+    ));
+    let run = env.strata(&["run", "--rm", "hosts:1", "cat", "/shm-kb"]);
+    assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), "131072");
+    let bad = env.build(&ctx, &["--add-host", "nohost"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let bad = env.build(&ctx, &["--shm-size", "lots"]);
+    assert_eq!(bad.status.code(), Some(2));
+}

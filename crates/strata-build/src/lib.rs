@@ -102,6 +102,10 @@ pub struct BuildOptions {
     pub cache_to: Vec<remote_cache::CacheExport>,
     /// Stages run at once (`--jobs`); 0 means one per core.
     pub jobs: usize,
+    /// `--add-host NAME:IP`: extra /etc/hosts lines for RUN steps.
+    pub extra_hosts: Vec<(String, std::net::IpAddr)>,
+    /// `--shm-size`: size of /dev/shm in RUN steps (default 64 MiB).
+    pub shm_size: Option<u64>,
 }
 
 /// Progress, for the CLI to render.
@@ -1382,6 +1386,8 @@ impl Solver<'_> {
             user.as_bytes(),
             format!("{network:?}").as_bytes(),
             &mounts.key,
+            // What the step sees in /etc/hosts and /dev/shm can change its result.
+            format!("{:?} {:?}", self.opts.extra_hosts, self.opts.shm_size).as_bytes(),
         ]);
         let history = match &ins.args {
             Args::Exec(v) => format!("RUN {} # buildkit", v.join(" ")),
@@ -1403,8 +1409,8 @@ impl Solver<'_> {
             hostname: "buildkitsandbox".into(),
             network,
             mounts: mounts.mounts,
-            extra_hosts: Vec::new(),
-            shm_size: None,
+            extra_hosts: self.opts.extra_hosts.clone(),
+            shm_size: self.opts.shm_size,
             output: Box::new(move |_s, data| {
                 let _ = tx.send(data.to_vec());
             }),

@@ -66,6 +66,12 @@ pub struct BuildArgs {
     /// SSH agent for `RUN --mount=type=ssh`: `default` (from $SSH_AUTH_SOCK) or `default=SOCKET`
     #[arg(long)]
     pub ssh: Option<String>,
+    /// Add a custom host-to-IP mapping for RUN steps (`host:ip` or `host=ip`); repeatable
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    pub add_host: Vec<String>,
+    /// Size of /dev/shm for RUN steps (`64m`, `1g`; default 64m)
+    #[arg(long = "shm-size", value_name = "SIZE")]
+    pub shm_size: Option<String>,
     /// Stages to run at once (default: one per core)
     #[arg(short = 'j', long, default_value_t = 0, hide_default_value = true)]
     pub jobs: usize,
@@ -252,6 +258,17 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         },
         pull: args.pull,
         jobs: args.jobs,
+        extra_hosts: args
+            .add_host
+            .iter()
+            .map(|h| parse_add_host(h))
+            .collect::<anyhow::Result<_>>()?,
+        shm_size: match args.shm_size.as_deref() {
+            None => None,
+            Some(v) => Some(parse_binary_size(v).ok_or_else(|| {
+                UsageError(format!("--shm-size {v}: expected a size such as 64m or 1g"))
+            })?),
+        },
         registry: Some(client.clone()),
         cache_from: args
             .cache_from
@@ -361,6 +378,39 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             .count();
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--add-host name:ip` (docker) or `name=ip` (buildx); an IPv6 address
+/// may follow the first `:`.
+fn parse_add_host(spec: &str) -> anyhow::Result<(String, std::net::IpAddr)> {
+    let (name, ip) = spec
+        .split_once('=')
+        .or_else(|| spec.split_once(':'))
+        .ok_or_else(|| UsageError(format!("--add-host {spec}: expected HOST:IP")))?;
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    let ip = ip
+        .parse()
+        .map_err(|_| UsageError(format!("--add-host {spec}: {ip:?} is not an IP address")))?;
+    if name.is_empty() {
+        return Err(UsageError(format!("--add-host {spec}: empty host name")).into());
+    }
+    Ok((name.to_owned(), ip))
+}
+
+/// `64m`, `1g`, `512k`, `1048576`: binary units, as docker's `--shm-size`.
+fn parse_binary_size(s: &str) -> Option<u64> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mult) = match t.chars().last()? {
+        'k' => (&t[..t.len() - 1], 1u64 << 10),
+        'm' => (&t[..t.len() - 1], 1 << 20),
+        'g' => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()?
+        .checked_mul(mult)
+        .filter(|n| *n > 0)
 }
 
 /// The context directory and the Dockerfile (name for messages, contents).
