@@ -791,3 +791,65 @@ fn add_host_and_shm_size_reach_run_steps() {
     let bad = env.build(&ctx, &["--shm-size", "lots"]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[test]
+fn progress_rawjson_is_buildkit_shaped_and_tty_draws_a_live_view() {
+    let Some(env) = Env::new("progress_rawjson_is_buildkit_shaped_and_tty_draws_a_live_view")
+    else {
+        return;
+    };
+    let ctx = env.context(
+        "progress",
+        &[(
+            "Dockerfile",
+            "FROM strata-test/busybox:latest\nRUN echo hello-progress\n",
+        )],
+    );
+    ok(&env.build(&ctx, &[]));
+    let out = env.strata(&["build", "--progress", "rawjson", ctx.to_str().unwrap()]);
+    let err = ok(&out);
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let cached_run = lines.iter().any(|v| {
+        v["vertexes"][0]["name"]
+            .as_str()
+            .is_some_and(|n| n.ends_with("RUN echo hello-progress"))
+            && v["vertexes"][0]["cached"] == true
+    });
+    assert!(cached_run, "{err}");
+    // Uncached: the step's output is a base64 log of its vertex.
+    let out = env.strata(&[
+        "build",
+        "--progress",
+        "rawjson",
+        "--no-cache",
+        ctx.to_str().unwrap(),
+    ]);
+    let err = ok(&out);
+    assert!(err.contains("\"logs\""), "{err}");
+    assert!(
+        err.contains("aGVsbG8tcHJvZ3Jlc3MK"),
+        "base64 of hello-progress\\n: {err}"
+    ); // "hello-progress\n"
+    let bad = env.strata(&["build", "--progress", "fancy", ctx.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(2));
+    // tty needs a terminal: run under script(1), which gives one.
+    let cmd = format!(
+        "STRATA_ROOT={} {} build --progress tty --no-cache {}",
+        env.root.display(),
+        strata().display(),
+        ctx.display()
+    );
+    let tty = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output();
+    let Ok(tty) = tty else {
+        strata_testutil::skip("progress tty", "script(1) is not installed");
+        return;
+    };
+    assert!(tty.status.success());
+    let screen = String::from_utf8_lossy(&tty.stdout);
+    assert!(screen.contains("RUN echo hello-progress DONE"), "{screen}");
+}

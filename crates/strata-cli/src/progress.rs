@@ -77,3 +77,192 @@ impl Plain {
         }
     }
 }
+
+/// `--progress rawjson`: one JSON object per event on stderr, in the shape
+/// of BuildKit's `SolveStatus` (`vertexes` with `digest`, `name`, `started`,
+/// `completed`, `cached`, `error`; `logs` with `vertex`, `stream`, base64
+/// `data`, `timestamp`), so tools that read buildx's rawjson can read ours.
+pub struct RawJson {
+    names: std::collections::HashMap<usize, (String, String)>,
+    last: usize,
+}
+
+impl RawJson {
+    pub fn new() -> Self {
+        Self {
+            names: std::collections::HashMap::new(),
+            last: 0,
+        }
+    }
+
+    fn digest(n: usize) -> String {
+        strata_oci::Digest::of(format!("strata-step-{n}").as_bytes()).to_string()
+    }
+
+    fn now() -> String {
+        jiff::Timestamp::now().to_string()
+    }
+
+    fn vertex(&self, n: usize, extra: serde_json::Value) -> serde_json::Value {
+        let (name, started) = self.names.get(&n).cloned().unwrap_or_default();
+        let mut v =
+            serde_json::json!({"digest": Self::digest(n), "name": name, "started": started});
+        if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
+            o.extend(e);
+        }
+        serde_json::json!({"vertexes": [v]})
+    }
+
+    pub fn event(&mut self, e: Event) {
+        use base64::Engine;
+        let line = match e {
+            Event::Step { n, name } => {
+                self.last = self.last.max(n);
+                self.names.insert(n, (name, Self::now()));
+                self.vertex(n, serde_json::json!({}))
+            }
+            Event::Output { n, data } => serde_json::json!({"logs": [{
+                "vertex": Self::digest(n),
+                "stream": 1,
+                "data": base64::engine::general_purpose::STANDARD.encode(&data),
+                "timestamp": Self::now(),
+            }]}),
+            Event::Cached { n } => self.vertex(
+                n,
+                serde_json::json!({"cached": true, "completed": Self::now()}),
+            ),
+            Event::Done { n, .. } => self.vertex(n, serde_json::json!({"completed": Self::now()})),
+            Event::Error { n, message } => self.vertex(
+                n,
+                serde_json::json!({"completed": Self::now(), "error": message}),
+            ),
+        };
+        eprintln!("{line}");
+    }
+}
+
+/// `--progress tty`: a live view, one line per running step with its elapsed
+/// time and the last line of its output; finished steps are printed above
+/// it as plain lines (`#5 DONE 0.3s`, `#5 CACHED`).
+pub struct Tty {
+    multi: indicatif::MultiProgress,
+    bars: std::collections::HashMap<usize, (indicatif::ProgressBar, String)>,
+    last: usize,
+}
+
+impl Tty {
+    pub fn new() -> Self {
+        Self {
+            multi: indicatif::MultiProgress::with_draw_target(
+                indicatif::ProgressDrawTarget::stderr(),
+            ),
+            bars: std::collections::HashMap::new(),
+            last: 0,
+        }
+    }
+
+    fn finish(&mut self, n: usize, status: &str) {
+        if let Some((bar, name)) = self.bars.remove(&n) {
+            bar.finish_and_clear();
+            let _ = self.multi.println(format!("#{n} {name} {status}"));
+        }
+    }
+
+    pub fn event(&mut self, e: Event) {
+        match e {
+            Event::Step { n, name } => {
+                self.last = self.last.max(n);
+                let bar = self.multi.add(indicatif::ProgressBar::new_spinner());
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} #{prefix} {elapsed:>4} {wide_msg}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                );
+                bar.set_prefix(n.to_string());
+                bar.set_message(name.clone());
+                bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                self.bars.insert(n, (bar, name));
+            }
+            Event::Output { n, data } => {
+                if let Some((bar, name)) = self.bars.get(&n) {
+                    let text = String::from_utf8_lossy(&data);
+                    if let Some(tail) = text.lines().rfind(|l| !l.trim().is_empty()) {
+                        bar.set_message(format!("{name} | {}", tail.trim()));
+                    }
+                }
+            }
+            Event::Cached { n } => self.finish(n, "CACHED"),
+            Event::Done { n, seconds } => self.finish(n, &format!("DONE {seconds:.1}s")),
+            Event::Error { n, message } => {
+                let first = message.lines().next().unwrap_or("").to_owned();
+                self.finish(n, &format!("ERROR: {first}"));
+            }
+        }
+    }
+}
+
+/// The renderer `--progress` picked.
+pub enum Progress {
+    Plain(Plain),
+    Tty(Tty),
+    RawJson(RawJson),
+}
+
+impl Progress {
+    /// `auto` is `tty` when stderr is a terminal, else `plain`.
+    pub fn new(mode: &str, quiet: bool) -> Result<Self, String> {
+        use std::io::IsTerminal;
+        Ok(match mode {
+            _ if quiet => Progress::Plain(Plain::new(true)),
+            "quiet" => Progress::Plain(Plain::new(true)),
+            "plain" => Progress::Plain(Plain::new(false)),
+            "rawjson" => Progress::RawJson(RawJson::new()),
+            "tty" => Progress::Tty(Tty::new()),
+            "auto" if std::io::stderr().is_terminal() => Progress::Tty(Tty::new()),
+            "auto" => Progress::Plain(Plain::new(false)),
+            other => {
+                return Err(format!(
+                    "--progress {other}: expected auto, plain, tty, quiet or rawjson"
+                ));
+            }
+        })
+    }
+
+    pub fn event(&mut self, e: Event) {
+        match self {
+            Progress::Plain(p) => p.event(e),
+            Progress::Tty(t) => t.event(e),
+            Progress::RawJson(r) => r.event(e),
+        }
+    }
+
+    /// Step numbers for the summary lines that follow the build.
+    pub fn next(&mut self) -> usize {
+        match self {
+            Progress::Plain(p) => p.next(),
+            Progress::Tty(t) => {
+                t.last += 1;
+                t.last
+            }
+            Progress::RawJson(r) => {
+                r.last += 1;
+                r.last
+            }
+        }
+    }
+
+    pub fn current(&self) -> usize {
+        match self {
+            Progress::Plain(p) => p.current(),
+            Progress::Tty(t) => t.last,
+            Progress::RawJson(r) => r.last,
+        }
+    }
+
+    /// Whether the human summary belongs on stderr (not for rawjson, whose
+    /// readers expect only JSON lines).
+    pub fn wants_summary(&self) -> bool {
+        !matches!(self, Progress::RawJson(_))
+    }
+}

@@ -286,7 +286,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let store = strata_store::Store::open(&strata_store::Store::default_root())
         .context("opening the store")?;
     let quiet = args.quiet || args.progress == "quiet";
-    let mut progress = crate::progress::Plain::new(quiet);
+    let mut progress = crate::progress::Progress::new(&args.progress, quiet).map_err(UsageError)?;
     let result = strata_build::build(&store, &opts, &mut |e: Event| progress.event(e));
     let result = match result {
         Ok(r) => r,
@@ -346,7 +346,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     if args.quiet {
         let mut o = std::io::stdout().lock();
         writeln!(o, "{}", result.image_id)?;
-    } else if !stdout_used {
+    } else if !stdout_used && progress.wants_summary() {
         #[expect(clippy::print_stderr, reason = "the build summary is progress output")]
         {
             eprintln!(
