@@ -853,3 +853,63 @@ fn progress_rawjson_is_buildkit_shaped_and_tty_draws_a_live_view() {
     let screen = String::from_utf8_lossy(&tty.stdout);
     assert!(screen.contains("RUN echo hello-progress DONE"), "{screen}");
 }
+
+#[test]
+fn copy_exclude_parents_and_symbolic_chmod() {
+    let Some(env) = Env::new("copy_exclude_parents_and_symbolic_chmod") else {
+        return;
+    };
+    let ctx = env.context(
+        "copyflags",
+        &[
+            (
+                "Dockerfile",
+                "FROM strata-test/busybox:latest\n\
+                 COPY --exclude=*.log --exclude=skip src /ex/\n\
+                 COPY --parents src/a/one.txt src/b/*.txt /par/\n\
+                 COPY --parents src/./a/one.txt /pivot/\n\
+                 COPY --chmod=u=rwx,g=rX,o= src/a /sym/\n\
+                 COPY --chmod=640 src/a/one.txt /oct.txt\n",
+            ),
+            ("src/a/one.txt", "1"),
+            ("src/b/two.txt", "2"),
+            ("src/b/three.md", "3"),
+            ("src/debug.log", "log"),
+            ("src/skip/x", "x"),
+            ("src/keep/y", "y"),
+        ],
+    );
+    ok(&env.build(&ctx, &["-t", "copyflags:1"]));
+    let ls = |args: &str| {
+        let o = env.strata(&["run", "--rm", "copyflags:1", "sh", "-c", args]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(
+        ls("cd /ex && find . | sort"),
+        ".\n./a\n./a/one.txt\n./b\n./b/three.md\n./b/two.txt\n./keep\n./keep/y\n"
+    );
+    assert_eq!(
+        ls("cd /par && find . | sort"),
+        ".\n./src\n./src/a\n./src/a/one.txt\n./src/b\n./src/b/two.txt\n"
+    );
+    assert_eq!(ls("cd /pivot && find . | sort"), ".\n./a\n./a/one.txt\n");
+    // Clauses apply in order, as chmod(1) does: after u=rwx the file is
+    // executable by someone, so g=rX gives the group r-x.
+    assert_eq!(ls("stat -c %a /sym/one.txt"), "750\n");
+    assert_eq!(ls("stat -c %a /oct.txt"), "640\n");
+    // An excluded file changing does not invalidate the step.
+    std::fs::write(ctx.join("src/debug.log"), "more log").unwrap();
+    let again = stderr(&env.build(&ctx, &["-t", "copyflags:1"]));
+    assert!(again.contains("#2 CACHED"), "{again}");
+    let bad = env.context(
+        "badchmod",
+        &[(
+            "Dockerfile",
+            "FROM strata-test/busybox:latest\nCOPY --chmod=u+q Dockerfile /x\n",
+        )],
+    );
+    let out = env.build(&bad, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--chmod=u+q"), "{}", stderr(&out));
+}

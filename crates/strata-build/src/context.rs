@@ -13,7 +13,7 @@ use crate::{BuildError, Result};
 /// `.dockerignore` rules (moby/patternmatcher semantics): patterns are
 /// cleaned (leading `/` and `./` stripped), `!` re-includes, the last
 /// matching rule wins, and a rule matching a directory covers what is in it.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Ignore {
     rules: Vec<(GlobMatcher, bool)>,
 }
@@ -206,6 +206,7 @@ pub fn hash_tree(
     root: &Path,
     rel_base: &str,
     ignore: Option<&Ignore>,
+    exclude: Option<&Ignore>,
     cache: Option<&HashCache>,
     hasher: &mut blake3::Hasher,
 ) -> Result<()> {
@@ -230,6 +231,13 @@ pub fn hash_tree(
         if let Some(ig) = ignore
             && !ctx_rel.is_empty()
             && ig.excluded(&ctx_rel)
+        {
+            continue;
+        }
+        // COPY --exclude patterns are relative to the source itself.
+        if let Some(ex) = exclude
+            && !rel_str.is_empty()
+            && ex.excluded(&rel_str)
         {
             continue;
         }

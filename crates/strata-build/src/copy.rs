@@ -14,6 +14,8 @@ use crate::{BuildError, Result, Solver, State, context, io, key_of, other};
 struct Source {
     path: PathBuf,
     rel: String,
+    /// With `--parents`: the path kept under the destination.
+    keep: String,
 }
 
 impl Solver<'_> {
@@ -79,6 +81,29 @@ impl Solver<'_> {
             Some(f) => (self.rootfs_of(f, ins)?, false),
         };
 
+        // `--exclude=PATTERN` (repeatable), matched like .dockerignore lines
+        // against paths relative to the source root.
+        let excludes: Vec<String> = ins
+            .flag_all("exclude")
+            .into_iter()
+            .map(|v| strata_frontend::expand_word(v, &lookup, escape))
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.fail(ins, &e.to_string()))?;
+        // BuildKit matches them against paths inside each source (a
+        // directory's contents, or a file's name), as .dockerignore lines.
+        let exclude = if excludes.is_empty() {
+            None
+        } else {
+            Some(context::Ignore::parse(&excludes.join("\n"))?)
+        };
+        let ignore = if use_ignore { Some(&self.ignore) } else { None };
+        let parents = match ins.flag("parents") {
+            None | Some("false") => false,
+            Some("" | "true") => true,
+            Some(v) => {
+                return Err(self.fail(ins, &format!("--parents={v}: expected true or false")));
+            }
+        };
         let mut sources: Vec<Source> = Vec::new();
         for w in source_words {
             if let Some(name) = w.strip_prefix("<<") {
@@ -102,6 +127,7 @@ impl Solver<'_> {
                 sources.push(Source {
                     path: p,
                     rel: String::new(),
+                    keep: String::new(),
                 });
                 continue;
             }
@@ -113,7 +139,34 @@ impl Solver<'_> {
             let rel = crate::clean_abs(Path::new(&format!("/{w}")))
                 .trim_start_matches('/')
                 .to_owned();
-            let matched = self.select(&src_root, &rel, use_ignore)?;
+            let mut matched = self.select(&src_root, &rel, ignore)?;
+            if let Some(ex) = &exclude {
+                matched.retain(|m| {
+                    m.path.is_dir()
+                        || !m
+                            .path
+                            .file_name()
+                            .is_some_and(|n| ex.excluded(&n.to_string_lossy()))
+                });
+            }
+            // `--parents` keeps each source's path, from the `/./` pivot when
+            // the source names one (`src/./pkg/x` keeps `pkg/x`).
+            if parents {
+                let pivot = w
+                    .find("/./")
+                    .map(|i| crate::clean_abs(Path::new(&format!("/{}", &w[..i]))))
+                    .map(|p| p.trim_start_matches('/').to_owned());
+                for m in &mut matched {
+                    m.keep = match &pivot {
+                        Some(p) if !p.is_empty() => m
+                            .rel
+                            .strip_prefix(p.as_str())
+                            .map(|r| r.trim_start_matches('/').to_owned())
+                            .unwrap_or_else(|| m.rel.clone()),
+                        _ => m.rel.clone(),
+                    };
+                }
+            }
             if matched.is_empty() {
                 return Err(self.fail(
                     ins,
@@ -123,7 +176,7 @@ impl Solver<'_> {
             sources.extend(matched);
         }
         let many = sources.len() > 1;
-        if many && !dest_is_dir_syntax {
+        if (many || parents) && !dest_is_dir_syntax {
             return Err(self.fail(ins, &format!("When using {} with more than one source file, the destination must be a directory and end with a /", ins.keyword.to_uppercase())));
         }
 
@@ -137,19 +190,26 @@ impl Solver<'_> {
         let mut h = blake3::Hasher::new();
         for s in &sources {
             h.update(s.rel.as_bytes());
-            let (ignore, cache) = if use_ignore {
-                (Some(&self.ignore), Some(&self.hash_cache))
+            let cache = if use_ignore {
+                Some(&self.hash_cache)
             } else {
-                (None, None)
+                None
             };
-            context::hash_tree(&s.path, &s.rel, ignore, cache, &mut h)?;
+            let ex = if s.path.is_dir() {
+                exclude.as_ref()
+            } else {
+                None
+            };
+            context::hash_tree(&s.path, &s.rel, ignore, ex, cache, &mut h)?;
         }
         let flags = format!(
-            "{:?} {:?} {:?} {}",
+            "{:?} {:?} {:?} {} {:?} {}",
             chown,
             chmod,
             from,
-            ins.flag("link").is_some()
+            ins.flag("link").is_some(),
+            excludes,
+            parents
         );
         let link = ins.flag("link").is_some();
         let parent_key = if link {
@@ -184,12 +244,13 @@ impl Solver<'_> {
             Some(c) => self.resolve_chown(c, state, ins)?,
             None => (0, 0),
         };
-        let chmod_bits = match &chmod {
-            Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| {
-                self.fail(ins, &format!("--chmod={m}: only octal modes are supported"))
-            })?),
+        let chmod_mode = match &chmod {
+            Some(m) => {
+                Some(Chmod::parse(m).map_err(|e| self.fail(ins, &format!("--chmod={m}: {e}")))?)
+            }
             None => None,
         };
+        let chmod_bits = chmod_mode.as_ref();
         let layer_root = scratch.path().join("root");
         fs::create_dir_all(&layer_root).map_err(io("creating a layer dir"))?;
         let lowers = if link {
@@ -209,13 +270,37 @@ impl Solver<'_> {
         for s in &sources {
             let meta = fs::symlink_metadata(&s.path)
                 .map_err(io(format!("reading {}", s.path.display())))?;
+            if parents && !s.keep.is_empty() {
+                let target_rel = format!("{}/{}", dest_rel, s.keep)
+                    .trim_start_matches('/')
+                    .to_owned();
+                let parent_rel = Path::new(&target_rel)
+                    .parent()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                self.make_parents(&layer_root, &parent_rel, &lowers, true)?;
+                copy_tree(
+                    &s.path,
+                    &layer_root.join(&target_rel),
+                    &s.rel,
+                    ignore,
+                    exclude.as_ref(),
+                    "",
+                    owner,
+                    chmod_bits,
+                    false,
+                )?;
+                continue;
+            }
             if meta.is_dir() {
                 self.make_parents(&layer_root, &dest_rel, &lowers, true)?;
                 copy_tree(
                     &s.path,
                     &dest_path,
                     &s.rel,
-                    if use_ignore { Some(&self.ignore) } else { None },
+                    ignore,
+                    exclude.as_ref(),
+                    "",
                     owner,
                     chmod_bits,
                     true,
@@ -250,6 +335,8 @@ impl Solver<'_> {
                     &layer_root.join(&target_rel),
                     "",
                     None,
+                    None,
+                    "",
                     owner,
                     chmod_bits,
                     false,
@@ -269,8 +356,13 @@ impl Solver<'_> {
 
     /// Sources matching `rel` (which may hold `*`, `?`, `[...]` in its last
     /// component) under `root`, never escaping it.
-    fn select(&self, root: &Path, rel: &str, use_ignore: bool) -> Result<Vec<Source>> {
-        let excluded = |r: &str| use_ignore && !r.is_empty() && self.ignore.excluded(r);
+    fn select(
+        &self,
+        root: &Path,
+        rel: &str,
+        ignore: Option<&context::Ignore>,
+    ) -> Result<Vec<Source>> {
+        let excluded = |r: &str| !r.is_empty() && ignore.is_some_and(|i| i.excluded(r));
         let has_glob = rel.contains(['*', '?', '[']);
         if !has_glob {
             let p = strata_oci::path::secure_join(root, Path::new(rel))
@@ -281,6 +373,7 @@ impl Solver<'_> {
             return Ok(vec![Source {
                 path: p,
                 rel: rel.to_owned(),
+                keep: String::new(),
             }]);
         }
         let (dir, pat) = rel.rsplit_once('/').unwrap_or(("", rel));
@@ -311,6 +404,7 @@ impl Solver<'_> {
                 out.push(Source {
                     path: d.join(&n),
                     rel: r,
+                    keep: String::new(),
                 });
             }
         }
@@ -493,13 +587,19 @@ fn filetime_from(secs: i64) -> std::time::SystemTime {
 
 /// Copies `src` (file, symlink or directory) to `dst`. For a directory with
 /// `contents_only`, its contents go into `dst` (docker's rule for COPY dir).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one recursive walk; a struct would only rename them"
+)]
 fn copy_tree(
     src: &Path,
     dst: &Path,
     rel_base: &str,
     ignore: Option<&context::Ignore>,
+    exclude: Option<&context::Ignore>,
+    exclude_base: &str,
     owner: Option<(u32, u32)>,
-    chmod: Option<u32>,
+    chmod: Option<&Chmod>,
     contents_only: bool,
 ) -> Result<()> {
     let meta = fs::symlink_metadata(src).map_err(io(format!("reading {}", src.display())))?;
@@ -521,7 +621,14 @@ fn copy_tree(
             } else {
                 format!("{rel_base}/{}", name.to_string_lossy())
             };
-            if ignore.is_some_and(|ig| ig.excluded(&rel)) {
+            let local = if exclude_base.is_empty() {
+                name.to_string_lossy().into_owned()
+            } else {
+                format!("{exclude_base}/{}", name.to_string_lossy())
+            };
+            if ignore.is_some_and(|ig| ig.excluded(&rel))
+                || exclude.is_some_and(|ex| ex.excluded(&local))
+            {
                 continue;
             }
             copy_tree(
@@ -529,6 +636,8 @@ fn copy_tree(
                 &dst.join(&name),
                 &rel,
                 ignore,
+                exclude,
+                &local,
                 owner,
                 chmod,
                 false,
@@ -565,12 +674,136 @@ fn finish_meta(
     meta: &fs::Metadata,
     uid: u32,
     gid: u32,
-    chmod: Option<u32>,
+    chmod: Option<&Chmod>,
 ) -> Result<()> {
     std::os::unix::fs::lchown(dst, Some(uid), Some(gid))
         .map_err(io(format!("chown {}", dst.display())))?;
-    let mode = chmod.unwrap_or(meta.mode() & 0o7777);
+    let mode = match chmod {
+        Some(c) => c.apply(meta.mode() & 0o7777, meta.is_dir()),
+        None => meta.mode() & 0o7777,
+    };
     fs::set_permissions(dst, fs::Permissions::from_mode(mode))
         .map_err(io(format!("chmod {}", dst.display())))?;
     set_mtime(dst, meta.mtime())
+}
+
+/// `--chmod`: an octal mode, or symbolic clauses as chmod(1) writes them
+/// (`u+x`, `go-w`, `a=rX`, `u=rwx,g=rx,o=`), applied to each copied file's
+/// own mode (`X`: execute only for directories and already-executable files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Chmod {
+    Octal(u32),
+    Symbolic(Vec<(u32, char, u32, bool)>),
+}
+
+impl Chmod {
+    pub(crate) fn parse(s: &str) -> std::result::Result<Chmod, String> {
+        if !s.is_empty() && s.chars().all(|c| c.is_digit(8)) {
+            let m = u32::from_str_radix(s, 8).map_err(|e| e.to_string())?;
+            if m > 0o7777 {
+                return Err("mode out of range".into());
+            }
+            return Ok(Chmod::Octal(m));
+        }
+        let mut clauses = Vec::new();
+        for clause in s.split(',') {
+            let who_end = clause.find(['+', '-', '=']).ok_or_else(|| {
+                format!("{clause:?}: expected an octal mode or [ugoa][+-=][rwxXst]")
+            })?;
+            let mut who = 0u32;
+            for c in clause[..who_end].chars() {
+                who |= match c {
+                    'u' => 0o4700,
+                    'g' => 0o2070,
+                    'o' => 0o1007,
+                    'a' => 0o7777,
+                    _ => return Err(format!("{clause:?}: unknown who {c:?}")),
+                };
+            }
+            if who == 0 {
+                who = 0o7777;
+            }
+            // Several operators may follow one who: `u+x-w`.
+            let mut rest = &clause[who_end..];
+            while let Some(op) = rest.chars().next() {
+                let perms_end = rest[1..]
+                    .find(['+', '-', '='])
+                    .map_or(rest.len(), |i| i + 1);
+                let mut bits = 0u32;
+                let mut cond_x = false;
+                for c in rest[1..perms_end].chars() {
+                    bits |= match c {
+                        'r' => 0o444,
+                        'w' => 0o222,
+                        'x' => 0o111,
+                        'X' => {
+                            cond_x = true;
+                            0
+                        }
+                        's' => 0o6000,
+                        't' => 0o1000,
+                        _ => return Err(format!("{clause:?}: unknown permission {c:?}")),
+                    };
+                }
+                clauses.push((who, op, bits, cond_x));
+                rest = &rest[perms_end..];
+            }
+        }
+        Ok(Chmod::Symbolic(clauses))
+    }
+
+    pub(crate) fn apply(&self, mode: u32, is_dir: bool) -> u32 {
+        match self {
+            Chmod::Octal(m) => *m,
+            Chmod::Symbolic(clauses) => {
+                let mut m = mode & 0o7777;
+                for &(who, op, bits, cond_x) in clauses {
+                    let mut b = bits;
+                    if cond_x && (is_dir || m & 0o111 != 0) {
+                        b |= 0o111;
+                    }
+                    let b = b & who;
+                    m = match op {
+                        '+' => m | b,
+                        '-' => m & !b,
+                        // `=` clears what `who` covers (special bits too) first.
+                        _ => (m & !(who & 0o7777)) | b,
+                    };
+                }
+                m
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod chmod_tests {
+    use super::Chmod;
+
+    fn sym(s: &str, mode: u32, dir: bool) -> u32 {
+        Chmod::parse(s).unwrap().apply(mode, dir)
+    }
+
+    // Expected values are what chmod(1) gives for the same mode and clause.
+    #[test]
+    fn symbolic_modes_follow_chmod() {
+        assert_eq!(sym("u+x", 0o644, false), 0o744);
+        assert_eq!(sym("go-w", 0o666, false), 0o644);
+        assert_eq!(sym("a=rX", 0o640, false), 0o444);
+        assert_eq!(sym("a=rX", 0o750, false), 0o555);
+        assert_eq!(sym("a=rX", 0o700, true), 0o555);
+        assert_eq!(sym("u=rwx,g=rx,o=", 0o777, false), 0o750);
+        assert_eq!(sym("+x", 0o644, false), 0o755);
+        assert_eq!(sym("u+x-w", 0o644, false), 0o544);
+        assert_eq!(sym("u+s", 0o755, false), 0o4755);
+        assert_eq!(sym("o+t", 0o777, true), 0o1777);
+        assert_eq!(Chmod::parse("755").unwrap().apply(0o600, false), 0o755);
+    }
+
+    #[test]
+    fn bad_modes_are_refused() {
+        for bad in ["u+q", "z+x", "rwx", "", "99999"] {
+            assert!(Chmod::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 }

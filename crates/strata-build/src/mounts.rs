@@ -118,6 +118,7 @@ impl Solver<'_> {
                         &path,
                         source.trim_matches('/'),
                         ignore,
+                        None,
                         cache,
                         &mut h,
                     )?;
