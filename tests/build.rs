@@ -913,3 +913,56 @@ fn copy_exclude_parents_and_symbolic_chmod() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("--chmod=u+q"), "{}", stderr(&out));
 }
+
+#[test]
+fn exported_files_get_the_umask_mode_not_a_private_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(env) = Env::new("exported_files_get_the_umask_mode_not_a_private_one") else {
+        return;
+    };
+    let umask = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Umask:")
+                .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
+        })
+        .unwrap();
+    let want = 0o666 & !umask;
+    let ctx = env.context(
+        "modes",
+        &[("Dockerfile", "FROM strata-test/busybox:latest\nENV A=1\n")],
+    );
+    let out = env.dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let docker_tar = out.join("img.tar");
+    let oci_dir = out.join("layout");
+    let iid = out.join("iid");
+    ok(&env.build(
+        &ctx,
+        &[
+            "-o",
+            &format!("type=docker,dest={}", docker_tar.display()),
+            "-o",
+            &format!("type=oci,dest={},tar=false", oci_dir.display()),
+            "--iidfile",
+            iid.to_str().unwrap(),
+        ],
+    ));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&docker_tar), want, "{}", docker_tar.display());
+    assert_eq!(mode(&iid), want);
+    assert_eq!(mode(&oci_dir.join("index.json")), want);
+    for e in std::fs::read_dir(oci_dir.join("blobs/sha256")).unwrap() {
+        let p = e.unwrap().path();
+        assert_eq!(mode(&p), want, "{}", p.display());
+    }
+    let saved = out.join("saved.tar");
+    ok(&env.strata(&[
+        "save",
+        "-o",
+        saved.to_str().unwrap(),
+        "strata-test/busybox:latest",
+    ]));
+    assert_eq!(mode(&saved), want);
+}

@@ -161,8 +161,8 @@ fn write_to(dest: &Path, f: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result
         f(&mut out)?;
         return out.flush().map_err(io("writing to stdout"));
     }
-    let mut file =
-        strata_oci::AtomicFile::create(dest).map_err(io(format!("creating {}", dest.display())))?;
+    let mut file = strata_oci::AtomicFile::create_shared(dest)
+        .map_err(io(format!("creating {}", dest.display())))?;
     {
         let mut w = std::io::BufWriter::new(&mut file);
         f(&mut w)?;

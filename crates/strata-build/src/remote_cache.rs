@@ -375,7 +375,7 @@ pub fn export(
                 let dst = blobs.join(l.digest.hex());
                 if !dst.exists() {
                     let mut src = store.open_blob(&l.digest)?;
-                    let mut f = strata_oci::AtomicFile::create(&dst)
+                    let mut f = strata_oci::AtomicFile::create_shared(&dst)
                         .map_err(|e| other(format!("{}: {e}", dst.display())))?;
                     std::io::copy(&mut src, f.file())
                         .map_err(crate::io("writing the local cache"))?;
@@ -387,11 +387,14 @@ pub fn export(
                 (config_desc.digest, &config_bytes),
                 (digest, &manifest_bytes),
             ] {
-                strata_oci::atomic_write(blobs.join(d.hex()), b)
+                strata_oci::atomic_write_shared(blobs.join(d.hex()), b)
                     .map_err(|e| other(format!("writing the local cache: {e}")))?;
             }
-            strata_oci::atomic_write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
-                .map_err(|e| other(format!("writing the local cache: {e}")))?;
+            strata_oci::atomic_write_shared(
+                dir.join("oci-layout"),
+                br#"{"imageLayoutVersion":"1.0.0"}"#,
+            )
+            .map_err(|e| other(format!("writing the local cache: {e}")))?;
             let mut desc =
                 Descriptor::new(MEDIA_TYPE_OCI_MANIFEST, digest, manifest_bytes.len() as u64);
             desc.annotations.insert(
@@ -401,7 +404,7 @@ pub fn export(
             let index = strata_oci::image::Index::new(vec![desc]);
             // index.json last: a reader never sees a manifest whose blobs
             // are not all written.
-            strata_oci::atomic_write(dir.join("index.json"), &index.to_json())
+            strata_oci::atomic_write_shared(dir.join("index.json"), &index.to_json())
                 .map_err(|e| other(format!("writing the local cache: {e}")))?;
         }
     }

@@ -301,7 +301,7 @@ pub fn write_oci_dir(
     images: &[ArchiveImage],
 ) -> Result<(), ArchiveError> {
     let plan = plan(store, images, ArchiveFormat::Oci)?;
-    let target = BlobStore::open(dir.join("blobs"))?;
+    let target = BlobStore::open_shared(dir.join("blobs"))?;
     for d in &plan.blobs {
         if !target.contains(d) {
             let r = store.open_verified(d)?;
@@ -325,7 +325,7 @@ pub fn write_oci_dir(
         if let Some(parent) = p.parent() {
             fs_err::create_dir_all(parent).map_err(io_err("creating", parent))?;
         }
-        crate::atomic::atomic_write(&p, data).map_err(io_err("writing", &p))?;
+        crate::atomic::atomic_write_shared(&p, data).map_err(io_err("writing", &p))?;
     }
     Ok(())
 }

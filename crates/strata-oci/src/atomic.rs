@@ -29,6 +29,18 @@ impl AtomicFile {
         Ok(Self { tmp, target })
     }
 
+    /// Like [`AtomicFile::create`], for a file handed to users (an exported
+    /// archive, an iidfile): it gets the mode a plain `open(2)` would give,
+    /// 0666 minus the umask, instead of the temporary file's private 0600.
+    pub fn create_shared(target: impl Into<PathBuf>) -> io::Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        let f = Self::create(target)?;
+        f.tmp
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o666 & !umask()))?;
+        Ok(f)
+    }
+
     pub fn target(&self) -> &Path {
         &self.target
     }
@@ -74,6 +86,26 @@ pub fn atomic_write(target: impl Into<PathBuf>, data: &[u8]) -> io::Result<()> {
     let mut f = AtomicFile::create(target)?;
     f.write_all(data)?;
     f.commit()
+}
+
+/// Like [`atomic_write`], with [`AtomicFile::create_shared`]'s mode.
+pub fn atomic_write_shared(target: impl Into<PathBuf>, data: &[u8]) -> io::Result<()> {
+    let mut f = AtomicFile::create_shared(target)?;
+    f.write_all(data)?;
+    f.commit()
+}
+
+/// The process umask, read from /proc (setting it to read it back would race
+/// with other threads creating files); 022 if /proc does not say.
+pub fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
 }
 
 /// fsyncs a directory so that a rename inside it survives a crash.

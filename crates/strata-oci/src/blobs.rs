@@ -46,6 +46,9 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Blo
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     dir: PathBuf,
+    /// Blobs are handed to users (an exported OCI layout): written with the
+    /// umask's mode rather than privately.
+    shared: bool,
 }
 
 impl BlobStore {
@@ -54,7 +57,15 @@ impl BlobStore {
         let dir = dir.into();
         let sub = dir.join(Digest::ALGORITHM);
         fs_err::create_dir_all(&sub).map_err(io_err("creating blob directory", &sub))?;
-        Ok(Self { dir })
+        Ok(Self { dir, shared: false })
+    }
+
+    /// Like [`BlobStore::open`], for a layout handed to users: blobs get the
+    /// mode a plain `open(2)` would give (0666 minus the umask).
+    pub fn open_shared(dir: impl Into<PathBuf>) -> Result<Self, BlobError> {
+        let mut s = Self::open(dir)?;
+        s.shared = true;
+        Ok(s)
     }
 
     pub fn root(&self) -> &Path {
@@ -93,8 +104,12 @@ impl BlobStore {
         // The target name is unknown until commit; the temp file lives in the
         // same directory so the final rename is atomic.
         let placeholder = sub.join("incoming");
-        let file = AtomicFile::create(&placeholder)
-            .map_err(io_err("creating a temporary blob in", &sub))?;
+        let file = if self.shared {
+            AtomicFile::create_shared(&placeholder)
+        } else {
+            AtomicFile::create(&placeholder)
+        }
+        .map_err(io_err("creating a temporary blob in", &sub))?;
         Ok(BlobWriter {
             inner: DigestingWriter::new(file),
             store: self.clone(),

@@ -41,7 +41,7 @@ pub mod layer;
 pub mod path;
 pub mod reference;
 
-pub use atomic::{AtomicFile, atomic_write};
+pub use atomic::{AtomicFile, atomic_write, atomic_write_shared};
 pub use blobs::{BlobError, BlobStore, BlobWriter};
 pub use change::{Change, ChangeKind};
 pub use compress::Compression;

@@ -321,7 +321,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(p) = &args.iidfile {
-        strata_oci::atomic_write(p, result.image_id.to_string().as_bytes())
+        strata_oci::atomic_write_shared(p, result.image_id.to_string().as_bytes())
             .with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &args.metadata_file {
@@ -340,7 +340,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
                     .collect::<Vec<_>>()
             );
         }
-        strata_oci::atomic_write(p, serde_json::to_string_pretty(&meta)?.as_bytes())
+        strata_oci::atomic_write_shared(p, serde_json::to_string_pretty(&meta)?.as_bytes())
             .with_context(|| format!("writing {}", p.display()))?;
     }
     if args.quiet {

@@ -645,7 +645,7 @@ pub fn save(a: SaveArgs) -> anyhow::Result<ExitCode> {
     }
     match &a.output {
         Some(p) => {
-            let mut f = strata_oci::AtomicFile::create(p)
+            let mut f = strata_oci::AtomicFile::create_shared(p)
                 .with_context(|| format!("creating {}", p.display()))?;
             strata_store::save_archive(&store, &chosen, std::io::BufWriter::new(f.file()))?;
             f.commit()
