@@ -966,3 +966,172 @@ fn exported_files_get_the_umask_mode_not_a_private_one() {
     ]));
     assert_eq!(mode(&saved), want);
 }
+
+/// Every file of a tree as `path type mode uid gid size/target`, for comparing trees.
+fn tree_listing(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for e in walkdir::WalkDir::new(root).sort_by_file_name().min_depth(1) {
+        let e = e.unwrap();
+        let m = e.path().symlink_metadata().unwrap();
+        let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+        let what = if m.file_type().is_symlink() {
+            format!("-> {}", std::fs::read_link(e.path()).unwrap().display())
+        } else if m.is_file() {
+            format!("{} bytes", m.len())
+        } else {
+            "dir".into()
+        };
+        out.push(format!(
+            "{rel} {:o} {}:{} {what}",
+            m.mode() & 0o7777,
+            m.uid(),
+            m.gid()
+        ));
+    }
+    out
+}
+
+#[test]
+fn exports_recompress_layers_as_asked() {
+    let t = "exports_recompress_layers_as_asked";
+    let Some(env) = Env::new(t) else {
+        return;
+    };
+    let Some(host) = strata_testutil::docker_host(t) else {
+        return;
+    };
+    let ctx = env.context(
+        "zstd",
+        &[
+            ("Dockerfile", "FROM strata-test/busybox:latest\nRUN echo packed > /packed.txt\nCMD [\"cat\", \"/packed.txt\"]\n"),
+        ],
+    );
+    ok(&env.build(&ctx, &["-t", "zstd:1"]));
+    let out = env.dir.join("exports");
+    std::fs::create_dir_all(&out).unwrap();
+    let zstd_tar = out.join("img-zstd.tar");
+    let spec = format!(
+        "type=oci,dest={},compression=zstd,compression-level=9",
+        zstd_tar.display()
+    );
+    ok(&env.build(&ctx, &["-o", &spec]));
+    // Every layer is zstd now, and skopeo reads the archive.
+    let raw = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            &format!("oci-archive:{}", zstd_tar.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(raw.status.success(), "{}", stderr(&raw));
+    let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    assert!(!layers.is_empty());
+    for l in layers {
+        assert_eq!(
+            l["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd",
+            "{manifest}"
+        );
+    }
+    let copy_dir = out.join("skopeo-copy");
+    let copied = Command::new("skopeo")
+        .args([
+            "copy",
+            &format!("oci-archive:{}", zstd_tar.display()),
+            &format!("oci:{}:x", copy_dir.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(copied.status.success(), "{}", stderr(&copied));
+    // The tree inside equals -o type=local. Debian's umoci cannot read zstd
+    // layers, so skopeo (which can) re-encodes our zstd export as gzip first:
+    // that also shows skopeo decoding every zstd layer we wrote.
+    let local = out.join("local");
+    ok(&env.build(
+        &ctx,
+        &["-o", &format!("type=local,dest={}", local.display())],
+    ));
+    let gz_layout = out.join("gz-layout");
+    let converted = Command::new("skopeo")
+        .args([
+            "copy",
+            "--dest-compress",
+            "--dest-compress-format",
+            "gzip",
+            &format!("oci-archive:{}", zstd_tar.display()),
+            &format!("oci:{}:x", gz_layout.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(converted.status.success(), "{}", stderr(&converted));
+    let bundle = out.join("bundle");
+    let unpack = Command::new("umoci")
+        .args([
+            "unpack",
+            "--image",
+            &format!("{}:x", gz_layout.display()),
+            bundle.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(unpack.status.success(), "{}", stderr(&unpack));
+    assert_eq!(tree_listing(&bundle.join("rootfs")), tree_listing(&local));
+    // The same export twice gives the same bytes.
+    let again = out.join("img-zstd-2.tar");
+    ok(&env.build(
+        &ctx,
+        &[
+            "-o",
+            &format!(
+                "type=oci,dest={},compression=zstd,compression-level=9",
+                again.display()
+            ),
+        ],
+    ));
+    assert_eq!(
+        std::fs::read(&zstd_tar).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
+    // Uncompressed docker-archive: docker load takes it and the image runs.
+    let plain = out.join("img-plain.tar");
+    ok(&env.build(
+        &ctx,
+        &[
+            "-t",
+            "strata-e2e/plain:1",
+            "-o",
+            &format!(
+                "type=docker,dest={},compression=uncompressed",
+                plain.display()
+            ),
+        ],
+    ));
+    let docker = |args: &[&str]| {
+        Command::new("/usr/bin/docker")
+            .args(args)
+            .env("DOCKER_HOST", &host)
+            .output()
+            .unwrap()
+    };
+    let load = docker(&["load", "-i", plain.to_str().unwrap()]);
+    assert!(load.status.success(), "{}", stderr(&load));
+    let run = docker(&["run", "--rm", "--network", "none", "strata-e2e/plain:1"]);
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "packed\n",
+        "{}",
+        stderr(&run)
+    );
+    let _ = docker(&["rmi", "strata-e2e/plain:1"]);
+    // Bad values are refused before anything runs.
+    for bad in [
+        "type=oci,dest=x.tar,compression=lz4",
+        "type=oci,dest=x.tar,compression=gzip,compression-level=12",
+        "type=docker,dest=x.tar,compression=zstd",
+    ] {
+        let o = env.build(&ctx, &["-o", bad]);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
+    }
+}

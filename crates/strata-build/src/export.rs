@@ -28,6 +28,11 @@ pub struct Output {
     pub kind: OutputKind,
     /// `-` is stdout.
     pub dest: Option<PathBuf>,
+    /// `compression=` (and `compression-level=`): layers are re-encoded on
+    /// export when they are stored otherwise (or always, with `force`).
+    pub compression: Option<strata_oci::Compression>,
+    /// `force-compression=true`
+    pub force_compression: bool,
 }
 
 /// Parses `type=docker,dest=app.tar` (or the shorthand `PATH`, which means
@@ -38,17 +43,24 @@ pub fn parse_output(spec: &str) -> Result<Output> {
             Output {
                 kind: OutputKind::Tar,
                 dest: Some(PathBuf::from("-")),
+                compression: None,
+                force_compression: false,
             }
         } else {
             Output {
                 kind: OutputKind::Local,
                 dest: Some(PathBuf::from(spec)),
+                compression: None,
+                force_compression: false,
             }
         });
     }
     let mut kind = None;
     let mut dest = None;
     let mut tar = true;
+    let mut compression: Option<strata_oci::Compression> = None;
+    let mut level: Option<i64> = None;
+    let mut force_compression = false;
     for part in spec.split(',') {
         let (k, v) = part.split_once('=').ok_or_else(|| {
             other(format!(
@@ -59,16 +71,21 @@ pub fn parse_output(spec: &str) -> Result<Output> {
             "type" => kind = Some(v.to_owned()),
             "dest" => dest = Some(PathBuf::from(v)),
             "tar" => tar = v != "false",
-            // Layers are stored gzip-compressed and exported as stored;
-            // re-compressing on export is not implemented yet, so anything
-            // but gzip is refused rather than silently ignored.
-            "compression" if v == "gzip" => {}
             "compression" => {
-                return Err(other(format!(
-                    "--output compression={v}: only gzip is supported by this version of strata"
-                )));
+                compression = Some(
+                    v.parse()
+                        .map_err(|e| other(format!("--output {spec:?}: {e}")))?,
+                );
             }
-            "compression-level" | "name" | "oci-mediatypes" | "rewrite-timestamp" => {}
+            "compression-level" => {
+                level = Some(v.parse().map_err(|_| {
+                    other(format!(
+                        "--output {spec:?}: compression-level={v} is not a number"
+                    ))
+                })?);
+            }
+            "force-compression" => force_compression = v == "true",
+            "name" | "oci-mediatypes" | "rewrite-timestamp" => {}
             other_key => return Err(other(format!("--output: unknown attribute {other_key:?}"))),
         }
     }
@@ -90,7 +107,28 @@ pub fn parse_output(spec: &str) -> Result<Output> {
             "--output {spec:?}: dest= is required for this type"
         )));
     }
-    Ok(Output { kind, dest })
+    if let Some(l) = level {
+        let c = compression.unwrap_or_default();
+        compression = Some(
+            c.with_level(l)
+                .map_err(|e| other(format!("--output {spec:?}: {e}")))?,
+        );
+    }
+    if kind == OutputKind::Docker
+        && matches!(compression, Some(strata_oci::Compression::Zstd { .. }))
+    {
+        // docker-archive has no media types: `docker load` sniffs each
+        // layer, and dockerd before 23.0 cannot decompress zstd.
+        return Err(other(format!(
+            "--output {spec:?}: type=docker cannot carry zstd layers (docker load before Docker 23 cannot read them); use type=oci for zstd"
+        )));
+    }
+    Ok(Output {
+        kind,
+        dest,
+        compression,
+        force_compression,
+    })
 }
 
 pub(crate) fn export(
@@ -107,7 +145,28 @@ pub(crate) fn export(
             let blobs = strata_oci::blobs::BlobStore::open(store.root().join("blobs"))
                 .map_err(|e| other(e.to_string()))?;
             let raw = store.read_blob(&image.manifest)?;
-            let manifest = Manifest::from_json(&raw).map_err(|e| other(e.to_string()))?;
+            let mut manifest = Manifest::from_json(&raw).map_err(|e| other(e.to_string()))?;
+            // Re-encoded layers (and a link to the config) live in a scratch
+            // blob store that disappears after the export.
+            let scratch;
+            let blobs = match out.compression {
+                Some(c) => {
+                    let tmp_parent = store.root().join("tmp");
+                    fs_err::create_dir_all(&tmp_parent).map_err(|e| other(e.to_string()))?;
+                    scratch = tempfile::Builder::new()
+                        .prefix("export-")
+                        .tempdir_in(&tmp_parent)
+                        .map_err(io("creating a scratch dir"))?;
+                    recompress_layers(
+                        &blobs,
+                        scratch.path(),
+                        &mut manifest,
+                        c,
+                        out.force_compression,
+                    )?
+                }
+                None => blobs,
+            };
             let images = [ArchiveImage {
                 manifest,
                 names: tags.to_vec(),
@@ -152,6 +211,51 @@ pub(crate) fn export(
             copy_dir(tmp.path(), dest)
         }
     }
+}
+
+/// Gives `manifest` layers encoded as `to` (re-encoding those stored
+/// otherwise, or all with `force`), in a blob store under `dir` that also
+/// holds the config; returns that store.
+fn recompress_layers(
+    stored: &strata_oci::BlobStore,
+    dir: &Path,
+    manifest: &mut Manifest,
+    to: strata_oci::Compression,
+    force: bool,
+) -> Result<strata_oci::BlobStore> {
+    let out = strata_oci::BlobStore::open(dir.join("blobs")).map_err(|e| other(e.to_string()))?;
+    let link = |d: &strata_oci::Digest| -> Result<()> {
+        let dst = out.path(d);
+        if std::fs::hard_link(stored.path(d), &dst).is_err() {
+            std::fs::copy(stored.path(d), &dst).map_err(io(format!("copying blob {d}")))?;
+        }
+        Ok(())
+    };
+    link(&manifest.config.digest)?;
+    let docker = manifest.media_type == strata_oci::image::MEDIA_TYPE_DOCKER_MANIFEST;
+    for l in &mut manifest.layers {
+        let current = strata_oci::Compression::from_media_type(&l.media_type);
+        let same_codec = current.is_some_and(|c| c.name() == to.name());
+        if same_codec && !force {
+            link(&l.digest)?;
+            continue;
+        }
+        let src = stored
+            .open_verified(&l.digest)
+            .map_err(|e| other(e.to_string()))?;
+        let mut w = out.writer().map_err(|e| other(e.to_string()))?;
+        let (_, digest, size) = strata_oci::compress::recompress(src, to, 0, &mut w)
+            .map_err(io(format!("re-encoding layer {}", l.digest)))?;
+        w.commit(Some(digest)).map_err(|e| other(e.to_string()))?;
+        l.digest = digest;
+        l.size = size;
+        l.media_type = if docker {
+            to.docker_layer_media_type().to_owned()
+        } else {
+            to.oci_layer_media_type().to_owned()
+        };
+    }
+    Ok(out)
 }
 
 /// Writes to a file atomically, or to stdout for `-`.
