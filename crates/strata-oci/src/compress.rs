@@ -419,6 +419,23 @@ pub fn decompress<'a>(mut r: impl Read + 'a) -> io::Result<(Detected, Box<dyn Re
     Ok((kind, reader))
 }
 
+/// Re-encodes a layer blob (gzip, zstd or plain, detected) as `to`, in one
+/// pass: returns (diffID of the tar, digest and size of what was written).
+pub fn recompress(
+    input: impl Read,
+    to: Compression,
+    threads: usize,
+    out: impl Write,
+) -> io::Result<(crate::Digest, crate::Digest, u64)> {
+    let (_, r) = decompress(input)?;
+    let mut tar = crate::DigestingReader::new(r);
+    let mut enc = to.encoder(crate::DigestingWriter::new(out), threads)?;
+    io::copy(&mut tar, &mut enc)?;
+    let (_, diff_id, _) = tar.finish();
+    let (_, digest, size) = enc.finish()?.finish();
+    Ok((diff_id, digest, size))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -537,21 +554,4 @@ mod tests {
             Some(Compression::Zstd { level: 3 })
         );
     }
-}
-
-/// Re-encodes a layer blob (gzip, zstd or plain, detected) as `to`, in one
-/// pass: returns (diffID of the tar, digest and size of what was written).
-pub fn recompress(
-    input: impl Read,
-    to: Compression,
-    threads: usize,
-    out: impl Write,
-) -> io::Result<(crate::Digest, crate::Digest, u64)> {
-    let (_, r) = decompress(input)?;
-    let mut tar = crate::DigestingReader::new(r);
-    let mut enc = to.encoder(crate::DigestingWriter::new(out), threads)?;
-    io::copy(&mut tar, &mut enc)?;
-    let (_, diff_id, _) = tar.finish();
-    let (_, digest, size) = enc.finish()?.finish();
-    Ok((diff_id, digest, size))
 }
