@@ -1135,3 +1135,55 @@ fn exports_recompress_layers_as_asked() {
         assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
     }
 }
+
+#[test]
+fn platform_args_are_predefined_and_proxy_args_pass_through_unrecorded() {
+    let Some(env) = Env::new("platform_args_are_predefined_and_proxy_args_pass_through_unrecorded")
+    else {
+        return;
+    };
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let ctx = env.context(
+        "platform",
+        &[(
+            "Dockerfile",
+            "ARG TAG=latest\n\
+             FROM --platform=$BUILDPLATFORM strata-test/busybox:$TAG\n\
+             RUN echo \"undeclared=[$TARGETARCH]\" > /a\n\
+             ARG TARGETARCH\n\
+             ARG BUILDPLATFORM\n\
+             RUN echo \"declared=$TARGETARCH $BUILDPLATFORM\" > /b; env | grep -i _proxy | sort > /proxy; true\n",
+        )],
+    );
+    let proxy = "HTTP_PROXY=http://proxy.invalid:3128";
+    ok(&env.build(&ctx, &["-t", "plat:1", "--build-arg", proxy]));
+    let cat = |f: &str| {
+        let o = env.strata(&["run", "--rm", "plat:1", "cat", f]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // Not visible in a stage until it declares them.
+    assert_eq!(cat("/a"), "undeclared=[]\n");
+    assert_eq!(cat("/b"), format!("declared={arch} linux/{arch}\n"));
+    // The proxy reached RUN without an ARG line...
+    assert_eq!(cat("/proxy"), "HTTP_PROXY=http://proxy.invalid:3128\n");
+    // ...is not in the image's history or config...
+    let hist = env.strata(&["history", "--no-trunc", "plat:1"]);
+    assert!(!String::from_utf8_lossy(&hist.stdout).contains("proxy.invalid"));
+    let inspect = env.strata(&["inspect", "plat:1"]);
+    assert!(!String::from_utf8_lossy(&inspect.stdout).contains("proxy.invalid"));
+    // ...and not in the cache key: another proxy, same build.
+    let again = stderr(&env.build(
+        &ctx,
+        &[
+            "-t",
+            "plat:1",
+            "--build-arg",
+            "HTTP_PROXY=http://other.invalid:8080",
+        ],
+    ));
+    assert!(again.contains("steps run: 0"), "{again}");
+}

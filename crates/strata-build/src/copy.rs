@@ -426,8 +426,12 @@ impl Solver<'_> {
                 .ok()
                 .and_then(|i| done.get(&i))
                 .or_else(|| {
-                    let (_, stages) =
-                        strata_frontend::stages(&self.df, &self.opts.build_args).ok()?;
+                    let (_, stages) = strata_frontend::stages_for(
+                        &self.df,
+                        &self.opts.build_args,
+                        &self.platform_args(),
+                    )
+                    .ok()?;
                     let s = stages
                         .iter()
                         .find(|s| s.name.as_deref() == Some(lower.as_str()))?;

@@ -269,7 +269,9 @@ pub fn build(
 ) -> Result<BuildResult> {
     let df = strata_frontend::parse(&opts.dockerfile, &opts.dockerfile_name)
         .map_err(|d| BuildError::Dockerfile(Box::new(d)))?;
-    let (_globals, stages) = strata_frontend::stages(&df, &opts.build_args)
+    let predefined =
+        strata_frontend::Platforms::host(strata_oci::image::host_architecture()).args();
+    let (_globals, stages) = strata_frontend::stages_for(&df, &opts.build_args, &predefined)
         .map_err(|d| BuildError::Dockerfile(Box::new(d)))?;
     let target = match &opts.target {
         Some(t) => stages
@@ -589,6 +591,10 @@ impl Solver<'_> {
         }
     }
 
+    fn platform_args(&self) -> BTreeMap<String, String> {
+        strata_frontend::Platforms::host(strata_oci::image::host_architecture()).args()
+    }
+
     fn fail(&self, ins: &Instruction, msg: &str) -> BuildError {
         BuildError::Dockerfile(Box::new(self.df.error(ins, msg)))
     }
@@ -768,8 +774,14 @@ impl Solver<'_> {
     }
 
     /// Global ARG values (before the first FROM), with build-arg overrides.
+    /// The predefined platform ARGs (BUILDPLATFORM, TARGETARCH, ...) come
+    /// first: a stage that declares `ARG TARGETARCH` gets its value.
     fn global_args(&self) -> BTreeMap<String, Option<String>> {
-        let mut out = BTreeMap::new();
+        let mut out: BTreeMap<String, Option<String>> = self
+            .platform_args()
+            .into_iter()
+            .map(|(k, v)| (k, Some(v)))
+            .collect();
         for ins in self
             .df
             .instructions
@@ -1358,6 +1370,17 @@ impl Solver<'_> {
                 env.push(format!("{k}={v}"));
             }
         }
+        // Proxy settings given with --build-arg reach RUN without an ARG
+        // line, and stay out of the cache key (BuildKit's llb.WithProxy):
+        // the same build behind another proxy is the same build.
+        let mut run_env = env.clone();
+        for k in strata_frontend::PROXY_ARGS {
+            if let Some(v) = self.opts.build_args.get(*k)
+                && env_get(&run_env, k).is_none()
+            {
+                run_env.push(format!("{k}={v}"));
+            }
+        }
         let cwd = cfg
             .working_dir
             .clone()
@@ -1403,7 +1426,7 @@ impl Solver<'_> {
             lowers,
             scratch_dir: scratch.path().to_owned(),
             argv: argv.clone(),
-            env,
+            env: run_env,
             cwd,
             user,
             hostname: "buildkitsandbox".into(),

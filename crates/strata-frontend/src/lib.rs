@@ -67,15 +67,86 @@ pub struct Stage {
     pub instructions: Vec<Instruction>,
 }
 
+/// `os/arch[/variant]` of the build machine and of the image being built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platforms {
+    pub build: (String, String, String),
+    pub target: (String, String, String),
+}
+
+impl Platforms {
+    /// Build and target both the host: `linux/<arch>`, no variant (as
+    /// BuildKit reports an amd64 or arm64 host).
+    pub fn host(arch: &str) -> Self {
+        let p = ("linux".to_owned(), arch.to_owned(), String::new());
+        Self {
+            build: p.clone(),
+            target: p,
+        }
+    }
+
+    /// The predefined ARGs, as BuildKit defines them: in the global scope
+    /// (usable in FROM without a declaration), and inside a stage only once
+    /// that stage declares them with `ARG NAME`.
+    pub fn args(&self) -> std::collections::BTreeMap<String, String> {
+        let fmt = |(os, arch, var): &(String, String, String)| {
+            if var.is_empty() {
+                format!("{os}/{arch}")
+            } else {
+                format!("{os}/{arch}/{var}")
+            }
+        };
+        let mut m = std::collections::BTreeMap::new();
+        for (prefix, p) in [("BUILD", &self.build), ("TARGET", &self.target)] {
+            m.insert(format!("{prefix}PLATFORM"), fmt(p));
+            m.insert(format!("{prefix}OS"), p.0.clone());
+            m.insert(format!("{prefix}ARCH"), p.1.clone());
+            m.insert(format!("{prefix}VARIANT"), p.2.clone());
+        }
+        m
+    }
+}
+
+/// The ARGs BuildKit passes to RUN from `--build-arg` without a declaration,
+/// and never records in the image's history (`docker build` reference,
+/// "Predefined ARGs").
+pub const PROXY_ARGS: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
 /// Splits a parsed Dockerfile into the global ARGs (before the first FROM)
 /// and its stages. FROM's base is expanded with the global ARGs, overridden
-/// by `build_args`, as the reference does.
+/// by `build_args`, as the reference does. Without predefined platform ARGs;
+/// see [`stages_for`].
 pub fn stages(
     df: &Dockerfile,
     build_args: &std::collections::BTreeMap<String, String>,
 ) -> Result<(Vec<Instruction>, Vec<Stage>), Diagnostic> {
+    stages_for(df, build_args, &std::collections::BTreeMap::new())
+}
+
+/// Like [`stages`], with the predefined ARGs (`BUILDPLATFORM`,
+/// `TARGETARCH`, ...) given: they are in scope for FROM lines and for the
+/// `--platform` flag of FROM.
+pub fn stages_for(
+    df: &Dockerfile,
+    build_args: &std::collections::BTreeMap<String, String>,
+    predefined: &std::collections::BTreeMap<String, String>,
+) -> Result<(Vec<Instruction>, Vec<Stage>), Diagnostic> {
     let mut globals = Vec::new();
-    let mut global_env: Vec<(String, String)> = Vec::new();
+    let mut global_env: Vec<(String, String)> = predefined
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let mut stages: Vec<Stage> = Vec::new();
     for ins in &df.instructions {
         if ins.keyword == "from" {
@@ -109,7 +180,11 @@ pub fn stages(
             {
                 return Err(df.error(ins, &format!("duplicate stage name {n:?}")));
             }
-            let platform = ins.flag("platform").map(str::to_owned);
+            let platform = ins
+                .flag("platform")
+                .map(|p| expand_word(p, &lookup, df.escape))
+                .transpose()
+                .map_err(|e| df.error(ins, &e.to_string()))?;
             stages.push(Stage {
                 index: stages.len(),
                 name,
