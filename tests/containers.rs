@@ -164,3 +164,148 @@ fn diff_commit_and_run_the_committed_image() {
     assert_eq!(e.ok(&["rm", "work", "prep"]), "work\nprep\n");
     assert!(e.ok(&["check"]).contains(" 0 problem(s)"));
 }
+
+#[test]
+fn run_i_passes_stdin_and_volumes_write_through_to_the_host() {
+    let Some(e) = setup("run_i_passes_stdin_and_volumes_write_through_to_the_host") else {
+        return;
+    };
+    let exe =
+        std::env::var_os("STRATA_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_strata").into());
+    let mut child = Command::new(&exe)
+        .args([
+            "run",
+            "--rm",
+            "-i",
+            "bb:1",
+            "sh",
+            "-c",
+            "tr a-z A-Z; echo done",
+        ])
+        .env("STRATA_ROOT", &e.root)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"from the pipe\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "FROM THE PIPE\ndone\n"
+    );
+    // Without -i the container reads nothing (docker's default).
+    assert_eq!(
+        e.ok(&["run", "--rm", "bb:1", "sh", "-c", "cat; echo eof"]),
+        "eof\n"
+    );
+    // -v: writes reach the host; :ro refuses them; a missing host dir is made.
+    let vol = e.root.parent().unwrap().join("vol");
+    let spec = format!("{}:/data", vol.display());
+    e.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &spec,
+        "bb:1",
+        "sh",
+        "-c",
+        "echo kept > /data/out.txt",
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(vol.join("out.txt")).unwrap(),
+        "kept\n"
+    );
+    let ro = format!("{}:/data:ro", vol.display());
+    let o = e.run(&[
+        "run",
+        "--rm",
+        "-v",
+        &ro,
+        "bb:1",
+        "sh",
+        "-c",
+        "echo no > /data/x",
+    ]);
+    assert!(!o.status.success());
+    assert!(!vol.join("x").exists());
+    assert_eq!(
+        e.ok(&["run", "--rm", "-v", &ro, "bb:1", "cat", "/data/out.txt"]),
+        "kept\n"
+    );
+}
+
+#[test]
+fn diff_prints_what_docker_diff_prints_for_the_same_changes() {
+    let t = "diff_prints_what_docker_diff_prints_for_the_same_changes";
+    let Some(e) = setup(t) else {
+        return;
+    };
+    let Some(host) = strata_testutil::docker_host(t) else {
+        return;
+    };
+    // The same image in docker: saved from our store, loaded there.
+    let tar = e.root.parent().unwrap().join("bb.tar");
+    e.ok(&["save", "-o", tar.to_str().unwrap(), "bb:1"]);
+    let docker = |args: &[&str]| {
+        Command::new("/usr/bin/docker")
+            .args(args)
+            .env("DOCKER_HOST", &host)
+            .output()
+            .unwrap()
+    };
+    let load = docker(&["load", "-i", tar.to_str().unwrap()]);
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    // Adds, changes, deletes, a new directory tree, a replaced directory, a
+    // symlink and a mode change.
+    let script = "echo a > /etc/added && echo x >> /etc/passwd && rm /bin/vi && \
+                  mkdir -p /srv/new/deep && touch /srv/new/deep/f && rm -rf /home && \
+                  echo replaced > /home && ln -s /etc/added /root/link && chmod 600 /etc/group";
+    let name = format!("strata-diff-{}", std::process::id());
+    let run = docker(&[
+        "run",
+        "--name",
+        &name,
+        "--network",
+        "none",
+        "bb:1",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let theirs = docker(&["diff", &name]);
+    let _ = docker(&["rm", "-f", &name]);
+    let _ = docker(&["rmi", "bb:1"]);
+    e.ok(&[
+        "run",
+        "--name",
+        "ours",
+        "--network",
+        "none",
+        "bb:1",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let ours = e.ok(&["diff", "ours"]);
+    // docker diff's order is its own walk's; compare the sets of lines.
+    let set = |s: &str| {
+        let mut v: Vec<String> = s.lines().map(str::to_owned).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(set(&ours), set(&String::from_utf8_lossy(&theirs.stdout)));
+}

@@ -1439,6 +1439,7 @@ impl Solver<'_> {
             }),
             // The first failing stage kills the steps running in the others.
             cancel: Some(self.cancelled.clone()),
+            stdin: None,
         };
         let outcome = std::thread::scope(|s| {
             let h = s.spawn(move || strata_exec::run(spec));

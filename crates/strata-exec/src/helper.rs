@@ -83,7 +83,13 @@ pub(crate) struct HelperSpec {
     pub mode: Mode,
     /// Testing and diagnosis: skip overlayfs and use the copying fallback.
     pub force_copy: bool,
+    /// The step's stdin arrives as fd [`STDIN_FD`] (else it gets /dev/null).
+    #[serde(default)]
+    pub stdin_fd: bool,
 }
+
+/// The descriptor the parent places the step's stdin on, when it has one.
+pub(crate) const STDIN_FD: i32 = 3;
 
 /// What the helper leaves in `state/result.json`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -219,7 +225,7 @@ pub(crate) const PROVIDED_FILES: [&str; 3] = ["etc/hosts", "etc/resolv.conf", "e
 fn mount_is_file(m: &Mount) -> bool {
     match m {
         Mount::Secret { .. } | Mount::Ssh { .. } => true,
-        Mount::Bind { source, .. } => std::fs::metadata(source)
+        Mount::Bind { source, .. } | Mount::Volume { source, .. } => std::fs::metadata(source)
             .map(|m| !m.is_dir())
             .unwrap_or(false),
         Mount::Cache { .. } | Mount::Tmpfs { .. } => false,
@@ -595,6 +601,9 @@ fn setup_mounts(spec: &HelperSpec, root: &Path) -> Result<(), String> {
                     bind(source, &target, !*readwrite)?;
                 }
             }
+            Mount::Volume {
+                source, readonly, ..
+            } => bind(source, &target, *readonly)?,
             Mount::Tmpfs { size, .. } => {
                 let opts = size.map(|s| format!("size={s}"));
                 mount(
@@ -829,8 +838,18 @@ fn child(spec: &HelperSpec, merged: &Path) -> Result<std::convert::Infallible, S
     let argv0 = spec.argv.first().ok_or("empty command")?;
     let program = resolve_program(argv0, &path_var)?;
 
-    let devnull = std::fs::File::open("/dev/null").map_err(err("/dev/null"))?;
-    nix::unistd::dup2_stdin(&devnull).map_err(err("stdin"))?;
+    if spec.stdin_fd {
+        // SAFETY: dup2 and close on plain integers; fd STDIN_FD was placed
+        // by the parent for this process and nothing else here owns it.
+        if unsafe { libc::dup2(STDIN_FD, 0) } < 0 {
+            return Err(format!("stdin: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: as above; the step must not inherit a second copy.
+        unsafe { libc::close(STDIN_FD) };
+    } else {
+        let devnull = std::fs::File::open("/dev/null").map_err(err("/dev/null"))?;
+        nix::unistd::dup2_stdin(&devnull).map_err(err("stdin"))?;
+    }
 
     drop_capabilities()?;
     nix::sys::prctl::set_no_new_privs().map_err(err("no_new_privs"))?;

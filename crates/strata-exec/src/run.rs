@@ -80,6 +80,17 @@ fn kill_step(state: &Path, helper: &mut std::process::Child) -> Option<nix::unis
 
 /// The helper process for `task` with piped stdio.
 fn helper_command(mode: Mode, task: &str, path: Option<&Path>) -> Command {
+    helper_command_with_stdin(mode, task, path, None)
+}
+
+/// Like [`helper_command`], also handing `step_stdin` to the helper as fd
+/// [`helper::STDIN_FD`] (its own stdin carries the spec).
+fn helper_command_with_stdin(
+    mode: Mode,
+    task: &str,
+    path: Option<&Path>,
+    step_stdin: Option<std::os::fd::RawFd>,
+) -> Command {
     let mut cmd = Command::new(helper::helper_exe());
     cmd.arg(HELPER_ARG)
         .arg(if mode == Mode::Rootless {
@@ -102,7 +113,7 @@ fn helper_command(mode: Mode, task: &str, path: Option<&Path>) -> Command {
     // SAFETY: the closure runs between fork and exec and only calls prctl,
     // which is async-signal-safe; it allocates nothing and takes no locks.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             // The helper (and through its own PDEATHSIG, the step) dies with
             // the thread that started it, including when strata is killed.
             if libc::prctl(
@@ -114,6 +125,19 @@ fn helper_command(mode: Mode, task: &str, path: Option<&Path>) -> Command {
             ) != 0
             {
                 return Err(std::io::Error::last_os_error());
+            }
+            // dup2 and fcntl are async-signal-safe. The descriptor must end
+            // up as STDIN_FD without close-on-exec: dup2 gives that, except
+            // when it already is STDIN_FD (dup2 onto itself keeps the flag).
+            if let Some(fd) = step_stdin {
+                let ok = if fd == helper::STDIN_FD {
+                    libc::fcntl(fd, libc::F_SETFD, 0) >= 0
+                } else {
+                    libc::dup2(fd, helper::STDIN_FD) >= 0
+                };
+                if !ok {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         })
@@ -264,14 +288,23 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
         shm_size: spec.shm_size,
         mode,
         force_copy: opts.force_copy,
+        stdin_fd: spec.stdin.is_some(),
     };
     let input = serde_json::to_vec(&hspec).map_err(|e| ExecError::Invalid(e.to_string()))?;
 
-    let mut cmd = helper_command(mode, helper::TASK_STEP, None);
+    let step_stdin = spec.stdin.take();
+    let mut cmd = helper_command_with_stdin(
+        mode,
+        helper::TASK_STEP,
+        None,
+        step_stdin.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
+    );
     let mut child = cmd.spawn().map_err(|e| ExecError::Spawn {
         exe: helper::helper_exe(),
         source: e,
     })?;
+    // The helper has its copy; ours would keep the pipe open after it exits.
+    drop(step_stdin);
     let mut stdin = child.stdin.take();
     let mut stdout = child.stdout.take();
     let stderr = child.stderr.take();

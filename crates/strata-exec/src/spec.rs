@@ -68,6 +68,13 @@ pub enum Mount {
         source: PathBuf,
         readwrite: bool,
     },
+    /// A host directory or file bind-mounted as it is (`strata run -v`):
+    /// writes go to the host, unlike [`Mount::Bind`].
+    Volume {
+        target: String,
+        source: PathBuf,
+        readonly: bool,
+    },
     /// An empty tmpfs.
     Tmpfs { target: String, size: Option<u64> },
     /// A secret, placed as a file on a tmpfs: never on disk, never in a layer.
@@ -94,6 +101,7 @@ impl Mount {
         match self {
             Mount::Cache { target, .. }
             | Mount::Bind { target, .. }
+            | Mount::Volume { target, .. }
             | Mount::Tmpfs { target, .. }
             | Mount::Secret { target, .. }
             | Mount::Ssh { target, .. } => target,
@@ -132,6 +140,8 @@ pub struct RunSpec {
     /// When set to true (e.g. by a Ctrl-C handler), the step is killed and
     /// [`crate::run`] returns [`crate::ExecError::Cancelled`].
     pub cancel: Option<Arc<AtomicBool>>,
+    /// The step's standard input (`strata run -i`); `/dev/null` when `None`.
+    pub stdin: Option<std::os::fd::OwnedFd>,
 }
 
 impl std::fmt::Debug for RunSpec {

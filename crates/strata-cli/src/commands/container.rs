@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -40,10 +40,10 @@ pub struct RunArgs {
     /// Name of the container
     #[arg(long)]
     pub name: Option<String>,
-    /// Keep stdin open (stdin is passed through when it is not a terminal)
+    /// Keep stdin open: the container reads this process's standard input
     #[arg(short, long)]
     pub interactive: bool,
-    /// Allocate a terminal (accepted for compatibility; not supported)
+    /// Allocate a terminal (accepted for compatibility; no terminal is allocated)
     #[arg(short, long)]
     pub tty: bool,
     /// Image to run
@@ -177,10 +177,14 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             ))
             .into());
         }
-        mounts.push(strata_exec::Mount::Bind {
+        // Docker creates a missing host path as a directory.
+        if !Path::new(host).exists() {
+            std::fs::create_dir_all(host).with_context(|| format!("creating {host}"))?;
+        }
+        mounts.push(strata_exec::Mount::Volume {
             target: target.to_owned(),
             source: PathBuf::from(host),
-            readwrite: !ro,
+            readonly: ro,
         });
     }
     let id = new_id(&img.id);
@@ -240,6 +244,17 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             };
         }),
         cancel: None,
+        stdin: if a.interactive {
+            use std::os::fd::AsFd;
+            Some(
+                std::io::stdin()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .context("duplicating stdin")?,
+            )
+        } else {
+            None
+        },
     };
     let outcome = match strata_exec::run(spec) {
         Ok(o) => o,

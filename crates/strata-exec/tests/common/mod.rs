@@ -62,6 +62,7 @@ impl Fixture {
                 }
             }),
             cancel: None,
+            stdin: None,
         };
         (spec, out)
     }
