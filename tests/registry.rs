@@ -107,6 +107,18 @@ impl Env {
     }
 }
 
+/// Runs `cmd` with `input` on its stdin; returns its output.
+fn with_stdin(mut cmd: Command, input: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// A repository name no earlier run used (the registries outlive test runs).
 fn unique(name: &str) -> String {
     let nanos = std::time::SystemTime::now()
@@ -280,22 +292,21 @@ fn tls_registry_with_basic_auth_needs_its_ca_and_a_login() {
     assert!(err.contains("authentication required"), "{err}");
     assert!(err.contains(&format!("strata login {reg}")), "{err}");
     // A wrong password is refused and nothing is saved.
-    let mut c = a.cmd(&[
-        "login",
-        &reg,
-        "-u",
-        &user,
-        "--password-stdin",
-        "--registry-ca",
-        &ca,
-    ]);
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"wrong\n").unwrap();
-    let o = child.wait_with_output().unwrap();
+    let login = |password: &str| {
+        with_stdin(
+            a.cmd(&[
+                "login",
+                &reg,
+                "-u",
+                &user,
+                "--password-stdin",
+                "--registry-ca",
+                &ca,
+            ]),
+            format!("{password}\n").as_bytes(),
+        )
+    };
+    let o = login("wrong");
     assert!(!o.status.success());
     assert!(
         !a.docker_config.join("config.json").exists() || {
@@ -304,27 +315,7 @@ fn tls_registry_with_basic_auth_needs_its_ca_and_a_login() {
         }
     );
     // The right one is saved as docker login saves it.
-    let mut c = a.cmd(&[
-        "login",
-        &reg,
-        "-u",
-        &user,
-        "--password-stdin",
-        "--registry-ca",
-        &ca,
-    ]);
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{pass}\n").as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = login(&pass);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let cfg: Value = serde_json::from_str(
         &std::fs::read_to_string(a.docker_config.join("config.json")).unwrap(),
@@ -996,27 +987,18 @@ fn login_goes_through_a_credential_helper_when_one_is_configured() {
         c.envs(envs.iter().map(|(k, v)| (k, v)));
         c
     };
-    let mut login = with_env(&[
-        "login",
-        &reg,
-        "-u",
-        &user,
-        "--password-stdin",
-        "--registry-ca",
-        &ca,
-    ]);
-    let mut child = login
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(pass.as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = with_stdin(
+        with_env(&[
+            "login",
+            &reg,
+            "-u",
+            &user,
+            "--password-stdin",
+            "--registry-ca",
+            &ca,
+        ]),
+        pass.as_bytes(),
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // The secret went to the helper, not into config.json.
     let cfg = std::fs::read_to_string(a.docker_config.join("config.json")).unwrap();
