@@ -119,6 +119,18 @@ fn with_stdin(mut cmd: Command, input: &[u8]) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// A store holding the busybox fixture as `REG/<unique repo>:1`, pushed to
+/// the plain test registry: (store, registry, repository, reference).
+fn pushed_busybox(test: &str, prefix: &str) -> Option<(Env, String, String, String)> {
+    let reg = strata_testutil::registry(test)?;
+    let a = Env::new();
+    let repo = unique(prefix);
+    let name = format!("{reg}/{repo}:1");
+    busybox_image(&a, test, &name)?;
+    a.ok(&["push", "-q", &name]);
+    Some((a, reg, repo, name))
+}
+
 /// A repository name no earlier run used (the registries outlive test runs).
 fn unique(name: &str) -> String {
     let nanos = std::time::SystemTime::now()
@@ -470,17 +482,12 @@ fn multi_arch_index_resolves_to_the_asked_platform() {
 
 #[test]
 fn a_download_cut_mid_layer_resumes_with_a_range_request() {
-    let t = "a_download_cut_mid_layer_resumes_with_a_range_request";
-    let Some(reg) = strata_testutil::registry(t) else {
+    let Some((a, reg, repo, name)) = pushed_busybox(
+        "a_download_cut_mid_layer_resumes_with_a_range_request",
+        "resume",
+    ) else {
         return;
     };
-    let a = Env::new();
-    let repo = unique("resume");
-    let name = format!("{reg}/{repo}:1");
-    if busybox_image(&a, t, &name).is_none() {
-        return;
-    }
-    a.ok(&["push", "-q", &name]);
     let proxy = fault_proxy::start(&reg, fault_proxy::Fault::TruncateOnce);
     let via = format!("{}/{repo}:1", proxy.addr);
     let b = a.other_store("b");
@@ -506,17 +513,11 @@ fn a_download_cut_mid_layer_resumes_with_a_range_request() {
 
 #[test]
 fn a_corrupt_blob_is_refused_and_nothing_is_stored() {
-    let t = "a_corrupt_blob_is_refused_and_nothing_is_stored";
-    let Some(reg) = strata_testutil::registry(t) else {
+    let Some((a, reg, repo, name)) =
+        pushed_busybox("a_corrupt_blob_is_refused_and_nothing_is_stored", "corrupt")
+    else {
         return;
     };
-    let a = Env::new();
-    let repo = unique("corrupt");
-    let name = format!("{reg}/{repo}:1");
-    if busybox_image(&a, t, &name).is_none() {
-        return;
-    }
-    a.ok(&["push", "-q", &name]);
     let layer = a.inspect(&name)["RootFS"]["Layers"][0].clone();
     let proxy = fault_proxy::start(&reg, fault_proxy::Fault::Corrupt);
     let via = format!("{}/{repo}:1", proxy.addr);
@@ -547,17 +548,11 @@ fn a_corrupt_blob_is_refused_and_nothing_is_stored() {
 
 #[test]
 fn retries_503_and_speaks_bearer_token_auth() {
-    let t = "retries_503_and_speaks_bearer_token_auth";
-    let Some(reg) = strata_testutil::registry(t) else {
+    let Some((a, reg, repo, name)) =
+        pushed_busybox("retries_503_and_speaks_bearer_token_auth", "bearer")
+    else {
         return;
     };
-    let a = Env::new();
-    let repo = unique("bearer");
-    let name = format!("{reg}/{repo}:1");
-    if busybox_image(&a, t, &name).is_none() {
-        return;
-    }
-    a.ok(&["push", "-q", &name]);
     // 503 on the first manifest request: retried, not fatal.
     let flaky = fault_proxy::start(&reg, fault_proxy::Fault::Unavailable);
     let b = a.other_store("b");
@@ -851,17 +846,12 @@ fn layer_blobs(env: &Env, name: &str) -> Vec<String> {
 
 #[test]
 fn a_pull_killed_mid_layer_is_resumed_by_the_next_pull() {
-    let t = "a_pull_killed_mid_layer_is_resumed_by_the_next_pull";
-    let Some(reg) = strata_testutil::registry(t) else {
+    let Some((a, reg, repo, name)) = pushed_busybox(
+        "a_pull_killed_mid_layer_is_resumed_by_the_next_pull",
+        "resume-later",
+    ) else {
         return;
     };
-    let a = Env::new();
-    let repo = unique("resume-later");
-    let name = format!("{reg}/{repo}:1");
-    if busybox_image(&a, t, &name).is_none() {
-        return;
-    }
-    a.ok(&["push", "-q", &name]);
     // Every attempt is cut short: the pull gives up, keeping what it has.
     let cutting = fault_proxy::start(&reg, fault_proxy::Fault::TruncateAlways);
     let b = a.other_store("b");
