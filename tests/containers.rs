@@ -309,3 +309,41 @@ fn diff_prints_what_docker_diff_prints_for_the_same_changes() {
     };
     assert_eq!(set(&ours), set(&String::from_utf8_lossy(&theirs.stdout)));
 }
+
+#[test]
+fn steps_run_under_dockers_default_seccomp_restrictions() {
+    let Some(e) = setup("steps_run_under_dockers_default_seccomp_restrictions") else {
+        return;
+    };
+    // A new user namespace needs no capability, so only seccomp stops it.
+    let o = e.run(&["run", "--rm", "bb:1", "unshare", "-U", "true"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Operation not permitted"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Ordinary work, forks and pipes included, is unaffected.
+    assert_eq!(
+        e.ok(&[
+            "run",
+            "--rm",
+            "bb:1",
+            "sh",
+            "-c",
+            "(echo a; echo b) | sort -r | head -1"
+        ]),
+        "b\n"
+    );
+    // Docker's opt-out turns the filter off.
+    e.ok(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "seccomp=unconfined",
+        "bb:1",
+        "unshare",
+        "-U",
+        "true",
+    ]);
+}

@@ -1440,6 +1440,7 @@ impl Solver<'_> {
             // The first failing stage kills the steps running in the others.
             cancel: Some(self.cancelled.clone()),
             stdin: None,
+            seccomp: true,
         };
         let outcome = std::thread::scope(|s| {
             let h = s.spawn(move || strata_exec::run(spec));

@@ -86,6 +86,8 @@ pub(crate) struct HelperSpec {
     /// The step's stdin arrives as fd [`STDIN_FD`] (else it gets /dev/null).
     #[serde(default)]
     pub stdin_fd: bool,
+    /// Run under the default seccomp filter (`crate::seccomp`).
+    pub seccomp: bool,
 }
 
 /// The descriptor the parent places the step's stdin on, when it has one.
@@ -862,6 +864,10 @@ fn child(spec: &HelperSpec, merged: &Path) -> Result<std::convert::Infallible, S
     }
     nix::unistd::setgid(Gid::from_raw(id.gid)).map_err(err(format!("setgid {}", id.gid)))?;
     nix::unistd::setuid(Uid::from_raw(id.uid)).map_err(err(format!("setuid {}", id.uid)))?;
+    // Last, so that our own setup above is not filtered.
+    if spec.seccomp {
+        crate::seccomp::install(&crate::seccomp::default_filters()?)?;
+    }
 
     let args: Vec<CString> = spec
         .argv

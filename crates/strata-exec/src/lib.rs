@@ -16,6 +16,7 @@ mod diff;
 mod helper;
 pub mod idmap;
 mod run;
+mod seccomp;
 pub mod snapshot;
 pub mod spec;
 mod unpack;

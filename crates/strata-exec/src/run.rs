@@ -289,6 +289,7 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
         mode,
         force_copy: opts.force_copy,
         stdin_fd: spec.stdin.is_some(),
+        seccomp: spec.seccomp,
     };
     let input = serde_json::to_vec(&hspec).map_err(|e| ExecError::Invalid(e.to_string()))?;
 

@@ -142,6 +142,9 @@ pub struct RunSpec {
     pub cancel: Option<Arc<AtomicBool>>,
     /// The step's standard input (`strata run -i`); `/dev/null` when `None`.
     pub stdin: Option<std::os::fd::OwnedFd>,
+    /// Docker's default seccomp restrictions (see `seccomp.rs`); off only for
+    /// `--security-opt seccomp=unconfined`.
+    pub seccomp: bool,
 }
 
 impl std::fmt::Debug for RunSpec {

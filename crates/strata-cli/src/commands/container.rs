@@ -43,6 +43,9 @@ pub struct RunArgs {
     /// Keep stdin open: the container reads this process's standard input
     #[arg(short, long)]
     pub interactive: bool,
+    /// Security options: `seccomp=unconfined` turns off the default seccomp filter
+    #[arg(long = "security-opt")]
+    pub security_opt: Vec<String>,
     /// Allocate a terminal (accepted for compatibility; no terminal is allocated)
     #[arg(short, long)]
     pub tty: bool,
@@ -244,6 +247,10 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             };
         }),
         cancel: None,
+        seccomp: !a
+            .security_opt
+            .iter()
+            .any(|o| o == "seccomp=unconfined" || o == "seccomp:unconfined"),
         stdin: if a.interactive {
             use std::os::fd::AsFd;
             Some(

@@ -63,6 +63,7 @@ impl Fixture {
             }),
             cancel: None,
             stdin: None,
+            seccomp: true,
         };
         (spec, out)
     }
