@@ -1187,3 +1187,82 @@ fn platform_args_are_predefined_and_proxy_args_pass_through_unrecorded() {
     ));
     assert!(again.contains("steps run: 0"), "{again}");
 }
+
+#[test]
+fn rootless_builds_record_the_owners_the_image_sees() {
+    let t = "rootless_builds_record_the_owners_the_image_sees";
+    if !strata_testutil::require_root(t) {
+        return;
+    }
+    let (Some(user), Some(bb)) = (
+        strata_testutil::test_user(t),
+        strata_testutil::busybox_tar(t),
+    ) else {
+        return;
+    };
+    // A work dir the unprivileged user owns.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("rootless");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&bb, dir.join("busybox.tar")).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM bb:1\nRUN mkdir /data && echo x > /data/root-owned && touch /data/f && chown 1234:2345 /data/f\n",
+    )
+    .unwrap();
+    let chown = Command::new("chown")
+        .args(["-R", &user, dir.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let script = format!(
+        "set -e; export STRATA_ROOT={d}/store; cd {d}; {s} import busybox.tar bb:1 >/dev/null; \
+         {s} build -q -t rl:1 . >/dev/null; {s} save -o {d}/img.tar rl:1",
+        d = dir.display(),
+        s = strata().display()
+    );
+    let o = Command::new("su")
+        .args([&user, "-s", "/bin/sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The build's own layer, read straight from the saved archive.
+    let mut ar = tar::Archive::new(std::fs::File::open(dir.join("img.tar")).unwrap());
+    let mut layers: Vec<Vec<u8>> = Vec::new();
+    let mut manifest = Vec::new();
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().display().to_string();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        if path == "manifest.json" {
+            manifest = data;
+        } else {
+            layers.push(data);
+        }
+    }
+    assert!(!manifest.is_empty());
+    let mut owners = std::collections::BTreeMap::new();
+    for data in layers {
+        let gz = flate2::read::GzDecoder::new(&data[..]);
+        let mut inner = tar::Archive::new(gz);
+        let Ok(entries) = inner.entries() else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path().unwrap().display().to_string();
+            if p.starts_with("data") {
+                owners.insert(p, (e.header().uid().unwrap(), e.header().gid().unwrap()));
+            }
+        }
+    }
+    // Root in the step is root in the image, not the user who ran strata;
+    // chown'd files keep the IDs given, not host sub-IDs.
+    assert_eq!(owners.get("data/root-owned"), Some(&(0, 0)), "{owners:?}");
+    assert_eq!(owners.get("data/f"), Some(&(1234, 2345)), "{owners:?}");
+}

@@ -74,6 +74,7 @@ fn measure(out: &mut dyn Write, dir: &Path, size: u64) -> Result<()> {
             compression,
             epoch: Some(0),
             threads: 0,
+            owners: None,
         };
         let t = Instant::now();
         let info = write_layer(dir, &changes, &lo, std::io::sink())?;

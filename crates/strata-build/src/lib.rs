@@ -1302,6 +1302,9 @@ impl Solver<'_> {
             compression: Compression::default(),
             epoch: Some(self.epoch),
             threads: 0,
+            // Rootless, RUN leaves files owned by host sub-IDs; the layer
+            // records the IDs the image sees.
+            owners: strata_exec::idmap::IdMapping::current().owner_map(),
         };
         let info = strata_oci::layer::write_layer(root, changes, &opts, &mut file)
             .map_err(|e| other(format!("writing a layer: {e}")))?;

@@ -94,6 +94,21 @@ impl IdMapping {
         }
     }
 
+    /// The same mapping for the layer writer; `None` when it is the identity
+    /// (rootful).
+    pub fn owner_map(&self) -> Option<strata_oci::layer::OwnerMap> {
+        if self.identity {
+            return None;
+        }
+        let ranges = |own: u32, r: Option<SubRange>| {
+            [(own, 0, 1), r.map_or((0, 0, 0), |r| (r.start, 1, r.count))]
+        };
+        Some(strata_oci::layer::OwnerMap {
+            uids: ranges(self.uid, self.ranges.map(|r| r.0)),
+            gids: ranges(self.gid, self.ranges.map(|r| r.1)),
+        })
+    }
+
     /// The uid the image sees for a file owned by `host` on disk.
     pub fn container_uid(&self, host: u32) -> u32 {
         if self.identity {

@@ -52,6 +52,37 @@ pub struct LayerOptions {
     pub epoch: Option<i64>,
     /// Compression threads; 0 = all cores. Never changes the output.
     pub threads: usize,
+    /// How owners on disk become owners in the layer (rootless builds write
+    /// files as host sub-IDs); `None` records them as they are.
+    pub owners: Option<OwnerMap>,
+}
+
+/// Owners on disk → owners recorded: each range maps `count` IDs from
+/// `host` onward to `container` onward; an ID in no range is recorded as
+/// 65534, the kernel's overflow ID (what the image would see for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OwnerMap {
+    /// (host start, container start, count), for uids.
+    pub uids: [(u32, u32, u32); 2],
+    /// The same for gids.
+    pub gids: [(u32, u32, u32); 2],
+}
+
+impl OwnerMap {
+    fn map(ranges: &[(u32, u32, u32); 2], host: u32) -> u32 {
+        ranges
+            .iter()
+            .find(|(h, _, n)| host >= *h && host - h < *n)
+            .map_or(65534, |(h, c, _)| c + (host - h))
+    }
+
+    pub fn uid(&self, host: u32) -> u32 {
+        Self::map(&self.uids, host)
+    }
+
+    pub fn gid(&self, host: u32) -> u32 {
+        Self::map(&self.gids, host)
+    }
 }
 
 /// What was written.
@@ -87,6 +118,7 @@ pub fn write_layer(
     let mut tw = TarWriter {
         out: inner,
         epoch: opts.epoch,
+        owners: opts.owners,
         links: HashMap::new(),
     };
     for (path, kind) in &entries {
@@ -192,6 +224,7 @@ fn plan(root: &Path, changes: &[Change]) -> Result<BTreeMap<PathBuf, ChangeKind>
 struct TarWriter<W: Write> {
     out: W,
     epoch: Option<i64>,
+    owners: Option<OwnerMap>,
     /// (dev, ino) of multiply-linked files already written -> their path.
     links: HashMap<(u64, u64), PathBuf>,
 }
@@ -240,8 +273,8 @@ impl<W: Write> TarWriter<W> {
             link: String::new(),
             kind: tar::EntryType::Regular,
             mode: m.mode() & 0o7777,
-            uid: u64::from(m.uid()),
-            gid: u64::from(m.gid()),
+            uid: u64::from(self.owners.map_or(m.uid(), |o| o.uid(m.uid()))),
+            gid: u64::from(self.owners.map_or(m.gid(), |o| o.gid(m.gid()))),
             size: 0,
             mtime: self.clamp(m.mtime()),
             dev: (0, 0),
@@ -497,6 +530,7 @@ pub fn write_tree_tar(
         compression: Compression::Uncompressed,
         epoch,
         threads: 1,
+        owners: None,
     };
     write_layer(root, &changes, &opts, out)
 }
@@ -514,5 +548,26 @@ mod tests {
         assert!(!xattr_kept("user.overlay.opaque"));
         assert!(!xattr_kept("security.selinux"));
         assert!(!xattr_kept("system.posix_acl_access"));
+    }
+}
+
+#[cfg(test)]
+mod owner_map_tests {
+    use super::OwnerMap;
+
+    #[test]
+    fn host_ids_map_back_through_the_ranges() {
+        // Rootless as uid 1001 with subuids 100000..165535: 1001 is root,
+        // 100000 is 1, and anything else the kernel would show as nobody.
+        let m = OwnerMap {
+            uids: [(1001, 0, 1), (100000, 1, 65536)],
+            gids: [(1001, 0, 1), (100000, 1, 65536)],
+        };
+        assert_eq!(m.uid(1001), 0);
+        assert_eq!(m.uid(100000), 1);
+        assert_eq!(m.uid(101233), 1234);
+        assert_eq!(m.gid(165535), 65536);
+        assert_eq!(m.uid(0), 65534);
+        assert_eq!(m.uid(165536), 65534);
     }
 }

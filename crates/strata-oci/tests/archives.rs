@@ -54,6 +54,7 @@ fn build(store: &BlobStore, base_tar: &Path, compression: Compression) -> Built 
         compression,
         epoch: Some(EPOCH),
         threads: 0,
+        owners: None,
     };
     let mut cfg = ImageConfig::host();
     let created = rfc3339(EPOCH).unwrap();

@@ -199,11 +199,13 @@ fn reproducible_across_paths_mtimes_and_threads() {
             compression: c,
             epoch: Some(epoch),
             threads: 1,
+            owners: None,
         };
         let o4 = LayerOptions {
             compression: c,
             epoch: Some(epoch),
             threads: 4,
+            owners: None,
         };
         let (ia, ba) = layer(a.path(), &changes_for_tree(a.path()).unwrap(), &o1);
         let (ib, bb) = layer(b.path(), &changes_for_tree(b.path()).unwrap(), &o4);
