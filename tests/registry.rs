@@ -1020,4 +1020,63 @@ fn login_goes_through_a_credential_helper_when_one_is_configured() {
         .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("authentication required"));
+    // credHelpers names a helper for this registry alone; it wins over the
+    // (here absent) credsStore.
+    std::fs::write(
+        a.docker_config.join("config.json"),
+        json!({"credHelpers": {reg.clone(): "pass"}}).to_string(),
+    )
+    .unwrap();
+    let o = with_stdin(
+        with_env(&[
+            "login",
+            &reg,
+            "-u",
+            &user,
+            "--password-stdin",
+            "--registry-ca",
+            &ca,
+        ]),
+        pass.as_bytes(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = with_env(&["push", "-q", "--registry-ca", &ca, &name])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn a_ca_in_docker_certs_d_is_trusted_without_flags() {
+    let t = "a_ca_in_docker_certs_d_is_trusted_without_flags";
+    let (Some(reg), Some(ca), Some(user), Some(pass)) = (
+        strata_testutil::env_or_skip(t, "STRATA_TEST_REGISTRY_TLS"),
+        strata_testutil::env_or_skip(t, "STRATA_TEST_REGISTRY_CA"),
+        strata_testutil::env_or_skip(t, "STRATA_TEST_REGISTRY_USER"),
+        strata_testutil::env_or_skip(t, "STRATA_TEST_REGISTRY_PASSWORD"),
+    ) else {
+        return;
+    };
+    let a = Env::new();
+    let name = format!("{reg}/{}:1", unique("certsd"));
+    if busybox_image(&a, t, &name).is_none() {
+        return;
+    }
+    // ~/.docker/certs.d/HOST:PORT/ca.crt, as Docker reads it.
+    let home = a.work.join("home");
+    let certs = home.join(".docker/certs.d").join(&reg);
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(&ca, certs.join("ca.crt")).unwrap();
+    let with_home = |args: &[&str]| {
+        let mut c = a.cmd(args);
+        c.env("HOME", &home);
+        c
+    };
+    let o = with_stdin(
+        with_home(&["login", &reg, "-u", &user, "--password-stdin"]),
+        pass.as_bytes(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = with_home(&["push", "-q", &name]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }

@@ -327,6 +327,18 @@ mod tests {
         assert!(parse_output("type=nope,dest=x").is_err());
         assert!(parse_output("type=tar,dest=x,bogus=1").is_err());
         assert!(parse_output("type=oci,dest=x,compression=gzip").is_ok());
-        assert!(parse_output("type=oci,dest=x,compression=zstd").is_err());
+        let z = parse_output("type=oci,dest=x,compression=zstd,compression-level=19").unwrap();
+        assert_eq!(
+            z.compression,
+            Some(strata_oci::Compression::Zstd { level: 19 })
+        );
+        assert!(parse_output("type=oci,dest=x,compression=lz4").is_err());
+        assert!(parse_output("type=oci,dest=x,compression=zstd,compression-level=99").is_err());
+        assert!(parse_output("type=docker,dest=x,compression=zstd").is_err());
+        assert!(
+            parse_output("type=docker,dest=x,compression=uncompressed,force-compression=true")
+                .unwrap()
+                .force_compression
+        );
     }
 }
