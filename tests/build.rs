@@ -1266,3 +1266,42 @@ fn rootless_builds_record_the_owners_the_image_sees() {
     assert_eq!(owners.get("data/root-owned"), Some(&(0, 0)), "{owners:?}");
     assert_eq!(owners.get("data/f"), Some(&(1234, 2345)), "{owners:?}");
 }
+
+#[test]
+fn copy_link_layers_do_not_depend_on_the_parent() {
+    let Some(env) = Env::new("copy_link_layers_do_not_depend_on_the_parent") else {
+        return;
+    };
+    let files = |df: &'static str| -> Vec<(&'static str, &'static str)> {
+        vec![("Dockerfile", df), ("app/conf.txt", "linked\n")]
+    };
+    let a = env.context(
+        "link-a",
+        &files("FROM strata-test/busybox:latest\nCOPY --link app /opt/app\n"),
+    );
+    let b = env.context(
+        "link-b",
+        &files(
+            "FROM strata-test/busybox:latest\nRUN mkdir -p /opt && chmod 700 /opt && echo x > /base-differs\nCOPY --link app /opt/app\n",
+        ),
+    );
+    ok(&env.build(&a, &["-t", "link:a"]));
+    ok(&env.build(&b, &["-t", "link:b"]));
+    let top = |name: &str| {
+        let o = env.strata(&["inspect", name]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v[0]["RootFS"]["Layers"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // Same layer whatever is under it: it can be reused on any base.
+    assert_eq!(top("link:a"), top("link:b"));
+    // And in the image the file is where it should be.
+    let o = env.strata(&["run", "--rm", "link:b", "cat", "/opt/app/conf.txt"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "linked\n");
+}
