@@ -1305,3 +1305,35 @@ fn copy_link_layers_do_not_depend_on_the_parent() {
     let o = env.strata(&["run", "--rm", "link:b", "cat", "/opt/app/conf.txt"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "linked\n");
 }
+
+#[test]
+fn a_step_sees_the_previous_steps_deletions_and_replacements() {
+    let Some(env) = Env::new("a_step_sees_the_previous_steps_deletions_and_replacements") else {
+        return;
+    };
+    // The first RUN's upperdir becomes its layer's snapshot: its whiteout
+    // and opaque directory must read the same as the layer they were written to.
+    let df = "FROM strata-test/busybox:latest\n\
+              RUN rm /bin/vi && rm -rf /home && mkdir /home && echo new > /home/n && mkdir -p /srv/keep && echo k > /srv/keep/f\n\
+              RUN test ! -e /bin/vi && test ! -e /home/alice && cat /home/n /srv/keep/f > /seen\n";
+    let ctx = env.context("snapshots", &[("Dockerfile", df)]);
+    ok(&env.build(&ctx, &["-t", "snap:1"]));
+    let o = env.strata(&["run", "--rm", "snap:1", "cat", "/seen"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "new\nk\n");
+    // The same from a store whose snapshots were unpacked from the layers
+    // (a fresh store loading the saved image, then building on it).
+    let saved = env.dir.join("snap.tar");
+    ok(&env.strata(&["save", "-o", saved.to_str().unwrap(), "snap:1"]));
+    let other = Env::new("a_step_sees_the_previous_steps_deletions_and_replacements").unwrap();
+    ok(&other.strata(&["load", "-i", saved.to_str().unwrap()]));
+    let ctx2 = other.context(
+        "on-loaded",
+        &[(
+            "Dockerfile",
+            "FROM snap:1\nRUN test ! -e /bin/vi && test ! -e /home/alice && cat /seen\n",
+        )],
+    );
+    let out = other.build(&ctx2, &[]);
+    let err = ok(&out);
+    assert!(err.contains("new\n") || err.contains("#2 new"), "{err}");
+}

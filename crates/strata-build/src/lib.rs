@@ -1478,7 +1478,22 @@ impl Solver<'_> {
         } else {
             Some(self.write_layer(outcome.upper.root(), &changes)?)
         };
-        drop(outcome);
+        // The upperdir becomes the new layer's snapshot: the next step mounts
+        // it as is, and its files are not deleted one by one now (on a disk
+        // with online discard that is most of a big step's cost).
+        match &layer {
+            Some(l) if !self.store.snapshot_ready(&l.diff_id)? => {
+                let _one_at_a_time = self.unpacking.lock().expect("unpack lock");
+                let dir = self.store.snapshot_dir(&l.diff_id);
+                if dir.exists() {
+                    strata_exec::snapshot::remove_tree(&dir)?;
+                }
+                if outcome.upper.into_snapshot(&dir)? {
+                    self.store.snapshot_done(self.lock, &l.diff_id)?;
+                }
+            }
+            _ => drop(outcome),
+        }
         self.finish_step(&key, layer, state, history)?;
         Ok(false)
     }
