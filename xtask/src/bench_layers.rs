@@ -66,6 +66,10 @@ fn measure(out: &mut dyn Write, dir: &Path, size: u64) -> Result<()> {
             Compression::Uncompressed,
         ),
         ("strata gzip -6 (parallel)", Compression::Gzip { level: 6 }),
+        (
+            "strata gzip -1 (parallel, the default)",
+            Compression::Gzip { level: 1 },
+        ),
         ("strata zstd -3 (all cores)", Compression::Zstd { level: 3 }),
     ];
     writeln!(out, "{:<36} {:>10} {:>12}", "case", "MB/s", "output MB")?;
@@ -88,6 +92,7 @@ fn measure(out: &mut dyn Write, dir: &Path, size: u64) -> Result<()> {
     }
     for (name, cmd) in [
         ("tar -cf - . | pigz", "tar -cf - . | pigz | wc -c"),
+        ("tar -cf - . | pigz -1", "tar -cf - . | pigz -1 | wc -c"),
         (
             "tar -cf - . | zstd -T0",
             "tar -cf - . | zstd -T0 -3 -c | wc -c",

@@ -350,6 +350,12 @@ impl Solver<'_> {
         } else {
             Some(self.write_layer(&layer_root, &changes)?)
         };
+        // The layer directory holds exactly the layer (no whiteouts): it
+        // becomes the snapshot a later step mounts, rather than being deleted
+        // now and extracted again then.
+        if let Some(l) = &layer {
+            self.adopt_snapshot(l, &layer_root)?;
+        }
         self.finish_step(&key, layer, state, history)?;
         Ok(false)
     }

@@ -1279,6 +1279,22 @@ impl Solver<'_> {
         lowers(self.store, self.lock, layers)
     }
 
+    /// Makes `dir` (an unpacked copy of layer `l`, on the store's
+    /// filesystem) the snapshot of `l`, unless the store has one already.
+    fn adopt_snapshot(&self, l: &LayerRecord, dir: &Path) -> Result<()> {
+        if self.store.snapshot_ready(&l.diff_id)? {
+            return Ok(());
+        }
+        let _one_at_a_time = self.unpacking.lock().expect("unpack lock");
+        let dest = self.store.snapshot_dir(&l.diff_id);
+        if dest.exists() {
+            strata_exec::snapshot::remove_tree(&dest)?;
+        }
+        fs_err::rename(dir, &dest).map_err(|e| other(e.to_string()))?;
+        self.store.snapshot_done(self.lock, &l.diff_id)?;
+        Ok(())
+    }
+
     fn scratch(&self) -> Result<tempfile::TempDir> {
         let dir = self.store.root().join("tmp");
         fs_err::create_dir_all(&dir).map_err(|e| other(e.to_string()))?;
