@@ -74,6 +74,12 @@ impl Ignore {
         Ok(Self { rules })
     }
 
+    /// Whether any rule is a `!` exception (then an excluded directory may
+    /// still hold included files).
+    pub fn has_exceptions(&self) -> bool {
+        self.rules.iter().any(|(_, negate)| *negate)
+    }
+
     /// Whether `rel` (relative to the context, `/`-separated) is excluded:
     /// the path or any of its parents matching counts, last rule wins.
     pub fn excluded(&self, rel: &str) -> bool {

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use strata_frontend::{Args, Instruction};
 
+use strata_store::LayerRecord;
+
 use crate::{BuildError, Result, Solver, State, context, io, key_of, other};
 
 /// A selected source: where it is on disk and its path relative to the
@@ -258,6 +260,10 @@ impl Solver<'_> {
         } else {
             self.lowers(&state.layers)?
         };
+        // Symlinks in the image on the way to the destination are followed,
+        // within the root (BuildKit resolves the destination in the image).
+        let dest_rel = resolve_in_image(&lowers, &dest_rel)
+            .map_err(|e| self.fail(ins, &format!("destination {dest_abs}: {e}")))?;
         if !dest_is_dir_syntax
             && strata_exec::snapshot::lookup(&lowers, Path::new(&dest_rel))
                 .is_some_and(|f| f.meta.is_dir())
@@ -278,7 +284,13 @@ impl Solver<'_> {
                     .parent()
                     .map(|p| p.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                self.make_parents(&layer_root, &parent_rel, &lowers, true)?;
+                self.make_parents_owned(
+                    &layer_root,
+                    &parent_rel,
+                    &lowers,
+                    true,
+                    chown.as_ref().map(|_| (uid, gid)),
+                )?;
                 copy_tree(
                     &s.path,
                     &layer_root.join(&target_rel),
@@ -293,7 +305,8 @@ impl Solver<'_> {
                 continue;
             }
             if meta.is_dir() {
-                self.make_parents(&layer_root, &dest_rel, &lowers, true)?;
+                let created_owner = chown.as_ref().map(|_| (uid, gid));
+                self.make_parents_owned(&layer_root, &dest_rel, &lowers, true, created_owner)?;
                 copy_tree(
                     &s.path,
                     &dest_path,
@@ -329,7 +342,8 @@ impl Solver<'_> {
                     .parent()
                     .map(|p| p.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                self.make_parents(&layer_root, &parent_rel, &lowers, true)?;
+                let created_owner = chown.as_ref().map(|_| (uid, gid));
+                self.make_parents_owned(&layer_root, &parent_rel, &lowers, true, created_owner)?;
                 copy_tree(
                     &s.path,
                     &layer_root.join(&target_rel),
@@ -462,6 +476,40 @@ impl Solver<'_> {
 
     /// `--chown=user[:group]` by number, or by name from the image's
     /// /etc/passwd and /etc/group.
+    /// The layer WORKDIR adds when its directory is missing: the missing
+    /// directories, owned by `user` (the current USER; root when empty).
+    pub(crate) fn workdir_layer(
+        &self,
+        dir: &str,
+        user: &str,
+        state: &State,
+        ins: &Instruction,
+    ) -> Result<Option<LayerRecord>> {
+        let lowers = self.lowers(&state.layers)?;
+        let rel = resolve_in_image(&lowers, dir.trim_start_matches('/'))
+            .map_err(|e| self.fail(ins, &format!("WORKDIR {dir}: {e}")))?;
+        if rel.is_empty()
+            || strata_exec::snapshot::lookup(&lowers, Path::new(&rel))
+                .is_some_and(|f| f.meta.is_dir())
+        {
+            return Ok(None);
+        }
+        let owner = if user.is_empty() {
+            (0, 0)
+        } else {
+            self.resolve_chown(user, state, ins)?
+        };
+        let scratch = self.scratch()?;
+        let layer_root = scratch.path().join("root");
+        fs::create_dir_all(&layer_root).map_err(io("creating a layer dir"))?;
+        self.make_parents_owned(&layer_root, &rel, &lowers, true, Some(owner))?;
+        let changes = strata_oci::layer::changes_for_tree(&layer_root)
+            .map_err(|e| other(format!("listing the layer: {e}")))?;
+        let layer = self.write_layer(&layer_root, &changes)?;
+        self.adopt_snapshot(&layer, &layer_root)?;
+        Ok(Some(layer))
+    }
+
     fn resolve_chown(&self, spec: &str, state: &State, ins: &Instruction) -> Result<(u32, u32)> {
         let (u, g) = spec
             .split_once(':')
@@ -523,6 +571,20 @@ impl Solver<'_> {
         lowers: &[PathBuf],
         include_self: bool,
     ) -> Result<()> {
+        self.make_parents_owned(layer_root, rel, lowers, include_self, None)
+    }
+
+    /// Like `make_parents`; directories the image does not have yet get
+    /// `owner` (COPY --chown applies to the directories it creates, as in
+    /// BuildKit).
+    fn make_parents_owned(
+        &self,
+        layer_root: &Path,
+        rel: &str,
+        lowers: &[PathBuf],
+        include_self: bool,
+        owner: Option<(u32, u32)>,
+    ) -> Result<()> {
         let mut cur = PathBuf::new();
         let comps: Vec<_> = Path::new(rel).components().collect();
         let n = if include_self {
@@ -544,7 +606,10 @@ impl Solver<'_> {
                     f.meta.gid(),
                     f.meta.mtime(),
                 ),
-                _ => (0o755, 0, 0, self.epoch),
+                _ => {
+                    let (uid, gid) = owner.unwrap_or((0, 0));
+                    (0o755, uid, gid, self.epoch)
+                }
             };
             fs::set_permissions(&p, fs::Permissions::from_mode(mode))
                 .map_err(io(format!("chmod {}", p.display())))?;
@@ -554,6 +619,77 @@ impl Solver<'_> {
         }
         Ok(())
     }
+}
+
+/// `rel` with every symlink on the way resolved as the image would, never
+/// leaving its root (`..` stops at `/`, absolute targets restart from it).
+/// The last component is followed only when it leads to a directory.
+fn resolve_in_image(lowers: &[PathBuf], rel: &str) -> std::result::Result<String, String> {
+    let mut pending: std::collections::VecDeque<String> = rel
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let mut out: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = pending.pop_front() {
+        match c.as_str() {
+            "." => continue,
+            ".." => {
+                out.pop();
+                continue;
+            }
+            _ => {}
+        }
+        out.push(c);
+        let cur = out.join("/");
+        let Some(found) = strata_exec::snapshot::lookup(lowers, Path::new(&cur)) else {
+            continue;
+        };
+        if !found.meta.file_type().is_symlink() {
+            continue;
+        }
+        let target = fs::read_link(&found.path).map_err(|e| e.to_string())?;
+        let target = target.to_string_lossy().into_owned();
+        let mut next = out.clone();
+        next.pop();
+        if target.starts_with('/') {
+            next.clear();
+        }
+        let is_last = pending.is_empty();
+        // Where the link leads, as components still to walk.
+        let mut rest: std::collections::VecDeque<String> = target
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if is_last {
+            // Only a link to an existing directory is followed at the end.
+            let mut probe = next.clone();
+            for c in &rest {
+                match c.as_str() {
+                    "." => {}
+                    ".." => {
+                        probe.pop();
+                    }
+                    c => probe.push(c.to_owned()),
+                }
+            }
+            let leads_to_dir = strata_exec::snapshot::lookup(lowers, Path::new(&probe.join("/")))
+                .is_some_and(|f| f.meta.is_dir());
+            if !leads_to_dir {
+                continue;
+            }
+        }
+        hops += 1;
+        if hops > 40 {
+            return Err("too many levels of symbolic links".into());
+        }
+        out = next;
+        rest.extend(pending.drain(..));
+        pending = rest;
+    }
+    Ok(out.join("/"))
 }
 
 fn is_archive(p: &Path) -> bool {
@@ -636,9 +772,28 @@ fn copy_tree(
             } else {
                 format!("{exclude_base}/{}", name.to_string_lossy())
             };
-            if ignore.is_some_and(|ig| ig.excluded(&rel))
-                || exclude.is_some_and(|ex| ex.excluded(&local))
+            if exclude.is_some_and(|ex| ex.excluded(&local)) {
+                continue;
+            }
+            if let Some(ig) = ignore
+                && ig.excluded(&rel)
             {
+                // A `!` rule may re-include something inside an excluded
+                // directory (`docs` then `!docs/README.md`): look inside,
+                // and keep the directory only if something was.
+                let child = e.path();
+                if ig.has_exceptions() && child.is_dir() && !child.is_symlink() {
+                    let d = dst.join(&name);
+                    copy_tree(
+                        &child, &d, &rel, ignore, exclude, &local, owner, chmod, false,
+                    )?;
+                    if fs::read_dir(&d)
+                        .map(|mut r| r.next().is_none())
+                        .unwrap_or(false)
+                    {
+                        fs::remove_dir(&d).map_err(io(format!("removing {}", d.display())))?;
+                    }
+                }
                 continue;
             }
             copy_tree(

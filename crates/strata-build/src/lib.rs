@@ -874,6 +874,7 @@ impl Solver<'_> {
         };
         let cfg = &mut state.config.config;
         let history: String;
+        let mut make_workdir: Option<(String, String)> = None;
         match ins.keyword.as_str() {
             "run" => return self.run_step(n, ins, state, args),
             "copy" | "add" => return self.copy_step(ins, state, args),
@@ -949,6 +950,7 @@ impl Solver<'_> {
                 let clean = clean_abs(&joined);
                 cfg.working_dir = Some(clean.clone());
                 history = format!("WORKDIR {clean}");
+                make_workdir = Some((clean, cfg.user.clone().unwrap_or_default()));
             }
             "user" => {
                 let u = expand(&ins.text)?;
@@ -1073,9 +1075,20 @@ impl Solver<'_> {
                 ));
             }
         }
-        state
-            .config
-            .push_step(None, Some(self.created.clone()), history.clone());
+        // WORKDIR creates a missing directory (and its missing parents) as a
+        // layer, owned by the current USER, as BuildKit does.
+        let layer = match make_workdir {
+            Some((dir, user)) => self.workdir_layer(&dir, &user, state, ins)?,
+            None => None,
+        };
+        if let Some(l) = &layer {
+            state.layers.push(l.clone());
+        }
+        state.config.push_step(
+            layer.as_ref().map(|l| l.diff_id),
+            Some(self.created.clone()),
+            history.clone(),
+        );
         state.key = key_of(&[state.key.as_bytes(), history.as_bytes()]);
         Ok(false)
     }

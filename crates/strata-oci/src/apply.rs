@@ -183,7 +183,11 @@ pub fn apply_layer(
         {
             remove_any(&target).map_err(ioerr("replacing", &target))?;
         }
-        let mode = entry.header().mode().map_err(ApplyError::Tar)? & 0o7777;
+        let mode = numeric_or_zero(
+            entry.header().mode().map(u64::from),
+            &entry.header().as_old().mode,
+        )? as u32
+            & 0o7777;
         let mut set_mode = true;
         match kind {
             tar::EntryType::Directory => {
@@ -280,8 +284,8 @@ pub fn apply_layer(
         }
         let h = entry.header();
         if privileged {
-            let uid = u32::try_from(h.uid().map_err(ApplyError::Tar)?).unwrap_or(u32::MAX);
-            let gid = u32::try_from(h.gid().map_err(ApplyError::Tar)?).unwrap_or(u32::MAX);
+            let uid = u32::try_from(numeric_or_zero(h.uid(), &h.as_old().uid)?).unwrap_or(u32::MAX);
+            let gid = u32::try_from(numeric_or_zero(h.gid(), &h.as_old().gid)?).unwrap_or(u32::MAX);
             std::os::unix::fs::lchown(&target, Some(uid), Some(gid))
                 .map_err(ioerr("changing owner of", &target))?;
         }
@@ -338,4 +342,15 @@ fn set_mtime(p: &Path, secs: i64) -> io::Result<()> {
         UtimensatFlags::NoFollowSymlink,
     )
     .map_err(|e| io::Error::from_raw_os_error(e as i32))
+}
+
+/// A numeric header field, where an empty one (all NULs or spaces) reads as
+/// 0, as Go's archive/tar (and so BuildKit and docker) reads it; anything
+/// else unparseable is an error.
+fn numeric_or_zero(parsed: std::io::Result<u64>, raw: &[u8]) -> Result<u64, ApplyError> {
+    match parsed {
+        Ok(v) => Ok(v),
+        Err(_) if raw.iter().all(|b| *b == 0 || *b == b' ') => Ok(0),
+        Err(e) => Err(ApplyError::Tar(e)),
+    }
 }
