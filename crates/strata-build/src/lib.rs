@@ -1076,19 +1076,20 @@ impl Solver<'_> {
             }
         }
         // WORKDIR creates a missing directory (and its missing parents) as a
-        // layer, owned by the current USER, as BuildKit does.
-        let layer = match make_workdir {
-            Some((dir, user)) => self.workdir_layer(&dir, &user, state, ins)?,
-            None => None,
-        };
-        if let Some(l) = &layer {
-            state.layers.push(l.clone());
+        // layer, owned by the current USER, as BuildKit does; a cached step
+        // like COPY, so a rebuild neither looks nor writes again.
+        if let Some((dir, user)) = make_workdir {
+            let key = key_of(&[state.key.as_bytes(), history.as_bytes(), user.as_bytes()]);
+            if self.cache_hit(&key, state)? {
+                return Ok(true);
+            }
+            let layer = self.workdir_layer(&dir, &user, state, ins)?;
+            self.finish_step(&key, layer, state, history)?;
+            return Ok(false);
         }
-        state.config.push_step(
-            layer.as_ref().map(|l| l.diff_id),
-            Some(self.created.clone()),
-            history.clone(),
-        );
+        state
+            .config
+            .push_step(None, Some(self.created.clone()), history.clone());
         state.key = key_of(&[state.key.as_bytes(), history.as_bytes()]);
         Ok(false)
     }
