@@ -1168,8 +1168,12 @@ fn platform_args_are_predefined_and_proxy_args_pass_through_unrecorded() {
     // Not visible in a stage until it declares them.
     assert_eq!(cat("/a"), "undeclared=[]\n");
     assert_eq!(cat("/b"), format!("declared={arch} linux/{arch}\n"));
-    // The proxy reached RUN without an ARG line...
-    assert_eq!(cat("/proxy"), "HTTP_PROXY=http://proxy.invalid:3128\n");
+    // The proxy reached RUN without an ARG line, in both spellings as
+    // BuildKit's executor sets it (`proxyEnvList`)...
+    assert_eq!(
+        cat("/proxy"),
+        "HTTP_PROXY=http://proxy.invalid:3128\nhttp_proxy=http://proxy.invalid:3128\n"
+    );
     // ...is not in the image's history or config...
     let hist = env.strata(&["history", "--no-trunc", "plat:1"]);
     assert!(!String::from_utf8_lossy(&hist.stdout).contains("proxy.invalid"));

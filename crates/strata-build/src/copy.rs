@@ -446,13 +446,8 @@ impl Solver<'_> {
                 .ok()
                 .and_then(|i| done.get(&i))
                 .or_else(|| {
-                    let (_, stages) = strata_frontend::stages_for(
-                        &self.df,
-                        &self.opts.build_args,
-                        &self.platform_args(),
-                    )
-                    .ok()?;
-                    let s = stages
+                    let s = self
+                        .stages
                         .iter()
                         .find(|s| s.name.as_deref() == Some(lower.as_str()))?;
                     done.get(&s.index)
