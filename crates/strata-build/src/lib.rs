@@ -174,7 +174,7 @@ struct CachedStep {
 /// results cached by an older strata are never reused.
 const CACHE_VERSION: &[u8] = b"strata-cache-v1";
 
-const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+use strata_frontend::DEFAULT_PATH;
 
 /// One build's shared state. Stages run on their own threads, so everything
 /// that changes during a build sits behind a lock or is atomic; a stage's own
@@ -267,6 +267,36 @@ pub fn lowers(store: &Store, lock: &WriteLock, layers: &[LayerRecord]) -> Result
     }
     lowers.reverse();
     Ok(lowers)
+}
+
+/// The resolved plan of a build as text (`strata build --print`), without
+/// running anything: base images' ENV comes from the store when it has
+/// them (nothing is pulled).
+pub fn plan(store: &Store, opts: &BuildOptions) -> Result<String> {
+    let dockerfile = |d: Diagnostic| BuildError::Dockerfile(Box::new(d));
+    let df = strata_frontend::parse(&opts.dockerfile, &opts.dockerfile_name).map_err(dockerfile)?;
+    let inputs = BuildInputs::host(opts.build_args.clone());
+    let (global, stages) = strata_frontend::stages(&df, &inputs).map_err(dockerfile)?;
+    let graph = strata_frontend::graph(&df, &stages, opts.target.as_deref()).map_err(|d| {
+        if d.source_line.is_empty() {
+            other(d.message)
+        } else {
+            dockerfile(d)
+        }
+    })?;
+    let base_env = |name: &str| -> Option<Vec<String>> {
+        let img = store.resolve(name).ok()?;
+        let raw = store.read_blob(&img.id).ok()?;
+        let config = ImageConfig::from_json(&raw).ok()?;
+        Some(
+            config
+                .config
+                .env
+                .unwrap_or_else(|| vec![DEFAULT_PATH.to_owned()]),
+        )
+    };
+    strata_frontend::render_plan(&df, &global, &stages, &graph, &inputs, &base_env)
+        .map_err(dockerfile)
 }
 
 /// Runs a build into `store` and the requested outputs.

@@ -10,6 +10,7 @@ mod ast;
 mod expand;
 mod graph;
 mod parse;
+mod plan;
 mod scope;
 
 pub use ast::{Arg as AstArg, Node, dump, parse_ast};
@@ -18,6 +19,7 @@ pub use graph::{
     Edge, EdgeKind, Graph, Source, graph, mount_sources, reference_error, stage_label,
 };
 pub use parse::{Args, Dockerfile, Heredoc, Instruction, parse};
+pub use plan::{BaseEnv, DEFAULT_PATH, render_plan};
 pub use scope::{
     BuildInputs, GlobalScope, PLATFORM_ARGS, PROXY_ARGS, Platform, StageScope, is_proxy_arg,
 };

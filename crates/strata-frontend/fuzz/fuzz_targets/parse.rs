@@ -1,26 +1,32 @@
 //! Feeds arbitrary bytes through every stage of the frontend: the raw AST and
-//! its dump, the instruction parser, the stage split, and word expansion of
-//! every argument. Invariant: nothing panics; errors are diagnostics whose
-//! line exists in the input.
+//! its dump, the instruction parser, word expansion of every argument, the
+//! global scope and stage split, the stage graph and the rendered plan.
+//! Invariant: nothing panics; errors are diagnostics whose line exists in
+//! the input.
 #![no_main]
 
 use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
+use strata_frontend::{BuildInputs, Diagnostic};
+
+fn check(d: &Diagnostic, lines: usize) {
+    assert!(d.line >= 1 && d.line <= lines.max(1), "line {} of {lines}", d.line);
+    let _ = d.render();
+}
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let lines = text.split('\n').count();
-    if let Ok((_, nodes)) = strata_frontend::parse_ast(&text, "Dockerfile") {
-        let _ = strata_frontend::dump(&nodes);
+    match strata_frontend::parse_ast(&text, "Dockerfile") {
+        Ok((_, nodes)) => {
+            let _ = strata_frontend::dump(&nodes);
+        }
+        Err(d) => check(&d, lines),
     }
     let df = match strata_frontend::parse(&text, "Dockerfile") {
         Ok(df) => df,
-        Err(d) => {
-            assert!(d.line >= 1 && d.line <= lines.max(1), "line {} of {lines}", d.line);
-            let _ = d.render();
-            return;
-        }
+        Err(d) => return check(&d, lines),
     };
     let lookup = |k: &str| (k.len() % 2 == 0).then(|| k.to_owned());
     for ins in &df.instructions {
@@ -29,10 +35,28 @@ fuzz_target!(|data: &[u8]| {
         for w in ins.args.words() {
             let _ = strata_frontend::expand_word(&w, &lookup, df.escape);
         }
+        let _ = strata_frontend::mount_sources(ins);
     }
     let mut args = BTreeMap::new();
     args.insert("A".to_owned(), "x y".to_owned());
-    if let Err(d) = strata_frontend::stages(&df, &args) {
-        let _ = d.render();
+    args.insert("http_proxy".to_owned(), "http://p:3128".to_owned());
+    let inputs = BuildInputs::host(args);
+    let _ = inputs.proxy_env();
+    let (global, stages) = match strata_frontend::stages(&df, &inputs) {
+        Ok(v) => v,
+        Err(d) => return check(&d, lines),
+    };
+    for target in [None, stages.first().and_then(|s| s.name.as_deref())] {
+        let graph = match strata_frontend::graph(&df, &stages, target) {
+            Ok(g) => g,
+            Err(d) => return check(&d, lines),
+        };
+        let _ = graph.levels();
+        let base_env = |name: &str| (name.len() % 2 == 0).then(|| vec![format!("B={name}")]);
+        if let Err(d) =
+            strata_frontend::render_plan(&df, &global, &stages, &graph, &inputs, &base_env)
+        {
+            check(&d, lines);
+        }
     }
 });
