@@ -9,6 +9,7 @@
 mod ast;
 mod expand;
 mod graph;
+mod ignore;
 mod parse;
 mod plan;
 mod scope;
@@ -18,6 +19,7 @@ pub use expand::{ExpandError, expand_word, split_words};
 pub use graph::{
     Edge, EdgeKind, Graph, Source, graph, mount_sources, reference_error, stage_label,
 };
+pub use ignore::Ignore;
 pub use parse::{Args, Dockerfile, Heredoc, Instruction, parse};
 pub use plan::{BaseEnv, DEFAULT_PATH, render_plan};
 pub use scope::{
