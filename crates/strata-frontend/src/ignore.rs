@@ -87,8 +87,8 @@ impl Ignore {
             if r.exception != matched {
                 continue;
             }
-            let hit = matches(&r.pattern, &chars)
-                || parents.iter().any(|&p| matches(&r.pattern, &chars[..p]));
+            let prefixes = prefix_matches(&r.pattern, &chars);
+            let hit = prefixes[chars.len()] || parents.iter().any(|&p| prefixes[p]);
             if hit {
                 matched = !r.exception;
             }
@@ -203,34 +203,53 @@ fn compile(p: &str) -> Option<Vec<Token>> {
     Some(out)
 }
 
-fn matches(p: &[Token], s: &[char]) -> bool {
-    match p.split_first() {
-        None => s.is_empty(),
-        Some((Token::All, _)) => true,
-        Some((Token::Lit(c), rest)) => s.first() == Some(c) && matches(rest, &s[1..]),
-        Some((Token::One, rest)) => s.first().is_some_and(|&c| c != '/') && matches(rest, &s[1..]),
-        Some((Token::Class(neg, items), rest)) => {
-            s.first()
-                .is_some_and(|&c| items.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *neg)
-                && matches(rest, &s[1..])
-        }
-        Some((Token::Star, rest)) => {
-            let mut k = 0;
-            loop {
-                if matches(rest, &s[k..]) {
-                    return true;
+/// For every prefix length `j` of `s`, whether the whole pattern matches
+/// `s[..j]`: one dynamic-programming pass, O(pattern × path), so no
+/// pattern can make matching slow (a backtracking matcher is exponential in
+/// the number of `*`).
+fn prefix_matches(p: &[Token], s: &[char]) -> Vec<bool> {
+    let n = s.len();
+    let mut prev = vec![false; n + 1];
+    prev[0] = true;
+    for t in p {
+        let mut cur = vec![false; n + 1];
+        match t {
+            Token::Lit(_) | Token::One | Token::Class(..) => {
+                for j in 1..=n {
+                    let c = s[j - 1];
+                    let ok = match t {
+                        Token::Lit(l) => c == *l,
+                        Token::One => c != '/',
+                        Token::Class(neg, items) => {
+                            items.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *neg
+                        }
+                        _ => false,
+                    };
+                    cur[j] = ok && prev[j - 1];
                 }
-                if k >= s.len() || s[k] == '/' {
-                    return false;
+            }
+            Token::Star => {
+                for j in 0..=n {
+                    cur[j] = prev[j] || (j > 0 && s[j - 1] != '/' && cur[j - 1]);
                 }
-                k += 1;
+            }
+            Token::Dirs => {
+                // `(.*/)?`: nothing, or anything ending in a `/`.
+                let mut seen = false;
+                for j in 0..=n {
+                    cur[j] = prev[j] || (seen && j > 0 && s[j - 1] == '/');
+                    seen |= prev[j];
+                }
+            }
+            Token::All => {
+                let mut seen = false;
+                for j in 0..=n {
+                    seen |= prev[j];
+                    cur[j] = seen;
+                }
             }
         }
-        Some((Token::Dirs, rest)) => {
-            matches(rest, s)
-                || s.iter()
-                    .enumerate()
-                    .any(|(k, &c)| c == '/' && matches(rest, &s[k + 1..]))
-        }
+        prev = cur;
     }
+    prev
 }

@@ -136,3 +136,23 @@ splits! {
     empty_input_no_words: "   " => [];
     empty_quotes_are_a_word: "A= B=\"\"" => ["A=", "B="];
 }
+
+#[test]
+fn many_stars_in_a_trim_pattern_stay_fast() {
+    let long = |k: &str| (k == "L").then(|| "a".repeat(300));
+    let pat = format!("${{L#{}b}}", "*a".repeat(30));
+    let start = std::time::Instant::now();
+    assert_eq!(
+        expand_word(&pat, &long, '\\').map_err(|e| e.0),
+        Ok("a".repeat(300))
+    );
+    assert!(start.elapsed() < std::time::Duration::from_secs(2));
+}
+
+#[test]
+fn deep_nesting_is_an_error_not_a_stack_overflow() {
+    let deep = format!("{}x{}", "${N:-".repeat(5000), "}".repeat(5000));
+    assert!(x(&deep).is_err());
+    let fine = format!("{}x{}", "${N:-".repeat(20), "}".repeat(20));
+    assert_eq!(x(&fine).as_deref(), Ok("x"));
+}

@@ -72,3 +72,22 @@ fn no_rules_excludes_nothing() {
     assert!(ig.is_empty());
     assert!(!ig.excluded("anything"));
 }
+
+#[test]
+fn many_stars_do_not_backtrack_exponentially() {
+    // 25 stars against 200 characters: a backtracking matcher takes ages.
+    let pattern = format!("{}b", "*a".repeat(25));
+    let ig = rules(&pattern);
+    let path = "a".repeat(200);
+    let start = std::time::Instant::now();
+    assert!(!ig.excluded(&path));
+    assert!(ig.excluded(&format!("{path}b")));
+    assert!(start.elapsed() < std::time::Duration::from_secs(2));
+}
+
+#[test]
+fn parent_of_a_deep_path_matches() {
+    let ig = rules("a/*/c");
+    assert!(ig.excluded("a/b/c/d/e/f"));
+    assert!(!ig.excluded("a/b/d/c"));
+}

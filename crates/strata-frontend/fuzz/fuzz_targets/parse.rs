@@ -1,6 +1,7 @@
 //! Feeds arbitrary bytes through every stage of the frontend: the raw AST and
 //! its dump, the instruction parser, word expansion of every argument, the
-//! global scope and stage split, the stage graph and the rendered plan.
+//! global scope and stage split, the stage graph and the rendered plan; the
+//! same bytes as a `.dockerignore` file matched against a few paths.
 //! Invariant: nothing panics; errors are diagnostics whose line exists in
 //! the input.
 #![no_main]
@@ -18,6 +19,15 @@ fn check(d: &Diagnostic, lines: usize) {
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let lines = text.split('\n').count();
+    if let Ok(ignore) = strata_frontend::Ignore::parse(&text) {
+        for path in ["a", "a/b.txt", "src/x/y.rs", ".git/HEAD", "Dockerfile"] {
+            let _ = ignore.excluded(path);
+        }
+        // Each line also as a path, so patterns meet paths shaped like them.
+        for line in text.lines().take(8) {
+            let _ = ignore.excluded(line.trim_start_matches('!'));
+        }
+    }
     match strata_frontend::parse_ast(&text, "Dockerfile") {
         Ok((_, nodes)) => {
             let _ = strata_frontend::dump(&nodes);
