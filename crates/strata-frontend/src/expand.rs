@@ -315,9 +315,9 @@ fn is_special(c: char) -> bool {
 fn prefix_matches(p: &[char], s: &[char]) -> Vec<bool> {
     let n = s.len();
     let mut prev = vec![false; n + 1];
+    let mut cur = vec![false; n + 1];
     prev[0] = true;
     for &t in p {
-        let mut cur = vec![false; n + 1];
         for j in 0..=n {
             cur[j] = match t {
                 '*' => prev[j] || (j > 0 && cur[j - 1]),
@@ -325,7 +325,10 @@ fn prefix_matches(p: &[char], s: &[char]) -> Vec<bool> {
                 c => j > 0 && prev[j - 1] && s[j - 1] == c,
             };
         }
-        prev = cur;
+        std::mem::swap(&mut prev, &mut cur);
+        if !prev.contains(&true) {
+            break;
+        }
     }
     prev
 }

@@ -210,11 +210,12 @@ fn compile(p: &str) -> Option<Vec<Token>> {
 fn prefix_matches(p: &[Token], s: &[char]) -> Vec<bool> {
     let n = s.len();
     let mut prev = vec![false; n + 1];
+    let mut cur = vec![false; n + 1];
     prev[0] = true;
     for t in p {
-        let mut cur = vec![false; n + 1];
         match t {
             Token::Lit(_) | Token::One | Token::Class(..) => {
+                cur[0] = false;
                 for j in 1..=n {
                     let c = s[j - 1];
                     let ok = match t {
@@ -249,7 +250,11 @@ fn prefix_matches(p: &[Token], s: &[char]) -> Vec<bool> {
                 }
             }
         }
-        prev = cur;
+        std::mem::swap(&mut prev, &mut cur);
+        if !prev.contains(&true) {
+            // Nothing can match any more.
+            break;
+        }
     }
     prev
 }

@@ -98,3 +98,52 @@ fn plan_inherits_env_from_a_base_stage() {
     );
     assert!(p.contains("     4  LABEL x=1\n"), "{p}");
 }
+
+/// The whole text for a small file, as a reviewed snapshot: a change to the
+/// format shows up here in full.
+#[test]
+fn plan_full_text() {
+    let p = plan(
+        "ARG TAG=1\nFROM known AS a\nENV X=$HOME\nFROM scratch AS b\nFROM a\nCOPY --from=b /x ${X}/y\n",
+        None,
+        &[],
+    );
+    let want = "\
+plan for Dockerfile: target stage stage-2 (#2), 3 of 3 stages needed
+platforms: build linux/amd64, target linux/amd64
+
+global args:
+  BUILDPLATFORM=linux/amd64
+  BUILDOS=linux
+  BUILDARCH=amd64
+  BUILDVARIANT=\"\"
+  TARGETPLATFORM=linux/amd64
+  TARGETOS=linux
+  TARGETARCH=amd64
+  TARGETVARIANT=\"\"
+  TAG=1
+
+stages:
+  #0 a: FROM image known [level 0]
+  #1 b: FROM image scratch [level 0]
+  #2 stage-2: FROM stage a [level 1]
+      reads stage b (COPY --from, line 6)
+
+parallel levels (stages of one level run at once):
+  level 0: a, b
+  level 1: stage-2
+pruned by --target: none
+
+stage #0 a:
+     2  FROM known AS a
+     3  ENV X=/root
+
+stage #1 b:
+     4  FROM scratch AS b
+
+stage #2 stage-2:
+     5  FROM a
+     6  COPY --from=b /x /root/y
+";
+    assert_eq!(p, want);
+}
