@@ -47,15 +47,15 @@ impl Ignore {
             .map_err(|e| BuildError::Other(format!(".dockerignore: {e}")))
     }
 
-    /// Whether any rule is a `!` exception (then an excluded directory may
-    /// still hold included files).
-    pub fn has_exceptions(&self) -> bool {
-        self.rules.has_exceptions()
-    }
-
     /// Whether `rel` (relative to the context, `/`-separated) is excluded.
     pub fn excluded(&self, rel: &str) -> bool {
         self.rules.excluded(rel)
+    }
+
+    /// Whether the excluded directory `rel` must still be walked for
+    /// exceptions inside it.
+    pub fn descend_excluded(&self, rel: &str) -> bool {
+        self.rules.descend_excluded(rel)
     }
 }
 

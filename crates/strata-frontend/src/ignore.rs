@@ -11,7 +11,10 @@
 //!   `**` everything below;
 //! - every rule is tried in order and the last matching one wins; a rule
 //!   also matches a path when it matches one of the path's parent
-//!   directories, exceptions included, so `!dir` re-includes `dir/file`.
+//!   directories, exceptions included, so `!dir` re-includes `dir/file`;
+//! - an excluded directory is still walked when an exception's text starts
+//!   with it (`docs` then `!docs/README.md` keeps `docs/README.md`), as the
+//!   reference's file walker does ([`Ignore::descend_excluded`]).
 //!
 //! No I/O: the caller reads the file (`<Dockerfile>.dockerignore` wins over
 //! `.dockerignore`) and hands over its text.
@@ -25,6 +28,8 @@ pub struct Ignore {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Rule {
     exception: bool,
+    /// The cleaned pattern text.
+    text: String,
     pattern: Vec<Token>,
 }
 
@@ -62,7 +67,11 @@ impl Ignore {
                 cleaned.remove(0);
             }
             let pattern = compile(&cleaned).ok_or_else(|| format!("bad pattern {line:?}"))?;
-            rules.push(Rule { exception, pattern });
+            rules.push(Rule {
+                exception,
+                text: cleaned,
+                pattern,
+            });
         }
         Ok(Ignore { rules })
     }
@@ -96,9 +105,17 @@ impl Ignore {
         matched
     }
 
-    /// Whether any rule is a `!` exception.
-    pub fn has_exceptions(&self) -> bool {
-        self.rules.iter().any(|r| r.exception)
+    /// Whether an excluded directory must still be walked because an
+    /// exception may re-include something in it. The reference's walker
+    /// (tonistiigi/fsutil) descends only when an exception's pattern text
+    /// starts with `dir/`; what it then finds is kept only if not excluded,
+    /// and the directory itself only when something inside is kept.
+    pub fn descend_excluded(&self, dir: &str) -> bool {
+        let dir = clean(dir);
+        let prefix = format!("{}/", dir.trim_start_matches('/'));
+        self.rules
+            .iter()
+            .any(|r| r.exception && format!("{}/", r.text).starts_with(&prefix))
     }
 
     /// Whether there are no rules.

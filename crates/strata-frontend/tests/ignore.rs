@@ -91,3 +91,23 @@ fn parent_of_a_deep_path_matches() {
     assert!(ig.excluded("a/b/c/d/e/f"));
     assert!(!ig.excluded("a/b/d/c"));
 }
+
+#[test]
+fn excluded_directory_is_walked_for_an_exception_inside() {
+    let ig = rules("docs\n!docs/README.md\n");
+    assert!(ig.excluded("docs"));
+    assert!(ig.descend_excluded("docs"));
+    assert!(!ig.excluded("docs/README.md"));
+    assert!(ig.excluded("docs/other.md"));
+}
+
+#[test]
+fn excluded_directory_is_not_walked_without_such_an_exception() {
+    let ig = rules("docs\n!other/README.md\n");
+    assert!(!ig.descend_excluded("docs"));
+    // The reference's walker checks the exception's text as a prefix, so a
+    // `**` exception does not make it walk an excluded directory.
+    let ig = rules("docs\n!**/README.md\n");
+    assert!(!ig.descend_excluded("docs"));
+    assert!(!ig.descend_excluded("doc"));
+}
