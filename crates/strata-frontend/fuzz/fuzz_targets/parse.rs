@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(ignore) = strata_frontend::Ignore::parse(&text) {
         for path in ["a", "a/b.txt", "src/x/y.rs", ".git/HEAD", "Dockerfile"] {
             let _ = ignore.excluded(path);
+            let _ = ignore.descend_excluded(path);
         }
         // Each line also as a path, so patterns meet paths shaped like them.
         for line in text.lines().take(8) {
