@@ -1168,8 +1168,12 @@ fn platform_args_are_predefined_and_proxy_args_pass_through_unrecorded() {
     // Not visible in a stage until it declares them.
     assert_eq!(cat("/a"), "undeclared=[]\n");
     assert_eq!(cat("/b"), format!("declared={arch} linux/{arch}\n"));
-    // The proxy reached RUN without an ARG line...
-    assert_eq!(cat("/proxy"), "HTTP_PROXY=http://proxy.invalid:3128\n");
+    // The proxy reached RUN without an ARG line, in both spellings as
+    // BuildKit's executor sets it (`proxyEnvList`)...
+    assert_eq!(
+        cat("/proxy"),
+        "HTTP_PROXY=http://proxy.invalid:3128\nhttp_proxy=http://proxy.invalid:3128\n"
+    );
     // ...is not in the image's history or config...
     let hist = env.strata(&["history", "--no-trunc", "plat:1"]);
     assert!(!String::from_utf8_lossy(&hist.stdout).contains("proxy.invalid"));
@@ -1336,4 +1340,145 @@ fn a_step_sees_the_previous_steps_deletions_and_replacements() {
     let out = other.build(&ctx2, &[]);
     let err = ok(&out);
     assert!(err.contains("new\n") || err.contains("#2 new"), "{err}");
+}
+
+/// The host's architecture as BuildKit names it.
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+#[test]
+fn platform_and_proxy_args_reach_run_but_not_the_image() {
+    let Some(env) = Env::new("platform_and_proxy_args_reach_run_but_not_the_image") else {
+        return;
+    };
+    // Platform ARGs: usable in FROM unannounced, inside a stage only after
+    // `ARG NAME`. Proxy build args: seen by RUN with no ARG, in both cases.
+    let ctx = env.context(
+        "platform-proxy",
+        &[(
+            "Dockerfile",
+            "FROM strata-test/busybox:latest AS linux\n\
+             FROM ${TARGETOS}\n\
+             ARG TARGETARCH\n\
+             ARG TARGETPLATFORM\n\
+             RUN echo \"$TARGETARCH $TARGETPLATFORM [${BUILDARCH:-undeclared}] [$http_proxy] [$HTTP_PROXY] [$no_proxy]\" > /out.txt\n",
+        )],
+    );
+    let proxy = "http://proxy.invalid:3128";
+    ok(&env.build(
+        &ctx,
+        &[
+            "-t",
+            "plat:1",
+            "--build-arg",
+            &format!("http_proxy={proxy}"),
+            "--build-arg",
+            "NO_PROXY=localhost",
+        ],
+    ));
+    let run = env.strata(&["run", "--rm", "plat:1", "cat", "/out.txt"]);
+    let arch = host_arch();
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        format!("{arch} linux/{arch} [undeclared] [{proxy}] [{proxy}] [localhost]\n")
+    );
+    // Neither the history nor the image's ENV carries the proxies; the RUN
+    // history lists the declared ARGs as BuildKit writes them.
+    let hist = env.strata(&["history", "--no-trunc", "plat:1"]);
+    let hist = String::from_utf8_lossy(&hist.stdout);
+    assert!(!hist.contains("proxy.invalid"), "{hist}");
+    assert!(
+        hist.contains(&format!(
+            "RUN |2 TARGETARCH={arch} TARGETPLATFORM=linux/{arch} /bin/sh -c echo"
+        )),
+        "{hist}"
+    );
+    assert!(hist.contains(&format!("ARG TARGETARCH={arch}")), "{hist}");
+    let cfg = env.strata(&["inspect", "plat:1"]);
+    let v: serde_json::Value = serde_json::from_slice(&cfg.stdout).unwrap();
+    let env_list = v[0]["Config"]["Env"].to_string();
+    assert!(!env_list.to_lowercase().contains("proxy"), "{env_list}");
+    // Proxies are not in the cache key: another proxy reuses the step.
+    let log = ok(&env.build(
+        &ctx,
+        &["--build-arg", "http_proxy=http://elsewhere.invalid:1"],
+    ));
+    assert!(log.contains("steps run: 0"), "{log}");
+}
+
+#[test]
+fn print_shows_the_plan_without_building() {
+    let Some(env) = Env::new("print_shows_the_plan_without_building") else {
+        return;
+    };
+    let ctx = env.context(
+        "print",
+        &[(
+            "Dockerfile",
+            "ARG V=1\n\
+             FROM strata-test/busybox:latest AS build\n\
+             ARG V\n\
+             ENV DIR=/opt/v$V\n\
+             WORKDIR $DIR\n\
+             RUN echo $V > f && false\n\
+             FROM build AS test\n\
+             RUN false\n\
+             FROM scratch AS tools\n\
+             FROM scratch\n\
+             COPY --from=build /opt/v${V} /app\n\
+             COPY --from=tools / /t\n",
+        )],
+    );
+    let out = env.strata(&[
+        "build",
+        "--print",
+        "--build-arg",
+        "V=7",
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan = String::from_utf8_lossy(&out.stdout).into_owned();
+    for want in [
+        "target stage stage-3 (#3), 3 of 4 stages needed",
+        "  V=7\n",
+        "  #1 test: FROM stage build [pruned by --target]",
+        "  level 0: build, tools\n  level 1: stage-3\n",
+        "pruned by --target: test\n",
+        "     3  ARG V=7\n",
+        "     4  ENV DIR=/opt/v7\n",
+        "     5  WORKDIR /opt/v7\n",
+        "     6  RUN echo $V > f && false\n",
+        "    11  COPY --from=build /opt/v /app\n",
+    ] {
+        assert!(plan.contains(want), "{want:?} not in:\n{plan}");
+    }
+    // Nothing ran (the RUN would fail), and the output is deterministic.
+    let again = env.strata(&[
+        "build",
+        "--print",
+        "--build-arg",
+        "V=7",
+        ctx.to_str().unwrap(),
+    ]);
+    assert_eq!(plan, String::from_utf8_lossy(&again.stdout));
+    // Semantic errors are reported the same way without building.
+    let bad = env.context(
+        "print-bad",
+        &[(
+            "Dockerfile",
+            "FROM scratch AS a\nCOPY --from=b / /\nFROM scratch AS b\nCOPY --from=a / /\n",
+        )],
+    );
+    let out = env.strata(&["build", "--print", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("Dockerfile:4:1: circular dependency detected on stage: a"),
+        "{err}"
+    );
 }

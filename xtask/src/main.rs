@@ -5,6 +5,9 @@
 //! - `example`: build examples/hello-c with strata, `docker load` and run it.
 //! - `services up|down`: start or stop the test fixtures and services by hand.
 //! - `bench layers [SIZE_MB]`: layer creation throughput next to pigz and zstd.
+//! - `fuzz CRATE TARGET [SECONDS]`: `cargo fuzz run` on `crates/CRATE/fuzz`
+//!   for SECONDS (default 600) on stable with `RUSTC_BOOTSTRAP=1`, e.g.
+//!   `cargo xtask fuzz strata-frontend parse`.
 
 mod bench_build;
 mod bench_layers;
@@ -32,6 +35,21 @@ fn main() -> anyhow::Result<ExitCode> {
         Some("test") => script("test", &args[1..]),
         Some("example") => script("example", &args[1..]),
         Some("services") => script("testenv", &args[1..]),
+        Some("fuzz") => {
+            let (Some(krate), Some(target)) = (args.get(1), args.get(2)) else {
+                anyhow::bail!("usage: cargo xtask fuzz CRATE TARGET [SECONDS]");
+            };
+            let seconds: u64 = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(600);
+            let status = Command::new("cargo")
+                .args(["fuzz", "run", target, "--"])
+                .arg(format!("-max_total_time={seconds}"))
+                .current_dir(top().join("crates").join(krate).join("fuzz"))
+                .env("RUSTC_BOOTSTRAP", "1")
+                .status()?;
+            Ok(ExitCode::from(
+                status.code().unwrap_or(1).clamp(0, 255) as u8
+            ))
+        }
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("layers") => {
                 let mut opts = bench_layers::Options::default();

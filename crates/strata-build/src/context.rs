@@ -5,17 +5,15 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-use globset::{GlobBuilder, GlobMatcher};
 use strata_store::{CtxMeta, Store};
 
 use crate::{BuildError, Result};
 
-/// `.dockerignore` rules (moby/patternmatcher semantics): patterns are
-/// cleaned (leading `/` and `./` stripped), `!` re-includes, the last
-/// matching rule wins, and a rule matching a directory covers what is in it.
+/// `.dockerignore` rules: the frontend's matcher (moby/patternmatcher
+/// semantics, see `strata_frontend::Ignore`) over the file this reads.
 #[derive(Default, Clone)]
 pub struct Ignore {
-    rules: Vec<(GlobMatcher, bool)>,
+    rules: strata_frontend::Ignore,
 }
 
 impl Ignore {
@@ -44,64 +42,20 @@ impl Ignore {
     }
 
     pub fn parse(text: &str) -> Result<Self> {
-        let mut rules = Vec::new();
-        for line in text.lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let (negate, pat) = match line.strip_prefix('!') {
-                Some(p) => (true, p.trim()),
-                None => (false, line),
-            };
-            let mut pat = pat.trim_start_matches('/');
-            while let Some(p) = pat.strip_prefix("./") {
-                pat = p;
-            }
-            let pat = pat.trim_end_matches('/');
-            if pat.is_empty() || pat == "." {
-                continue;
-            }
-            let glob = GlobBuilder::new(pat)
-                .literal_separator(true)
-                .build()
-                .map_err(|e| {
-                    BuildError::Other(format!(".dockerignore: bad pattern {line:?}: {e}"))
-                })?
-                .compile_matcher();
-            rules.push((glob, negate));
-        }
-        Ok(Self { rules })
+        strata_frontend::Ignore::parse(text)
+            .map(|rules| Self { rules })
+            .map_err(|e| BuildError::Other(format!(".dockerignore: {e}")))
     }
 
-    /// Whether any rule is a `!` exception (then an excluded directory may
-    /// still hold included files).
-    pub fn has_exceptions(&self) -> bool {
-        self.rules.iter().any(|(_, negate)| *negate)
-    }
-
-    /// Whether `rel` (relative to the context, `/`-separated) is excluded:
-    /// the path or any of its parents matching counts, last rule wins.
+    /// Whether `rel` (relative to the context, `/`-separated) is excluded.
     pub fn excluded(&self, rel: &str) -> bool {
-        let mut excluded = false;
-        for (glob, negate) in &self.rules {
-            let mut hit = glob.is_match(rel);
-            if !hit && !negate {
-                // A rule matching a parent directory covers its contents.
-                let mut p = rel;
-                while let Some((parent, _)) = p.rsplit_once('/') {
-                    if glob.is_match(parent) {
-                        hit = true;
-                        break;
-                    }
-                    p = parent;
-                }
-            }
-            if hit {
-                excluded = !negate;
-            }
-        }
-        excluded
+        self.rules.excluded(rel)
+    }
+
+    /// Whether the excluded directory `rel` must still be walked for
+    /// exceptions inside it.
+    pub fn descend_excluded(&self, rel: &str) -> bool {
+        self.rules.descend_excluded(rel)
     }
 }
 

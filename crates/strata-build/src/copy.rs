@@ -446,13 +446,8 @@ impl Solver<'_> {
                 .ok()
                 .and_then(|i| done.get(&i))
                 .or_else(|| {
-                    let (_, stages) = strata_frontend::stages_for(
-                        &self.df,
-                        &self.opts.build_args,
-                        &self.platform_args(),
-                    )
-                    .ok()?;
-                    let s = stages
+                    let s = self
+                        .stages
                         .iter()
                         .find(|s| s.name.as_deref() == Some(lower.as_str()))?;
                     done.get(&s.index)
@@ -778,19 +773,18 @@ fn copy_tree(
             if let Some(ig) = ignore
                 && ig.excluded(&rel)
             {
-                // A `!` rule may re-include something inside an excluded
-                // directory (`docs` then `!docs/README.md`): look inside,
-                // and keep the directory only if something was.
-                let child = e.path();
-                if ig.has_exceptions() && child.is_dir() && !child.is_symlink() {
+                // An excluded directory is walked for the exceptions that
+                // may re-include something in it, and kept only if they do.
+                let path = e.path();
+                let is_dir = fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+                if is_dir && ig.descend_excluded(&rel) {
                     let d = dst.join(&name);
+                    let existed = d.symlink_metadata().is_ok();
                     copy_tree(
-                        &child, &d, &rel, ignore, exclude, &local, owner, chmod, false,
+                        &path, &d, &rel, ignore, exclude, &local, owner, chmod, false,
                     )?;
-                    if fs::read_dir(&d)
-                        .map(|mut r| r.next().is_none())
-                        .unwrap_or(false)
-                    {
+                    let empty = fs::read_dir(&d).is_ok_and(|mut r| r.next().is_none());
+                    if !existed && empty {
                         fs::remove_dir(&d).map_err(io(format!("removing {}", d.display())))?;
                     }
                 }

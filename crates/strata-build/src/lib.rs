@@ -18,7 +18,9 @@ use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use strata_frontend::{Args, Diagnostic, Dockerfile, Instruction, Stage};
+use strata_frontend::{
+    Args, BuildInputs, Diagnostic, Dockerfile, GlobalScope, Graph, Instruction, Stage, StageScope,
+};
 use strata_oci::Digest;
 use strata_oci::compress::Compression;
 use strata_oci::image::{HealthConfig, ImageConfig};
@@ -172,7 +174,7 @@ struct CachedStep {
 /// results cached by an older strata are never reused.
 const CACHE_VERSION: &[u8] = b"strata-cache-v1";
 
-const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+use strata_frontend::DEFAULT_PATH;
 
 /// One build's shared state. Stages run on their own threads, so everything
 /// that changes during a build sits behind a lock or is atomic; a stage's own
@@ -182,6 +184,12 @@ struct Solver<'a> {
     lock: &'a WriteLock,
     opts: &'a BuildOptions,
     df: Dockerfile,
+    /// Build args and platforms, as ARGs see them.
+    inputs: BuildInputs,
+    /// The predefined platform ARGs and the ARGs before the first FROM.
+    global: GlobalScope,
+    stages: Vec<Stage>,
+    graph: Graph,
     events: Mutex<&'a mut (dyn FnMut(Event) + Send)>,
     epoch: i64,
     created: String,
@@ -261,6 +269,36 @@ pub fn lowers(store: &Store, lock: &WriteLock, layers: &[LayerRecord]) -> Result
     Ok(lowers)
 }
 
+/// The resolved plan of a build as text (`strata build --print`), without
+/// running anything: base images' ENV comes from the store when it has
+/// them (nothing is pulled).
+pub fn plan(store: &Store, opts: &BuildOptions) -> Result<String> {
+    let dockerfile = |d: Diagnostic| BuildError::Dockerfile(Box::new(d));
+    let df = strata_frontend::parse(&opts.dockerfile, &opts.dockerfile_name).map_err(dockerfile)?;
+    let inputs = BuildInputs::host(opts.build_args.clone());
+    let (global, stages) = strata_frontend::stages(&df, &inputs).map_err(dockerfile)?;
+    let graph = strata_frontend::graph(&df, &stages, opts.target.as_deref()).map_err(|d| {
+        if d.source_line.is_empty() {
+            other(d.message)
+        } else {
+            dockerfile(d)
+        }
+    })?;
+    let base_env = |name: &str| -> Option<Vec<String>> {
+        let img = store.resolve(name).ok()?;
+        let raw = store.read_blob(&img.id).ok()?;
+        let config = ImageConfig::from_json(&raw).ok()?;
+        Some(
+            config
+                .config
+                .env
+                .unwrap_or_else(|| vec![DEFAULT_PATH.to_owned()]),
+        )
+    };
+    strata_frontend::render_plan(&df, &global, &stages, &graph, &inputs, &base_env)
+        .map_err(dockerfile)
+}
+
 /// Runs a build into `store` and the requested outputs.
 pub fn build(
     store: &Store,
@@ -269,19 +307,18 @@ pub fn build(
 ) -> Result<BuildResult> {
     let df = strata_frontend::parse(&opts.dockerfile, &opts.dockerfile_name)
         .map_err(|d| BuildError::Dockerfile(Box::new(d)))?;
-    let predefined =
-        strata_frontend::Platforms::host(strata_oci::image::host_architecture()).args();
-    let (_globals, stages) = strata_frontend::stages_for(&df, &opts.build_args, &predefined)
-        .map_err(|d| BuildError::Dockerfile(Box::new(d)))?;
-    let target = match &opts.target {
-        Some(t) => stages
-            .iter()
-            .find(|s| s.name.as_deref() == Some(t.to_lowercase().as_str()))
-            .map(|s| s.index)
-            .ok_or_else(|| other(format!("target stage {t:?} could not be found")))?,
-        None => stages.len() - 1,
-    };
-    let needed = needed_stages(&df, &stages, target)?;
+    let inputs = BuildInputs::host(opts.build_args.clone());
+    let (global, stages) =
+        strata_frontend::stages(&df, &inputs).map_err(|d| BuildError::Dockerfile(Box::new(d)))?;
+    let graph = strata_frontend::graph(&df, &stages, opts.target.as_deref()).map_err(|d| {
+        if d.source_line.is_empty() {
+            // Not located in the file: an unknown --target.
+            other(d.message)
+        } else {
+            BuildError::Dockerfile(Box::new(d))
+        }
+    })?;
+    let (target, needed) = (graph.target, graph.needed.clone());
     let (epoch, epoch_source) = build_epoch(&opts.context, &opts.build_args);
     let created_secs = if opts.timestamp_now {
         strata_store::now_unix()
@@ -295,6 +332,10 @@ pub fn build(
         lock: &lock,
         opts,
         df,
+        inputs,
+        global,
+        stages: stages.clone(),
+        graph,
         events: Mutex::new(events),
         epoch,
         created: strata_store::rfc3339(created_secs),
@@ -422,77 +463,6 @@ fn commit(store: &Store, lock: &WriteLock, state: &State, tags: &[String]) -> Re
     )?)
 }
 
-/// For each needed stage, the stages it reads (FROM, --from).
-fn stage_deps(
-    df: &Dockerfile,
-    stages: &[Stage],
-    needed: &[usize],
-) -> Result<HashMap<usize, Vec<usize>>> {
-    let mut out = HashMap::new();
-    for &i in needed {
-        out.insert(i, direct_deps(df, stages, i)?);
-    }
-    Ok(out)
-}
-
-/// Stages the target needs: FROM <stage>, COPY --from, RUN --mount from=.
-fn needed_stages(df: &Dockerfile, stages: &[Stage], target: usize) -> Result<Vec<usize>> {
-    let mut needed = vec![target];
-    let mut i = 0;
-    while i < needed.len() {
-        for d in direct_deps(df, stages, needed[i])? {
-            if !needed.contains(&d) {
-                needed.push(d);
-            }
-        }
-        i += 1;
-    }
-    needed.sort_unstable();
-    Ok(needed)
-}
-
-/// The stages stage `idx` reads directly.
-fn direct_deps(df: &Dockerfile, stages: &[Stage], idx: usize) -> Result<Vec<usize>> {
-    let find = |name: &str, before: usize, ins: &Instruction| -> Result<Option<usize>> {
-        if let Ok(i) = name.parse::<usize>() {
-            return if i < before {
-                Ok(Some(i))
-            } else {
-                Err(BuildError::Dockerfile(Box::new(df.error(
-                    ins,
-                    &format!("stage index {i} refers to a stage not defined before this one"),
-                ))))
-            };
-        }
-        let lower = name.to_lowercase();
-        match stages
-            .iter()
-            .find(|s| s.name.as_deref() == Some(lower.as_str()))
-        {
-            Some(s) if s.index < before => Ok(Some(s.index)),
-            Some(_) => Err(BuildError::Dockerfile(Box::new(
-                df.error(ins, &format!("stage {name:?} is used before it is defined")),
-            ))),
-            None => Ok(None),
-        }
-    };
-    let s = &stages[idx];
-    let mut deps = Vec::new();
-    if let Some(d) = find(&s.base, s.index, &s.from)? {
-        deps.push(d);
-    }
-    for ins in &s.instructions {
-        if let Some(from) = ins.flag("from")
-            && let Some(d) = find(from, s.index, ins)?
-        {
-            deps.push(d);
-        }
-    }
-    deps.sort_unstable();
-    deps.dedup();
-    Ok(deps)
-}
-
 fn key_of(parts: &[&[u8]]) -> String {
     let mut h = blake3::Hasher::new();
     for p in parts {
@@ -537,7 +507,10 @@ impl Solver<'_> {
         } else {
             jobs
         };
-        let deps = stage_deps(&self.df, stages, needed)?;
+        let deps: HashMap<usize, Vec<usize>> = needed
+            .iter()
+            .map(|&i| (i, self.graph.stage_deps(i)))
+            .collect();
         let running = Mutex::new(0usize);
         let slot_free = Condvar::new();
         let failure: Mutex<Option<BuildError>> = Mutex::new(None);
@@ -589,10 +562,6 @@ impl Solver<'_> {
             Some(e) => Err(e),
             None => Ok(()),
         }
-    }
-
-    fn platform_args(&self) -> BTreeMap<String, String> {
-        strata_frontend::Platforms::host(strata_oci::image::host_architecture()).args()
     }
 
     fn fail(&self, ins: &Instruction, msg: &str) -> BuildError {
@@ -693,9 +662,7 @@ impl Solver<'_> {
             Some(n) => format!("[{n} {i}/{total}]"),
             None => format!("[stage-{} {i}/{total}]", stage.index),
         };
-        // ARGs in scope: name -> value (None: declared without a value).
-        let mut args: BTreeMap<String, String> = BTreeMap::new();
-        let globals = self.global_args();
+        let mut args = StageScope::new();
         for (i, (ins, trigger)) in steps.into_iter().enumerate() {
             if self.cancelled.load(Ordering::SeqCst) {
                 return Err(BuildError::Cancelled);
@@ -710,7 +677,7 @@ impl Solver<'_> {
             );
             self.emit(Event::Step { n, name });
             let start = Instant::now();
-            let r = self.instruction(n, ins, &mut state, &mut args, &globals);
+            let r = self.instruction(n, ins, &mut state, &mut args);
             match r {
                 Ok(cached) => {
                     if cached {
@@ -773,32 +740,6 @@ impl Solver<'_> {
         Ok(out)
     }
 
-    /// Global ARG values (before the first FROM), with build-arg overrides.
-    /// The predefined platform ARGs (BUILDPLATFORM, TARGETARCH, ...) come
-    /// first: a stage that declares `ARG TARGETARCH` gets its value.
-    fn global_args(&self) -> BTreeMap<String, Option<String>> {
-        let mut out: BTreeMap<String, Option<String>> = self
-            .platform_args()
-            .into_iter()
-            .map(|(k, v)| (k, Some(v)))
-            .collect();
-        for ins in self
-            .df
-            .instructions
-            .iter()
-            .take_while(|i| i.keyword != "from")
-        {
-            for (k, v) in ins.arg_pairs() {
-                let lookup = |n: &str| out.get(n).cloned().flatten();
-                let v = self.opts.build_args.get(&k).cloned().or_else(|| {
-                    v.and_then(|d| strata_frontend::expand_word(&d, &lookup, self.df.escape).ok())
-                });
-                out.insert(k, v);
-            }
-        }
-        out
-    }
-
     fn base(&self, stage: &Stage, all: &[Stage]) -> Result<State> {
         if stage.base == "scratch" {
             let mut config = ImageConfig::host();
@@ -827,8 +768,8 @@ impl Solver<'_> {
             return Ok(st);
         }
         if let Some(p) = &stage.platform {
-            let host = format!("linux/{}", strata_oci::image::host_architecture());
-            if p != &host && !p.starts_with('$') {
+            let host = &self.inputs.target_platform;
+            if p != host {
                 return Err(self.fail(&stage.from, &format!("platform {p} is not the host platform {host}: cross-building is not supported yet")));
             }
         }
@@ -854,13 +795,12 @@ impl Solver<'_> {
         n: usize,
         ins: &Instruction,
         state: &mut State,
-        args: &mut BTreeMap<String, String>,
-        globals: &BTreeMap<String, Option<String>>,
+        args: &mut StageScope,
     ) -> Result<bool> {
         let env = state.config.config.env.clone().unwrap_or_default();
         let escape = self.df.escape;
         // Expansion sees ENV first (ENV beats ARG of the same name), then ARGs.
-        let lookup = |k: &str| env_get(&env, k).or_else(|| args.get(k).cloned());
+        let lookup = |k: &str| env_get(&env, k).or_else(|| args.get(k));
         let expand = |w: &str| {
             strata_frontend::expand_word(w, &lookup, escape)
                 .map_err(|e| self.fail(ins, &e.to_string()))
@@ -877,25 +817,15 @@ impl Solver<'_> {
         let mut make_workdir: Option<(String, String)> = None;
         match ins.keyword.as_str() {
             "run" => return self.run_step(n, ins, state, args),
-            "copy" | "add" => return self.copy_step(ins, state, args),
+            "copy" | "add" => {
+                let values: BTreeMap<String, String> = args.env().into_iter().collect();
+                return self.copy_step(ins, state, &values);
+            }
             "arg" => {
-                let mut declared = Vec::new();
-                for (k, v) in ins.arg_pairs() {
-                    let value = match self.opts.build_args.get(&k) {
-                        Some(o) => Some(o.clone()),
-                        None => match v {
-                            Some(d) => Some(expand(&d)?),
-                            None => globals.get(&k).cloned().flatten(),
-                        },
-                    };
-                    declared.push((k, value));
-                }
-                for (k, v) in declared {
-                    if let Some(v) = v {
-                        args.insert(k, v);
-                    }
-                }
-                history = format!("ARG {}", ins.text);
+                let env_lookup = |k: &str| env_get(&env, k);
+                history = args
+                    .declare(ins, &self.global, &self.inputs, &env_lookup, escape)
+                    .map_err(|e| self.fail(ins, &e.to_string()))?;
             }
             "env" => {
                 let w = words(self)?;
@@ -1362,7 +1292,7 @@ impl Solver<'_> {
         n: usize,
         ins: &Instruction,
         state: &mut State,
-        args: &BTreeMap<String, String>,
+        args: &StageScope,
     ) -> Result<bool> {
         let cfg = &state.config.config;
         let shell = cfg
@@ -1397,21 +1327,11 @@ impl Solver<'_> {
             }
         };
         let mut env = cfg.env.clone().unwrap_or_default();
+        let image_env = env.clone();
         // ARGs are visible to RUN (and to its cache key) but never persisted.
-        for (k, v) in args {
-            if env_get(&env, k).is_none() {
+        for (k, v) in args.env() {
+            if env_get(&env, &k).is_none() {
                 env.push(format!("{k}={v}"));
-            }
-        }
-        // Proxy settings given with --build-arg reach RUN without an ARG
-        // line, and stay out of the cache key (BuildKit's llb.WithProxy):
-        // the same build behind another proxy is the same build.
-        let mut run_env = env.clone();
-        for k in strata_frontend::PROXY_ARGS {
-            if let Some(v) = self.opts.build_args.get(*k)
-                && env_get(&run_env, k).is_none()
-            {
-                run_env.push(format!("{k}={v}"));
             }
         }
         let cwd = cfg
@@ -1445,12 +1365,25 @@ impl Solver<'_> {
             // What the step sees in /etc/hosts and /dev/shm can change its result.
             format!("{:?} {:?}", self.opts.extra_hosts, self.opts.shm_size).as_bytes(),
         ]);
-        let history = match &ins.args {
-            Args::Exec(v) => format!("RUN {} # buildkit", v.join(" ")),
-            Args::Shell(_) => format!("RUN {} # buildkit", argv.join(" ")),
+        // `RUN |N K=V ... argv`, as the reference writes it; proxy build
+        // args that no ARG declares are not in it.
+        let prefix = args.history_prefix(&|k| env_get(&image_env, k));
+        let history = if prefix.is_empty() {
+            format!("RUN {} # buildkit", argv.join(" "))
+        } else {
+            format!("RUN {prefix} {} # buildkit", argv.join(" "))
         };
         if self.cache_hit(&key, state)? {
             return Ok(true);
+        }
+        // Proxy build args reach the step without an ARG, in both cases, and
+        // stay out of its cache key as in the reference (`ProxyEnv`).
+        for p in self.inputs.proxy_env() {
+            if let Some((k, _)) = p.split_once('=')
+                && env_get(&env, k).is_none()
+            {
+                env.push(p);
+            }
         }
         let lowers = self.lowers(&state.layers)?;
         let scratch = self.scratch()?;
@@ -1459,7 +1392,7 @@ impl Solver<'_> {
             lowers,
             scratch_dir: scratch.path().to_owned(),
             argv: argv.clone(),
-            env: run_env,
+            env,
             cwd,
             user,
             hostname: "buildkitsandbox".into(),

@@ -150,7 +150,7 @@ pub fn parse_ast(source: &str, file: &str) -> Result<(char, Vec<Node>), Diagnost
             line.push_str(&cont);
             end = e;
         }
-        let node = node_from_line(&line, escape, start + 1, i).map_err(|m| err(start, m))?;
+        let node = node_from_line(&line, escape, start + 1, i, 0).map_err(|m| err(start, m))?;
         nodes.push(node);
     }
     if nodes.is_empty() {
@@ -215,12 +215,23 @@ fn is_ws(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\u{b}' | '\u{c}' | '\r')
 }
 
+/// ONBUILD nests a node per level; the reference's instruction layer
+/// refuses any ONBUILD inside ONBUILD, so a few levels are plenty and a
+/// limit keeps a hostile file from exhausting the stack.
+const MAX_NESTING: usize = 8;
+
 fn node_from_line(
     line: &str,
     escape: char,
     start_line: usize,
     end_line: usize,
+    nesting: usize,
 ) -> Result<Node, String> {
+    if nesting > MAX_NESTING {
+        return Err(format!(
+            "ONBUILD nested more than {MAX_NESTING} deep (ONBUILD ONBUILD isn't allowed)"
+        ));
+    }
     let trimmed = line.trim();
     let (cmd, rest) = match trimmed.find(|c: char| is_ws(c) || c == '\n') {
         Some(p) => (
@@ -248,7 +259,11 @@ fn node_from_line(
                 Vec::new()
             } else {
                 vec![Arg::Nested(Box::new(node_from_line(
-                    &rest, escape, start_line, end_line,
+                    &rest,
+                    escape,
+                    start_line,
+                    end_line,
+                    nesting + 1,
                 )?))]
             }
         }

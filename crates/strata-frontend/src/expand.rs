@@ -22,7 +22,7 @@ pub fn expand_word(
     lookup: &dyn Fn(&str) -> Option<String>,
     escape: char,
 ) -> Result<String, ExpandError> {
-    let words = expand(word, lookup, escape, false)?;
+    let words = expand(word, lookup, escape, false, 0)?;
     Ok(words.concat())
 }
 
@@ -32,15 +32,25 @@ pub fn split_words(
     lookup: &dyn Fn(&str) -> Option<String>,
     escape: char,
 ) -> Result<Vec<String>, ExpandError> {
-    expand(text, lookup, escape, true)
+    expand(text, lookup, escape, true, 0)
 }
+
+/// How deeply `${a:-${b:-...}}` may nest: each level is a few stack
+/// frames, and the solver's threads have small stacks.
+const MAX_DEPTH: usize = 64;
 
 fn expand(
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
     escape: char,
     split: bool,
+    depth: usize,
 ) -> Result<Vec<String>, ExpandError> {
+    if depth > MAX_DEPTH {
+        return Err(ExpandError(format!(
+            "substitutions nested more than {MAX_DEPTH} deep"
+        )));
+    }
     let chars: Vec<char> = text.chars().collect();
     let mut out = Vec::new();
     let mut cur = String::new();
@@ -99,7 +109,7 @@ fn expand(
                         }
                     }
                     Some('$') => {
-                        let (v, next) = variable(&chars, i, lookup, escape)?;
+                        let (v, next) = variable(&chars, i, lookup, escape, depth)?;
                         cur.push_str(&v);
                         i = next;
                     }
@@ -110,7 +120,7 @@ fn expand(
                 }
             }
         } else if c == '$' {
-            let (v, next) = variable(&chars, i, lookup, escape)?;
+            let (v, next) = variable(&chars, i, lookup, escape, depth)?;
             if split {
                 // An unquoted value is itself split on whitespace.
                 for vc in v.chars() {
@@ -149,6 +159,7 @@ fn variable(
     i: usize,
     lookup: &dyn Fn(&str) -> Option<String>,
     escape: char,
+    depth: usize,
 ) -> Result<(String, usize), ExpandError> {
     let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
     match chars.get(i + 1) {
@@ -170,18 +181,18 @@ fn variable(
             }
             // The closing brace: escaped characters are skipped and only an
             // unescaped `${` nests, as the reference's lexer does.
-            let mut depth = 1;
+            let mut open = 1;
             let mut k = j;
             while k < chars.len() {
                 match chars[k] {
                     c if c == escape => k += 1,
                     '$' if chars.get(k + 1) == Some(&'{') => {
-                        depth += 1;
+                        open += 1;
                         k += 1;
                     }
                     '}' => {
-                        depth -= 1;
-                        if depth == 0 {
+                        open -= 1;
+                        if open == 0 {
                             break;
                         }
                     }
@@ -200,7 +211,7 @@ fn variable(
             } else {
                 lookup(&name)
             };
-            let word = |w: &str| expand_word(w, lookup, escape);
+            let word = |w: &str| expand(w, lookup, escape, false, depth + 1).map(|w| w.concat());
             let result = if op.is_empty() {
                 val.unwrap_or_default()
             } else if let Some(w) = op.strip_prefix(":-") {
@@ -298,41 +309,57 @@ fn is_special(c: char) -> bool {
     matches!(c, '@' | '*' | '#' | '?' | '-' | '$' | '!')
 }
 
-/// Pattern matching for `#`/`%`: `*` and `?` wildcards, literal otherwise.
-fn glob_match(p: &[char], s: &[char]) -> bool {
-    match p.split_first() {
-        None => s.is_empty(),
-        Some(('*', rest)) => (0..=s.len()).any(|k| glob_match(rest, &s[k..])),
-        Some(('?', rest)) => !s.is_empty() && glob_match(rest, &s[1..]),
-        Some((c, rest)) => s.first() == Some(c) && glob_match(rest, &s[1..]),
+/// Pattern matching for `#`/`%` (`*` and `?` wildcards, literal
+/// otherwise): for every prefix length `k` of `s`, whether `p` matches
+/// `s[..k]`. One dynamic-programming pass, so no pattern makes it slow.
+fn prefix_matches(p: &[char], s: &[char]) -> Vec<bool> {
+    let n = s.len();
+    let mut prev = vec![false; n + 1];
+    let mut cur = vec![false; n + 1];
+    prev[0] = true;
+    for &t in p {
+        for j in 0..=n {
+            cur[j] = match t {
+                '*' => prev[j] || (j > 0 && cur[j - 1]),
+                '?' => j > 0 && prev[j - 1],
+                c => j > 0 && prev[j - 1] && s[j - 1] == c,
+            };
+        }
+        std::mem::swap(&mut prev, &mut cur);
+        if !prev.contains(&true) {
+            break;
+        }
     }
+    prev
 }
 
 fn trim_prefix(v: &str, pat: &str, longest: bool) -> String {
     let s: Vec<char> = v.chars().collect();
     let p: Vec<char> = pat.chars().collect();
-    let mut cuts: Vec<usize> = (0..=s.len()).filter(|&k| glob_match(&p, &s[..k])).collect();
-    if !longest {
-        cuts.truncate(1);
-    }
-    match cuts.last() {
-        Some(&k) => s[k..].iter().collect(),
+    let m = prefix_matches(&p, &s);
+    let cut = if longest {
+        (0..=s.len()).rev().find(|&k| m[k])
+    } else {
+        (0..=s.len()).find(|&k| m[k])
+    };
+    match cut {
+        Some(k) => s[k..].iter().collect(),
         None => v.to_owned(),
     }
 }
 
 fn trim_suffix(v: &str, pat: &str, longest: bool) -> String {
-    let s: Vec<char> = v.chars().collect();
-    let p: Vec<char> = pat.chars().collect();
-    let mut cuts: Vec<usize> = (0..=s.len())
-        .rev()
-        .filter(|&k| glob_match(&p, &s[k..]))
-        .collect();
-    if !longest {
-        cuts.truncate(1);
-    }
-    match cuts.last() {
-        Some(&k) => s[..k].iter().collect(),
+    // A suffix match is a prefix match of both reversed.
+    let s: Vec<char> = v.chars().rev().collect();
+    let p: Vec<char> = pat.chars().rev().collect();
+    let m = prefix_matches(&p, &s);
+    let cut = if longest {
+        (0..=s.len()).rev().find(|&k| m[k])
+    } else {
+        (0..=s.len()).find(|&k| m[k])
+    };
+    match cut {
+        Some(k) => s[k..].iter().rev().collect(),
         None => v.to_owned(),
     }
 }

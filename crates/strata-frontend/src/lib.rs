@@ -8,11 +8,23 @@
 
 mod ast;
 mod expand;
+mod graph;
+mod ignore;
 mod parse;
+mod plan;
+mod scope;
 
 pub use ast::{Arg as AstArg, Node, dump, parse_ast};
 pub use expand::{ExpandError, expand_word, split_words};
+pub use graph::{
+    Edge, EdgeKind, Graph, Source, graph, mount_sources, reference_error, stage_label,
+};
+pub use ignore::Ignore;
 pub use parse::{Args, Dockerfile, Heredoc, Instruction, parse};
+pub use plan::{BaseEnv, DEFAULT_PATH, render_plan};
+pub use scope::{
+    BuildInputs, GlobalScope, PLATFORM_ARGS, PROXY_ARGS, Platform, StageScope, is_proxy_arg,
+};
 
 use std::fmt;
 
@@ -60,93 +72,24 @@ pub struct Stage {
     pub index: usize,
     /// Lowercased, as stage names are case-insensitive.
     pub name: Option<String>,
-    /// The base as written (expanded with the global ARGs by [`stages`]).
+    /// The base, expanded with the global scope by [`stages`].
     pub base: String,
-    pub platform: Option<String>,
+    /// `FROM --platform=`, expanded with the global scope and parsed.
+    pub platform: Option<Platform>,
     pub from: Instruction,
     pub instructions: Vec<Instruction>,
 }
 
-/// `os/arch[/variant]` of the build machine and of the image being built.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platforms {
-    pub build: (String, String, String),
-    pub target: (String, String, String),
-}
-
-impl Platforms {
-    /// Build and target both the host: `linux/<arch>`, no variant (as
-    /// BuildKit reports an amd64 or arm64 host).
-    pub fn host(arch: &str) -> Self {
-        let p = ("linux".to_owned(), arch.to_owned(), String::new());
-        Self {
-            build: p.clone(),
-            target: p,
-        }
-    }
-
-    /// The predefined ARGs, as BuildKit defines them: in the global scope
-    /// (usable in FROM without a declaration), and inside a stage only once
-    /// that stage declares them with `ARG NAME`.
-    pub fn args(&self) -> std::collections::BTreeMap<String, String> {
-        let fmt = |(os, arch, var): &(String, String, String)| {
-            if var.is_empty() {
-                format!("{os}/{arch}")
-            } else {
-                format!("{os}/{arch}/{var}")
-            }
-        };
-        let mut m = std::collections::BTreeMap::new();
-        for (prefix, p) in [("BUILD", &self.build), ("TARGET", &self.target)] {
-            m.insert(format!("{prefix}PLATFORM"), fmt(p));
-            m.insert(format!("{prefix}OS"), p.0.clone());
-            m.insert(format!("{prefix}ARCH"), p.1.clone());
-            m.insert(format!("{prefix}VARIANT"), p.2.clone());
-        }
-        m
-    }
-}
-
-/// The ARGs BuildKit passes to RUN from `--build-arg` without a declaration,
-/// and never records in the image's history (`docker build` reference,
-/// "Predefined ARGs").
-pub const PROXY_ARGS: &[&str] = &[
-    "HTTP_PROXY",
-    "http_proxy",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "FTP_PROXY",
-    "ftp_proxy",
-    "NO_PROXY",
-    "no_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-];
-
-/// Splits a parsed Dockerfile into the global ARGs (before the first FROM)
-/// and its stages. FROM's base is expanded with the global ARGs, overridden
-/// by `build_args`, as the reference does. Without predefined platform ARGs;
-/// see [`stages_for`].
+/// Splits a parsed Dockerfile into its global scope (the predefined
+/// platform ARGs and the ARGs before the first FROM, `--build-arg`s
+/// applied) and its stages. FROM's base and `--platform` are expanded with
+/// the global scope, as the reference does.
 pub fn stages(
     df: &Dockerfile,
-    build_args: &std::collections::BTreeMap<String, String>,
-) -> Result<(Vec<Instruction>, Vec<Stage>), Diagnostic> {
-    stages_for(df, build_args, &std::collections::BTreeMap::new())
-}
-
-/// Like [`stages`], with the predefined ARGs (`BUILDPLATFORM`,
-/// `TARGETARCH`, ...) given: they are in scope for FROM lines and for the
-/// `--platform` flag of FROM.
-pub fn stages_for(
-    df: &Dockerfile,
-    build_args: &std::collections::BTreeMap<String, String>,
-    predefined: &std::collections::BTreeMap<String, String>,
-) -> Result<(Vec<Instruction>, Vec<Stage>), Diagnostic> {
-    let mut globals = Vec::new();
-    let mut global_env: Vec<(String, String)> = predefined
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    inputs: &BuildInputs,
+) -> Result<(GlobalScope, Vec<Stage>), Diagnostic> {
+    let global = GlobalScope::new(df, inputs)?;
+    let lookup = |k: &str| global.lookup(k);
     let mut stages: Vec<Stage> = Vec::new();
     for ins in &df.instructions {
         if ins.keyword == "from" {
@@ -163,28 +106,45 @@ pub fn stages_for(
                     ));
                 }
             };
-            let lookup = |k: &str| {
-                global_env
-                    .iter()
-                    .rev()
-                    .find(|(n, _)| n == k)
-                    .map(|(_, v)| v.clone())
-            };
             let base = expand_word(&base, &lookup, df.escape)
                 .map_err(|e| df.error(ins, &e.to_string()))?;
             if base.is_empty() {
-                return Err(df.error(ins, "FROM: base name expands to an empty string"));
+                return Err(df.error(
+                    ins,
+                    &format!("base name ({}) should not be blank", words[0]),
+                ));
             }
-            if let Some(n) = &name
-                && stages.iter().any(|s| s.name.as_deref() == Some(n))
-            {
-                return Err(df.error(ins, &format!("duplicate stage name {n:?}")));
+            if let Some(n) = &name {
+                if !valid_stage_name(n) {
+                    return Err(df.error(
+                        ins,
+                        &format!("invalid name for build stage: {n:?}, name can't start with a number or contain symbols"),
+                    ));
+                }
+                if stages.iter().any(|s| s.name.as_deref() == Some(n)) {
+                    return Err(df.error(ins, &format!("duplicate stage name {n:?}")));
+                }
             }
-            let platform = ins
-                .flag("platform")
-                .map(|p| expand_word(p, &lookup, df.escape))
-                .transpose()
-                .map_err(|e| df.error(ins, &e.to_string()))?;
+            let platform = match ins.flag("platform") {
+                None => None,
+                Some(p) => {
+                    let v = expand_word(p, &lookup, df.escape).map_err(|e| {
+                        df.error(
+                            ins,
+                            &format!("failed to process arguments for platform {p}: {e}"),
+                        )
+                    })?;
+                    if v.is_empty() {
+                        return Err(
+                            df.error(ins, &format!("empty platform value from expression {p}"))
+                        );
+                    }
+                    let parsed: Platform = v.parse().map_err(|e: String| {
+                        df.error(ins, &format!("failed to parse platform {p}: {e}"))
+                    })?;
+                    Some(parsed)
+                }
+            };
             stages.push(Stage {
                 index: stages.len(),
                 name,
@@ -195,31 +155,7 @@ pub fn stages_for(
             });
         } else if let Some(stage) = stages.last_mut() {
             stage.instructions.push(ins.clone());
-        } else if ins.keyword == "arg" {
-            for (k, v) in ins.arg_pairs() {
-                let lookup = |n: &str| {
-                    global_env
-                        .iter()
-                        .rev()
-                        .find(|(m, _)| m == n)
-                        .map(|(_, v)| v.clone())
-                };
-                let v = match build_args.get(&k) {
-                    Some(o) => Some(o.clone()),
-                    None => match v {
-                        Some(d) => Some(
-                            expand_word(&d, &lookup, df.escape)
-                                .map_err(|e| df.error(ins, &e.to_string()))?,
-                        ),
-                        None => None,
-                    },
-                };
-                if let Some(v) = v {
-                    global_env.push((k, v));
-                }
-            }
-            globals.push(ins.clone());
-        } else {
+        } else if ins.keyword != "arg" {
             return Err(df.error(
                 ins,
                 &format!(
@@ -239,7 +175,15 @@ pub fn stages_for(
             source_line: String::new(),
         });
     }
-    Ok((globals, stages))
+    Ok((global, stages))
+}
+
+/// The reference's stage-name rule: `^[a-z][a-z0-9-_.]*$` (names are
+/// lowercased first, as they are case-insensitive).
+fn valid_stage_name(n: &str) -> bool {
+    let mut c = n.chars();
+    c.next().is_some_and(|f| f.is_ascii_lowercase())
+        && c.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
 }
 
 /// The instructions strata knows, for "did you mean" suggestions.

@@ -293,6 +293,43 @@ pub fn parse(source: &str, file: &str) -> Result<Dockerfile, Diagnostic> {
             rest = f[end..].trim_start();
         }
 
+        // ONBUILD's trigger is itself an instruction, parsed now so a bad
+        // one is refused here (as the reference's `parseOnBuild` does),
+        // not in a later build FROM this image.
+        if keyword == "onbuild" && !rest.is_empty() {
+            let trigger = rest.split_whitespace().next().unwrap_or_default();
+            let upper = trigger.to_ascii_uppercase();
+            let lead = line.trim_start();
+            let tcol = col
+                + lead.chars().take_while(|c| !c.is_whitespace()).count()
+                + lead
+                    .chars()
+                    .skip_while(|c| !c.is_whitespace())
+                    .take_while(|c| c.is_whitespace())
+                    .count();
+            let refused = match upper.as_str() {
+                "ONBUILD" => {
+                    Some("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".to_owned())
+                }
+                "FROM" | "MAINTAINER" => {
+                    Some(format!("{upper} isn't allowed as an ONBUILD trigger"))
+                }
+                _ => {
+                    let nested = if escape == '`' {
+                        format!("# escape=`\n{rest}\n")
+                    } else {
+                        format!("{rest}\n")
+                    };
+                    parse(&nested, &df.file)
+                        .err()
+                        .map(|d| format!("ONBUILD trigger: {}", d.message))
+                }
+            };
+            if let Some(m) = refused {
+                return Err(err(&df, start, tcol, m));
+            }
+        }
+
         // Heredocs (RUN, COPY, ADD): bodies follow the instruction's lines.
         let mut heredocs = Vec::new();
         if matches!(keyword.as_str(), "run" | "copy" | "add") {
@@ -392,36 +429,29 @@ fn validate_pairs(keyword: &str, args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// `<<[-]["']NAME["']` markers in order.
+/// The heredoc markers of an instruction, in order: each whitespace-split
+/// word of the form `[fd]<<[-]WORD` (the reference's
+/// `^(\d*)<<(-?)([^<]*)$`), WORD with its quotes removed; any quote in
+/// WORD disables expansion of the body.
 fn heredoc_markers(s: &str) -> Vec<(String, bool, bool)> {
     let mut out = Vec::new();
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i + 2 < b.len() + 1 {
-        if b[i..].starts_with(b"<<") && (i == 0 || b[i - 1] != b'<') {
-            let mut j = i + 2;
-            let strip = b.get(j) == Some(&b'-');
-            if strip {
-                j += 1;
-            }
-            let quote = match b.get(j) {
-                Some(q @ (b'"' | b'\'')) => {
-                    j += 1;
-                    Some(*q)
-                }
-                _ => None,
-            };
-            let start = j;
-            while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
-                j += 1;
-            }
-            if j > start && quote.is_none_or(|q| b.get(j) == Some(&q)) {
-                out.push((s[start..j].to_owned(), strip, quote.is_some()));
-                i = j + usize::from(quote.is_some());
-                continue;
-            }
+    for word in s.split_whitespace() {
+        let rest = word.trim_start_matches(|c: char| c.is_ascii_digit());
+        let Some(rest) = rest.strip_prefix("<<") else {
+            continue;
+        };
+        let (strip, rest) = match rest.strip_prefix('-') {
+            Some(r) => (true, r),
+            None => (false, rest),
+        };
+        if rest.is_empty() || rest.contains('<') {
+            continue;
         }
-        i += 1;
+        let quoted = rest.contains(['"', '\'']);
+        let name: String = rest.chars().filter(|c| !matches!(c, '"' | '\'')).collect();
+        if !name.is_empty() {
+            out.push((name, strip, quoted));
+        }
     }
     out
 }

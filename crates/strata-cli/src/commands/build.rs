@@ -87,6 +87,11 @@ pub struct BuildArgs {
     /// Push the image to its registry after the build (each -t name); same as `-o type=registry`
     #[arg(long)]
     pub push: bool,
+    /// Print the resolved plan (stages, dependencies, parallel levels, stages
+    /// pruned by --target, expanded instructions) to stdout and exit without
+    /// building
+    #[arg(long)]
+    pub print: bool,
     #[command(flatten)]
     pub registry: super::registry::RegistryFlags,
 }
@@ -285,6 +290,22 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     };
     let store = strata_store::Store::open(&strata_store::Store::default_root())
         .context("opening the store")?;
+    if args.print {
+        return match strata_build::plan(&store, &opts) {
+            Ok(text) => {
+                std::io::stdout().write_all(text.as_bytes())?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(BuildError::Dockerfile(d)) => {
+                #[expect(clippy::print_stderr, reason = "the CLI renders build errors")]
+                {
+                    eprintln!("error: {}", d.render());
+                }
+                Ok(ExitCode::from(crate::EXIT_FAILURE))
+            }
+            Err(e) => Err(e.into()),
+        };
+    }
     let quiet = args.quiet || args.progress == "quiet";
     let mut progress = crate::progress::Progress::new(&args.progress, quiet).map_err(UsageError)?;
     let result = strata_build::build(&store, &opts, &mut |e: Event| progress.event(e));
