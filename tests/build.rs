@@ -1482,3 +1482,122 @@ fn print_shows_the_plan_without_building() {
         "{err}"
     );
 }
+
+/// Serves `body` to every GET on 127.0.0.1 until the test ends.
+fn serve_once_forever(body: Vec<u8>) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = c.write_all(head.as_bytes());
+            let _ = c.write_all(&body);
+        }
+    });
+    addr
+}
+
+#[test]
+fn contexts_from_git_and_http_urls() {
+    let Some(env) = Env::new("contexts_from_git_and_http_urls") else {
+        return;
+    };
+    // A git repository with the context in a subdirectory, on a branch.
+    let repo = env.dir.join("repo");
+    std::fs::create_dir_all(repo.join("app")).unwrap();
+    std::fs::write(
+        repo.join("app/Dockerfile"),
+        "FROM strata-test/busybox:latest\nCOPY msg.txt /msg.txt\n",
+    )
+    .unwrap();
+    std::fs::write(repo.join("app/msg.txt"), "from git\n").unwrap();
+    let git = |args: &[&str]| {
+        let o = Command::new("git")
+            .args(args)
+            .current_dir(&repo)
+            .env("GIT_AUTHOR_DATE", "2024-01-02T03:04:05Z")
+            .env("GIT_COMMITTER_DATE", "2024-01-02T03:04:05Z")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "git {args:?}: {}", stderr(&o));
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["-c", "user.name=t", "-c", "user.email=t@t", "add", "."]);
+    git(&[
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@t",
+        "commit",
+        "-q",
+        "-m",
+        "c",
+    ]);
+    git(&["branch", "release"]);
+    let bare = env.dir.join("repo.git");
+    let o = Command::new("git")
+        .args([
+            "clone",
+            "-q",
+            "--bare",
+            repo.to_str().unwrap(),
+            bare.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let url = format!("file://{}#release:app", bare.display());
+    let err = ok(&env.strata(&["build", "--progress", "plain", "-t", "fromgit:1", &url]));
+    // The clone is a git work tree: the epoch is its commit time.
+    assert!(err.contains("epoch: 1704164645"), "{err}");
+    let o = env.strata(&["run", "--rm", "fromgit:1", "cat", "/msg.txt"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "from git\n");
+    // An http URL of a gzipped tar archive is the context...
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, data) in [
+        (
+            "Dockerfile",
+            "FROM strata-test/busybox:latest\nCOPY in-tar.txt /\n",
+        ),
+        ("in-tar.txt", "from a tarball\n"),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, name, data.as_bytes()).unwrap();
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &tar.into_inner().unwrap()).unwrap();
+    let addr = serve_once_forever(gz.finish().unwrap());
+    ok(&env.strata(&[
+        "build",
+        "-q",
+        "-t",
+        "fromtar:1",
+        &format!("http://{addr}/ctx.tar.gz"),
+    ]));
+    let o = env.strata(&["run", "--rm", "fromtar:1", "cat", "/in-tar.txt"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "from a tarball\n");
+    // ...and one of a plain Dockerfile builds with an empty context.
+    let addr =
+        serve_once_forever(b"FROM strata-test/busybox:latest\nRUN echo plain > /p\n".to_vec());
+    ok(&env.strata(&[
+        "build",
+        "-q",
+        "-t",
+        "fromdf:1",
+        &format!("http://{addr}/Dockerfile"),
+    ]));
+    // A missing ref is a clear error.
+    let bad = env.strata(&["build", &format!("file://{}#nope", bare.display())]);
+    assert_ne!(bad.status.code(), Some(0));
+    assert!(stderr(&bad).contains("nope"), "{}", stderr(&bad));
+}

@@ -683,6 +683,47 @@ impl Client {
         vec![format!("repository:{}:pull,push", repo.name)]
     }
 
+    /// Downloads `url` (a remote build context) into `dest`, with the same
+    /// TLS policy as registries, retries included. Returns the
+    /// Content-Type the server gave, if any.
+    pub fn download(&self, url: &str, dest: &Path) -> Result<Option<String>, RegistryError> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| RegistryError::Invalid {
+            what: url.to_owned(),
+            message: e.to_string(),
+        })?;
+        let host = match (parsed.host_str(), parsed.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_owned(),
+            (None, _) => {
+                return Err(RegistryError::Invalid {
+                    what: url.to_owned(),
+                    message: "no host".into(),
+                });
+            }
+        };
+        let http = self.http_client(&host, self.insecure(&host))?;
+        let resp = self.retrying_send(&host, || http.get(parsed.clone()))?;
+        if !resp.status().is_success() {
+            return Err(RegistryError::Status {
+                what: url.to_owned(),
+                status: resp.status().as_u16(),
+                detail: String::new(),
+            });
+        }
+        let content_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut file = File::create(dest).map_err(io_err(dest))?;
+        let mut resp = resp;
+        std::io::copy(&mut resp, &mut file).map_err(|e| RegistryError::Transport {
+            registry: host.clone(),
+            message: error_chain(&e),
+        })?;
+        Ok(content_type)
+    }
+
     /// Checks that the registry accepts these credentials (what `login` does).
     pub fn check_login(&self, registry: &str) -> Result<(), RegistryError> {
         let endpoint = if registry == DOCKER_HUB {

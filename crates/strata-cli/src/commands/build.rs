@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -13,7 +13,7 @@ use crate::UsageError;
 
 #[derive(clap::Args)]
 pub struct BuildArgs {
-    /// Build context: a directory, or `-` to read a Dockerfile from stdin (no context)
+    /// Build context: a directory; a git URL (`https://host/repo.git#ref:subdir`, `git@...`); an http(s) URL of a tar archive or of a Dockerfile; or `-` to read a Dockerfile from stdin (no context)
     pub context: String,
     /// Name and optionally a tag (`name:tag`); repeatable
     #[arg(short = 't', long = "tag")]
@@ -145,7 +145,7 @@ fn read_secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
 
 pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
-    let (context, dockerfile_name, dockerfile) = read_inputs(&args)?;
+    let (context, dockerfile_name, dockerfile, _fetched) = read_inputs(&args)?;
     let mut build_args = BTreeMap::new();
     for a in &args.build_args {
         match a.split_once('=') {
@@ -435,7 +435,100 @@ fn parse_binary_size(s: &str) -> Option<u64> {
 }
 
 /// The context directory and the Dockerfile (name for messages, contents).
-fn read_inputs(args: &BuildArgs) -> anyhow::Result<(PathBuf, String, String)> {
+/// A context fetched from a URL lives in a temporary directory for the build.
+type Fetched = Option<tempfile::TempDir>;
+
+/// Whether `s` names a git repository the way `docker build` recognises one.
+fn is_git_url(s: &str) -> bool {
+    let base = s.split('#').next().unwrap_or(s);
+    s.starts_with("git@")
+        || s.starts_with("git://")
+        || ((base.starts_with("https://")
+            || base.starts_with("http://")
+            || base.starts_with("file://"))
+            && base.ends_with(".git"))
+}
+
+/// `URL#REF:SUBDIR` as docker reads it: clone (at REF, a branch, tag or
+/// commit), then use SUBDIR of it as the context. The clone is a git work
+/// tree, so the build epoch is its HEAD commit time.
+fn git_context(spec: &str, dir: &Path) -> anyhow::Result<PathBuf> {
+    let (url, fragment) = spec.split_once('#').unwrap_or((spec, ""));
+    let (reference, subdir) = fragment.split_once(':').unwrap_or((fragment, ""));
+    let repo = dir.join("repo");
+    let git = |args: &[&str], cwd: Option<&Path>| -> anyhow::Result<()> {
+        let mut c = std::process::Command::new("git");
+        c.args(args).env("GIT_TERMINAL_PROMPT", "0");
+        if let Some(d) = cwd {
+            c.current_dir(d);
+        }
+        let out = c.output().context("running git (is it installed?)")?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "git {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    };
+    git(
+        &["clone", "--quiet", url, repo.to_str().unwrap_or_default()],
+        None,
+    )
+    .with_context(|| format!("unable to prepare context: cloning {url}"))?;
+    if !reference.is_empty() {
+        git(&["checkout", "--quiet", reference], Some(&repo))
+            .with_context(|| format!("unable to prepare context: {url}#{reference}"))?;
+    }
+    let ctx = strata_oci::path::secure_join(&repo, Path::new(subdir.trim_matches('/')))
+        .map_err(|e| UsageError(format!("{spec}: subdirectory {subdir:?}: {e}")))?;
+    if !ctx.is_dir() {
+        return Err(UsageError(format!(
+            "{spec}: {subdir:?} is not a directory of the repository"
+        ))
+        .into());
+    }
+    Ok(ctx)
+}
+
+/// An http(s) URL: a tar archive (gzip, bzip2, xz, zstd or plain) is the
+/// context; anything else is taken as the Dockerfile itself, with an empty
+/// context, as docker does.
+fn url_context(
+    url: &str,
+    dir: &Path,
+    registry: &super::registry::RegistryFlags,
+) -> anyhow::Result<(PathBuf, Option<String>)> {
+    let client = registry.client(Default::default())?;
+    let download = dir.join("download");
+    client
+        .download(url, &download)
+        .with_context(|| format!("unable to prepare context: downloading {url}"))?;
+    let ctx = dir.join("context");
+    fs_err::create_dir_all(&ctx)?;
+    // A tar archive has "ustar" at offset 257 of its first header, once
+    // decompressed; anything else is taken as a Dockerfile.
+    let is_tar = {
+        let (_, mut r) = strata_oci::compress::decompress(fs_err::File::open(&download)?)?;
+        let mut head = [0u8; 512];
+        r.read_exact(&mut head).is_ok() && &head[257..262] == b"ustar"
+    };
+    if is_tar {
+        let (_, reader) = strata_oci::compress::decompress(fs_err::File::open(&download)?)?;
+        strata_oci::apply::apply_layer(reader, &ctx, &mut strata_oci::apply::DeleteWhiteouts)
+            .map_err(|e| UsageError(format!("{url}: unpacking the context: {e}")))?;
+        return Ok((ctx, None));
+    }
+    let text = fs_err::read_to_string(&download).map_err(|e| {
+        UsageError(format!(
+            "{url}: neither a tar archive nor a Dockerfile ({e})"
+        ))
+    })?;
+    Ok((ctx, Some(text)))
+}
+
+fn read_inputs(args: &BuildArgs) -> anyhow::Result<(PathBuf, String, String, Fetched)> {
     let from_stdin = args.context == "-";
     if from_stdin && args.file.as_deref() == Some("-") {
         return Err(UsageError(
@@ -443,11 +536,29 @@ fn read_inputs(args: &BuildArgs) -> anyhow::Result<(PathBuf, String, String)> {
         )
         .into());
     }
-    let context = if from_stdin {
-        // No context: an empty directory, so COPY finds nothing.
-        let dir = std::env::temp_dir().join(format!("strata-empty-context-{}", std::process::id()));
-        fs_err::create_dir_all(&dir)?;
-        dir
+    let remote = is_git_url(&args.context)
+        || args.context.starts_with("http://")
+        || args.context.starts_with("https://");
+    let mut fetched: Fetched = None;
+    let mut dockerfile_from_url = None;
+    let context = if from_stdin || remote {
+        // A private scratch directory, removed when the build ends.
+        let tmp = tempfile::Builder::new()
+            .prefix("strata-context-")
+            .tempdir()
+            .context("creating a directory for the context")?;
+        let ctx = if from_stdin {
+            // No context: an empty directory, so COPY finds nothing.
+            tmp.path().to_owned()
+        } else if is_git_url(&args.context) {
+            git_context(&args.context, tmp.path())?
+        } else {
+            let (ctx, df) = url_context(&args.context, tmp.path(), &args.registry)?;
+            dockerfile_from_url = df;
+            ctx
+        };
+        fetched = Some(tmp);
+        ctx
     } else {
         let p = PathBuf::from(&args.context);
         if !p.is_dir() {
@@ -459,6 +570,9 @@ fn read_inputs(args: &BuildArgs) -> anyhow::Result<(PathBuf, String, String)> {
         }
         p
     };
+    if let Some(text) = dockerfile_from_url {
+        return Ok((context, "Dockerfile".to_owned(), text, fetched));
+    }
     let (name, text) = match args.file.as_deref() {
         Some("-") => {
             let mut s = String::new();
@@ -475,7 +589,13 @@ fn read_inputs(args: &BuildArgs) -> anyhow::Result<(PathBuf, String, String)> {
             ("Dockerfile".to_owned(), s)
         }
         Some(f) => {
-            let p = PathBuf::from(f);
+            // For a fetched context, -f names a file inside it, as in docker.
+            let p = if remote {
+                strata_oci::path::secure_join(&context, Path::new(f))
+                    .map_err(|e| UsageError(format!("-f {f}: {e}")))?
+            } else {
+                PathBuf::from(f)
+            };
             let text = fs_err::read_to_string(&p)
                 .map_err(|e| UsageError(format!("failed to read Dockerfile: {e}")))?;
             (f.to_owned(), text)
@@ -487,5 +607,5 @@ fn read_inputs(args: &BuildArgs) -> anyhow::Result<(PathBuf, String, String)> {
             ("Dockerfile".to_owned(), text)
         }
     };
-    Ok((context, name, text))
+    Ok((context, name, text, fetched))
 }
