@@ -32,11 +32,14 @@ impl Env {
             root,
             dir,
         };
-        let out = env.strata(&[
-            "import",
-            tar.to_str().unwrap(),
-            "strata-test/busybox:latest",
-        ]);
+        // A fixed date: every test store has the same base image ID, so
+        // builds in two stores can be compared.
+        let out = Command::new(strata())
+            .args(["import", tar.to_str().unwrap(), "strata-test/busybox:latest"])
+            .env("STRATA_ROOT", &env.root)
+            .env("SOURCE_DATE_EPOCH", "1600000000")
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "import failed: {}",
@@ -1600,4 +1603,20 @@ fn contexts_from_git_and_http_urls() {
     let bad = env.strata(&["build", &format!("file://{}#nope", bare.display())]);
     assert_ne!(bad.status.code(), Some(0));
     assert!(stderr(&bad).contains("nope"), "{}", stderr(&bad));
+}
+
+#[test]
+fn import_honours_source_date_epoch() {
+    let Some(a) = Env::new("import_honours_source_date_epoch") else {
+        return;
+    };
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let b = Env::new("import_honours_source_date_epoch").unwrap();
+    let id = |e: &Env| {
+        let o = e.strata(&["inspect", "--format", "{{.Id}}", "strata-test/busybox:latest"]);
+        String::from_utf8_lossy(&o.stdout).trim().to_owned()
+    };
+    // Imported a second apart, with the same SOURCE_DATE_EPOCH.
+    assert!(!id(&a).is_empty());
+    assert_eq!(id(&a), id(&b));
 }

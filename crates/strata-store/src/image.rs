@@ -309,7 +309,12 @@ pub fn import_rootfs(
     };
     let f = fs_err::File::open(tar).map_err(io_err(tar))?;
     let layer = put_layer(store, lock, f)?;
-    let now = crate::now_unix();
+    // SOURCE_DATE_EPOCH (reproducible-builds.org) pins the date, so that two
+    // imports of the same tar give the same image ID.
+    let now = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or_else(crate::now_unix);
     let mut config = empty_config(now);
     for c in &changes.0 {
         apply_change(&mut config, c)?;
