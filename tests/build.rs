@@ -35,7 +35,11 @@ impl Env {
         // A fixed date: every test store has the same base image ID, so
         // builds in two stores can be compared.
         let out = Command::new(strata())
-            .args(["import", tar.to_str().unwrap(), "strata-test/busybox:latest"])
+            .args([
+                "import",
+                tar.to_str().unwrap(),
+                "strata-test/busybox:latest",
+            ])
             .env("STRATA_ROOT", &env.root)
             .env("SOURCE_DATE_EPOCH", "1600000000")
             .output()
@@ -1613,7 +1617,12 @@ fn import_honours_source_date_epoch() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let b = Env::new("import_honours_source_date_epoch").unwrap();
     let id = |e: &Env| {
-        let o = e.strata(&["inspect", "--format", "{{.Id}}", "strata-test/busybox:latest"]);
+        let o = e.strata(&[
+            "inspect",
+            "--format",
+            "{{.Id}}",
+            "strata-test/busybox:latest",
+        ]);
         String::from_utf8_lossy(&o.stdout).trim().to_owned()
     };
     // Imported a second apart, with the same SOURCE_DATE_EPOCH.
