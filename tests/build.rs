@@ -1042,6 +1042,18 @@ fn exports_recompress_layers_as_asked() {
             "{manifest}"
         );
     }
+    // The config (and so its diff_ids) is the stored image's, unchanged.
+    let inspect = env.strata(&["inspect", "zstd:1"]);
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(manifest["config"]["digest"], v[0]["Id"], "{manifest}");
+    // The re-encoded blobs are kept in the store for the next export.
+    for l in layers {
+        let hex = l["digest"].as_str().unwrap().trim_start_matches("sha256:");
+        assert!(
+            env.root.join("blobs/sha256").join(hex).is_file(),
+            "re-encoded layer {hex} is not cached in the store"
+        );
+    }
     let copy_dir = out.join("skopeo-copy");
     let copied = Command::new("skopeo")
         .args([
@@ -1132,14 +1144,33 @@ fn exports_recompress_layers_as_asked() {
         stderr(&run)
     );
     let _ = docker(&["rmi", "strata-e2e/plain:1"]);
-    // Bad values are refused before anything runs.
-    for bad in [
-        "type=oci,dest=x.tar,compression=lz4",
-        "type=oci,dest=x.tar,compression=gzip,compression-level=12",
-        "type=docker,dest=x.tar,compression=zstd",
+    // Bad values are refused before anything runs, saying what is wrong.
+    for (bad, says) in [
+        (
+            "type=oci,dest=x.tar,compression=lz4",
+            "unknown compression \"lz4\": expected gzip, zstd or uncompressed",
+        ),
+        (
+            "type=oci,dest=x.tar,compression=gzip,compression-level=12",
+            "compression-level 12 is out of range for gzip (0-9)",
+        ),
+        (
+            "type=oci,dest=x.tar,compression=zstd,compression-level=fast",
+            "compression-level=fast is not a number",
+        ),
+        (
+            "type=oci,dest=x.tar,compression=zstd,force-compression=yes",
+            "force-compression=yes: expected true or false",
+        ),
+        (
+            "type=docker,dest=x.tar,compression=zstd",
+            "type=docker cannot carry zstd layers",
+        ),
     ] {
         let o = env.build(&ctx, &["-o", bad]);
         assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{bad}: {}", stderr(&o));
+        assert!(!env.dir.join("x.tar").exists());
     }
 }
 
@@ -1628,4 +1659,224 @@ fn import_honours_source_date_epoch() {
     // Imported a second apart, with the same SOURCE_DATE_EPOCH.
     assert!(!id(&a).is_empty());
     assert_eq!(id(&a), id(&b));
+}
+
+/// The blob `digest` (`sha256:...`) of an OCI layout folder, as JSON.
+fn layout_json(layout: &Path, digest: &serde_json::Value) -> serde_json::Value {
+    let hex = digest.as_str().unwrap().trim_start_matches("sha256:");
+    serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap()).unwrap()
+}
+
+/// The content of `name` in a gzip layer blob of an OCI layout folder.
+fn layer_file(layout: &Path, digest: &serde_json::Value, name: &str) -> Option<String> {
+    use std::io::Read;
+    let hex = digest.as_str().unwrap().trim_start_matches("sha256:");
+    let f = std::fs::File::open(layout.join("blobs/sha256").join(hex)).unwrap();
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_str() == Some(name) {
+            let mut s = String::new();
+            e.read_to_string(&mut s).unwrap();
+            return Some(s);
+        }
+    }
+    None
+}
+
+#[test]
+fn multi_platform_build_writes_an_index_with_a_manifest_per_platform() {
+    let t = "multi_platform_build_writes_an_index_with_a_manifest_per_platform";
+    let Some(env) = Env::new(t) else {
+        return;
+    };
+    let ctx = env.context(
+        "multi",
+        &[
+            (
+                "Dockerfile",
+                "FROM scratch\nARG TARGETARCH\nCOPY common.txt /common.txt\nCOPY $TARGETARCH.txt /arch.txt\nENV ARCH=$TARGETARCH\n",
+            ),
+            ("common.txt", "shared\n"),
+            ("amd64.txt", "amd64\n"),
+            ("arm64.txt", "arm64\n"),
+        ],
+    );
+    let out = env.dir.join("multi-out");
+    std::fs::create_dir_all(&out).unwrap();
+    let archive = out.join("x.tar");
+    let local = out.join("rootfs");
+    ok(&env.build(
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            "multi:1",
+            "-o",
+            &format!("type=oci,dest={}", archive.display()),
+            "-o",
+            &format!("type=local,dest={}", local.display()),
+        ],
+    ));
+    // skopeo sees an index with one manifest per platform.
+    let raw = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            &format!("oci-archive:{}", archive.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(raw.status.success(), "{}", stderr(&raw));
+    let index: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(
+        index["mediaType"], "application/vnd.oci.image.index.v1+json",
+        "{index}"
+    );
+    let platforms: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m["platform"]["os"].as_str().unwrap(),
+                m["platform"]["architecture"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"], "{index}");
+    // skopeo copies every platform, and each image is for its platform with
+    // its own TARGETARCH.
+    let copied = out.join("copied");
+    let copy = Command::new("skopeo")
+        .args([
+            "copy",
+            "--all",
+            &format!("oci-archive:{}", archive.display()),
+            &format!("oci:{}:multi", copied.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(copy.status.success(), "{}", stderr(&copy));
+    let top: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(copied.join("index.json")).unwrap()).unwrap();
+    let nested = layout_json(&copied, &top["manifests"][0]["digest"]);
+    let mut layer_digests = Vec::new();
+    for (m, arch) in nested["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(["amd64", "arm64"])
+    {
+        let manifest = layout_json(&copied, &m["digest"]);
+        let config = layout_json(&copied, &manifest["config"]["digest"]);
+        assert_eq!(config["architecture"], arch, "{config}");
+        assert_eq!(config["os"], "linux");
+        assert_eq!(
+            config["config"]["Env"][1],
+            format!("ARCH={arch}"),
+            "{config}"
+        );
+        let layers = manifest["layers"].as_array().unwrap();
+        assert_eq!(layers.len(), 2);
+        assert_eq!(
+            layer_file(&copied, &layers[1]["digest"], "arch.txt").as_deref(),
+            Some(format!("{arch}\n").as_str())
+        );
+        layer_digests.push(layers[0]["digest"].clone());
+    }
+    // The COPY of the same file makes the same layer on both platforms.
+    assert_eq!(layer_digests[0], layer_digests[1]);
+    // type=local: one folder per platform, as buildx writes it.
+    for arch in ["amd64", "arm64"] {
+        let p = local.join(format!("linux_{arch}/arch.txt"));
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), format!("{arch}\n"));
+    }
+    // Built again (all cached): the same bytes.
+    let again = out.join("again.tar");
+    ok(&env.build(
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            "multi:1",
+            "-o",
+            &format!("type=oci,dest={}", again.display()),
+        ],
+    ));
+    assert_eq!(
+        std::fs::read(&archive).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
+    // Outputs that cannot hold several platforms are refused up front.
+    for (spec, says) in [
+        (
+            "type=docker,dest=d.tar",
+            "cannot hold a multi-platform image",
+        ),
+        ("type=tar,dest=t.tar", "type=tar with several platforms"),
+    ] {
+        let o = env.build(&ctx, &["--platform", "linux/amd64,linux/arm64", "-o", spec]);
+        assert_eq!(o.status.code(), Some(2), "{spec}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{spec}: {}", stderr(&o));
+    }
+    let o = env.build(&ctx, &["--platform", "linux/amd64,linux/amd64"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("given twice"), "{}", stderr(&o));
+}
+
+#[test]
+fn run_for_a_foreign_platform_without_an_emulator_says_so() {
+    let t = "run_for_a_foreign_platform_without_an_emulator_says_so";
+    let Some(env) = Env::new(t) else {
+        return;
+    };
+    let (foreign, qemu) = match std::env::consts::ARCH {
+        "aarch64" => ("amd64", "x86_64"),
+        _ => ("arm64", "aarch64"),
+    };
+    // A base stored for the host is not silently used for another platform.
+    let ctx = env.context(
+        "foreign-base",
+        &[("Dockerfile", "FROM strata-test/busybox:latest\nENV A=1\n")],
+    );
+    let o = env.build(&ctx, &["--platform", &format!("linux/{foreign}")]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("not linux/{foreign}")),
+        "{}",
+        stderr(&o)
+    );
+    let handler = Path::new("/proc/sys/fs/binfmt_misc").join(format!("qemu-{qemu}"));
+    if handler.exists() {
+        // Not a skip: this machine can run the step, which is what the
+        // check is for; its messages are unit-tested on a fake binfmt_misc.
+        #[expect(clippy::print_stderr, reason = "says why part of the test did not run")]
+        {
+            eprintln!(
+                "{t}: an emulator is registered ({}), so the RUN would run; not checking its error",
+                handler.display()
+            );
+        }
+        return;
+    }
+    let ctx = env.context(
+        "foreign",
+        &[
+            (
+                "Dockerfile",
+                "FROM scratch\nCOPY a.txt /a.txt\nRUN echo hi\n",
+            ),
+            ("a.txt", "a\n"),
+        ],
+    );
+    let o = env.build(&ctx, &["--platform", &format!("linux/{foreign}")]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains(&format!("RUN for linux/{foreign}")), "{err}");
+    assert!(err.contains("binfmt_misc"), "{err}");
+    assert!(err.contains("Dockerfile:3"), "{err}");
 }

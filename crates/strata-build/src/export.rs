@@ -3,9 +3,10 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use strata_oci::archive::{ArchiveFormat, ArchiveImage};
-use strata_oci::image::Manifest;
-use strata_store::{ImageRecord, Store};
+use strata_oci::Compression;
+use strata_oci::archive::{ArchiveFormat, ArchiveImage, ArchiveIndex};
+use strata_oci::image::{Manifest, Platform};
+use strata_store::{EncodedLayer, ImageRecord, Store, WriteLock};
 
 use crate::{BuildError, Result, io, other};
 
@@ -33,6 +34,9 @@ pub struct Output {
     pub compression: Option<strata_oci::Compression>,
     /// `force-compression=true`
     pub force_compression: bool,
+    /// `compression-level=` was given: layers already in the requested
+    /// codec are re-encoded too (the level they were made with is unknown).
+    pub explicit_level: bool,
 }
 
 /// Parses `type=docker,dest=app.tar` (or the shorthand `PATH`, which means
@@ -45,6 +49,7 @@ pub fn parse_output(spec: &str) -> Result<Output> {
                 dest: Some(PathBuf::from("-")),
                 compression: None,
                 force_compression: false,
+                explicit_level: false,
             }
         } else {
             Output {
@@ -52,6 +57,7 @@ pub fn parse_output(spec: &str) -> Result<Output> {
                 dest: Some(PathBuf::from(spec)),
                 compression: None,
                 force_compression: false,
+                explicit_level: false,
             }
         });
     }
@@ -84,7 +90,17 @@ pub fn parse_output(spec: &str) -> Result<Output> {
                     ))
                 })?);
             }
-            "force-compression" => force_compression = v == "true",
+            "force-compression" => {
+                force_compression = match v {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(other(format!(
+                            "--output {spec:?}: force-compression={v}: expected true or false"
+                        )));
+                    }
+                }
+            }
             "name" | "oci-mediatypes" | "rewrite-timestamp" => {}
             other_key => return Err(other(format!("--output: unknown attribute {other_key:?}"))),
         }
@@ -128,55 +144,100 @@ pub fn parse_output(spec: &str) -> Result<Output> {
         dest,
         compression,
         force_compression,
+        explicit_level: level.is_some(),
     })
+}
+
+/// One platform's image of a build, as the exporters receive it.
+#[derive(Debug, Clone)]
+pub(crate) struct PlatformImage {
+    pub image: ImageRecord,
+    pub platform: Platform,
+}
+
+/// Refuses, before anything is built, outputs that cannot hold what the
+/// build will produce for `platforms` (how many images it makes).
+pub fn check_outputs(outputs: &[Output], platforms: usize) -> Result<()> {
+    if platforms < 2 {
+        return Ok(());
+    }
+    for o in outputs {
+        match o.kind {
+            OutputKind::Docker => {
+                return Err(other(
+                    "-o type=docker cannot hold a multi-platform image (a docker-archive has no index, and docker load takes one platform); use -o type=oci, or build one --platform",
+                ));
+            }
+            OutputKind::Tar => {
+                return Err(other(
+                    "-o type=tar with several platforms is not supported; use -o type=local (one folder per platform) or -o type=oci",
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn export(
     store: &Store,
-    image: &ImageRecord,
+    lock: &WriteLock,
+    images: &[PlatformImage],
     tags: &[String],
     out: &Output,
     epoch: i64,
 ) -> Result<()> {
     let Some(dest) = &out.dest else { return Ok(()) };
+    let [first, ..] = images else {
+        return Err(other("no image to export"));
+    };
     match &out.kind {
         OutputKind::Image => Ok(()),
         OutputKind::Docker | OutputKind::Oci { .. } => {
             let blobs = strata_oci::blobs::BlobStore::open(store.root().join("blobs"))
                 .map_err(|e| other(e.to_string()))?;
-            let raw = store.read_blob(&image.manifest)?;
-            let mut manifest = Manifest::from_json(&raw).map_err(|e| other(e.to_string()))?;
-            // Re-encoded layers (and a link to the config) live in a scratch
-            // blob store that disappears after the export.
-            let scratch;
-            let blobs = match out.compression {
-                Some(c) => {
-                    let tmp_parent = store.root().join("tmp");
-                    fs_err::create_dir_all(&tmp_parent).map_err(|e| other(e.to_string()))?;
-                    scratch = tempfile::Builder::new()
-                        .prefix("export-")
-                        .tempdir_in(&tmp_parent)
-                        .map_err(io("creating a scratch dir"))?;
-                    recompress_layers(
-                        &blobs,
-                        scratch.path(),
-                        &mut manifest,
-                        c,
-                        out.force_compression,
-                    )?
+            let mut manifests = Vec::new();
+            for pi in images {
+                let raw = store.read_blob(&pi.image.manifest)?;
+                let mut manifest = Manifest::from_json(&raw).map_err(|e| other(e.to_string()))?;
+                if let Some(c) = out.compression {
+                    let reencode = ReEncode {
+                        to: c,
+                        same_codec_too: out.force_compression || out.explicit_level,
+                    };
+                    reencode_layers(store, lock, &blobs, &pi.image, &mut manifest, reencode)?;
                 }
-                None => blobs,
-            };
-            let images = [ArchiveImage {
-                manifest,
-                names: tags.to_vec(),
-            }];
+                manifests.push((manifest, pi.platform.clone()));
+            }
+            let tar = out.kind != (OutputKind::Oci { tar: false });
+            if manifests.len() > 1 {
+                check_outputs(std::slice::from_ref(out), manifests.len())?;
+                let index = ArchiveIndex {
+                    manifests,
+                    names: tags.to_vec(),
+                };
+                if !tar {
+                    return strata_oci::archive::write_oci_index_dir(dest, &blobs, &index)
+                        .map_err(|e| other(e.to_string()));
+                }
+                return write_to(dest, |w| {
+                    strata_oci::archive::write_index_archive(w, &blobs, &index)
+                        .map_err(|e| other(e.to_string()))
+                });
+            }
+            let images: Vec<ArchiveImage> = manifests
+                .into_iter()
+                .map(|(manifest, _)| ArchiveImage {
+                    manifest,
+                    names: tags.to_vec(),
+                })
+                .collect();
             let format = if out.kind == OutputKind::Docker {
                 ArchiveFormat::Docker
             } else {
                 ArchiveFormat::Oci
             };
-            if out.kind == (OutputKind::Oci { tar: false }) {
+            if !tar {
                 return strata_oci::archive::write_oci_dir(dest, &blobs, &images)
                     .map_err(|e| other(e.to_string()));
             }
@@ -185,77 +246,145 @@ pub(crate) fn export(
                     .map_err(|e| other(e.to_string()))
             })
         }
+        OutputKind::Local if images.len() > 1 => {
+            // As buildx does: one folder per platform, `linux_arm64` etc.
+            for pi in images {
+                let mut name = format!("{}_{}", pi.platform.os, pi.platform.architecture);
+                if let Some(v) = &pi.platform.variant {
+                    name = format!("{name}_{v}");
+                }
+                let sub = dest.join(name);
+                export_rootfs(store, &pi.image, &out.kind, &sub, epoch)?;
+            }
+            Ok(())
+        }
         OutputKind::Local | OutputKind::Tar => {
-            let tmp_parent = store.root().join("tmp");
-            fs_err::create_dir_all(&tmp_parent).map_err(|e| other(e.to_string()))?;
-            let tmp = tempfile::Builder::new()
-                .prefix("rootfs-")
-                .tempdir_in(&tmp_parent)
-                .map_err(io("creating a scratch dir"))?;
-            for l in &image.layers {
-                let r = store.open_layer_tar(l)?;
-                strata_oci::apply::apply_layer(
-                    r,
-                    tmp.path(),
-                    &mut strata_oci::apply::DeleteWhiteouts,
-                )
-                .map_err(|e| other(format!("applying {}: {e}", l.diff_id)))?;
-            }
-            if out.kind == OutputKind::Tar {
-                return write_to(dest, |w| {
-                    strata_oci::layer::write_tree_tar(tmp.path(), Some(epoch), w)
-                        .map(|_| ())
-                        .map_err(|e| other(e.to_string()))
-                });
-            }
-            copy_dir(tmp.path(), dest)
+            check_outputs(std::slice::from_ref(out), images.len())?;
+            export_rootfs(store, &first.image, &out.kind, dest, epoch)
         }
     }
 }
 
-/// Gives `manifest` layers encoded as `to` (re-encoding those stored
-/// otherwise, or all with `force`), in a blob store under `dir` that also
-/// holds the config; returns that store.
-fn recompress_layers(
-    stored: &strata_oci::BlobStore,
-    dir: &Path,
+/// `type=local` / `type=tar`: the image's merged root filesystem.
+fn export_rootfs(
+    store: &Store,
+    image: &ImageRecord,
+    kind: &OutputKind,
+    dest: &Path,
+    epoch: i64,
+) -> Result<()> {
+    let tmp_parent = store.root().join("tmp");
+    fs_err::create_dir_all(&tmp_parent).map_err(|e| other(e.to_string()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix("rootfs-")
+        .tempdir_in(&tmp_parent)
+        .map_err(io("creating a scratch dir"))?;
+    for l in &image.layers {
+        let r = store.open_layer_tar(l)?;
+        strata_oci::apply::apply_layer(r, tmp.path(), &mut strata_oci::apply::DeleteWhiteouts)
+            .map_err(|e| other(format!("applying {}: {e}", l.diff_id)))?;
+    }
+    if *kind == OutputKind::Tar {
+        return write_to(dest, |w| {
+            strata_oci::layer::write_tree_tar(tmp.path(), Some(epoch), w)
+                .map(|_| ())
+                .map_err(|e| other(e.to_string()))
+        });
+    }
+    copy_dir(tmp.path(), dest)
+}
+
+/// What an export asked of the layers' encoding.
+#[derive(Debug, Clone, Copy)]
+struct ReEncode {
+    to: Compression,
+    /// Also re-encode layers already in `to`'s codec (`force-compression`,
+    /// or an explicit `compression-level`, since the level a stored blob
+    /// was made with is not known).
+    same_codec_too: bool,
+}
+
+/// Points `manifest`'s layers at blobs encoded as asked: the stored blob
+/// when it already is, else a re-encoding made once and kept in the store
+/// (keyed by diffID and encoding, see `Store::layer_encoding`), so a repeat
+/// export only looks it up. Each re-encoding decompresses the stored blob
+/// and compresses it again in one pass (parallel, deterministic), hashing
+/// both sides; the tar must hash to the layer's diffID, so the config's
+/// diff_ids stay true.
+fn reencode_layers(
+    store: &Store,
+    lock: &WriteLock,
+    blobs: &strata_oci::BlobStore,
+    image: &ImageRecord,
     manifest: &mut Manifest,
-    to: strata_oci::Compression,
-    force: bool,
-) -> Result<strata_oci::BlobStore> {
-    let out = strata_oci::BlobStore::open(dir.join("blobs")).map_err(|e| other(e.to_string()))?;
-    let link = |d: &strata_oci::Digest| -> Result<()> {
-        let dst = out.path(d);
-        if std::fs::hard_link(stored.path(d), &dst).is_err() {
-            std::fs::copy(stored.path(d), &dst).map_err(io(format!("copying blob {d}")))?;
-        }
-        Ok(())
-    };
-    link(&manifest.config.digest)?;
+    want: ReEncode,
+) -> Result<()> {
+    if manifest.layers.len() != image.layers.len() {
+        return Err(other(format!(
+            "image {}: its manifest lists {} layers, its record {}; run `strata check`",
+            image.id,
+            manifest.layers.len(),
+            image.layers.len()
+        )));
+    }
+    let to = want.to;
     let docker = manifest.media_type == strata_oci::image::MEDIA_TYPE_DOCKER_MANIFEST;
-    for l in &mut manifest.layers {
-        let current = strata_oci::Compression::from_media_type(&l.media_type);
-        let same_codec = current.is_some_and(|c| c.name() == to.name());
-        if same_codec && !force {
-            link(&l.digest)?;
+    for (l, rec) in manifest.layers.iter_mut().zip(&image.layers) {
+        let current = Compression::from_media_type(&l.media_type);
+        if current.is_some_and(|c| c.name() == to.name()) && !want.same_codec_too {
             continue;
         }
-        let src = stored
-            .open_verified(&l.digest)
-            .map_err(|e| other(e.to_string()))?;
-        let mut w = out.writer().map_err(|e| other(e.to_string()))?;
-        let (_, digest, size) = strata_oci::compress::recompress(src, to, 0, &mut w)
-            .map_err(io(format!("re-encoding layer {}", l.digest)))?;
-        w.commit(Some(digest)).map_err(|e| other(e.to_string()))?;
-        l.digest = digest;
-        l.size = size;
+        let enc = match store.layer_encoding(&rec.diff_id, to)? {
+            Some(e) => e,
+            None => {
+                let enc = reencode_blob(blobs, &l.digest, to)?;
+                if enc.diff_id != rec.diff_id {
+                    return Err(other(format!(
+                        "layer blob {} decompresses to a tar with digest {}, but the image says {}; run `strata check`",
+                        l.digest, enc.diff_id, rec.diff_id
+                    )));
+                }
+                store.put_layer_encoding(lock, to, &enc)?;
+                enc
+            }
+        };
+        l.digest = enc.blob;
+        l.size = enc.size;
         l.media_type = if docker {
             to.docker_layer_media_type().to_owned()
         } else {
             to.oci_layer_media_type().to_owned()
         };
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Re-encodes one stored layer blob as `to` into `blobs`.
+fn reencode_blob(
+    blobs: &strata_oci::BlobStore,
+    from: &strata_oci::Digest,
+    to: Compression,
+) -> Result<EncodedLayer> {
+    let fail = |e: String| other(format!("re-encoding layer {from} as {to}: {e}"));
+    let mut src = blobs.open_verified(from).map_err(|e| fail(e.to_string()))?;
+    let mut w = blobs.writer().map_err(|e| fail(e.to_string()))?;
+    let (diff_id, digest, size) = match strata_oci::compress::recompress(&mut src, to, 0, &mut w) {
+        Ok(v) => v,
+        Err(e) => {
+            // A corrupt source blob says so by name; other errors as they are.
+            return Err(match src.take_error(e) {
+                e @ strata_oci::BlobError::Corrupt { .. } => fail(e.to_string()),
+                strata_oci::BlobError::Io { source, .. } => fail(source.to_string()),
+                e => fail(e.to_string()),
+            });
+        }
+    };
+    w.commit(Some(digest)).map_err(|e| fail(e.to_string()))?;
+    Ok(EncodedLayer {
+        diff_id,
+        blob: digest,
+        size,
+    })
 }
 
 /// Writes to a file atomically, or to stdout for `-`.
@@ -332,6 +461,10 @@ mod tests {
             z.compression,
             Some(strata_oci::Compression::Zstd { level: 19 })
         );
+        assert!(z.explicit_level);
+        let plain = parse_output("type=oci,dest=x,compression=zstd").unwrap();
+        assert!(!plain.explicit_level && !plain.force_compression);
+        assert!(parse_output("type=oci,dest=x,compression=zstd,force-compression=1").is_err());
         assert!(parse_output("type=oci,dest=x,compression=lz4").is_err());
         assert!(parse_output("type=oci,dest=x,compression=zstd,compression-level=99").is_err());
         assert!(parse_output("type=docker,dest=x,compression=zstd").is_err());

@@ -5,6 +5,7 @@
 
 mod context;
 mod copy;
+mod emulation;
 mod export;
 mod mounts;
 pub mod registry;
@@ -26,7 +27,7 @@ use strata_oci::compress::Compression;
 use strata_oci::image::{HealthConfig, ImageConfig};
 use strata_store::{CacheRecord, ImageRecord, LayerRecord, Store, WriteLock};
 
-pub use export::{Output, OutputKind, parse_output};
+pub use export::{Output, OutputKind, check_outputs, parse_output};
 
 /// Everything wrong with a build, each naming what the user must fix.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +109,8 @@ pub struct BuildOptions {
     pub extra_hosts: Vec<(String, std::net::IpAddr)>,
     /// `--shm-size`: size of /dev/shm in RUN steps (default 64 MiB).
     pub shm_size: Option<u64>,
+    /// `--platform A,B`: build once per platform; empty means the host.
+    pub platforms: Vec<strata_frontend::Platform>,
 }
 
 /// Progress, for the CLI to render.
@@ -149,6 +152,10 @@ pub struct BuildResult {
     /// Context files whose content was read and hashed (the others were
     /// known unchanged from an earlier build).
     pub context_files_hashed: usize,
+    /// Each platform built: (`os/arch[/variant]`, image ID, manifest digest).
+    pub platforms: Vec<(String, Digest, Digest)>,
+    /// Progress step numbers used (the next platform's steps continue).
+    pub steps_numbered: usize,
 }
 
 /// The image state after a step.
@@ -219,6 +226,9 @@ struct Solver<'a> {
     unpacking: Mutex<()>,
     /// Every step key this build ended with, by stage (for `--cache-to`).
     step_keys: Mutex<Vec<(usize, String)>>,
+    /// Put before stage labels in progress (`linux/arm64 `) when a build
+    /// makes several platforms; else empty.
+    label: String,
 }
 
 /// The build epoch and where it came from: SOURCE_DATE_EPOCH (env or build
@@ -299,15 +309,160 @@ pub fn plan(store: &Store, opts: &BuildOptions) -> Result<String> {
         .map_err(dockerfile)
 }
 
-/// Runs a build into `store` and the requested outputs.
+/// Runs a build into `store` and the requested outputs: once per platform
+/// of `opts.platforms` (the host when empty), each with its own TARGET*
+/// ARGs, exported together (an OCI index for several platforms).
 pub fn build(
     store: &Store,
     opts: &BuildOptions,
     events: &mut (dyn FnMut(Event) + Send),
 ) -> Result<BuildResult> {
+    let host = strata_frontend::Platform::host();
+    let platforms = if opts.platforms.is_empty() {
+        vec![host.clone()]
+    } else {
+        opts.platforms.clone()
+    };
+    for (i, p) in platforms.iter().enumerate() {
+        if p.os != "linux" {
+            return Err(other(format!(
+                "--platform {p}: only linux images can be built"
+            )));
+        }
+        if platforms[..i].contains(p) {
+            return Err(other(format!("--platform {p} is given twice")));
+        }
+    }
+    export::check_outputs(&opts.outputs, platforms.len())?;
+    if platforms.len() > 1 && !opts.cache_to.is_empty() {
+        return Err(other(
+            "--cache-to with several platforms is not supported yet; build one --platform at a time to export its cache",
+        ));
+    }
+    let (epoch, epoch_source) = build_epoch(&opts.context, &opts.build_args);
+    let lock = store.lock()?;
+    let tags = opts
+        .tags
+        .iter()
+        .map(|t| strata_store::normalize_reference(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    // With several platforms the store's names (one image per name) go to
+    // the host platform's image when it is built; the others are stored
+    // unnamed and reach users through the outputs.
+    let named = if platforms.len() == 1 {
+        Some(&platforms[0])
+    } else {
+        platforms.iter().find(|p| **p == host)
+    };
+    let mut images = Vec::new();
+    let mut result: Option<BuildResult> = None;
+    for p in &platforms {
+        let inputs = BuildInputs {
+            build_args: opts.build_args.clone(),
+            build_platform: host.clone(),
+            target_platform: p.clone(),
+        };
+        let is_named = named == Some(p);
+        let store_tags: &[String] = if is_named { &tags } else { &[] };
+        let label = if platforms.len() > 1 {
+            format!("{p} ")
+        } else {
+            String::new()
+        };
+        let first_step = result
+            .as_ref()
+            .map_or(0, |r: &BuildResult| r.steps_numbered);
+        let (image, stats) = build_platform(
+            store,
+            &lock,
+            opts,
+            PlatformBuild {
+                inputs,
+                tags: store_tags,
+                label,
+                first_step,
+            },
+            epoch,
+            events,
+        )?;
+        let r = result.get_or_insert(BuildResult {
+            image_id: image.id,
+            manifest_digest: image.manifest,
+            size: image.size(),
+            layers_built: 0,
+            steps_cached: 0,
+            steps_run: 0,
+            epoch,
+            epoch_source,
+            context_files_hashed: 0,
+            platforms: Vec::new(),
+            steps_numbered: 0,
+        });
+        r.steps_numbered = stats.steps_numbered;
+        if is_named {
+            r.image_id = image.id;
+            r.manifest_digest = image.manifest;
+            r.size = image.size();
+        }
+        r.layers_built += stats.built;
+        r.steps_cached += stats.cached;
+        r.steps_run += stats.run;
+        r.context_files_hashed += stats.hashed;
+        r.platforms.push((p.to_string(), image.id, image.manifest));
+        images.push(export::PlatformImage {
+            image,
+            platform: strata_oci::image::Platform {
+                architecture: p.arch.clone(),
+                os: p.os.clone(),
+                os_version: None,
+                variant: Some(p.variant.clone()).filter(|v| !v.is_empty()),
+            },
+        });
+    }
+    for out in &opts.outputs {
+        export::export(store, &lock, &images, &opts.tags, out, epoch)?;
+    }
+    result.ok_or_else(|| other("no platform was built"))
+}
+
+/// What differs between the builds of one `strata build` for each platform.
+struct PlatformBuild<'a> {
+    inputs: BuildInputs,
+    /// The store names this platform's image gets.
+    tags: &'a [String],
+    /// Put before each step's stage label (`linux/arm64 `), or empty.
+    label: String,
+    /// Progress step numbers continue from here.
+    first_step: usize,
+}
+
+/// Counts from one platform's build.
+struct PlatformStats {
+    built: usize,
+    cached: usize,
+    run: usize,
+    hashed: usize,
+    steps_numbered: usize,
+}
+
+/// One platform's build: the stages it needs, the image committed to the
+/// store (named by `tags`), and `--cache-to`.
+fn build_platform(
+    store: &Store,
+    lock: &WriteLock,
+    opts: &BuildOptions,
+    pb: PlatformBuild<'_>,
+    epoch: i64,
+    events: &mut (dyn FnMut(Event) + Send),
+) -> Result<(ImageRecord, PlatformStats)> {
+    let PlatformBuild {
+        inputs,
+        tags,
+        label,
+        first_step,
+    } = pb;
     let df = strata_frontend::parse(&opts.dockerfile, &opts.dockerfile_name)
         .map_err(|d| BuildError::Dockerfile(Box::new(d)))?;
-    let inputs = BuildInputs::host(opts.build_args.clone());
     let (global, stages) =
         strata_frontend::stages(&df, &inputs).map_err(|d| BuildError::Dockerfile(Box::new(d)))?;
     let graph = strata_frontend::graph(&df, &stages, opts.target.as_deref()).map_err(|d| {
@@ -319,17 +474,15 @@ pub fn build(
         }
     })?;
     let (target, needed) = (graph.target, graph.needed.clone());
-    let (epoch, epoch_source) = build_epoch(&opts.context, &opts.build_args);
     let created_secs = if opts.timestamp_now {
         strata_store::now_unix()
     } else {
         epoch
     };
-    let lock = store.lock()?;
     let ignore = context::Ignore::load(&opts.context, &opts.dockerfile_name)?;
     let solver = Solver {
         store,
-        lock: &lock,
+        lock,
         opts,
         df,
         inputs,
@@ -339,7 +492,8 @@ pub fn build(
         events: Mutex::new(events),
         epoch,
         created: strata_store::rfc3339(created_secs),
-        step_no: AtomicUsize::new(0),
+        step_no: AtomicUsize::new(first_step),
+        label,
         built: AtomicUsize::new(0),
         cached: AtomicUsize::new(0),
         run: AtomicUsize::new(0),
@@ -382,7 +536,7 @@ pub fn build(
         .iter()
         .map(|(_, k)| k.clone())
         .collect();
-    store.cache_touch(&lock, &used, strata_store::now_unix())?;
+    store.cache_touch(lock, &used, strata_store::now_unix())?;
     ran?;
     let mut state = solver
         .done
@@ -398,37 +552,29 @@ pub fn build(
             .get_or_insert_with(BTreeMap::new)
             .insert(k.clone(), v.clone());
     }
-    let tags = opts
-        .tags
-        .iter()
-        .map(|t| strata_store::normalize_reference(t))
-        .collect::<Result<Vec<_>, _>>()?;
     let (built, cached, run) = (
         solver.built.load(Ordering::Relaxed),
         solver.cached.load(Ordering::Relaxed),
         solver.run.load(Ordering::Relaxed),
     );
     state.config.created = Some(solver.created.clone());
-    let image = commit(store, &lock, &state, &tags)?;
+    let steps_numbered = solver.step_no.load(Ordering::Relaxed);
+    let image = commit(store, lock, &state, tags)?;
     for dest in &opts.cache_to {
         let chain = base_chain(&stages, target);
         solver.export_cache(dest, &chain)?;
     }
     drop(solver);
-    for out in &opts.outputs {
-        export::export(store, &image, &opts.tags, out, epoch)?;
-    }
-    Ok(BuildResult {
-        image_id: image.id,
-        manifest_digest: image.manifest,
-        size: image.size(),
-        layers_built: built,
-        steps_cached: cached,
-        steps_run: run,
-        epoch,
-        epoch_source,
-        context_files_hashed,
-    })
+    Ok((
+        image,
+        PlatformStats {
+            built,
+            cached,
+            run,
+            hashed: context_files_hashed,
+            steps_numbered,
+        },
+    ))
 }
 
 /// The target stage and the stages it is built FROM, transitively: the
@@ -631,9 +777,10 @@ impl Solver<'_> {
 
     fn stage(&self, stage: &Stage, all: &[Stage]) -> Result<State> {
         let n = self.next_step();
+        let pl = &self.label;
         let first_label = |total: usize| match &stage.name {
-            Some(name) => format!("[{name} 1/{total}]"),
-            None => format!("[stage-{} 1/{total}]", stage.index),
+            Some(name) => format!("[{pl}{name} 1/{total}]"),
+            None => format!("[{pl}stage-{} 1/{total}]", stage.index),
         };
         self.emit(Event::Step {
             n,
@@ -659,8 +806,8 @@ impl Solver<'_> {
             .collect();
         let total = steps.len() + 1;
         let label = |i: usize| match &stage.name {
-            Some(n) => format!("[{n} {i}/{total}]"),
-            None => format!("[stage-{} {i}/{total}]", stage.index),
+            Some(n) => format!("[{pl}{n} {i}/{total}]"),
+            None => format!("[{pl}stage-{} {i}/{total}]", stage.index),
         };
         let mut args = StageScope::new();
         for (i, (ins, trigger)) in steps.into_iter().enumerate() {
@@ -740,14 +887,27 @@ impl Solver<'_> {
         Ok(out)
     }
 
+    /// The platform a stage builds for: its `FROM --platform`, else the
+    /// build's target.
+    fn stage_platform(&self, stage: &Stage) -> strata_frontend::Platform {
+        stage
+            .platform
+            .clone()
+            .unwrap_or_else(|| self.inputs.target_platform.clone())
+    }
+
     fn base(&self, stage: &Stage, all: &[Stage]) -> Result<State> {
         if stage.base == "scratch" {
-            let mut config = ImageConfig::host();
+            let p = self.stage_platform(stage);
+            let mut config = ImageConfig::new(&p.os, &p.arch);
+            config.variant = Some(p.variant.clone()).filter(|v| !v.is_empty());
             config.config.env = Some(vec![DEFAULT_PATH.into()]);
+            // The platform is in the key: the same steps on an empty base
+            // make a different image config for each platform.
             return Ok(State {
                 layers: Vec::new(),
                 config,
-                key: key_of(&[CACHE_VERSION, b"scratch"]),
+                key: key_of(&[CACHE_VERSION, b"scratch", p.to_string().as_bytes()]),
                 base_image: None,
                 stage: stage.index,
             });
@@ -767,16 +927,37 @@ impl Solver<'_> {
             st.stage = stage.index;
             return Ok(st);
         }
-        if let Some(p) = &stage.platform {
-            let host = &self.inputs.target_platform;
-            if p != host {
-                return Err(self.fail(&stage.from, &format!("platform {p} is not the host platform {host}: cross-building is not supported yet")));
-            }
+        let wanted = self.stage_platform(stage);
+        let host = &self.inputs.build_platform;
+        if wanted != *host && self.store.resolve(&stage.base).is_err() {
+            // A pull tags the name, and the store keeps one image per name:
+            // a foreign platform's image would replace the host's.
+            return Err(self.fail(
+                &stage.from,
+                &format!("base image {:?} for {wanted} is not in the store, and pulling an image for another platform than the host ({host}) is not supported yet; multi-platform builds support FROM scratch and bases already stored for the target platform", stage.base),
+            ));
         }
         let img = self.image(&stage.base, &stage.from)?;
         let raw = self.store.read_blob(&img.id)?;
         let mut config = ImageConfig::from_json(&raw)
             .map_err(|e| other(format!("config of {}: {e}", stage.base)))?;
+        if wanted != *host {
+            let variant = config.variant.clone().unwrap_or_default();
+            let have = strata_frontend::Platform {
+                os: config.os.clone(),
+                arch: config.architecture.clone(),
+                variant,
+            };
+            let same = have.os == wanted.os
+                && have.arch == wanted.arch
+                && (wanted.variant.is_empty() || have.variant == wanted.variant);
+            if !same {
+                return Err(self.fail(
+                    &stage.from,
+                    &format!("base image {:?} in the store is {have}, not {wanted}; the store keeps one platform per name, so a multi-platform build needs FROM scratch or a base stored for {wanted} (e.g. a tag chosen with ${{TARGETARCH}})", stage.base),
+                ));
+            }
+        }
         if config.config.env.is_none() {
             config.config.env = Some(vec![DEFAULT_PATH.into()]);
         }
@@ -1384,6 +1565,9 @@ impl Solver<'_> {
             {
                 env.push(p);
             }
+        }
+        if let Some(why) = emulation::missing_emulator(&state.config) {
+            return Err(self.fail(ins, &why));
         }
         let lowers = self.lowers(&state.layers)?;
         let scratch = self.scratch()?;

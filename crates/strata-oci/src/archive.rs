@@ -30,7 +30,7 @@ use crate::digest::{Digest, DigestingReader};
 use crate::image::{
     ANNOTATION_CONTAINERD_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, ImageConfig, ImageError,
     Index, MEDIA_TYPE_DOCKER_LIST, MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_INDEX,
-    MEDIA_TYPE_OCI_MANIFEST, Manifest, canonical_json,
+    MEDIA_TYPE_OCI_MANIFEST, Manifest, Platform, canonical_json,
 };
 
 /// Largest JSON file (index, manifest, config) read into memory.
@@ -84,6 +84,15 @@ fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) 
 #[derive(Debug, Clone)]
 pub struct ArchiveImage {
     pub manifest: Manifest,
+    pub names: Vec<String>,
+}
+
+/// A multi-platform image: one manifest per platform (config and layer
+/// blobs in the [`BlobStore`] passed along), written as an OCI image index
+/// with each manifest's `platform`, under the names it should carry.
+#[derive(Debug, Clone)]
+pub struct ArchiveIndex {
+    pub manifests: Vec<(Manifest, Platform)>,
     pub names: Vec<String>,
 }
 
@@ -235,7 +244,82 @@ pub fn write_archive(
     images: &[ArchiveImage],
     format: ArchiveFormat,
 ) -> Result<(), ArchiveError> {
-    let plan = plan(store, images, format)?;
+    write_plan_tar(out, store, &plan(store, images, format)?)
+}
+
+/// Writes a multi-platform image as an OCI layout tar to `out`: `index.json`
+/// names one image index (under each of `index.names`), which lists a
+/// manifest per platform, as `docker buildx build --platform A,B -o
+/// type=oci` writes it.
+pub fn write_index_archive(
+    out: impl Write,
+    store: &BlobStore,
+    index: &ArchiveIndex,
+) -> Result<(), ArchiveError> {
+    write_plan_tar(out, store, &plan_index(store, index)?)
+}
+
+/// Like [`write_index_archive`], as an OCI layout folder (see [`write_oci_dir`]).
+pub fn write_oci_index_dir(
+    dir: &Path,
+    store: &BlobStore,
+    index: &ArchiveIndex,
+) -> Result<(), ArchiveError> {
+    write_plan_dir(dir, store, &plan_index(store, index)?)
+}
+
+/// The files of a multi-platform OCI layout (see [`write_index_archive`]).
+fn plan_index(store: &BlobStore, index: &ArchiveIndex) -> Result<Plan, ArchiveError> {
+    let mut files = BTreeMap::new();
+    let mut blobs = BTreeSet::new();
+    let mut entries = Vec::new();
+    for (m, platform) in &index.manifests {
+        for d in std::iter::once(&m.config).chain(&m.layers) {
+            if !store.contains(&d.digest) {
+                return Err(ArchiveError::Missing {
+                    what: format!("blob {}", d.digest),
+                });
+            }
+            blobs.insert(d.digest);
+        }
+        let json = m.to_json();
+        let digest = Digest::of(&json);
+        let mt = if m.media_type.is_empty() {
+            MEDIA_TYPE_OCI_MANIFEST
+        } else {
+            &m.media_type
+        };
+        let mut d = Descriptor::new(mt, digest, json.len() as u64);
+        d.platform = Some(platform.clone());
+        entries.push(d);
+        files.insert(blob_path(&digest), json);
+    }
+    let json = Index::new(entries).to_json();
+    let digest = Digest::of(&json);
+    let base = Descriptor::new(MEDIA_TYPE_OCI_INDEX, digest, json.len() as u64);
+    files.insert(blob_path(&digest), json);
+    let mut top = Vec::new();
+    if index.names.is_empty() {
+        top.push(base.clone());
+    }
+    for name in &index.names {
+        let (_, tag) = split_name(name)?;
+        let mut d = base.clone();
+        d.annotations
+            .insert(ANNOTATION_CONTAINERD_IMAGE_NAME.into(), name.clone());
+        d.annotations.insert(ANNOTATION_REF_NAME.into(), tag);
+        top.push(d);
+    }
+    files.insert(
+        "oci-layout".into(),
+        br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+    );
+    files.insert("index.json".into(), Index::new(top).to_json());
+    Ok(Plan { files, blobs })
+}
+
+/// Writes the files of `plan` as a tar: sorted names, fixed metadata.
+fn write_plan_tar(out: impl Write, store: &BlobStore, plan: &Plan) -> Result<(), ArchiveError> {
     let werr = |e| ArchiveError::Io {
         op: "writing",
         path: PathBuf::from("the archive"),
@@ -300,7 +384,13 @@ pub fn write_oci_dir(
     store: &BlobStore,
     images: &[ArchiveImage],
 ) -> Result<(), ArchiveError> {
-    let plan = plan(store, images, ArchiveFormat::Oci)?;
+    write_plan_dir(dir, store, &plan(store, images, ArchiveFormat::Oci)?)
+}
+
+/// Writes the files of `plan` into the layout folder `dir`: blobs first,
+/// `index.json` after every blob, each atomically, so a reader never sees an index
+/// naming a blob that is not there yet.
+fn write_plan_dir(dir: &Path, store: &BlobStore, plan: &Plan) -> Result<(), ArchiveError> {
     let target = BlobStore::open_shared(dir.join("blobs"))?;
     for d in &plan.blobs {
         if !target.contains(d) {
@@ -679,4 +769,82 @@ pub fn diff_id_of(store: &BlobStore, d: &Digest) -> Result<(Detected, Digest), A
     let mut h = DigestingReader::new(dec);
     io::copy(&mut h, &mut io::sink()).map_err(io_err("decompressing", &here))?;
     Ok((kind, h.finish().1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::{ImageConfig, MEDIA_TYPE_OCI_CONFIG};
+
+    /// A one-layer image for `arch` in `store`.
+    fn image(store: &BlobStore, arch: &str) -> (Manifest, Platform) {
+        let layer = format!("layer for {arch}");
+        let (ld, ln) = store.put_bytes(layer.as_bytes()).unwrap();
+        let mut config = ImageConfig::new("linux", arch);
+        config.rootfs.diff_ids.push(ld);
+        let cj = config.to_json();
+        let (cd, cn) = store.put_bytes(&cj).unwrap();
+        let m = Manifest::oci(
+            Descriptor::new(MEDIA_TYPE_OCI_CONFIG, cd, cn),
+            vec![Descriptor::new(
+                Compression::Uncompressed.oci_layer_media_type(),
+                ld,
+                ln,
+            )],
+        );
+        let p = Platform {
+            architecture: arch.into(),
+            os: "linux".into(),
+            os_version: None,
+            variant: None,
+        };
+        (m, p)
+    }
+
+    #[test]
+    fn index_archive_lists_one_manifest_per_platform() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path().join("store")).unwrap();
+        let index = ArchiveIndex {
+            manifests: vec![image(&store, "amd64"), image(&store, "arm64")],
+            names: vec!["example.com/app:1".into()],
+        };
+        let mut tar_bytes = Vec::new();
+        write_index_archive(&mut tar_bytes, &store, &index).unwrap();
+        let layout = dir.path().join("layout");
+        write_oci_index_dir(&layout, &store, &index).unwrap();
+
+        // index.json names one index, under the image's name.
+        let top: oci_spec::image::ImageIndex =
+            serde_json::from_slice(&fs_err::read(layout.join("index.json")).unwrap()).unwrap();
+        assert_eq!(top.manifests().len(), 1);
+        let entry = &top.manifests()[0];
+        assert_eq!(entry.media_type().to_string(), MEDIA_TYPE_OCI_INDEX);
+        let ann = entry.annotations().clone().unwrap_or_default();
+        assert_eq!(ann.get(ANNOTATION_REF_NAME).map(String::as_str), Some("1"));
+        // The nested index has a manifest per platform, each with its platform.
+        let hex = entry.digest().digest().to_owned();
+        let nested: oci_spec::image::ImageIndex =
+            serde_json::from_slice(&fs_err::read(layout.join("blobs/sha256").join(hex)).unwrap())
+                .unwrap();
+        let archs: Vec<String> = nested
+            .manifests()
+            .iter()
+            .map(|m| m.platform().as_ref().unwrap().architecture().to_string())
+            .collect();
+        assert_eq!(archs, ["amd64", "arm64"]);
+
+        // The tar holds the same files, and our reader loads both images.
+        let back = BlobStore::open(dir.path().join("back")).unwrap();
+        let loaded = read_archive_from(&tar_bytes[..], &back).unwrap();
+        let mut loaded_archs: Vec<String> = loaded
+            .iter()
+            .map(|i| i.config.architecture.clone())
+            .collect();
+        loaded_archs.sort();
+        assert_eq!(loaded_archs, ["amd64", "arm64"]);
+        let from_dir =
+            read_archive(&layout, &BlobStore::open(dir.path().join("b2")).unwrap()).unwrap();
+        assert_eq!(from_dir.len(), 2);
+    }
 }

@@ -61,6 +61,10 @@ const CTX_META: TableDefinition<&str, &str> = TableDefinition::new("context_meta
 /// Blob digest -> JSON list of `registry/repository` known to hold it (from
 /// pulls and pushes), for cross-repository mounts on push.
 const BLOB_SOURCES: TableDefinition<&str, &str> = TableDefinition::new("blob_sources");
+/// `<diffID> <encoding>` (`zstd-9`, `uncompressed`) -> JSON [`EncodedLayer`]:
+/// a layer re-encoded for an export, kept so that the next export with the
+/// same compression reuses the blob. Live exactly as long as its layer.
+const LAYER_ENCODINGS: TableDefinition<&str, &str> = TableDefinition::new("layer_encodings");
 
 /// How long an operation waits for another process to release the database.
 const DB_WAIT: Duration = Duration::from_secs(300);
@@ -137,6 +141,15 @@ pub struct LayerRecord {
     pub size: u64,
     /// Uncompressed tar size (what `images` SIZE adds up).
     pub uncompressed_size: u64,
+}
+
+/// A layer's blob in another encoding than the one it is stored in (made
+/// by an export with `compression=`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncodedLayer {
+    pub diff_id: Digest,
+    pub blob: Digest,
+    pub size: u64,
 }
 
 /// An image: its config digest is its ID.
@@ -330,6 +343,7 @@ impl Store {
                 CACHE,
                 CTX_META,
                 BLOB_SOURCES,
+                LAYER_ENCODINGS,
             ] {
                 txn.open_table(t)?;
             }
@@ -699,7 +713,7 @@ impl Store {
             drop(imgs);
             // Layers no longer needed by anything go in the same transaction,
             // reported as Docker does: by ChainID of the deleted image.
-            let freed = prune_layer_table(txn)?;
+            let freed = prune_layer_table(txn, &self.root)?;
             for c in img.chain_ids().iter().rev().zip(img.layers.iter().rev()) {
                 if freed.contains(&c.1.diff_id) {
                     ev.push(RmiEvent::Deleted(*c.0));
@@ -863,6 +877,47 @@ impl Store {
                 Some(v) => Ok(from_json("blob_sources", &key, v.value())?),
                 None => Ok(Vec::new()),
             }
+        })
+    }
+
+    // ---- layers re-encoded for exports ----
+
+    /// The blob of layer `diff_id` encoded as `encoding`, if an earlier
+    /// export made it and it is still stored.
+    pub fn layer_encoding(
+        &self,
+        diff_id: &Digest,
+        encoding: strata_oci::Compression,
+    ) -> Result<Option<EncodedLayer>> {
+        let key = encoding_key(diff_id, encoding);
+        let rec: Option<EncodedLayer> = self.read(|txn| {
+            let t = txn.open_table(LAYER_ENCODINGS)?;
+            match t.get(key.as_str())? {
+                Some(v) => Ok(Some(from_json("layer_encodings", &key, v.value())?)),
+                None => Ok(None),
+            }
+        })?;
+        Ok(rec.filter(|r| self.has_blob(&r.blob)))
+    }
+
+    /// Remembers a re-encoded layer whose blob is already stored. It lives
+    /// as long as the layer does: GC drops it with the last image or cache
+    /// record that needs `diff_id`.
+    pub fn put_layer_encoding(
+        &self,
+        _lock: &WriteLock,
+        encoding: strata_oci::Compression,
+        rec: &EncodedLayer,
+    ) -> Result<()> {
+        if !self.has_blob(&rec.blob) {
+            return Err(StoreError::MissingBlob { digest: rec.blob });
+        }
+        let key = encoding_key(&rec.diff_id, encoding);
+        let v = to_json(rec)?;
+        self.write(|txn| {
+            txn.open_table(LAYER_ENCODINGS)?
+                .insert(key.as_str(), v.as_str())?;
+            Ok(())
         })
     }
 
@@ -1030,6 +1085,14 @@ impl Store {
                     blobs.insert(l.blob);
                 }
             }
+            let enc = txn.open_table(LAYER_ENCODINGS)?;
+            for e in enc.iter()? {
+                let (k, v) = e?;
+                let r: EncodedLayer = from_json("layer_encodings", k.value(), v.value())?;
+                if layers.contains(&r.diff_id) {
+                    blobs.insert(r.blob);
+                }
+            }
             Ok((blobs, layers))
         })
     }
@@ -1037,7 +1100,7 @@ impl Store {
     /// Frees exactly what no image, container or cache record refers to:
     /// layer records, blobs, snapshots and leftover temporary files.
     pub fn gc(&self, _lock: &WriteLock) -> Result<GcReport> {
-        self.write(|txn| prune_layer_table(txn).map(|_| ()))?;
+        self.write(|txn| prune_layer_table(txn, &self.root).map(|_| ()))?;
         let (live_blobs, live_layers) = self.live_set()?;
         let mut report = GcReport::default();
         for (d, size) in blobs::list(&self.root)? {
@@ -1326,8 +1389,24 @@ fn container_users(
     Ok(out)
 }
 
-/// Removes layer records no image or cache record needs; returns their diffIDs.
-fn prune_layer_table(txn: &redb::WriteTransaction) -> Result<BTreeSet<Digest>, TxnError> {
+fn encoding_key(diff_id: &Digest, encoding: strata_oci::Compression) -> String {
+    match encoding {
+        strata_oci::Compression::Gzip { level } => format!("{diff_id} gzip-{level}"),
+        strata_oci::Compression::Zstd { level } => format!("{diff_id} zstd-{level}"),
+        strata_oci::Compression::Uncompressed => format!("{diff_id} uncompressed"),
+    }
+}
+
+fn blob_exists(root: &Path, d: &Digest) -> bool {
+    blobs::path(root, d).is_file()
+}
+
+/// Removes layer records no image or cache record needs, and the
+/// re-encodings of those layers; returns their diffIDs.
+fn prune_layer_table(
+    txn: &redb::WriteTransaction,
+    root: &Path,
+) -> Result<BTreeSet<Digest>, TxnError> {
     let imgs = txn.open_table(IMAGES)?;
     let mut live: BTreeSet<Digest> = BTreeSet::new();
     for i in all_images(&imgs)? {
@@ -1351,6 +1430,20 @@ fn prune_layer_table(txn: &redb::WriteTransaction) -> Result<BTreeSet<Digest>, T
     }
     for d in &dead {
         layers.remove(d.to_string().as_str())?;
+    }
+    // Re-encodings of layers nothing needs any more, and those whose blob is
+    // gone (`check --repair` removed it as corrupt), go with them.
+    let mut enc = txn.open_table(LAYER_ENCODINGS)?;
+    let mut stale = Vec::new();
+    for e in enc.iter()? {
+        let (k, v) = e?;
+        let r: EncodedLayer = from_json("layer_encodings", k.value(), v.value())?;
+        if !live.contains(&r.diff_id) || !blob_exists(root, &r.blob) {
+            stale.push(k.value().to_owned());
+        }
+    }
+    for k in &stale {
+        enc.remove(k.as_str())?;
     }
     Ok(dead)
 }

@@ -309,3 +309,73 @@ fn references_normalise_like_docker() {
     assert!(n("a:b:c").is_err());
     assert!(n("").is_err());
 }
+
+#[test]
+fn layer_encodings_live_exactly_as_long_as_their_layer() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Store::open(dir.path()).expect("open");
+    let (base, child) = two_images(&store);
+    let lock = store.lock().expect("lock");
+    let zstd = strata_oci::Compression::Zstd { level: 9 };
+    let a = &base.layers[0];
+    let b = &child.layers[1];
+    // Stand-ins for re-encoded blobs: any stored content does.
+    let enc = |diff_id: Digest, content: &str| {
+        let blob = store
+            .put_blob_bytes(&lock, content.as_bytes())
+            .expect("blob");
+        let rec = strata_store::EncodedLayer {
+            diff_id,
+            blob,
+            size: content.len() as u64,
+        };
+        store.put_layer_encoding(&lock, zstd, &rec).expect("record");
+        rec
+    };
+    let ea = enc(a.diff_id, "a as zstd");
+    let eb = enc(b.diff_id, "b as zstd");
+    assert_eq!(
+        store.layer_encoding(&a.diff_id, zstd).expect("lookup"),
+        Some(ea.clone())
+    );
+    // Another level is another encoding.
+    let nine_gzip = strata_oci::Compression::Gzip { level: 9 };
+    assert_eq!(
+        store.layer_encoding(&a.diff_id, nine_gzip).expect("lookup"),
+        None
+    );
+    // GC keeps them while their layers live, and check sees no loose blobs.
+    store.gc(&lock).expect("gc");
+    assert!(store.has_blob(&ea.blob) && store.has_blob(&eb.blob));
+    assert_eq!(
+        store.check(&lock, false).expect("check").unreferenced_blobs,
+        0
+    );
+    // The child goes (its parent stays, tagged): b's encoding goes with b.
+    store
+        .remove_image(&lock, "child:1", RmiOptions::default())
+        .expect("rmi child");
+    assert!(store.has_blob(&ea.blob));
+    assert!(!store.has_blob(&eb.blob));
+    assert_eq!(
+        store.layer_encoding(&b.diff_id, zstd).expect("lookup"),
+        None
+    );
+    // A record whose blob vanished is not returned, and GC drops it.
+    std::fs::remove_file(store.blob_path(&ea.blob)).expect("rm");
+    assert_eq!(
+        store.layer_encoding(&a.diff_id, zstd).expect("lookup"),
+        None
+    );
+    store.gc(&lock).expect("gc");
+    // An encoding of a blob that is not stored is refused.
+    let missing = strata_store::EncodedLayer {
+        diff_id: a.diff_id,
+        blob: Digest::of(b"never stored"),
+        size: 1,
+    };
+    assert!(matches!(
+        store.put_layer_encoding(&lock, zstd, &missing),
+        Err(StoreError::MissingBlob { .. })
+    ));
+}

@@ -42,7 +42,9 @@ pub struct BuildArgs {
     /// Set metadata for the image (`KEY=VALUE`)
     #[arg(long = "label")]
     pub labels: Vec<String>,
-    /// Target platform; only the host platform is supported
+    /// Target platforms, comma-separated (`linux/amd64,linux/arm64`); one
+    /// image per platform, exported together as an OCI index. RUN steps for
+    /// a foreign platform need a registered binfmt_misc emulator
     #[arg(long)]
     pub platform: Option<String>,
     /// Progress output: auto, plain, tty, quiet
@@ -164,12 +166,10 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
         labels.insert(k.to_owned(), v.to_owned());
     }
-    if let Some(p) = &args.platform {
-        let host = format!("linux/{}", strata_oci::image::host_architecture());
-        if p != &host {
-            return Err(UsageError(format!("--platform {p}: only the host platform ({host}) can be built; cross-building is not supported yet")).into());
-        }
-    }
+    let platforms = match &args.platform {
+        None => Vec::new(),
+        Some(list) => parse_platforms(list)?,
+    };
     let network = match args.network.as_str() {
         "default" => strata_exec::Network::Sandbox,
         "none" => strata_exec::Network::None,
@@ -219,6 +219,14 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         if !tags.contains(n) {
             tags.push(n.clone());
         }
+    }
+    strata_build::check_outputs(&outputs, platforms.len().max(1))
+        .map_err(|e| UsageError(e.to_string()))?;
+    if push && platforms.len() > 1 {
+        return Err(UsageError(
+            "--push with several platforms is not supported yet: export them with -o type=oci,dest=FILE and copy that with `skopeo copy --all`".into(),
+        )
+        .into());
     }
     if push && tags.is_empty() {
         return Err(UsageError(
@@ -275,6 +283,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             })?),
         },
         registry: Some(client.clone()),
+        platforms,
         cache_from: args
             .cache_from
             .iter()
@@ -393,12 +402,38 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
                 start.elapsed().as_secs_f64()
             );
         }
+        if result.platforms.len() > 1 {
+            #[expect(clippy::print_stderr, reason = "the build summary is progress output")]
+            for (p, id, digest) in &result.platforms {
+                eprintln!("platform {p}: image {id}, manifest {digest}");
+            }
+        }
         let _ = outputs
             .iter()
             .filter(|o| o.kind != OutputKind::Image)
             .count();
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--platform linux/amd64,linux/arm64`: each once, linux only.
+fn parse_platforms(list: &str) -> anyhow::Result<Vec<strata_frontend::Platform>> {
+    let mut out: Vec<strata_frontend::Platform> = Vec::new();
+    for p in list.split(',').map(str::trim) {
+        let parsed: strata_frontend::Platform = p
+            .parse()
+            .map_err(|e: String| UsageError(format!("--platform: {e}")))?;
+        if parsed.os != "linux" {
+            return Err(
+                UsageError(format!("--platform {p}: only linux images can be built")).into(),
+            );
+        }
+        if out.contains(&parsed) {
+            return Err(UsageError(format!("--platform {p} is given twice")).into());
+        }
+        out.push(parsed);
+    }
+    Ok(out)
 }
 
 /// `--add-host name:ip` (docker) or `name=ip` (buildx); an IPv6 address
