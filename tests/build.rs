@@ -309,12 +309,13 @@ fn usage_errors_exit_with_2() {
         env.build(&ctx, &["--network", "bogus"]).status.code(),
         Some(2)
     );
-    assert_eq!(
-        env.build(&ctx, &["--platform", "linux/s390x"])
-            .status
-            .code(),
-        Some(2)
-    );
+    for bad in ["windows/amd64", "linux", "linux/amd64,linux/amd64"] {
+        assert_eq!(
+            env.build(&ctx, &["--platform", bad]).status.code(),
+            Some(2),
+            "--platform {bad}"
+        );
+    }
     assert_eq!(
         env.build(&ctx, &["-o", "type=nope,dest=x"]).status.code(),
         Some(2)
