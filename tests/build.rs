@@ -1098,6 +1098,35 @@ fn exports_recompress_layers_as_asked() {
         .unwrap();
     assert!(unpack.status.success(), "{}", stderr(&unpack));
     assert_eq!(tree_listing(&bundle.join("rootfs")), tree_listing(&local));
+    // umoci reads uncompressed layers itself: our re-encoding, unconverted.
+    let plain_layout = out.join("plain-layout");
+    ok(&env.build(
+        &ctx,
+        &[
+            "-t",
+            "zstd:1",
+            "-o",
+            &format!(
+                "type=oci,dest={},tar=false,compression=uncompressed",
+                plain_layout.display()
+            ),
+        ],
+    ));
+    let plain_bundle = out.join("plain-bundle");
+    let unpack = Command::new("umoci")
+        .args([
+            "unpack",
+            "--image",
+            &format!("{}:1", plain_layout.display()),
+            plain_bundle.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(unpack.status.success(), "{}", stderr(&unpack));
+    assert_eq!(
+        tree_listing(&plain_bundle.join("rootfs")),
+        tree_listing(&local)
+    );
     // The same export twice gives the same bytes.
     let again = out.join("img-zstd-2.tar");
     ok(&env.build(
@@ -1795,6 +1824,24 @@ fn multi_platform_build_writes_an_index_with_a_manifest_per_platform() {
         let p = local.join(format!("linux_{arch}/arch.txt"));
         assert_eq!(std::fs::read_to_string(&p).unwrap(), format!("{arch}\n"));
     }
+    // The same as an OCI layout folder.
+    let layout = out.join("layout");
+    ok(&env.build(
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-o",
+            &format!("type=oci,dest={},tar=false", layout.display()),
+        ],
+    ));
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", &format!("oci:{}", layout.display())])
+        .output()
+        .unwrap();
+    assert!(raw.status.success(), "{}", stderr(&raw));
+    let from_dir: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(from_dir, index);
     // Built again (all cached): the same bytes.
     let again = out.join("again.tar");
     ok(&env.build(
@@ -1880,4 +1927,42 @@ fn run_for_a_foreign_platform_without_an_emulator_says_so() {
     assert!(err.contains(&format!("RUN for linux/{foreign}")), "{err}");
     assert!(err.contains("binfmt_misc"), "{err}");
     assert!(err.contains("Dockerfile:3"), "{err}");
+}
+
+#[test]
+fn multi_platform_build_runs_build_platform_stages_natively() {
+    // The cross-compiling pattern: RUN on the build platform with the
+    // target's TARGETARCH, the result copied into a per-platform image.
+    let t = "multi_platform_build_runs_build_platform_stages_natively";
+    let Some(env) = Env::new(t) else {
+        return;
+    };
+    let ctx = env.context(
+        "cross",
+        &[(
+            "Dockerfile",
+            "FROM --platform=$BUILDPLATFORM strata-test/busybox:latest AS build\n\
+             ARG TARGETARCH\n\
+             RUN echo \"built for $TARGETARCH on $(uname -m)\" > /out.txt\n\
+             FROM scratch\n\
+             COPY --from=build /out.txt /out.txt\n",
+        )],
+    );
+    let local = env.dir.join("cross-out");
+    let log = ok(&env.build(
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-o",
+            &format!("type=local,dest={}", local.display()),
+        ],
+    ));
+    let machine = std::env::consts::ARCH;
+    for arch in ["amd64", "arm64"] {
+        let got = std::fs::read_to_string(local.join(format!("linux_{arch}/out.txt"))).unwrap();
+        assert_eq!(got, format!("built for {arch} on {machine}\n"), "{log}");
+    }
+    // Progress names each platform's steps.
+    assert!(log.contains("[linux/arm64 build "), "{log}");
 }
