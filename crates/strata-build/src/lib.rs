@@ -161,6 +161,10 @@ struct State {
     /// The stage whose steps advance this state.
     #[serde(skip)]
     stage: usize,
+    /// Whether this stage has set CMD: ENTRYPOINT then keeps it, and resets
+    /// only a CMD inherited from the base (BuildKit's `cmdSet`).
+    #[serde(skip)]
+    cmd_set: bool,
 }
 
 /// The cached outcome of one step.
@@ -172,7 +176,7 @@ struct CachedStep {
 
 /// Mixed into every base key: bump it when a step's semantics change, so
 /// results cached by an older strata are never reused.
-const CACHE_VERSION: &[u8] = b"strata-cache-v1";
+const CACHE_VERSION: &[u8] = b"strata-cache-v2";
 
 use strata_frontend::DEFAULT_PATH;
 
@@ -750,6 +754,7 @@ impl Solver<'_> {
                 key: key_of(&[CACHE_VERSION, b"scratch"]),
                 base_image: None,
                 stage: stage.index,
+                cmd_set: false,
             });
         }
         let lower = stage.base.to_lowercase();
@@ -765,6 +770,7 @@ impl Solver<'_> {
                 .cloned()
                 .ok_or_else(|| other(format!("stage {} was not built", stage.base)))?;
             st.stage = stage.index;
+            st.cmd_set = false;
             return Ok(st);
         }
         if let Some(p) = &stage.platform {
@@ -786,6 +792,7 @@ impl Solver<'_> {
             key: key_of(&[CACHE_VERSION, b"image", img.id.to_string().as_bytes()]),
             base_image: Some(img.id),
             stage: stage.index,
+            cmd_set: false,
         })
     }
 
@@ -906,10 +913,14 @@ impl Solver<'_> {
                 );
                 if ins.keyword == "cmd" {
                     cfg.cmd = Some(v);
+                    state.cmd_set = true;
                 } else {
                     cfg.entrypoint = Some(v);
-                    // A new ENTRYPOINT resets the CMD inherited from the base.
-                    cfg.cmd = None;
+                    // A new ENTRYPOINT resets the CMD inherited from the base,
+                    // not one this stage set before it.
+                    if !state.cmd_set {
+                        cfg.cmd = None;
+                    }
                 }
             }
             "shell" => {
@@ -922,12 +933,9 @@ impl Solver<'_> {
             "expose" => {
                 let ports = cfg.exposed_ports.get_or_insert_with(BTreeMap::new);
                 for p in words(self)? {
-                    let p = if p.contains('/') {
-                        p
-                    } else {
-                        format!("{p}/tcp")
-                    };
-                    ports.insert(p, Default::default());
+                    for port in expose_ports(&p).map_err(|e| self.fail(ins, &e))? {
+                        ports.insert(port, Default::default());
+                    }
                 }
                 history = format!("EXPOSE {}", ins.text);
             }
@@ -1483,6 +1491,26 @@ impl Solver<'_> {
 }
 
 /// `/a/./b/../c` -> `/a/c`, always absolute.
+/// An EXPOSE word as the ports it names, as docker's `nat.ParsePortSpecs`
+/// reads it: `80` is `80/tcp`, and a range `8000-8002/udp` is each port.
+fn expose_ports(word: &str) -> std::result::Result<Vec<String>, String> {
+    let (port, proto) = match word.split_once('/') {
+        Some((p, "")) => (p, "tcp"),
+        Some((p, proto)) => (p, proto),
+        None => (word, "tcp"),
+    };
+    let bad = || format!("invalid port {word:?}");
+    let num = |s: &str| s.parse::<u16>().map_err(|_| bad());
+    let (start, end) = match port.split_once('-') {
+        Some((a, b)) => (num(a)?, num(b)?),
+        None => (num(port)?, num(port)?),
+    };
+    if end < start {
+        return Err(bad());
+    }
+    Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
+}
+
 fn clean_abs(p: &Path) -> String {
     let mut parts: Vec<String> = Vec::new();
     for c in p.components() {
@@ -1537,6 +1565,18 @@ mod tests {
         assert_eq!(parse_duration_ns("500ms"), Some(500_000_000));
         assert_eq!(parse_duration_ns("abc"), None);
         assert_eq!(parse_duration_ns(""), None);
+    }
+
+    #[test]
+    fn expose_ranges_name_each_port() {
+        assert_eq!(expose_ports("80").unwrap(), ["80/tcp"]);
+        assert_eq!(expose_ports("53/udp").unwrap(), ["53/udp"]);
+        assert_eq!(
+            expose_ports("8000-8002/udp").unwrap(),
+            ["8000/udp", "8001/udp", "8002/udp"]
+        );
+        assert!(expose_ports("http").is_err());
+        assert!(expose_ports("9-8").is_err());
     }
 
     #[test]
