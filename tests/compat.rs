@@ -554,7 +554,6 @@ cases!(
     healthcheck_none,
     healthcheck_replaced_not_merged,
     heredoc_copy,
-    #[ignore = "strata bug: a RUN heredoc starting with #! is run by /bin/sh -c, not written to a file and run by its interpreter (exit 127 on the awk script)"]
     heredoc_run,
     label_expansion,
     label_override_and_quotes,

@@ -180,6 +180,10 @@ const CACHE_VERSION: &[u8] = b"strata-cache-v2";
 
 use strata_frontend::DEFAULT_PATH;
 
+/// Where a RUN heredoc script (`#!`) is mounted; its mount point, like every
+/// RUN mount's, never reaches the step's layer.
+const PIPES: &str = "/.strata-pipes";
+
 /// One build's shared state. Stages run on their own threads, so everything
 /// that changes during a build sits behind a lock or is atomic; a stage's own
 /// image state (`State`) is owned by its thread.
@@ -1307,6 +1311,12 @@ impl Solver<'_> {
             .shell
             .clone()
             .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+        // A lone heredoc that starts with `#!` is a script run by its own
+        // interpreter: BuildKit mounts it read-only at /dev/pipes/NAME and
+        // runs that path instead of handing the text to the shell. Our /dev
+        // is a fresh tmpfs with no mount points of its own, so the script
+        // sits in PIPES instead (only the script's `$0` tells).
+        let mut script: Option<(String, String)> = None;
         let argv: Vec<String> = match &ins.args {
             Args::Exec(v) => v.clone(),
             Args::Shell(s) => {
@@ -1318,6 +1328,9 @@ impl Solver<'_> {
                         .trim_start_matches('-')
                         .trim_matches(|c| c == '"' || c == '\'')
                         == h.name;
+                    if marker_only && h.content.starts_with("#!") {
+                        script = Some((h.name.clone(), h.content.clone()));
+                    }
                     text = if marker_only {
                         h.content.clone()
                     } else {
@@ -1331,7 +1344,10 @@ impl Solver<'_> {
                         t
                     };
                 }
-                shell.iter().cloned().chain(std::iter::once(text)).collect()
+                match &script {
+                    Some((name, _)) => vec![format!("{PIPES}/{name}")],
+                    None => shell.iter().cloned().chain(std::iter::once(text)).collect(),
+                }
             }
         };
         let mut env = cfg.env.clone().unwrap_or_default();
@@ -1359,7 +1375,28 @@ impl Solver<'_> {
                 ));
             }
         };
-        let mounts = self.run_mounts(ins, &cwd)?;
+        let mut mounts = self.run_mounts(ins, &cwd)?;
+        // Kept until the step has run: the script's read-only mount source.
+        let _pipes = match &script {
+            Some((name, content)) => {
+                use std::os::unix::fs::PermissionsExt as _;
+                let dir = self.scratch()?;
+                let file = dir.path().join(name);
+                fs_err::write(&file, content).map_err(|e| other(e.to_string()))?;
+                fs_err::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
+                    .map_err(|e| other(e.to_string()))?;
+                mounts
+                    .key
+                    .extend(format!("heredoc script {name}\0{content}\0").as_bytes());
+                mounts.mounts.push(strata_exec::Mount::Bind {
+                    target: PIPES.into(),
+                    source: dir.path().to_owned(),
+                    readwrite: false,
+                });
+                Some(dir)
+            }
+            None => None,
+        };
         let argv_json = serde_json::to_vec(&argv).unwrap_or_default();
         let key = key_of(&[
             state.key.as_bytes(),
