@@ -126,6 +126,10 @@ impl Solver<'_> {
                 };
                 let p = inline_dir.join(name);
                 fs::write(&p, content).map_err(io("writing an inline file"))?;
+                // BuildKit makes inline files 0664 (`llb.Mkfile(f, 0664, ..)`),
+                // whatever the umask; COPY keeps that unless --chmod is given.
+                fs::set_permissions(&p, fs::Permissions::from_mode(0o664))
+                    .map_err(io("chmod of an inline file"))?;
                 sources.push(Source {
                     path: p,
                     rel: String::new(),
@@ -319,7 +323,8 @@ impl Solver<'_> {
                     true,
                 )?;
             } else if is_add && !meta.file_type().is_symlink() && is_archive(&s.path) {
-                self.make_parents(&layer_root, &dest_rel, &lowers, true)?;
+                let created_owner = chown.as_ref().map(|_| (uid, gid));
+                self.make_parents_owned(&layer_root, &dest_rel, &lowers, true, created_owner)?;
                 let f =
                     fs::File::open(&s.path).map_err(io(format!("opening {}", s.path.display())))?;
                 let (_, r) = strata_oci::compress::decompress(f)
@@ -374,8 +379,9 @@ impl Solver<'_> {
         Ok(false)
     }
 
-    /// Sources matching `rel` (which may hold `*`, `?`, `[...]` in its last
-    /// component) under `root`, never escaping it.
+    /// Sources matching `rel` (any component may hold `*`, `?`, `[...]`, as
+    /// BuildKit's `COPY */x.txt`) under `root`, never escaping it; matches
+    /// in path order.
     fn select(
         &self,
         root: &Path,
@@ -383,50 +389,66 @@ impl Solver<'_> {
         ignore: Option<&context::Ignore>,
     ) -> Result<Vec<Source>> {
         let excluded = |r: &str| !r.is_empty() && ignore.is_some_and(|i| i.excluded(r));
-        let has_glob = rel.contains(['*', '?', '[']);
-        if !has_glob {
-            let p = strata_oci::path::secure_join(root, Path::new(rel))
-                .map_err(|e| other(format!("{rel}: {e}")))?;
-            if excluded(rel) || fs::symlink_metadata(&p).is_err() {
-                return Ok(Vec::new());
-            }
-            return Ok(vec![Source {
-                path: p,
-                rel: rel.to_owned(),
-                keep: String::new(),
-            }]);
-        }
-        let (dir, pat) = rel.rsplit_once('/').unwrap_or(("", rel));
-        let glob = globset::GlobBuilder::new(pat)
-            .literal_separator(true)
-            .build()
-            .map_err(|e| other(format!("bad pattern {rel}: {e}")))?
-            .compile_matcher();
-        let d = strata_oci::path::secure_join(root, Path::new(dir))
-            .map_err(|e| other(format!("{dir}: {e}")))?;
-        let mut out = Vec::new();
-        let Ok(entries) = fs::read_dir(&d) else {
-            return Ok(out);
-        };
-        let mut names: Vec<_> = entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name())
-            .collect();
-        names.sort();
-        for n in names {
-            let name = n.to_string_lossy();
-            let r = if dir.is_empty() {
-                name.to_string()
+        let join = |dir: &str, name: &str| {
+            if dir.is_empty() {
+                name.to_owned()
             } else {
                 format!("{dir}/{name}")
-            };
-            if glob.is_match(name.as_ref()) && !excluded(&r) {
-                out.push(Source {
-                    path: d.join(&n),
-                    rel: r,
-                    keep: String::new(),
-                });
             }
+        };
+        // Candidate paths after each component; a glob component is matched
+        // against the entries of each candidate directory.
+        let mut candidates = vec![String::new()];
+        let mut last_is_glob = false;
+        for comp in rel.split('/').filter(|c| !c.is_empty()) {
+            let mut next = Vec::new();
+            last_is_glob = comp.contains(['*', '?', '[']);
+            if !last_is_glob {
+                next.extend(candidates.iter().map(|dir| join(dir, comp)));
+                candidates = next;
+                continue;
+            }
+            let glob = globset::GlobBuilder::new(comp)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| other(format!("bad pattern {rel}: {e}")))?
+                .compile_matcher();
+            for dir in &candidates {
+                let d = strata_oci::path::secure_join(root, Path::new(dir))
+                    .map_err(|e| other(format!("{dir}: {e}")))?;
+                let Ok(entries) = fs::read_dir(&d) else {
+                    continue;
+                };
+                let mut names: Vec<String> = entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| glob.is_match(n))
+                    .collect();
+                names.sort();
+                next.extend(names.iter().map(|n| join(dir, n)));
+            }
+            candidates = next;
+        }
+        let mut out = Vec::new();
+        for r in candidates {
+            // A name a pattern matched is taken as it is (a symlink stays a
+            // symlink); a name written out is followed, as before.
+            let p = match r.rsplit_once('/').filter(|_| last_is_glob) {
+                Some((dir, name)) => {
+                    strata_oci::path::secure_join(root, Path::new(dir)).map(|d| d.join(name))
+                }
+                None if last_is_glob => Ok(root.join(&r)),
+                None => strata_oci::path::secure_join(root, Path::new(&r)),
+            }
+            .map_err(|e| other(format!("{r}: {e}")))?;
+            if excluded(&r) || fs::symlink_metadata(&p).is_err() {
+                continue;
+            }
+            out.push(Source {
+                path: p,
+                rel: r,
+                keep: String::new(),
+            });
         }
         Ok(out)
     }
@@ -557,21 +579,9 @@ impl Solver<'_> {
     }
 
     /// Creates `rel`'s directories in the layer dir, each with the metadata
-    /// it has in the image (so the layer doesn't change existing parents),
-    /// or root 0755 for new ones.
-    fn make_parents(
-        &self,
-        layer_root: &Path,
-        rel: &str,
-        lowers: &[PathBuf],
-        include_self: bool,
-    ) -> Result<()> {
-        self.make_parents_owned(layer_root, rel, lowers, include_self, None)
-    }
-
-    /// Like `make_parents`; directories the image does not have yet get
-    /// `owner` (COPY --chown applies to the directories it creates, as in
-    /// BuildKit).
+    /// it has in the image (so the layer doesn't change existing parents);
+    /// new ones are 0755 and owned by `owner`, else root (COPY --chown
+    /// applies to the directories it creates, as in BuildKit).
     fn make_parents_owned(
         &self,
         layer_root: &Path,
@@ -618,7 +628,9 @@ impl Solver<'_> {
 
 /// `rel` with every symlink on the way resolved as the image would, never
 /// leaving its root (`..` stops at `/`, absolute targets restart from it).
-/// The last component is followed only when it leads to a directory.
+/// The last component is followed only when it leads to something that
+/// exists (BuildKit writes through a link to a file; a dangling link is
+/// replaced).
 fn resolve_in_image(lowers: &[PathBuf], rel: &str) -> std::result::Result<String, String> {
     let mut pending: std::collections::VecDeque<String> = rel
         .split('/')
@@ -659,7 +671,7 @@ fn resolve_in_image(lowers: &[PathBuf], rel: &str) -> std::result::Result<String
             .map(str::to_owned)
             .collect();
         if is_last {
-            // Only a link to an existing directory is followed at the end.
+            // Only a link to an existing entry is followed at the end.
             let mut probe = next.clone();
             for c in &rest {
                 match c.as_str() {
@@ -670,9 +682,9 @@ fn resolve_in_image(lowers: &[PathBuf], rel: &str) -> std::result::Result<String
                     c => probe.push(c.to_owned()),
                 }
             }
-            let leads_to_dir = strata_exec::snapshot::lookup(lowers, Path::new(&probe.join("/")))
-                .is_some_and(|f| f.meta.is_dir());
-            if !leads_to_dir {
+            let leads_somewhere =
+                strata_exec::snapshot::lookup(lowers, Path::new(&probe.join("/"))).is_some();
+            if !leads_somewhere {
                 continue;
             }
         }

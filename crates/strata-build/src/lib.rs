@@ -168,6 +168,10 @@ struct State {
     /// The stage whose steps advance this state.
     #[serde(skip)]
     stage: usize,
+    /// Whether this stage has set CMD: ENTRYPOINT then keeps it, and resets
+    /// only a CMD inherited from the base (BuildKit's `cmdSet`).
+    #[serde(skip)]
+    cmd_set: bool,
 }
 
 /// The cached outcome of one step.
@@ -179,9 +183,13 @@ struct CachedStep {
 
 /// Mixed into every base key: bump it when a step's semantics change, so
 /// results cached by an older strata are never reused.
-const CACHE_VERSION: &[u8] = b"strata-cache-v1";
+const CACHE_VERSION: &[u8] = b"strata-cache-v2";
 
 use strata_frontend::DEFAULT_PATH;
+
+/// Where a RUN heredoc script (`#!`) is mounted; its mount point, like every
+/// RUN mount's, never reaches the step's layer.
+const PIPES: &str = "/.strata-pipes";
 
 /// One build's shared state. Stages run on their own threads, so everything
 /// that changes during a build sits behind a lock or is atomic; a stage's own
@@ -910,6 +918,7 @@ impl Solver<'_> {
                 key: key_of(&[CACHE_VERSION, b"scratch", p.to_string().as_bytes()]),
                 base_image: None,
                 stage: stage.index,
+                cmd_set: false,
             });
         }
         let lower = stage.base.to_lowercase();
@@ -925,6 +934,7 @@ impl Solver<'_> {
                 .cloned()
                 .ok_or_else(|| other(format!("stage {} was not built", stage.base)))?;
             st.stage = stage.index;
+            st.cmd_set = false;
             return Ok(st);
         }
         let wanted = self.stage_platform(stage);
@@ -967,6 +977,7 @@ impl Solver<'_> {
             key: key_of(&[CACHE_VERSION, b"image", img.id.to_string().as_bytes()]),
             base_image: Some(img.id),
             stage: stage.index,
+            cmd_set: false,
         })
     }
 
@@ -1087,10 +1098,14 @@ impl Solver<'_> {
                 );
                 if ins.keyword == "cmd" {
                     cfg.cmd = Some(v);
+                    state.cmd_set = true;
                 } else {
                     cfg.entrypoint = Some(v);
-                    // A new ENTRYPOINT resets the CMD inherited from the base.
-                    cfg.cmd = None;
+                    // A new ENTRYPOINT resets the CMD inherited from the base,
+                    // not one this stage set before it.
+                    if !state.cmd_set {
+                        cfg.cmd = None;
+                    }
                 }
             }
             "shell" => {
@@ -1103,12 +1118,9 @@ impl Solver<'_> {
             "expose" => {
                 let ports = cfg.exposed_ports.get_or_insert_with(BTreeMap::new);
                 for p in words(self)? {
-                    let p = if p.contains('/') {
-                        p
-                    } else {
-                        format!("{p}/tcp")
-                    };
-                    ports.insert(p, Default::default());
+                    for port in expose_ports(&p).map_err(|e| self.fail(ins, &e))? {
+                        ports.insert(port, Default::default());
+                    }
                 }
                 history = format!("EXPOSE {}", ins.text);
             }
@@ -1480,6 +1492,12 @@ impl Solver<'_> {
             .shell
             .clone()
             .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+        // A lone heredoc that starts with `#!` is a script run by its own
+        // interpreter: BuildKit mounts it read-only at /dev/pipes/NAME and
+        // runs that path instead of handing the text to the shell. Our /dev
+        // is a fresh tmpfs with no mount points of its own, so the script
+        // sits in PIPES instead (only the script's `$0` tells).
+        let mut script: Option<(String, String)> = None;
         let argv: Vec<String> = match &ins.args {
             Args::Exec(v) => v.clone(),
             Args::Shell(s) => {
@@ -1491,6 +1509,9 @@ impl Solver<'_> {
                         .trim_start_matches('-')
                         .trim_matches(|c| c == '"' || c == '\'')
                         == h.name;
+                    if marker_only && h.content.starts_with("#!") {
+                        script = Some((h.name.clone(), h.content.clone()));
+                    }
                     text = if marker_only {
                         h.content.clone()
                     } else {
@@ -1504,7 +1525,10 @@ impl Solver<'_> {
                         t
                     };
                 }
-                shell.iter().cloned().chain(std::iter::once(text)).collect()
+                match &script {
+                    Some((name, _)) => vec![format!("{PIPES}/{name}")],
+                    None => shell.iter().cloned().chain(std::iter::once(text)).collect(),
+                }
             }
         };
         let mut env = cfg.env.clone().unwrap_or_default();
@@ -1532,7 +1556,28 @@ impl Solver<'_> {
                 ));
             }
         };
-        let mounts = self.run_mounts(ins, &cwd)?;
+        let mut mounts = self.run_mounts(ins, &cwd)?;
+        // Kept until the step has run: the script's read-only mount source.
+        let _pipes = match &script {
+            Some((name, content)) => {
+                use std::os::unix::fs::PermissionsExt as _;
+                let dir = self.scratch()?;
+                let file = dir.path().join(name);
+                fs_err::write(&file, content).map_err(|e| other(e.to_string()))?;
+                fs_err::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
+                    .map_err(|e| other(e.to_string()))?;
+                mounts
+                    .key
+                    .extend(format!("heredoc script {name}\0{content}\0").as_bytes());
+                mounts.mounts.push(strata_exec::Mount::Bind {
+                    target: PIPES.into(),
+                    source: dir.path().to_owned(),
+                    readwrite: false,
+                });
+                Some(dir)
+            }
+            None => None,
+        };
         let argv_json = serde_json::to_vec(&argv).unwrap_or_default();
         let key = key_of(&[
             state.key.as_bytes(),
@@ -1667,6 +1712,26 @@ impl Solver<'_> {
 }
 
 /// `/a/./b/../c` -> `/a/c`, always absolute.
+/// An EXPOSE word as the ports it names, as docker's `nat.ParsePortSpecs`
+/// reads it: `80` is `80/tcp`, and a range `8000-8002/udp` is each port.
+fn expose_ports(word: &str) -> std::result::Result<Vec<String>, String> {
+    let (port, proto) = match word.split_once('/') {
+        Some((p, "")) => (p, "tcp"),
+        Some((p, proto)) => (p, proto),
+        None => (word, "tcp"),
+    };
+    let bad = || format!("invalid port {word:?}");
+    let num = |s: &str| s.parse::<u16>().map_err(|_| bad());
+    let (start, end) = match port.split_once('-') {
+        Some((a, b)) => (num(a)?, num(b)?),
+        None => (num(port)?, num(port)?),
+    };
+    if end < start {
+        return Err(bad());
+    }
+    Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
+}
+
 fn clean_abs(p: &Path) -> String {
     let mut parts: Vec<String> = Vec::new();
     for c in p.components() {
@@ -1721,6 +1786,18 @@ mod tests {
         assert_eq!(parse_duration_ns("500ms"), Some(500_000_000));
         assert_eq!(parse_duration_ns("abc"), None);
         assert_eq!(parse_duration_ns(""), None);
+    }
+
+    #[test]
+    fn expose_ranges_name_each_port() {
+        assert_eq!(expose_ports("80").unwrap(), ["80/tcp"]);
+        assert_eq!(expose_ports("53/udp").unwrap(), ["53/udp"]);
+        assert_eq!(
+            expose_ports("8000-8002/udp").unwrap(),
+            ["8000/udp", "8001/udp", "8002/udp"]
+        );
+        assert!(expose_ports("http").is_err());
+        assert!(expose_ports("9-8").is_err());
     }
 
     #[test]
