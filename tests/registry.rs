@@ -379,6 +379,10 @@ fn write_multi_arch_layout(dir: &Path) {
     let content = vec![b'x'; 200 * 1024];
     h.set_size(content.len() as u64);
     h.set_mode(0o644);
+    // Complete numeric fields, so builds can unpack it too.
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
     h.set_cksum();
     tar.append_data(&mut h, "payload", &content[..]).unwrap();
     let tar = tar.into_inner().unwrap();
@@ -1079,4 +1083,81 @@ fn a_ca_in_docker_certs_d_is_trusted_without_flags() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = with_home(&["push", "-q", &name]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn multi_platform_build_pulls_each_platforms_base_unnamed() {
+    let t = "multi_platform_build_pulls_each_platforms_base_unnamed";
+    let Some(reg) = strata_testutil::registry(t) else {
+        return;
+    };
+    if !strata_testutil::require_root(t) {
+        return;
+    }
+    let a = Env::new();
+    let layout = a.work.join("layout");
+    write_multi_arch_layout(&layout);
+    let base = format!("{reg}/{}:multi", unique("multibase"));
+    skopeo_ok(&[
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:multi", layout.display()),
+        &format!("docker://{base}"),
+    ]);
+    let (host, foreign) = match std::env::consts::ARCH {
+        "aarch64" => ("arm64", "amd64"),
+        _ => ("amd64", "arm64"),
+    };
+    let ctx = a.work.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {base}\nARG TARGETARCH\nCOPY $TARGETARCH.txt /arch.txt\n"),
+    )
+    .unwrap();
+    for arch in ["amd64", "arm64"] {
+        std::fs::write(ctx.join(format!("{arch}.txt")), arch).unwrap();
+    }
+    let archive = a.work.join("multi.tar");
+    let err = a.ok_stderr(&[
+        "build",
+        "--progress",
+        "plain",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-o",
+        &format!("type=oci,dest={}", archive.display()),
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains(&format!("[internal] pull {base} for linux/{foreign}")),
+        "{err}"
+    );
+    // Each platform's image is built on that platform's base.
+    let copied = a.work.join("copied");
+    skopeo_ok(&[
+        "copy",
+        "--all",
+        &format!("oci-archive:{}", archive.display()),
+        &format!("oci:{}:x", copied.display()),
+    ]);
+    let read = |d: &Value| -> Value {
+        let hex = d.as_str().unwrap().trim_start_matches("sha256:");
+        serde_json::from_slice(&std::fs::read(copied.join("blobs/sha256").join(hex)).unwrap())
+            .unwrap()
+    };
+    let top: Value =
+        serde_json::from_slice(&std::fs::read(copied.join("index.json")).unwrap()).unwrap();
+    let index = read(&top["manifests"][0]["digest"]);
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{index}");
+    for (m, arch) in entries.iter().zip(["amd64", "arm64"]) {
+        assert_eq!(m["platform"]["architecture"], arch, "{index}");
+        let config = read(&read(&m["digest"])["config"]["digest"]);
+        assert_eq!(config["architecture"], arch, "{config}");
+        assert_eq!(config["config"]["Labels"]["built.for"], arch, "{config}");
+    }
+    // The base's name in the store still means the host's image.
+    assert_eq!(a.inspect(&base)["Architecture"], host);
 }

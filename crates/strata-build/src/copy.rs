@@ -478,7 +478,10 @@ impl Solver<'_> {
         };
         let layers = match stage_state {
             Some(s) => s.layers,
-            None => self.image(from, ins)?.layers,
+            None => {
+                let want = self.inputs.target_platform.clone();
+                self.image(from, ins, &want)?.layers
+            }
         };
         let dir = self.scratch()?;
         for l in &layers {

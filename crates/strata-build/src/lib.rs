@@ -585,6 +585,14 @@ fn build_platform(
     ))
 }
 
+/// Whether an image for `have` serves a build for `want`: same os and
+/// architecture, and the same variant when `want` names one.
+fn platform_fits(have: &strata_frontend::Platform, want: &strata_frontend::Platform) -> bool {
+    have.os == want.os
+        && have.arch == want.arch
+        && (want.variant.is_empty() || have.variant == want.variant)
+}
+
 /// The target stage and the stages it is built FROM, transitively: the
 /// stages whose steps make up the result image (`--cache-to mode=min`).
 fn base_chain(stages: &[Stage], target: usize) -> std::collections::HashSet<usize> {
@@ -724,52 +732,102 @@ impl Solver<'_> {
 
     /// An image by name for FROM or `--from`: from the store, else (or with
     /// `--pull`, once per build) from its registry.
-    fn image(&self, name: &str, ins: &Instruction) -> Result<ImageRecord> {
+    fn image(
+        &self,
+        name: &str,
+        ins: &Instruction,
+        want: &strata_frontend::Platform,
+    ) -> Result<ImageRecord> {
         // Held throughout: two stages pulling the same image at once would
         // write the same download file.
         let mut pulled_map = self.pulled.lock().expect("pulled map");
-        if let Some(img) = pulled_map.get(name) {
+        let key = format!("{name} {want}");
+        if let Some(img) = pulled_map.get(&key) {
             return Ok(img.clone());
         }
+        // The host's platform is what names in the store stand for; another
+        // platform's image is pulled unnamed, so it is used from the store
+        // only when the name happens to be stored for that platform.
+        let foreign = *want != self.inputs.build_platform;
         let local = self.store.resolve(name);
+        let stored_platform = match &local {
+            Ok(img) if foreign => Some(self.platform_of(img)?),
+            _ => None,
+        };
+        let local_fits = stored_platform
+            .as_ref()
+            .is_none_or(|p| platform_fits(p, want));
         if !self.opts.pull
-            && let Ok(img) = local
+            && local_fits
+            && let Ok(img) = &local
         {
-            return Ok(img);
+            return Ok(img.clone());
         }
+        let stored_note = stored_platform
+            .as_ref()
+            .map(|p| format!("; the store has it for {p}, not {want}"))
+            .unwrap_or_default();
         let Some(client) = self.opts.registry.clone() else {
-            return local.map_err(|e| {
-                self.fail(ins, &format!("image {name:?} is not in the local store ({e}) and pulling is off; load it with `strata load`, `strata import` or `strata pull`"))
-            });
+            return Err(self.fail(
+                ins,
+                &match &local {
+                    Ok(_) => format!("image {name:?} is needed for {want}{stored_note}, and pulling is off"),
+                    Err(e) => format!("image {name:?} is not in the local store ({e}) and pulling is off; load it with `strata load`, `strata import` or `strata pull`"),
+                },
+            ));
         };
         let reference = match strata_oci::reference::Reference::parse(name) {
             Ok(r) => r,
             // Not a reference (an image ID, say): only the store can have it.
             Err(e) => {
-                return local.map_err(|_| self.fail(ins, &format!("{e}")));
+                return match local {
+                    Ok(img) if local_fits => Ok(img),
+                    _ => Err(self.fail(ins, &format!("{e}{stored_note}"))),
+                };
             }
         };
         let n = self.next_step();
         self.emit(Event::Step {
             n,
-            name: format!("[internal] pull {reference}"),
+            name: if foreign {
+                format!("[internal] pull {reference} for {want}")
+            } else {
+                format!("[internal] pull {reference}")
+            },
         });
         let start = std::time::Instant::now();
-        let platform = strata_registry::host_platform();
-        let pulled = registry::pull(
-            self.store,
-            self.lock,
-            &client,
-            &reference,
-            &platform,
-            &|_| {},
-        )
+        let pulled = if foreign {
+            let platform = strata_oci::image::Platform {
+                architecture: want.arch.clone(),
+                os: want.os.clone(),
+                os_version: None,
+                variant: Some(want.variant.clone()).filter(|v| !v.is_empty()),
+            };
+            registry::pull_unnamed(
+                self.store,
+                self.lock,
+                &client,
+                &reference,
+                &platform,
+                &|_| {},
+            )
+        } else {
+            let platform = strata_registry::host_platform();
+            registry::pull(
+                self.store,
+                self.lock,
+                &client,
+                &reference,
+                &platform,
+                &|_| {},
+            )
+        }
         .map_err(|e| {
             self.emit(Event::Error {
                 n,
                 message: e.to_string(),
             });
-            self.fail(ins, &format!("pulling {name}: {e}"))
+            self.fail(ins, &format!("pulling {name} for {want}: {e}{stored_note}"))
         })?;
         self.emit(Event::Output {
             n,
@@ -779,8 +837,20 @@ impl Solver<'_> {
             n,
             seconds: start.elapsed().as_secs_f64(),
         });
-        pulled_map.insert(name.to_owned(), pulled.image.clone());
+        pulled_map.insert(key, pulled.image.clone());
         Ok(pulled.image)
+    }
+
+    /// The platform an image's config says it is for.
+    fn platform_of(&self, img: &ImageRecord) -> Result<strata_frontend::Platform> {
+        let raw = self.store.read_blob(&img.id)?;
+        let config = ImageConfig::from_json(&raw)
+            .map_err(|e| other(format!("config of image {}: {e}", img.id)))?;
+        Ok(strata_frontend::Platform {
+            os: config.os,
+            arch: config.architecture,
+            variant: config.variant.unwrap_or_default(),
+        })
     }
 
     fn stage(&self, stage: &Stage, all: &[Stage]) -> Result<State> {
@@ -938,36 +1008,10 @@ impl Solver<'_> {
             return Ok(st);
         }
         let wanted = self.stage_platform(stage);
-        let host = &self.inputs.build_platform;
-        if wanted != *host && self.store.resolve(&stage.base).is_err() {
-            // A pull tags the name, and the store keeps one image per name:
-            // a foreign platform's image would replace the host's.
-            return Err(self.fail(
-                &stage.from,
-                &format!("base image {:?} for {wanted} is not in the store, and pulling an image for another platform than the host ({host}) is not supported yet; multi-platform builds support FROM scratch and bases already stored for the target platform", stage.base),
-            ));
-        }
-        let img = self.image(&stage.base, &stage.from)?;
+        let img = self.image(&stage.base, &stage.from, &wanted)?;
         let raw = self.store.read_blob(&img.id)?;
         let mut config = ImageConfig::from_json(&raw)
             .map_err(|e| other(format!("config of {}: {e}", stage.base)))?;
-        if wanted != *host {
-            let variant = config.variant.clone().unwrap_or_default();
-            let have = strata_frontend::Platform {
-                os: config.os.clone(),
-                arch: config.architecture.clone(),
-                variant,
-            };
-            let same = have.os == wanted.os
-                && have.arch == wanted.arch
-                && (wanted.variant.is_empty() || have.variant == wanted.variant);
-            if !same {
-                return Err(self.fail(
-                    &stage.from,
-                    &format!("base image {:?} in the store is {have}, not {wanted}; the store keeps one platform per name, so a multi-platform build needs FROM scratch or a base stored for {wanted} (e.g. a tag chosen with ${{TARGETARCH}})", stage.base),
-                ));
-            }
-        }
         if config.config.env.is_none() {
             config.config.env = Some(vec![DEFAULT_PATH.into()]);
         }

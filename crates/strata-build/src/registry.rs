@@ -66,6 +66,33 @@ pub fn pull(
     platform: &Platform,
     events: &(dyn Fn(TransferEvent) + Sync),
 ) -> Result<Pulled> {
+    pull_with(store, lock, client, reference, platform, true, events)
+}
+
+/// Like [`pull`], leaving the image unnamed in the store: for a build's
+/// base on a platform other than the host's, which must not take over the
+/// name (the store keeps one image per name, and `strata run` wants the
+/// host's).
+pub fn pull_unnamed(
+    store: &Store,
+    lock: &WriteLock,
+    client: &Client,
+    reference: &Reference,
+    platform: &Platform,
+    events: &(dyn Fn(TransferEvent) + Sync),
+) -> Result<Pulled> {
+    pull_with(store, lock, client, reference, platform, false, events)
+}
+
+fn pull_with(
+    store: &Store,
+    lock: &WriteLock,
+    client: &Client,
+    reference: &Reference,
+    platform: &Platform,
+    name_it: bool,
+    events: &(dyn Fn(TransferEvent) + Sync),
+) -> Result<Pulled> {
     let resolved = client.resolve(reference, platform)?;
     let top_digest = resolved
         .index
@@ -186,7 +213,7 @@ pub fn pull(
             v
         },
     };
-    let tags: Vec<String> = if reference.tag.is_some() {
+    let tags: Vec<String> = if name_it && reference.tag.is_some() {
         vec![
             Reference {
                 digest: None,
