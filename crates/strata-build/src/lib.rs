@@ -827,7 +827,12 @@ impl Solver<'_> {
                 n,
                 message: e.to_string(),
             });
-            self.fail(ins, &format!("pulling {name} for {want}: {e}{stored_note}"))
+            let whom = if foreign {
+                format!("{name} for {want}")
+            } else {
+                name.to_owned()
+            };
+            self.fail(ins, &format!("pulling {whom}: {e}{stored_note}"))
         })?;
         self.emit(Event::Output {
             n,
