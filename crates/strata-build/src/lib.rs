@@ -21,6 +21,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use strata_frontend::{
     Args, BuildInputs, Diagnostic, Dockerfile, GlobalScope, Graph, Instruction, Stage, StageScope,
+    env_get, env_set,
 };
 use strata_oci::Digest;
 use strata_oci::compress::Compression;
@@ -632,19 +633,6 @@ fn key_of(parts: &[&[u8]]) -> String {
         h.update(p);
     }
     h.finalize().to_hex().to_string()
-}
-
-fn env_get(env: &[String], k: &str) -> Option<String> {
-    env.iter().rev().find_map(|e| {
-        e.split_once('=')
-            .filter(|(n, _)| *n == k)
-            .map(|(_, v)| v.to_owned())
-    })
-}
-
-fn env_set(env: &mut Vec<String>, k: &str, v: &str) {
-    env.retain(|e| e.split_once('=').map(|(n, _)| n) != Some(k) && e != k);
-    env.push(format!("{k}={v}"));
 }
 
 impl Solver<'_> {

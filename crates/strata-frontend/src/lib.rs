@@ -21,7 +21,7 @@ pub use graph::{
 };
 pub use ignore::Ignore;
 pub use parse::{Args, Dockerfile, Heredoc, Instruction, parse};
-pub use plan::{BaseEnv, DEFAULT_PATH, render_plan};
+pub use plan::{BaseEnv, DEFAULT_PATH, env_get, env_set, render_plan};
 pub use scope::{
     BuildInputs, GlobalScope, PLATFORM_ARGS, PROXY_ARGS, Platform, StageScope, is_proxy_arg,
 };

@@ -165,7 +165,8 @@ pub fn render_plan(
     Ok(out)
 }
 
-fn env_get(env: &[String], k: &str) -> Option<String> {
+/// The value of `k` in a `K=V` environment list (the last one wins).
+pub fn env_get(env: &[String], k: &str) -> Option<String> {
     env.iter().rev().find_map(|e| {
         e.split_once('=')
             .filter(|(n, _)| *n == k)
@@ -173,7 +174,8 @@ fn env_get(env: &[String], k: &str) -> Option<String> {
     })
 }
 
-fn env_set(env: &mut Vec<String>, k: &str, v: &str) {
+/// Sets `k` in a `K=V` environment list, replacing any earlier entry.
+pub fn env_set(env: &mut Vec<String>, k: &str, v: &str) {
     env.retain(|e| e.split_once('=').map(|(n, _)| n) != Some(k) && e != k);
     env.push(format!("{k}={v}"));
 }
