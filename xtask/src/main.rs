@@ -1,5 +1,7 @@
 //! Project chores, run as `cargo xtask NAME`:
-//! - `test [ARGS]`: fixtures and services up, the whole test suite, services down
+//! - `test [--allow-skips] [ARGS]`: fixtures and services up, the whole test
+//!   suite (a test that cannot get its fixture fails, unless `--allow-skips`),
+//!   services down
 //!   (the README's test command; the work is in `.ci/test`, bash because CI needs
 //!   it before anything compiles).
 //! - `example`: build examples/hello-c with strata, `docker load` and run it.

@@ -1,31 +1,23 @@
-//! BuildKit's own word-expansion vectors (../shared/conformance, see its
-//! README): every `envVarTest` line for all/Unix platforms and every
-//! `wordsTest` line must hold. Skips loudly where ../shared is absent.
+//! BuildKit's own Dockerfile frontend test vectors (vendored in
+//! `testdata/buildkit`, see its README): every `envVarTest` line for
+//! all/Unix platforms and every `wordsTest` line must hold, every parser test
+//! file must dump to its recorded AST, and every negative case must be refused.
 
 use std::path::PathBuf;
 
-fn shell_dir(test: &str) -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/conformance/buildkit/frontend/dockerfile/shell");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        strata_testutil::skip(
-            test,
-            &format!(
-                "{} is absent (../shared is not beside the checkout)",
-                dir.display()
-            ),
-        );
-        None
-    }
+/// BuildKit's Dockerfile frontend test data, vendored in the top-level
+/// `testdata/` with its licence.
+fn buildkit_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/buildkit/frontend/dockerfile")
+}
+
+fn shell_dir() -> PathBuf {
+    buildkit_dir().join("shell")
 }
 
 #[test]
 fn env_var_test_vectors() {
-    let Some(dir) = shell_dir("env_var_test_vectors") else {
-        return;
-    };
+    let dir = shell_dir();
     let text = std::fs::read_to_string(dir.join("envVarTest")).unwrap();
     let env = |k: &str| -> Option<String> {
         match k {
@@ -73,9 +65,7 @@ fn env_var_test_vectors() {
 
 #[test]
 fn words_test_vectors() {
-    let Some(dir) = shell_dir("words_test_vectors") else {
-        return;
-    };
+    let dir = shell_dir();
     let text = std::fs::read_to_string(dir.join("wordsTest")).unwrap();
     let mut env: Vec<(String, String)> = Vec::new();
     let mut failures = Vec::new();
@@ -118,16 +108,14 @@ fn words_test_vectors() {
     );
 }
 
-fn parser_dir(test: &str) -> Option<PathBuf> {
-    shell_dir(test).map(|d| d.join("../parser"))
+fn parser_dir() -> PathBuf {
+    buildkit_dir().join("parser")
 }
 
 /// Every reference test file parses to exactly its recorded AST dump.
 #[test]
 fn parser_testfiles_match_their_ast_dumps() {
-    let Some(dir) = parser_dir("parser_testfiles_match_their_ast_dumps") else {
-        return;
-    };
+    let dir = parser_dir();
     let mut cases: Vec<_> = std::fs::read_dir(dir.join("testfiles"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -174,9 +162,7 @@ fn parser_testfiles_match_their_ast_dumps() {
 /// instruction layer.
 #[test]
 fn parser_negative_cases_are_refused() {
-    let Some(dir) = parser_dir("parser_negative_cases_are_refused") else {
-        return;
-    };
+    let dir = parser_dir();
     let mut n = 0;
     for case in std::fs::read_dir(dir.join("testfiles-negative")).unwrap() {
         let case = case.unwrap().path();
@@ -192,9 +178,7 @@ fn parser_negative_cases_are_refused() {
 /// blank lines inside them.
 #[test]
 fn parser_line_numbers() {
-    let Some(dir) = parser_dir("parser_line_numbers") else {
-        return;
-    };
+    let dir = parser_dir();
     let src = std::fs::read_to_string(dir.join("testfile-line/Dockerfile")).unwrap();
     let (_, nodes) = strata_frontend::parse_ast(&src, "Dockerfile").unwrap();
     let lines: Vec<(usize, usize)> = nodes.iter().map(|n| (n.start_line, n.end_line)).collect();
