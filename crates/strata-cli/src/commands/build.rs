@@ -89,6 +89,11 @@ pub struct BuildArgs {
     /// Push the image to its registry after the build (each -t name); same as `-o type=registry`
     #[arg(long)]
     pub push: bool,
+    /// Load the image into the Docker daemon after the build (`DOCKER_HOST`,
+    /// else the docker CLI's current context), streamed into its API with no
+    /// temporary file; shorthand for `-o type=docker` into the daemon
+    #[arg(long)]
+    pub load: bool,
     /// Print the resolved plan (stages, dependencies, parallel levels, stages
     /// pruned by --target, expanded instructions) to stdout and exit without
     /// building
@@ -228,6 +233,25 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
+    if args.load && platforms.len() > 1 {
+        // buildx's words for the same refusal.
+        return Err(UsageError(
+            "--load: docker exporter does not currently support exporting manifest lists".into(),
+        )
+        .into());
+    }
+    // Resolved before the build so that a malformed DOCKER_HOST or an unknown
+    // context fails at once; an unreachable daemon fails after the build,
+    // leaving the image in the store.
+    let load_endpoint = if args.load {
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        Some(
+            crate::daemon::resolve_endpoint(&|k| std::env::var(k).ok(), home.as_deref())
+                .map_err(|e| UsageError(format!("--load: {e:#}")))?,
+        )
+    } else {
+        None
+    };
     if push && tags.is_empty() {
         return Err(UsageError(
             "--push needs a name to push to: -t REGISTRY/REPO:TAG or -o type=registry,name=..."
@@ -350,6 +374,18 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    if let Some(endpoint) = &load_endpoint
+        && let Err(e) = load_into_daemon(&store, &result.image_id, &tags, endpoint, quiet)
+    {
+        #[expect(clippy::print_stderr, reason = "the CLI renders build errors")]
+        {
+            eprintln!(
+                "ERROR: {e:#}\nThe image is in strata's store: {}",
+                result.image_id
+            );
+        }
+        return Ok(ExitCode::from(crate::EXIT_FAILURE));
+    }
     if let Some(p) = &args.iidfile {
         strata_oci::atomic_write_shared(p, result.image_id.to_string().as_bytes())
             .with_context(|| format!("writing {}", p.display()))?;
@@ -414,6 +450,36 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             .count();
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--load`: the built image, named by its tags, streamed as a docker-archive
+/// into the daemon's load API.
+fn load_into_daemon(
+    store: &strata_store::Store,
+    id: &strata_oci::Digest,
+    tags: &[String],
+    endpoint: &crate::daemon::Endpoint,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let image = store
+        .get_image(id)?
+        .ok_or_else(|| anyhow::anyhow!("image {id} is not in the store"))?;
+    let names = tags
+        .iter()
+        .map(|t| strata_store::normalize_reference(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let chosen = [(image, names)];
+    let loaded = crate::daemon::load(endpoint, |w| {
+        strata_store::save_archive(store, &chosen, w)?;
+        Ok(())
+    })?;
+    if !quiet {
+        #[expect(clippy::print_stderr, reason = "progress output")]
+        for m in &loaded.messages {
+            eprintln!("loading into {endpoint}: {m}");
+        }
+    }
+    Ok(())
 }
 
 /// `--platform linux/amd64,linux/arm64`: each once, linux only.
