@@ -7,12 +7,15 @@
 //! - `example`: build examples/hello-c with strata, `docker load` and run it.
 //! - `services up|down`: start or stop the test fixtures and services by hand.
 //! - `bench layers [SIZE_MB]`: layer creation throughput next to pigz and zstd.
+//! - `module-cycles [CRATE_DIR...]`: import cycles between the modules of each
+//!   crate (default: all of them); exits 1 when there is one.
 //! - `fuzz CRATE TARGET [SECONDS]`: `cargo fuzz run` on `crates/CRATE/fuzz`
 //!   for SECONDS (default 600) on stable with `RUSTC_BOOTSTRAP=1`, e.g.
 //!   `cargo xtask fuzz strata-frontend parse`.
 
 mod bench_build;
 mod bench_layers;
+mod module_cycles;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -37,6 +40,15 @@ fn main() -> anyhow::Result<ExitCode> {
         Some("test") => script("test", &args[1..]),
         Some("example") => script("example", &args[1..]),
         Some("services") => script("testenv", &args[1..]),
+        Some("module-cycles") => {
+            let dirs: Vec<PathBuf> = args[1..].iter().map(PathBuf::from).collect();
+            let clean = module_cycles::run(&mut std::io::stdout(), &top(), &dirs)?;
+            Ok(if clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Some("fuzz") => {
             let (Some(krate), Some(target)) = (args.get(1), args.get(2)) else {
                 anyhow::bail!("usage: cargo xtask fuzz CRATE TARGET [SECONDS]");
@@ -104,6 +116,8 @@ fn main() -> anyhow::Result<ExitCode> {
                 "usage: cargo xtask bench layers [SIZE_MB] | bench build [--runs N] [--full]"
             ),
         },
-        _ => anyhow::bail!("usage: cargo xtask test|example|services up|down|bench layers"),
+        _ => anyhow::bail!(
+            "usage: cargo xtask test|example|services up|down|bench layers|module-cycles"
+        ),
     }
 }

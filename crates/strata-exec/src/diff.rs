@@ -19,9 +19,10 @@ use std::path::{Path, PathBuf};
 
 use strata_oci::Change;
 
-use crate::ExecError;
-use crate::helper::Stub;
-use crate::snapshot::{self, is_opaque, is_overlay_xattr, is_whiteout};
+use crate::error::ExecError;
+use crate::overlay::{self, is_opaque, is_overlay_xattr, is_whiteout};
+use crate::protocol::Stub;
+use crate::snapshot::remove_tree;
 use crate::spec::SnapshotMethod;
 
 /// A finished step's filesystem changes, on disk. Removed on drop.
@@ -92,7 +93,7 @@ impl Upper {
 
     fn is_stub(&self, rel: &Path, meta: &Metadata) -> bool {
         self.stubs.iter().any(|s| s.path == rel)
-            && snapshot::lookup(&self.lowers, rel).is_none()
+            && overlay::lookup(&self.lowers, rel).is_none()
             && if meta.is_dir() {
                 true
             } else {
@@ -123,7 +124,7 @@ impl Upper {
             let path = self.upper.join(&rel);
             let meta = std::fs::symlink_metadata(&path).map_err(io_err(&path))?;
             if is_whiteout(&path, &meta) {
-                if !all_new && snapshot::lookup(&self.lowers, &rel).is_some() {
+                if !all_new && overlay::lookup(&self.lowers, &rel).is_some() {
                     out.push(Change::delete(rel));
                 }
                 continue;
@@ -131,7 +132,7 @@ impl Upper {
             let lower = if all_new {
                 None
             } else {
-                snapshot::lookup(&self.lowers, &rel)
+                overlay::lookup(&self.lowers, &rel)
             };
             if meta.is_dir() {
                 let opaque = is_opaque(&path);
@@ -172,7 +173,7 @@ impl Upper {
         lower_names.sort();
         for name in lower_names {
             let r = rel.join(&name);
-            if !present.contains(&name) && snapshot::lookup(&self.lowers, &r).is_some() {
+            if !present.contains(&name) && overlay::lookup(&self.lowers, &r).is_some() {
                 out.push(Change::delete(r));
             }
         }
@@ -183,7 +184,7 @@ impl Upper {
             if self.is_stub(&rel, &meta) {
                 continue;
             }
-            let lower = snapshot::lookup(&self.lowers, &rel);
+            let lower = overlay::lookup(&self.lowers, &rel);
             if meta.is_dir() {
                 if !lower
                     .as_ref()
@@ -202,7 +203,7 @@ impl Upper {
 
 /// Whether a non-directory must be in the layer.
 fn keep_unless_same(
-    lower: Option<&snapshot::Found>,
+    lower: Option<&overlay::Found>,
     path: &Path,
     meta: &Metadata,
 ) -> Result<bool, ExecError> {
@@ -292,6 +293,6 @@ impl Drop for Upper {
     fn drop(&mut self) {
         // Best effort: a leftover scratch dir is only disk space, which the
         // store's garbage collection reclaims.
-        let _ = crate::snapshot::remove_tree(&self.state);
+        let _ = remove_tree(&self.state);
     }
 }

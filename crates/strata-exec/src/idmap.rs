@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::ExecError;
+use crate::error::ExecError;
 
 /// A subordinate ID range for the current user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,18 +129,18 @@ impl IdMapping {
 }
 
 fn run_tool(tool: &str, args: &[String]) -> Result<(), ExecError> {
-    let exe = find_tool(tool).ok_or_else(|| ExecError::Helper(format!("{tool} not found")))?;
+    let exe = find_tool(tool).ok_or_else(|| ExecError::IdMap(format!("{tool} not found")))?;
     let out = Command::new(&exe)
         .args(args)
         .output()
-        .map_err(|e| ExecError::Spawn {
+        .map_err(|source| ExecError::Tool {
             exe: exe.clone(),
-            source: e,
+            source,
         })?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(ExecError::Helper(format!(
+        Err(ExecError::IdMap(format!(
             "{tool} {}: {}",
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
@@ -153,31 +153,11 @@ pub(crate) fn map_ids(pid: u32) -> Result<(), ExecError> {
     let uid = nix::unistd::getuid().as_raw();
     let gid = nix::unistd::getgid().as_raw();
     if let Some((u, g)) = sub_ranges() {
-        let p = pid.to_string();
-        run_tool(
-            "newuidmap",
-            &[
-                p.clone(),
-                "0".into(),
-                uid.to_string(),
-                "1".into(),
-                "1".into(),
-                u.start.to_string(),
-                u.count.to_string(),
-            ],
-        )?;
-        run_tool(
-            "newgidmap",
-            &[
-                p,
-                "0".into(),
-                gid.to_string(),
-                "1".into(),
-                "1".into(),
-                g.start.to_string(),
-                g.count.to_string(),
-            ],
-        )?;
+        // Own ID as 0, the subordinate range from 1: `PID 0 OWN 1 1 START COUNT`.
+        for (tool, own, range) in [("newuidmap", uid, u), ("newgidmap", gid, g)] {
+            let args = [pid, 0, own, 1, 1, range.start, range.count].map(|n| n.to_string());
+            run_tool(tool, &args)?;
+        }
         return Ok(());
     }
     let proc = Path::new("/proc").join(pid.to_string());

@@ -7,53 +7,38 @@
 //! step that created it, on any path.
 //!
 //! Entry points: [`run`] (one RUN step), [`Upper::changes`] (what it changed),
-//! [`snapshot::unpack_layer`] (a layer tar into a lowerdir), and
+//! [`snapshot::unpack_layer`] (a layer tar into a lowerdir, through
+//! `strata_oci::apply` with overlay whiteouts; [`snapshot::unpack_layer_verified`]
+//! also checks the diffID), and
 //! [`maybe_run_helper`], which the `strata` binary calls first thing in
 //! `main` because steps re-execute it as their namespace helper.
 
-mod copy;
-mod diff;
-mod helper;
-pub mod idmap;
-mod run;
-mod seccomp;
-pub mod snapshot;
+// Leaves: rules and types, no processes, no writes.
+mod error;
+mod overlay;
+mod protocol;
 pub mod spec;
-mod unpack;
 pub mod user;
-
-use std::path::PathBuf;
+// Filesystem work both sides share.
+mod extract;
+mod flatten;
+// The parent side.
+mod diff;
+pub mod idmap;
+mod launch;
+mod run;
+pub mod snapshot;
+// The in-namespace side.
+mod helper;
+mod seccomp;
 
 pub use diff::Upper;
-pub use helper::{HELPER_ENV, maybe_run_helper, set_helper_exe};
+pub use error::{ExecError, UnpackError};
+pub use helper::maybe_run_helper;
+pub use launch::set_helper_exe;
+pub use protocol::HELPER_ENV;
 pub use run::{RunOptions, RunOutcome, run, run_with};
 pub use snapshot::Mode;
 pub use spec::{
     CacheSharing, ExitStatus, Mount, Network, OutputSink, OutputStream, RunSpec, SnapshotMethod,
 };
-
-/// The executor itself failed (a step exiting non-zero is not an error).
-#[derive(Debug, thiserror::Error)]
-pub enum ExecError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("invalid step: {0}")]
-    Invalid(String),
-    #[error("cannot start the step helper {exe}: {source}")]
-    Spawn {
-        exe: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("step helper: {0}")]
-    Helper(String),
-    /// Setting up the step's root or process failed (the message names what).
-    #[error("setting up the step: {0}")]
-    Setup(String),
-    #[error("the step was cancelled")]
-    Cancelled,
-    #[error("unpacking layer into {path}: {message}")]
-    Unpack { path: PathBuf, message: String },
-}

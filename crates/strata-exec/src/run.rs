@@ -1,21 +1,23 @@
 //! The parent side of a step: prepares its private directory, starts the
-//! helper (see [`crate::helper`]), maps IDs for rootless runs, streams the
-//! output and collects the result.
+//! helper (see [`crate::launch`]; what runs in the namespaces is
+//! [`crate::helper`]), maps IDs for rootless runs, streams the output and
+//! collects the result.
 
 use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::ExecError;
 use crate::diff::Upper;
-use crate::helper::{self, HELPER_ARG, HelperResult, HelperSpec, ROOTLESS_ARG, Stub};
-use crate::snapshot::Mode;
+use crate::error::ExecError;
+use crate::launch::{helper_command, map_rootless_helper, spawn};
+use crate::overlay::Mode;
+use crate::protocol::{
+    HelperResult, HelperSpec, PID_FILE, RESULT_FILE, STUBS_FILE, Stub, TASK_STEP, rel_target,
+};
 use crate::spec::{CacheSharing, ExitStatus, Mount, OutputStream, RunSpec, SnapshotMethod};
 
 /// A finished step. A non-zero exit is not an error: the caller reports the
@@ -65,7 +67,7 @@ fn host_resolv_conf() -> String {
 /// exits normally, tearing down the mount namespace), else the helper itself
 /// (the step's pid 1 follows through its parent-death signal).
 fn kill_step(state: &Path, helper: &mut std::process::Child) -> Option<nix::unistd::Pid> {
-    let pid = std::fs::read_to_string(state.join(helper::PID_FILE))
+    let pid = std::fs::read_to_string(state.join(PID_FILE))
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok())
         .map(nix::unistd::Pid::from_raw);
@@ -76,128 +78,6 @@ fn kill_step(state: &Path, helper: &mut std::process::Child) -> Option<nix::unis
         }
     }
     pid
-}
-
-/// The helper process for `task` with piped stdio.
-fn helper_command(mode: Mode, task: &str, path: Option<&Path>) -> Command {
-    helper_command_with_stdin(mode, task, path, None)
-}
-
-/// Like [`helper_command`], also handing `step_stdin` to the helper as fd
-/// [`helper::STDIN_FD`] (its own stdin carries the spec).
-fn helper_command_with_stdin(
-    mode: Mode,
-    task: &str,
-    path: Option<&Path>,
-    step_stdin: Option<std::os::fd::RawFd>,
-) -> Command {
-    let mut cmd = Command::new(helper::helper_exe());
-    cmd.arg(HELPER_ARG)
-        .arg(if mode == Mode::Rootless {
-            ROOTLESS_ARG
-        } else {
-            "rootful"
-        })
-        .arg(task);
-    if let Some(p) = path {
-        cmd.arg(p);
-    }
-    // Its own process group: a terminal's Ctrl-C reaches strata alone, which
-    // either cancels the step (RunSpec::cancel) or dies, taking the helper
-    // with it through the parent-death signal below.
-    cmd.process_group(0);
-    cmd.env_clear()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // SAFETY: the closure runs between fork and exec and only calls prctl,
-    // which is async-signal-safe; it allocates nothing and takes no locks.
-    unsafe {
-        cmd.pre_exec(move || {
-            // The helper (and through its own PDEATHSIG, the step) dies with
-            // the thread that started it, including when strata is killed.
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            // dup2 and fcntl are async-signal-safe. The descriptor must end
-            // up as STDIN_FD without close-on-exec: dup2 gives that, except
-            // when it already is STDIN_FD (dup2 onto itself keeps the flag).
-            if let Some(fd) = step_stdin {
-                let ok = if fd == helper::STDIN_FD {
-                    libc::fcntl(fd, libc::F_SETFD, 0) >= 0
-                } else {
-                    libc::dup2(fd, helper::STDIN_FD) >= 0
-                };
-                if !ok {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        })
-    };
-    cmd
-}
-
-/// Runs a rootless unpack/remove task in a helper inside a user namespace,
-/// feeding `input` to its stdin.
-pub(crate) fn run_task_rootless(
-    task: &str,
-    path: &Path,
-    input: Option<&mut dyn Read>,
-) -> Result<(), ExecError> {
-    let mut child = helper_command(Mode::Rootless, task, Some(path))
-        .spawn()
-        .map_err(|e| ExecError::Spawn {
-            exe: helper::helper_exe(),
-            source: e,
-        })?;
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
-    let stderr_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(e) = stderr.as_mut() {
-            let _ = e.read_to_string(&mut s);
-        }
-        s
-    });
-    let fed = (|| -> Result<(), ExecError> {
-        let mut byte = [0u8; 1];
-        if let Some(out) = stdout.as_mut() {
-            out.read_exact(&mut byte)
-                .map_err(|e| ExecError::Helper(format!("helper did not start: {e}")))?;
-        }
-        crate::idmap::map_ids(child.id())?;
-        if let (Some(mut w), Some(r)) = (child.stdin.take(), input) {
-            // A helper that failed early closes its stdin: its stderr says why.
-            let _ = std::io::copy(r, &mut w);
-        }
-        Ok(())
-    })();
-    drop(child.stdin.take());
-    if fed.is_err() {
-        let _ = child.kill();
-    }
-    let status = child
-        .wait()
-        .map_err(|e| ExecError::Helper(format!("wait for helper: {e}")))?;
-    let message = stderr_thread.join().unwrap_or_default();
-    fed?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(ExecError::Helper(format!(
-            "{task} {}: {} ({status})",
-            path.display(),
-            message.trim()
-        )))
-    }
 }
 
 /// Runs one step with options.
@@ -212,7 +92,7 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
         )));
     }
     for m in &spec.mounts {
-        helper::rel_target(m.target()).map_err(ExecError::Invalid)?;
+        rel_target(m.target()).map_err(ExecError::Invalid)?;
     }
     let mode = Mode::current();
     let state = tempfile::Builder::new()
@@ -275,35 +155,22 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
         }
     }
 
-    let hspec = HelperSpec {
-        lowers: spec.lowers.clone(),
+    let input = serde_json::to_vec(&HelperSpec {
+        step: &spec,
         state: state.clone(),
-        argv: std::mem::take(&mut spec.argv),
-        env: std::mem::take(&mut spec.env),
-        cwd: spec.cwd.clone(),
-        user: spec.user.clone(),
-        hostname: spec.hostname.clone(),
-        network: spec.network,
-        mounts: std::mem::take(&mut spec.mounts),
-        shm_size: spec.shm_size,
         mode,
         force_copy: opts.force_copy,
         stdin_fd: spec.stdin.is_some(),
-        seccomp: spec.seccomp,
-    };
-    let input = serde_json::to_vec(&hspec).map_err(|e| ExecError::Invalid(e.to_string()))?;
+    })
+    .map_err(ExecError::Encode)?;
 
     let step_stdin = spec.stdin.take();
-    let mut cmd = helper_command_with_stdin(
+    let mut child = spawn(&mut helper_command(
         mode,
-        helper::TASK_STEP,
+        TASK_STEP,
         None,
         step_stdin.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
-    );
-    let mut child = cmd.spawn().map_err(|e| ExecError::Spawn {
-        exe: helper::helper_exe(),
-        source: e,
-    })?;
+    ))?;
     // The helper has its copy; ours would keep the pipe open after it exits.
     drop(step_stdin);
     let mut stdin = child.stdin.take();
@@ -312,16 +179,13 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
 
     let setup = (|| -> Result<(), ExecError> {
         if mode == Mode::Rootless {
-            let mut byte = [0u8; 1];
-            if let Some(out) = stdout.as_mut() {
-                out.read_exact(&mut byte)
-                    .map_err(|e| ExecError::Helper(format!("helper did not start: {e}")))?;
-            }
-            crate::idmap::map_ids(child.id())?;
+            map_rootless_helper(&child, stdout.as_mut())?;
         }
         if let Some(mut w) = stdin.take() {
-            w.write_all(&input)
-                .map_err(|e| ExecError::Helper(format!("send spec: {e}")))?;
+            w.write_all(&input).map_err(|source| ExecError::HelperIo {
+                what: "sending the step",
+                source,
+            })?;
         }
         Ok(())
     })();
@@ -381,9 +245,10 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
     for r in readers {
         let _ = r.join();
     }
-    let helper_status = child
-        .wait()
-        .map_err(|e| ExecError::Helper(format!("wait for helper: {e}")))?;
+    let helper_status = child.wait().map_err(|source| ExecError::HelperIo {
+        what: "waiting for it to exit",
+        source,
+    })?;
     drop(locks);
     if cancelled {
         if let Some(pid) = step_pid {
@@ -398,17 +263,19 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
         }
         return Err(ExecError::Cancelled);
     }
-    let result_path = state.join(helper::RESULT_FILE);
+    let result_path = state.join(RESULT_FILE);
     let result: HelperResult = match std::fs::read(&result_path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| ExecError::Helper(format!("{}: {e}", result_path.display())))?,
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| ExecError::Decode {
+            path: result_path.clone(),
+            source,
+        })?,
         Err(_) => {
             return Err(ExecError::Helper(format!(
                 "helper exited ({helper_status}) without a result"
             )));
         }
     };
-    if let Ok(bytes) = std::fs::read(state.join(helper::STUBS_FILE)) {
+    if let Ok(bytes) = std::fs::read(state.join(STUBS_FILE)) {
         upper.stubs = serde_json::from_slice::<Vec<Stub>>(&bytes).unwrap_or_default();
     }
     match result {

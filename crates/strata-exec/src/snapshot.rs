@@ -1,175 +1,70 @@
-//! Unpacked layers ("snapshots") as overlayfs lowerdirs, and looking paths up
-//! through a stack of them the way overlayfs would.
+//! Unpacked layers ("snapshots") as overlayfs lowerdirs: making one from a
+//! layer tar and removing one, from the parent process. Rootless, both run
+//! in a helper inside a user namespace (with the `/etc/subuid` ranges when
+//! present) so files keep their owners and can be removed again.
 //!
-//! A snapshot directory holds one layer's tar unpacked with overlay-style
-//! whiteouts: a deleted path is a `0:0` character device, a directory that
-//! replaces the lower one carries the opaque xattr (`trusted.overlay.opaque`
-//! rootful, `user.overlay.opaque` rootless, for the `userxattr` mount option).
+//! The overlay rules themselves (whiteouts, opaque directories, looking a
+//! path up through lowers) live in `overlay.rs` and are re-exported here.
 
-use std::ffi::OsStr;
-use std::fs::Metadata;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Component, Path, PathBuf};
+use std::io::Read;
+use std::path::Path;
 
-/// Which xattr namespace overlayfs metadata lives in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Mode {
-    /// `trusted.overlay.*`: needs real root.
-    Rootful,
-    /// `user.overlay.*`: usable by an unprivileged user namespace with the
-    /// `userxattr` mount option.
-    Rootless,
-}
+use strata_oci::{Digest, DigestingReader};
 
-impl Mode {
-    /// The mode matching this process's privileges.
-    pub fn current() -> Self {
-        if nix::unistd::geteuid().is_root() {
-            Mode::Rootful
-        } else {
-            Mode::Rootless
-        }
-    }
+use crate::error::{ExecError, UnpackError};
+use crate::extract;
+use crate::launch::run_task_rootless;
+use crate::protocol::{TASK_REMOVE, TASK_UNPACK};
 
-    pub(crate) fn opaque_xattr(self) -> &'static str {
-        match self {
-            Mode::Rootful => "trusted.overlay.opaque",
-            Mode::Rootless => "user.overlay.opaque",
-        }
-    }
-}
+pub use crate::overlay::{Found, Mode, is_opaque, is_whiteout, lookup};
 
 /// Unpacks an uncompressed layer tar into the fresh directory `dir` with
 /// overlay-style whiteouts for `mode`. Rootless, when this process is not
-/// root, the work happens in a helper inside a user namespace (with the
-/// `/etc/subuid` ranges when present) so files keep their owners.
-pub fn unpack_layer(
-    mut reader: impl std::io::Read,
+/// root, the work happens in a helper inside a user namespace so files keep
+/// their owners. Like [`unpack_layer_verified`] without a diffID to check.
+pub fn unpack_layer(reader: impl Read, dir: &Path, mode: Mode) -> Result<(), ExecError> {
+    unpack_layer_verified(reader, dir, mode, None)
+}
+
+/// [`unpack_layer`], also checking that the uncompressed stream's sha256 is
+/// `diff_id` when the caller knows it. On a mismatch
+/// ([`UnpackError::DiffIdMismatch`]) `dir` holds the wrong content: the
+/// caller must not use it as the layer's snapshot.
+pub fn unpack_layer_verified(
+    reader: impl Read,
     dir: &Path,
     mode: Mode,
-) -> Result<(), crate::ExecError> {
-    let fail = |message: String| crate::ExecError::Unpack {
+    diff_id: Option<&Digest>,
+) -> Result<(), ExecError> {
+    let fail = |source| ExecError::Unpack {
         path: dir.to_path_buf(),
-        message,
+        source,
     };
-    std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+    std::fs::create_dir_all(dir).map_err(|e| fail(UnpackError::Create(e)))?;
     if mode == Mode::Rootless && !nix::unistd::geteuid().is_root() {
-        return crate::run::run_task_rootless(crate::helper::TASK_UNPACK, dir, Some(&mut reader))
-            .map_err(|e| fail(e.to_string()));
+        // The helper reads the stream to its end; hashing it on the way
+        // there checks what it unpacked.
+        let mut hashed = DigestingReader::new(reader);
+        run_task_rootless(TASK_UNPACK, dir, Some(&mut hashed))
+            .map_err(|e| fail(UnpackError::Rootless(Box::new(e))))?;
+        let (_, actual, _) = hashed.finish();
+        return extract::check_diff_id(diff_id, actual).map_err(fail);
     }
-    crate::unpack::unpack_into(reader, dir, mode).map_err(|e| fail(e.to_string()))
+    extract::unpack_into(reader, dir, mode, diff_id).map_err(fail)
 }
 
 /// Removes a snapshot or other tree the executor wrote. Rootless, files owned
 /// by subordinate IDs can only be removed from inside the user namespace.
-pub fn remove_tree(dir: &Path) -> Result<(), crate::ExecError> {
+pub fn remove_tree(dir: &Path) -> Result<(), ExecError> {
     if !nix::unistd::geteuid().is_root() {
-        return crate::run::run_task_rootless(crate::helper::TASK_REMOVE, dir, None);
+        return run_task_rootless(TASK_REMOVE, dir, None);
     }
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(crate::ExecError::Io {
+        Err(source) => Err(ExecError::Io {
             path: dir.to_path_buf(),
             source,
         }),
     }
-}
-
-/// Every xattr name overlayfs uses to mark an opaque directory.
-const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
-/// Xattr-based whiteouts (kernel 6.7+ "xwhiteouts").
-const WHITEOUT_XATTRS: [&str; 2] = ["trusted.overlay.whiteout", "user.overlay.whiteout"];
-
-/// Whether `meta` (from `lstat` of `path`) is an overlay whiteout.
-pub fn is_whiteout(path: &Path, meta: &Metadata) -> bool {
-    let ft = meta.file_type();
-    if ft.is_char_device() && meta.rdev() == 0 {
-        return true;
-    }
-    ft.is_file()
-        && meta.len() == 0
-        && WHITEOUT_XATTRS
-            .iter()
-            .any(|x| matches!(xattr::get(path, x), Ok(Some(_))))
-}
-
-/// Whether the directory at `path` is marked opaque.
-pub fn is_opaque(path: &Path) -> bool {
-    OPAQUE_XATTRS
-        .iter()
-        .any(|x| matches!(xattr::get(path, x), Ok(Some(v)) if v == b"y"))
-}
-
-/// Whether an xattr name belongs to overlayfs itself (never image content).
-pub(crate) fn is_overlay_xattr(name: &OsStr) -> bool {
-    let n = name.as_encoded_bytes();
-    n.starts_with(b"trusted.overlay.") || n.starts_with(b"user.overlay.")
-}
-
-/// Splits a relative path into normal components, refusing `..` and roots:
-/// paths handed around here are always relative to an image root.
-pub(crate) fn normal_components(rel: &Path) -> Option<Vec<&OsStr>> {
-    let mut out = Vec::new();
-    for c in rel.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::CurDir => {}
-            _ => return None,
-        }
-    }
-    Some(out)
-}
-
-/// The outcome of looking a path up through the lowers.
-#[derive(Debug)]
-pub struct Found {
-    /// The path on disk inside the lower that provides it.
-    pub path: PathBuf,
-    pub meta: Metadata,
-}
-
-/// Looks `rel` up through `lowers` (top-most first) as overlayfs presents
-/// it, without following symlinks anywhere: a path whose parent is a
-/// non-directory in some layer does not exist as such (it is reached through
-/// the symlink, which is the symlink's business), whiteouts delete, and an
-/// opaque directory hides everything below it in lower layers.
-pub fn lookup(lowers: &[PathBuf], rel: &Path) -> Option<Found> {
-    let comps = normal_components(rel)?;
-    for lower in lowers {
-        let mut cur = lower.clone();
-        let mut stop_after = false;
-        let mut hidden = false;
-        for (i, c) in comps.iter().enumerate() {
-            cur.push(c);
-            let meta = match std::fs::symlink_metadata(&cur) {
-                Ok(m) => m,
-                // Not in this layer: look further down (unless an opaque
-                // ancestor here already hides the lower layers).
-                Err(_) => {
-                    hidden = false;
-                    break;
-                }
-            };
-            if is_whiteout(&cur, &meta) {
-                return None;
-            }
-            let last = i + 1 == comps.len();
-            if last {
-                return Some(Found { path: cur, meta });
-            }
-            if !meta.is_dir() {
-                // A file/symlink over a directory path hides the path below.
-                hidden = true;
-                break;
-            }
-            if is_opaque(&cur) {
-                stop_after = true;
-            }
-        }
-        if hidden || stop_after {
-            return None;
-        }
-    }
-    None
 }

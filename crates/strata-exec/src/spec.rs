@@ -109,7 +109,10 @@ impl Mount {
     }
 }
 
-/// Everything needed to run one step.
+/// Everything needed to run one step. It is also what the parent sends its
+/// step helper (see `protocol.rs`): the callback, the cancel flag and the
+/// stdin descriptor stay with the parent and are not serialized.
+#[derive(Serialize, Deserialize)]
 pub struct RunSpec {
     /// Unpacked layers (see [`crate::snapshot::unpack_layer`]), top-most first.
     pub lowers: Vec<PathBuf>,
@@ -136,15 +139,24 @@ pub struct RunSpec {
     /// Size of `/dev/shm` in bytes (default 64 MiB).
     pub shm_size: Option<u64>,
     /// Receives the step's output live.
+    #[serde(skip, default = "discard_output")]
     pub output: OutputSink,
     /// When set to true (e.g. by a Ctrl-C handler), the step is killed and
     /// [`crate::run`] returns [`crate::ExecError::Cancelled`].
+    #[serde(skip)]
     pub cancel: Option<Arc<AtomicBool>>,
     /// The step's standard input (`strata run -i`); `/dev/null` when `None`.
+    #[serde(skip)]
     pub stdin: Option<std::os::fd::OwnedFd>,
     /// Docker's default seccomp restrictions (see `seccomp.rs`); off only for
     /// `--security-opt seccomp=unconfined`.
     pub seccomp: bool,
+}
+
+/// The sink of a spec that arrived in the helper: output flows through the
+/// helper's own stdout and stderr instead.
+fn discard_output() -> OutputSink {
+    Box::new(|_, _| {})
 }
 
 impl std::fmt::Debug for RunSpec {

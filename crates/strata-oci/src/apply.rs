@@ -24,13 +24,13 @@ use crate::path::{clean_entry_name, secure_join, secure_join_nofollow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error("reading the layer tar: {0}")]
+    #[error("reading the layer tar")]
     Tar(#[source] io::Error),
     #[error("layer entry {name:?} escapes the destination")]
     Escapes { name: String },
     #[error("layer entry {name:?} is a hard link to {target:?}, which is not in the destination")]
     BadHardlink { name: String, target: String },
-    #[error("layer entry {name:?}: {op} {}: {source}", path.display())]
+    #[error("layer entry {name:?}: {op} {}", path.display())]
     Io {
         name: String,
         op: &'static str,
@@ -38,7 +38,7 @@ pub enum ApplyError {
         #[source]
         source: io::Error,
     },
-    #[error("layer entry {name:?}: {source}")]
+    #[error("layer entry {name:?}")]
     Path {
         name: String,
         #[source]
@@ -99,8 +99,9 @@ fn clear_unwritten(dir: &Path, written: &dyn Fn(&Path) -> bool) -> io::Result<()
     Ok(())
 }
 
-/// Removes a file, link or whole directory tree; absent is fine.
-fn remove_any(p: &Path) -> io::Result<()> {
+/// Removes a file, link or whole directory tree; absent is fine. Public for
+/// [`WhiteoutHandler`]s, which replace what a whiteout names.
+pub fn remove_any(p: &Path) -> io::Result<()> {
     match std::fs::symlink_metadata(p) {
         Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
         Ok(_) => std::fs::remove_file(p),

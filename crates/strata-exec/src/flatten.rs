@@ -1,13 +1,17 @@
-//! The copying fallback: where overlayfs cannot be mounted (the scratch
-//! directory is itself on overlayfs, or on a filesystem overlay rejects), the
-//! lowers are applied one over the other into a plain directory.
+//! Flattening lowerdirs into one plain directory, the way overlayfs would
+//! present them: for the copying fallback (where overlayfs cannot be mounted:
+//! the scratch directory is itself on overlayfs, or on a filesystem overlay
+//! rejects), for images deeper than overlayfs stacks, and for copying an
+//! image entry's metadata onto a mount stub. Not strata-build's COPY.
 
 use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use crate::snapshot::{is_opaque, is_overlay_xattr, is_whiteout};
+use strata_oci::apply::remove_any;
+
+use crate::overlay::{is_opaque, is_overlay_xattr, is_whiteout};
 
 /// Applies one unpacked lower (with overlay whiteouts) on top of `root`.
 /// `root` is only ever written through real directories this function made
@@ -15,15 +19,6 @@ use crate::snapshot::{is_opaque, is_overlay_xattr, is_whiteout};
 pub(crate) fn apply_lower(lower: &Path, root: &Path) -> io::Result<()> {
     let mut links = HashMap::new();
     apply_dir(lower, root, &mut links)
-}
-
-fn remove_any(path: &Path) -> io::Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 fn apply_dir(

@@ -1,0 +1,58 @@
+//! The step's `/dev`: a tmpfs with the host's harmless device nodes bound
+//! in, a private devpts, and `/dev/shm`.
+
+use std::path::Path;
+
+use nix::mount::{MsFlags, mount};
+
+use super::context::err;
+use super::mounts::bind;
+
+/// Mounts and fills `root/dev`; `shm_size` in bytes (default 64 MiB).
+pub(super) fn setup_dev(root: &Path, shm_size: Option<u64>) -> Result<(), String> {
+    let dev = root.join("dev");
+    mount(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )
+    .map_err(err("mount /dev"))?;
+    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let target = dev.join(node);
+        std::fs::File::create(&target).map_err(err(target.display()))?;
+        bind(&Path::new("/dev").join(node), &target, false)?;
+    }
+    let pts = dev.join("pts");
+    std::fs::create_dir(&pts).map_err(err("mkdir /dev/pts"))?;
+    mount(
+        Some("devpts"),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .map_err(err("mount /dev/pts"))?;
+    std::os::unix::fs::symlink("pts/ptmx", dev.join("ptmx")).map_err(err("/dev/ptmx"))?;
+    let shm = dev.join("shm");
+    std::fs::create_dir(&shm).map_err(err("mkdir /dev/shm"))?;
+    let shm_opts = format!("mode=1777,size={}", shm_size.unwrap_or(64 << 20));
+    mount(
+        Some("shm"),
+        &shm,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(shm_opts.as_str()),
+    )
+    .map_err(err("mount /dev/shm"))?;
+    for (name, to) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(to, dev.join(name)).map_err(err(format!("/dev/{name}")))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! The wire protocol between strata and its step helper: the arguments that
+//! start one, the spec it reads on stdin, and the files it leaves in the
+//! step's state directory. A leaf: both sides ([`crate::launch`] and
+//! [`crate::run`] in the parent, [`crate::helper`] in the namespaces) use it,
+//! it uses neither.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::overlay::{self, Mode};
+use crate::spec::{ExitStatus, RunSpec, SnapshotMethod};
+
+/// The hidden first argument that turns a strata process into a helper.
+pub(crate) const HELPER_ARG: &str = "__strata-exec-helper";
+
+/// Environment override of the helper binary, for test suites of other
+/// crates (whose harness cannot call [`crate::maybe_run_helper`]): point it
+/// at the `strata` binary or at `strata-exec-helper`.
+pub const HELPER_ENV: &str = "STRATA_EXEC_HELPER";
+
+/// Second argument of a rootless helper: it creates its user namespace itself
+/// (so it holds every capability there), writes one byte to stdout, and
+/// waits for the parent to write the ID maps before the spec arrives.
+pub(crate) const ROOTLESS_ARG: &str = "rootless";
+/// Second argument of a helper that keeps the caller's (root) privileges.
+pub(crate) const ROOTFUL_ARG: &str = "rootful";
+
+/// Third argument: what the helper does.
+pub(crate) const TASK_STEP: &str = "step";
+/// Unpack the layer tar on stdin into the directory named by the fourth
+/// argument (rootless: inside the user namespace, so owners are kept).
+pub(crate) const TASK_UNPACK: &str = "unpack";
+/// Remove the tree named by the fourth argument (rootless: files owned by
+/// subordinate IDs can only be removed from inside the user namespace).
+pub(crate) const TASK_REMOVE: &str = "remove";
+
+/// The parent's instructions, sent as JSON on the helper's stdin. The step
+/// travels as the caller's own [`RunSpec`] (its callbacks and descriptors
+/// are not serialized); `S` is `&RunSpec` when sending, so the parent keeps
+/// the callbacks it needs while the step runs.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct HelperSpec<S = RunSpec> {
+    pub step: S,
+    /// The step's private directory (upper, work, merged, provided files).
+    pub state: PathBuf,
+    pub mode: Mode,
+    /// Testing and diagnosis: skip overlayfs and use the copying fallback.
+    pub force_copy: bool,
+    /// The step's stdin arrives as fd [`STDIN_FD`] (else it gets /dev/null).
+    #[serde(default)]
+    pub stdin_fd: bool,
+}
+
+/// The descriptor the parent places the step's stdin on, when it has one.
+pub(crate) const STDIN_FD: i32 = 3;
+
+/// What the helper leaves in `state/result.json`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum HelperResult {
+    Exited {
+        status: ExitStatus,
+        method: SnapshotMethod,
+        fallback_reason: Option<String>,
+    },
+    Failed {
+        message: String,
+        method: Option<SnapshotMethod>,
+    },
+}
+
+pub(crate) const RESULT_FILE: &str = "result.json";
+/// The step's pid 1, as seen from strata's PID namespace.
+pub(crate) const PID_FILE: &str = "pid";
+/// Entries the helper placed only to mount over (never layer content).
+pub(crate) const STUBS_FILE: &str = "stubs.json";
+
+/// A stub the step's root needs so something can be mounted over it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Stub {
+    /// Relative to the image root.
+    pub path: PathBuf,
+    pub dir: bool,
+}
+
+/// The files the runtime provides in every step (bind-mounted from `state`).
+pub(crate) const PROVIDED_FILES: [&str; 3] = ["etc/hosts", "etc/resolv.conf", "etc/hostname"];
+
+/// A mount target inside the image as a path relative to its root; checked
+/// by the parent before the step starts and used by the helper to mount.
+pub(crate) fn rel_target(target: &str) -> Result<PathBuf, String> {
+    let rel = Path::new(target.trim_start_matches('/'));
+    match overlay::normal_components(rel) {
+        Some(c) if !c.is_empty() => Ok(c.iter().collect()),
+        _ => Err(format!(
+            "mount target {target:?} must be an absolute path below /"
+        )),
+    }
+}
