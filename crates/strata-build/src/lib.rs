@@ -420,12 +420,7 @@ pub fn build(
         r.platforms.push((p.to_string(), image.id, image.manifest));
         images.push(export::PlatformImage {
             image,
-            platform: strata_oci::image::Platform {
-                architecture: p.arch.clone(),
-                os: p.os.clone(),
-                os_version: None,
-                variant: Some(p.variant.clone()).filter(|v| !v.is_empty()),
-            },
+            platform: p.clone(),
         });
     }
     for out in &opts.outputs {
@@ -586,12 +581,11 @@ fn build_platform(
     ))
 }
 
-/// Whether an image for `have` serves a build for `want`: same os and
-/// architecture, and the same variant when `want` names one.
+/// Whether an image for `have` serves a build for `want`: containerd's
+/// `platforms.Only(want)`, as Docker checks a stored image against
+/// `--platform` (an arm/v6 image runs on arm/v7, a 386 one on amd64).
 fn platform_fits(have: &strata_frontend::Platform, want: &strata_frontend::Platform) -> bool {
-    have.os == want.os
-        && have.arch == want.arch
-        && (want.variant.is_empty() || have.variant == want.variant)
+    want.matches(have)
 }
 
 /// The target stage and the stages it is built FROM, transitively: the
@@ -785,12 +779,7 @@ impl Solver<'_> {
         });
         let start = std::time::Instant::now();
         let pulled = if foreign {
-            let platform = strata_oci::image::Platform {
-                architecture: want.arch.clone(),
-                os: want.os.clone(),
-                os_version: None,
-                variant: Some(want.variant.clone()).filter(|v| !v.is_empty()),
-            };
+            let platform = want.clone();
             registry::pull_unnamed(
                 self.store,
                 self.lock,
@@ -839,11 +828,12 @@ impl Solver<'_> {
         let raw = self.store.read_blob(&img.id)?;
         let config = ImageConfig::from_json(&raw)
             .map_err(|e| other(format!("config of image {}: {e}", img.id)))?;
-        Ok(strata_frontend::Platform {
-            os: config.os,
-            arch: config.architecture,
-            variant: config.variant.unwrap_or_default(),
-        })
+        Ok(strata_frontend::Platform::new(
+            &config.os,
+            &config.architecture,
+            config.variant.as_deref(),
+        )
+        .normalized())
     }
 
     fn stage(&self, stage: &Stage, all: &[Stage]) -> Result<State> {
@@ -970,8 +960,8 @@ impl Solver<'_> {
     fn base(&self, stage: &Stage, all: &[Stage]) -> Result<State> {
         if stage.base == "scratch" {
             let p = self.stage_platform(stage);
-            let mut config = ImageConfig::new(&p.os, &p.arch);
-            config.variant = Some(p.variant.clone()).filter(|v| !v.is_empty());
+            let mut config = ImageConfig::new(&p.os, &p.architecture);
+            config.variant = p.variant.clone();
             config.config.env = Some(vec![DEFAULT_PATH.into()]);
             // The platform is in the key: the same steps on an empty base
             // make a different image config for each platform.

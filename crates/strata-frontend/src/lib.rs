@@ -139,9 +139,11 @@ pub fn stages(
                             df.error(ins, &format!("empty platform value from expression {p}"))
                         );
                     }
-                    let parsed: Platform = v.parse().map_err(|e: String| {
-                        df.error(ins, &format!("failed to parse platform {p}: {e}"))
-                    })?;
+                    let parsed: Platform =
+                        v.parse()
+                            .map_err(|e: strata_oci::platform::PlatformError| {
+                                df.error(ins, &format!("failed to parse platform {p}: {e}"))
+                            })?;
                     Some(parsed)
                 }
             };

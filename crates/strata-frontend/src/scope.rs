@@ -18,83 +18,15 @@
 //!   are not stage ARGs they never reach the history.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
 use crate::Diagnostic;
 use crate::expand::{ExpandError, expand_word};
 use crate::parse::{Dockerfile, Instruction};
 
-/// `os/arch[/variant]`, normalised as containerd's `platforms.Normalize` does
-/// for the names people write (`x86_64`, `aarch64`, `arm64/v8`, `armhf`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Platform {
-    pub os: String,
-    pub arch: String,
-    /// Empty when the architecture has none (amd64, arm64).
-    pub variant: String,
-}
-
-impl Platform {
-    /// The platform strata runs on (Linux only).
-    pub fn host() -> Self {
-        Self::normalized("linux", std::env::consts::ARCH, "")
-    }
-
-    fn normalized(os: &str, arch: &str, variant: &str) -> Self {
-        let os = os.to_ascii_lowercase();
-        let arch = arch.to_ascii_lowercase();
-        let variant = variant.to_ascii_lowercase();
-        let (arch, variant) = match (arch.as_str(), variant.as_str()) {
-            ("x86_64" | "x86-64" | "amd64", v) => ("amd64", v.to_owned()),
-            ("aarch64" | "arm64", "8" | "v8" | "v8.0") => ("arm64", String::new()),
-            ("aarch64" | "arm64", v) => ("arm64", v.to_owned()),
-            ("armhf", _) => ("arm", "v7".to_owned()),
-            ("armel", _) => ("arm", "v6".to_owned()),
-            ("arm", "") => ("arm", "v7".to_owned()),
-            ("arm", "5" | "6" | "7" | "8") => ("arm", format!("v{variant}")),
-            ("i386" | "i486" | "i586" | "i686" | "386", v) => ("386", v.to_owned()),
-            (a, v) => (a, v.to_owned()),
-        };
-        Platform {
-            os,
-            arch: arch.to_owned(),
-            variant,
-        }
-    }
-}
-
-impl FromStr for Platform {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let parts: Vec<&str> = s.split('/').collect();
-        let ok = |p: &str| {
-            !p.is_empty()
-                && p.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
-        };
-        match parts.as_slice() {
-            [os, arch] if ok(os) && ok(arch) => Ok(Self::normalized(os, arch, "")),
-            [os, arch, variant] if ok(os) && ok(arch) && ok(variant) => {
-                Ok(Self::normalized(os, arch, variant))
-            }
-            _ => Err(format!(
-                "invalid platform {s:?}: expected OS/ARCH[/VARIANT], such as linux/amd64"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.arch)?;
-        if !self.variant.is_empty() {
-            write!(f, "/{}", self.variant)?;
-        }
-        Ok(())
-    }
-}
+/// `os/arch[/variant]`: strata-oci's one platform type, normalised as
+/// containerd's `platforms.Normalize` does (`x86_64`, `aarch64`, `arm64/v8`,
+/// `armhf`), which is what BuildKit derives TARGETARCH and friends from.
+pub use strata_oci::Platform;
 
 /// What a build is given from outside the Dockerfile that ARGs can see.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,12 +55,12 @@ impl BuildInputs {
         [
             ("BUILDPLATFORM", b.to_string()),
             ("BUILDOS", b.os.clone()),
-            ("BUILDARCH", b.arch.clone()),
-            ("BUILDVARIANT", b.variant.clone()),
+            ("BUILDARCH", b.architecture.clone()),
+            ("BUILDVARIANT", b.variant().to_owned()),
             ("TARGETPLATFORM", t.to_string()),
             ("TARGETOS", t.os.clone()),
-            ("TARGETARCH", t.arch.clone()),
-            ("TARGETVARIANT", t.variant.clone()),
+            ("TARGETARCH", t.architecture.clone()),
+            ("TARGETVARIANT", t.variant().to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| {

@@ -15,7 +15,7 @@ use crate::digest::{Digest, DigestingWriter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}", path.display())]
     Io {
         op: &'static str,
         path: PathBuf,

@@ -417,7 +417,7 @@ pub fn decompress<'a>(mut r: impl Read + 'a) -> io::Result<(Detected, Box<dyn Re
         Detected::Gzip => Box::new(flate2::read::MultiGzDecoder::new(chained)),
         Detected::Zstd => Box::new(zstd::stream::Decoder::new(chained)?),
         Detected::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(chained)),
-        Detected::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(chained)),
+        Detected::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(chained)),
         Detected::Plain => Box::new(chained),
     };
     Ok((kind, reader))
@@ -523,7 +523,7 @@ mod tests {
         let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
         bz.write_all(&data).unwrap();
         let bz = bz.finish().unwrap();
-        let mut xz = xz2::write::XzEncoder::new(Vec::new(), 1);
+        let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 1);
         xz.write_all(&data).unwrap();
         let xz = xz.finish().unwrap();
         for (buf, kind) in [

@@ -96,16 +96,23 @@ impl<'de> serde::Deserialize<'de> for Digest {
     }
 }
 
-/// A writer that hashes and counts everything written through it, so that a
-/// blob's digest and size come out of the same pass that stores it.
-pub struct DigestingWriter<W> {
-    inner: W,
+/// A reader or writer that hashes and counts every byte passing through it,
+/// so that a blob's digest and size come out of the same pass that stores
+/// (or reads) it. [`DigestingWriter`] and [`DigestingReader`] are its two
+/// uses.
+pub struct Digesting<T> {
+    inner: T,
     hasher: Sha256,
     len: u64,
 }
 
-impl<W: Write> DigestingWriter<W> {
-    pub fn new(inner: W) -> Self {
+/// Hashes what is written through it (see [`Digesting`]).
+pub type DigestingWriter<W> = Digesting<W>;
+/// Hashes what is read through it (see [`Digesting`]).
+pub type DigestingReader<R> = Digesting<R>;
+
+impl<T> Digesting<T> {
+    pub fn new(inner: T) -> Self {
         Self {
             inner,
             hasher: Sha256::new(),
@@ -113,7 +120,7 @@ impl<W: Write> DigestingWriter<W> {
         }
     }
 
-    /// Bytes written so far.
+    /// Bytes passed through so far.
     pub fn len(&self) -> u64 {
         self.len
     }
@@ -122,25 +129,29 @@ impl<W: Write> DigestingWriter<W> {
         self.len == 0
     }
 
-    pub fn get_ref(&self) -> &W {
+    pub fn get_ref(&self) -> &T {
         &self.inner
     }
 
-    pub fn get_mut(&mut self) -> &mut W {
+    pub fn get_mut(&mut self) -> &mut T {
         &mut self.inner
     }
 
-    /// Returns the inner writer, the digest and the byte count.
-    pub fn finish(self) -> (W, Digest, u64) {
+    /// Returns the inner reader or writer, the digest and the byte count.
+    pub fn finish(self) -> (T, Digest, u64) {
         (self.inner, Digest(self.hasher.finalize().into()), self.len)
+    }
+
+    fn count(&mut self, data: &[u8]) {
+        self.hasher.update(data);
+        self.len += data.len() as u64;
     }
 }
 
-impl<W: Write> Write for DigestingWriter<W> {
+impl<W: Write> Write for Digesting<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.len += n as u64;
+        self.count(&buf[..n]);
         Ok(n)
     }
 
@@ -149,41 +160,10 @@ impl<W: Write> Write for DigestingWriter<W> {
     }
 }
 
-/// A reader that hashes and counts everything read through it.
-pub struct DigestingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    len: u64,
-}
-
-impl<R: Read> DigestingReader<R> {
-    pub fn new(inner: R) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-            len: 0,
-        }
-    }
-
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Returns the inner reader, the digest and the byte count of what was read.
-    pub fn finish(self) -> (R, Digest, u64) {
-        (self.inner, Digest(self.hasher.finalize().into()), self.len)
-    }
-}
-
-impl<R: Read> Read for DigestingReader<R> {
+impl<R: Read> Read for Digesting<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.len += n as u64;
+        self.count(&buf[..n]);
         Ok(n)
     }
 }

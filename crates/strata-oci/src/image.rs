@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+pub use crate::platform::{Platform, host_architecture};
 
 pub const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -35,7 +36,7 @@ pub const ANNOTATION_CONTAINERD_IMAGE_NAME: &str = "io.containerd.image.name";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("invalid {what} JSON: {source}")]
+    #[error("invalid {what} JSON")]
     Json {
         what: &'static str,
         #[source]
@@ -86,58 +87,36 @@ pub struct ImageConfig {
 
 /// The runtime defaults (`.Config` in `docker image inspect`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+// Every field is optional: missing ones read as their default (None).
+#[serde(default)]
 pub struct ContainerConfig {
-    #[serde(rename = "User", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "User", skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    #[serde(
-        rename = "ExposedPorts",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "ExposedPorts", skip_serializing_if = "Option::is_none")]
     pub exposed_ports: Option<BTreeMap<String, Empty>>,
-    #[serde(rename = "Env", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "Env", skip_serializing_if = "Option::is_none")]
     pub env: Option<Vec<String>>,
-    #[serde(
-        rename = "Entrypoint",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "Entrypoint", skip_serializing_if = "Option::is_none")]
     pub entrypoint: Option<Vec<String>>,
-    #[serde(rename = "Cmd", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "Cmd", skip_serializing_if = "Option::is_none")]
     pub cmd: Option<Vec<String>>,
-    #[serde(
-        rename = "Healthcheck",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "Healthcheck", skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<HealthConfig>,
     /// Docker writes this (true) when CMD/ENTRYPOINT were given in shell form
     /// on Windows; BuildKit writes it for shell-form commands on Linux too.
-    #[serde(
-        rename = "ArgsEscaped",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "ArgsEscaped", skip_serializing_if = "Option::is_none")]
     pub args_escaped: Option<bool>,
-    #[serde(rename = "Volumes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "Volumes", skip_serializing_if = "Option::is_none")]
     pub volumes: Option<BTreeMap<String, Empty>>,
-    #[serde(
-        rename = "WorkingDir",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "WorkingDir", skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
-    #[serde(rename = "OnBuild", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "OnBuild", skip_serializing_if = "Option::is_none")]
     pub on_build: Option<Vec<String>>,
-    #[serde(rename = "Labels", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "Labels", skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
-    #[serde(
-        rename = "StopSignal",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "StopSignal", skip_serializing_if = "Option::is_none")]
     pub stop_signal: Option<String>,
-    #[serde(rename = "Shell", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "Shell", skip_serializing_if = "Option::is_none")]
     pub shell: Option<Vec<String>>,
 }
 
@@ -241,20 +220,6 @@ impl ImageConfig {
     }
 }
 
-/// GOARCH-style name of the host architecture.
-pub fn host_architecture() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "arm" => "arm",
-        "powerpc64" => "ppc64le",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        other => other,
-    }
-}
-
 /// A content descriptor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Descriptor {
@@ -278,20 +243,6 @@ impl Descriptor {
             platform: None,
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Platform {
-    pub architecture: String,
-    pub os: String,
-    #[serde(
-        rename = "os.version",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub os_version: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
 }
 
 /// An image manifest (OCI, or Docker schema2 which has the same shape).

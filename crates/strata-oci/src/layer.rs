@@ -21,7 +21,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::change::{Change, ChangeKind};
-use crate::compress::Compression;
+use crate::compress::{Compression, Encoder};
 use crate::digest::{Digest, DigestingWriter};
 
 pub const WHITEOUT_PREFIX: &str = ".wh.";
@@ -29,13 +29,13 @@ pub const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
-    #[error("reading {} for the layer: {source}", path.display())]
+    #[error("reading {} for the layer", path.display())]
     Read {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("writing the layer: {0}")]
+    #[error("writing the layer")]
     Write(#[source] io::Error),
     #[error("change path {} is not a plain relative path", .0.display())]
     BadPath(PathBuf),
@@ -109,14 +109,8 @@ pub fn write_layer(
     out: impl Write,
 ) -> Result<LayerInfo, LayerError> {
     let entries = plan(root, changes)?;
-    let outer = DigestingWriter::new(out);
-    let enc = opts
-        .compression
-        .encoder(outer, opts.threads)
-        .map_err(LayerError::Write)?;
-    let inner = DigestingWriter::new(enc);
     let mut tw = TarWriter {
-        out: inner,
+        out: layer_writer(out, opts)?,
         epoch: opts.epoch,
         owners: opts.owners,
         links: HashMap::new(),
@@ -126,9 +120,29 @@ pub fn write_layer(
     }
     // End of archive: two zero blocks.
     tw.out.write_all(&[0u8; 1024]).map_err(LayerError::Write)?;
-    let (enc, diff_id, uncompressed_size) = tw.out.finish();
-    let outer = enc.finish().map_err(LayerError::Write)?;
-    let (_, digest, size) = outer.finish();
+    finish_layer(tw.out, opts)
+}
+
+/// The writer a layer tar goes into: hashed (the diffID), compressed as
+/// `opts` says, hashed again (the blob digest), then `out`.
+fn layer_writer<W: Write>(
+    out: W,
+    opts: &LayerOptions,
+) -> Result<DigestingWriter<Encoder<DigestingWriter<W>>>, LayerError> {
+    let enc = opts
+        .compression
+        .encoder(DigestingWriter::new(out), opts.threads)
+        .map_err(LayerError::Write)?;
+    Ok(DigestingWriter::new(enc))
+}
+
+/// Ends the compressed stream of a [`layer_writer`] and reads both digests.
+fn finish_layer<W: Write>(
+    w: DigestingWriter<Encoder<DigestingWriter<W>>>,
+    opts: &LayerOptions,
+) -> Result<LayerInfo, LayerError> {
+    let (enc, diff_id, uncompressed_size) = w.finish();
+    let (_, digest, size) = enc.finish().map_err(LayerError::Write)?.finish();
     Ok(LayerInfo {
         diff_id,
         digest,
@@ -499,23 +513,9 @@ pub fn layer_from_tar(
     opts: &LayerOptions,
     out: impl Write,
 ) -> Result<LayerInfo, LayerError> {
-    let outer = DigestingWriter::new(out);
-    let enc = opts
-        .compression
-        .encoder(outer, opts.threads)
-        .map_err(LayerError::Write)?;
-    let mut inner = DigestingWriter::new(enc);
-    io::copy(&mut tar, &mut inner).map_err(LayerError::Write)?;
-    let (enc, diff_id, uncompressed_size) = inner.finish();
-    let (_, digest, size) = enc.finish().map_err(LayerError::Write)?.finish();
-    Ok(LayerInfo {
-        diff_id,
-        digest,
-        size,
-        uncompressed_size,
-        compression: opts.compression,
-        media_type: opts.compression.oci_layer_media_type(),
-    })
+    let mut w = layer_writer(out, opts)?;
+    io::copy(&mut tar, &mut w).map_err(LayerError::Write)?;
+    finish_layer(w, opts)
 }
 
 /// The whole tree under `root` as one plain tar (`-o type=tar`): the same

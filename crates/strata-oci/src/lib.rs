@@ -38,7 +38,9 @@ pub mod compress;
 pub mod digest;
 pub mod image;
 pub mod layer;
+pub mod layer_check;
 pub mod path;
+pub mod platform;
 pub mod reference;
 
 pub use atomic::{AtomicFile, atomic_write, atomic_write_shared};
@@ -47,3 +49,4 @@ pub use change::{Change, ChangeKind};
 pub use compress::Compression;
 pub use digest::{Digest, DigestError, DigestingReader, DigestingWriter};
 pub use layer::{LayerInfo, LayerOptions, changes_for_tree, write_layer};
+pub use platform::Platform;

@@ -18,7 +18,7 @@ const MAX_SYMLINKS: usize = 255;
 pub enum PathError {
     #[error("too many levels of symbolic links resolving {} in {}", path.display(), root.display())]
     Loop { root: PathBuf, path: PathBuf },
-    #[error("reading {}: {source}", path.display())]
+    #[error("reading {}", path.display())]
     Io {
         path: PathBuf,
         #[source]

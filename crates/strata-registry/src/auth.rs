@@ -82,7 +82,7 @@ impl DockerConfig {
     }
 
     pub fn load_from(path: PathBuf) -> Result<Self, RegistryError> {
-        let raw = match fs_err::read(&path) {
+        let raw = match std::fs::read(&path) {
             Ok(b) if b.iter().all(u8::is_ascii_whitespace) => Map::new(),
             Ok(b) => match serde_json::from_slice::<Value>(&b) {
                 Ok(Value::Object(m)) => m,
@@ -94,7 +94,7 @@ impl DockerConfig {
                 }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Map::new(),
-            Err(e) => return Err(RegistryError::Config(e.to_string())),
+            Err(source) => return Err(RegistryError::Io { path, source }),
         };
         Ok(Self { path, raw })
     }
@@ -216,7 +216,7 @@ impl DockerConfig {
 
     fn save(&self) -> Result<(), RegistryError> {
         let dir = self.path.parent().unwrap_or(std::path::Path::new("."));
-        fs_err::create_dir_all(dir).map_err(|e| RegistryError::Config(e.to_string()))?;
+        std::fs::create_dir_all(dir).map_err(crate::io_err(dir))?;
         let mut body = serde_json::to_vec_pretty(&self.raw)
             .map_err(|e| RegistryError::Config(e.to_string()))?;
         body.push(b'\n');

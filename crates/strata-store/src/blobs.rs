@@ -9,9 +9,13 @@ use std::path::{Path, PathBuf};
 use strata_oci::Digest;
 use strata_oci::blobs::{BlobError, BlobStore};
 
-use crate::{Result, StoreError, io_err};
+use redb::ReadableTable;
 
-fn store(root: &Path) -> Result<BlobStore> {
+use crate::db::*;
+use crate::{ImageRecord, LayerRecord, Result, Store, StoreError, WriteLock, io_err};
+
+/// The store's blob directory as strata-oci's [`BlobStore`].
+pub(crate) fn blob_store(root: &Path) -> Result<BlobStore> {
     BlobStore::open(root.join("blobs")).map_err(map)
 }
 
@@ -33,20 +37,20 @@ pub(crate) fn path(root: &Path, d: &Digest) -> PathBuf {
 }
 
 pub(crate) fn put_reader(root: &Path, reader: impl Read) -> Result<(Digest, u64)> {
-    store(root)?.put_reader(reader).map_err(map)
+    blob_store(root)?.put_reader(reader).map_err(map)
 }
 
 pub(crate) fn read_verified(root: &Path, d: &Digest) -> Result<Vec<u8>> {
-    store(root)?.read_verified(d).map_err(map)
+    blob_store(root)?.read_verified(d).map_err(map)
 }
 
 pub(crate) fn verify(root: &Path, d: &Digest) -> Result<()> {
-    store(root)?.verify(d).map_err(map)
+    blob_store(root)?.verify(d).map_err(map)
 }
 
 /// Every blob with its size.
 pub(crate) fn list(root: &Path) -> Result<Vec<(Digest, u64)>> {
-    let s = store(root)?;
+    let s = blob_store(root)?;
     let mut out = Vec::new();
     for d in s.list().map_err(map)? {
         match s.size(&d) {
@@ -61,7 +65,7 @@ pub(crate) fn list(root: &Path) -> Result<Vec<(Digest, u64)>> {
 }
 
 pub(crate) fn delete(root: &Path, d: &Digest) -> Result<()> {
-    store(root)?.delete(d).map(|_| ()).map_err(map)
+    blob_store(root)?.delete(d).map(|_| ()).map_err(map)
 }
 
 /// Removes temporary files left in the blob directory by writers that died
@@ -78,4 +82,114 @@ pub(crate) fn sweep_temp(root: &Path) -> Result<usize> {
         }
     }
     Ok(n)
+}
+
+impl Store {
+    /// Path of a blob (it may not exist).
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        path(&self.root, d)
+    }
+
+    pub fn has_blob(&self, d: &Digest) -> bool {
+        self.blob_path(d).is_file()
+    }
+
+    /// Stores what `reader` yields; returns its digest and size.
+    pub fn put_blob_reader(
+        &self,
+        _lock: &WriteLock,
+        reader: impl std::io::Read,
+    ) -> Result<(Digest, u64)> {
+        put_reader(&self.root, reader)
+    }
+
+    pub fn put_blob_bytes(&self, _lock: &WriteLock, data: &[u8]) -> Result<Digest> {
+        put_reader(&self.root, data).map(|(d, _)| d)
+    }
+
+    /// Reads a whole blob, verifying its digest.
+    pub fn read_blob(&self, d: &Digest) -> Result<Vec<u8>> {
+        read_verified(&self.root, d)
+    }
+
+    /// Opens a blob for streaming (unverified: callers hashing it anyway, such
+    /// as layer unpacking, verify as they read).
+    pub fn open_blob(&self, d: &Digest) -> Result<fs_err::File> {
+        let p = self.blob_path(d);
+        if !p.is_file() {
+            return Err(StoreError::MissingBlob { digest: *d });
+        }
+        fs_err::File::open(&p).map_err(|e| StoreError::Io { path: p, source: e })
+    }
+
+    /// Opens a layer's blob as an uncompressed tar stream (gzip and zstd
+    /// blobs are decompressed; the magic bytes decide, not the media type).
+    pub fn open_layer_tar(&self, l: &LayerRecord) -> Result<Box<dyn std::io::Read>> {
+        let p = self.blob_path(&l.blob);
+        let (_, tar) =
+            strata_oci::compress::decompress(self.open_blob(&l.blob)?).map_err(io_err(&p))?;
+        Ok(tar)
+    }
+
+    /// Moves a verified download (`src`, on the store's filesystem) into the
+    /// blob store as `digest`: fsync, rename, fsync the directory. The caller
+    /// vouches for the digest (it hashed the content as it arrived).
+    pub fn adopt_blob(&self, _lock: &WriteLock, src: &Path, digest: &Digest) -> Result<()> {
+        let f = std::fs::File::open(src).map_err(io_err(src))?;
+        f.sync_all().map_err(io_err(src))?;
+        let dst = self.blob_path(digest);
+        fs_err::rename(src, &dst).map_err(io_err(&dst))?;
+        let dir = dst.parent().unwrap_or(&self.root);
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))
+    }
+
+    /// Where interrupted downloads wait to be resumed (not swept by GC, so
+    /// that the next pull continues them).
+    pub fn downloads_dir(&self) -> PathBuf {
+        self.root.join("downloads")
+    }
+
+    /// Reads an image's config as JSON.
+    pub fn image_config(&self, img: &ImageRecord) -> Result<serde_json::Value> {
+        let bytes = self.read_blob(&img.id)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::InvalidImage(format!("config {}: {e}", img.id)))
+    }
+}
+
+impl Store {
+    /// Records that `repository` (`registry/path`) holds blob `d`.
+    pub fn add_blob_source(&self, _lock: &WriteLock, d: &Digest, repository: &str) -> Result<()> {
+        let key = d.to_string();
+        self.write(|txn| {
+            let mut t = txn.open_table(BLOB_SOURCES)?;
+            let mut list: Vec<String> = match t.get(key.as_str())? {
+                Some(v) => from_json("blob_sources", &key, v.value())?,
+                None => Vec::new(),
+            };
+            if !list.iter().any(|r| r == repository) {
+                list.push(repository.to_owned());
+                // A blob pushed to many repositories needs only a few names.
+                if list.len() > 16 {
+                    list.remove(0);
+                }
+                t.insert(key.as_str(), to_json(&list)?.as_str())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Repositories (`registry/path`) known to hold blob `d`.
+    pub fn blob_sources(&self, d: &Digest) -> Result<Vec<String>> {
+        let key = d.to_string();
+        self.read(|txn| {
+            let t = txn.open_table(BLOB_SOURCES)?;
+            match t.get(key.as_str())? {
+                Some(v) => Ok(from_json("blob_sources", &key, v.value())?),
+                None => Ok(Vec::new()),
+            }
+        })
+    }
 }

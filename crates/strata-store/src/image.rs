@@ -20,13 +20,7 @@ pub struct ConfigChanges(pub Vec<String>);
 
 /// The Go architecture name of this machine, as image configs use.
 pub fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    }
+    strata_oci::platform::host_architecture()
 }
 
 /// Default config of an image with no base.
@@ -269,7 +263,8 @@ pub fn put_layer(store: &Store, lock: &WriteLock, reader: impl Read) -> Result<L
 
 pub(crate) fn gunzip_digest(p: &Path) -> Result<(Digest, u64)> {
     let f = fs_err::File::open(p).map_err(io_err(p))?;
-    let mut r = strata_oci::DigestingReader::new(crate::decompressed(f).map_err(io_err(p))?);
+    let (_, tar) = strata_oci::compress::decompress(f).map_err(io_err(p))?;
+    let mut r = strata_oci::DigestingReader::new(tar);
     std::io::copy(&mut r, &mut std::io::sink()).map_err(io_err(p))?;
     let (_, d, n) = r.finish();
     Ok((d, n))

@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
+
+use strata_oci::path::clean_entry_name;
 
 use crate::{ImageRecord, Result, Store, io_err};
 
@@ -51,23 +53,6 @@ enum Item {
     Opaque(PathBuf),
 }
 
-/// Only plain relative paths; `.`/leading `/` dropped, `..` rejected.
-fn clean(p: &Path) -> Option<PathBuf> {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::CurDir | Component::RootDir => {}
-            Component::ParentDir | Component::Prefix(_) => return None,
-        }
-    }
-    if out.as_os_str().is_empty() {
-        None
-    } else {
-        Some(out)
-    }
-}
-
 fn layer_items(store: &Store, blob: &strata_oci::Digest) -> Result<Vec<Item>> {
     let path = store.blob_path(blob);
     let f = store.open_blob(blob)?;
@@ -75,13 +60,16 @@ fn layer_items(store: &Store, blob: &strata_oci::Digest) -> Result<Vec<Item>> {
 }
 
 fn tar_items(path: &Path, f: impl Read + 'static) -> Result<Vec<Item>> {
-    let reader = crate::decompressed(f).map_err(io_err(path))?;
+    let (_, reader) = strata_oci::compress::decompress(f).map_err(io_err(path))?;
     let mut ar = tar::Archive::new(reader);
     let mut out = Vec::new();
     for e in ar.entries().map_err(io_err(path))? {
         let e = e.map_err(io_err(path))?;
         let raw = e.path().map_err(io_err(path))?.into_owned();
-        let Some(p) = clean(&raw) else { continue };
+        // Names with `..` are skipped (no applier accepts them); so is the root.
+        let Some(p) = clean_entry_name(&raw).filter(|p| !p.as_os_str().is_empty()) else {
+            continue;
+        };
         let name = p
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -276,7 +264,9 @@ pub fn write_changes_tar(
             .map_err(io_err(p))
     };
     for c in changes {
-        let Some(rel) = clean(&c.path) else { continue };
+        let Some(rel) = clean_entry_name(&c.path).filter(|p| !p.as_os_str().is_empty()) else {
+            continue;
+        };
         let full = root.join(&rel);
         match c.kind {
             ChangeKind::Upsert => b

@@ -379,3 +379,113 @@ fn layer_encodings_live_exactly_as_long_as_their_layer() {
         Err(StoreError::MissingBlob { .. })
     ));
 }
+
+/// The whole `source()` chain of an error, as the CLI prints it.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// A tar of `(name, content)` regular files.
+fn files_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, content) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(content.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, name, *content).expect("append");
+    }
+    b.into_inner().expect("tar")
+}
+
+fn load(store: &Store, archive: &[u8]) -> Result<Vec<strata_store::LoadedImage>, StoreError> {
+    let lock = store.lock().expect("lock");
+    strata_store::load_archive(store, &lock, std::path::Path::new("test.tar"), archive)
+}
+
+#[test]
+fn load_of_an_archive_listing_no_image_fails() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Store::open(dir.path()).expect("open");
+    let err = load(&store, &files_tar(&[("manifest.json", b"[]")])).expect_err("loads nothing");
+    assert!(chain(&err).contains("contains no image"), "{}", chain(&err));
+    let err = load(
+        &store,
+        &files_tar(&[
+            ("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
+            ("index.json", br#"{"schemaVersion":2,"manifests":[]}"#),
+        ]),
+    )
+    .expect_err("loads nothing");
+    assert!(chain(&err).contains("contains no image"), "{}", chain(&err));
+}
+
+#[test]
+fn load_refuses_a_layer_that_would_not_unpack() {
+    // One entry named `../evil` (written raw: tar builders refuse `..`).
+    let mut h = tar::Header::new_old();
+    h.as_old_mut().name[..7].copy_from_slice(b"../evil");
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_size(0);
+    h.set_cksum();
+    let mut layer = h.as_bytes().to_vec();
+    layer.extend([0u8; 1024]);
+    let config = json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [Digest::of(&layer).to_string()]},
+    })
+    .to_string();
+    let manifest =
+        json!([{"Config": "config.json", "RepoTags": ["bad:1"], "Layers": ["layer.tar"]}])
+            .to_string();
+    let archive = files_tar(&[
+        ("manifest.json", manifest.as_bytes()),
+        ("config.json", config.as_bytes()),
+        ("layer.tar", &layer),
+    ]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Store::open(dir.path()).expect("open");
+    let err = load(&store, &archive).expect_err("refused");
+    let msg = chain(&err);
+    assert!(
+        msg.contains("cannot be unpacked") && msg.contains("../evil"),
+        "{msg}"
+    );
+    assert!(store.resolve("bad:1").is_err());
+    assert_eq!(blobs(&store), 0, "nothing of the refused archive stays");
+}
+
+#[test]
+fn load_names_the_target_of_a_link_out_of_the_archive() {
+    let manifest =
+        json!([{"Config": "config.json", "RepoTags": ["x:1"], "Layers": []}]).to_string();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(manifest.len() as u64);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "manifest.json", manifest.as_bytes())
+        .expect("append");
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Link);
+    h.set_size(0);
+    h.set_mode(0o644);
+    b.append_link(&mut h, "config.json", "../../etc/passwd")
+        .expect("link");
+    let archive = b.into_inner().expect("tar");
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Store::open(dir.path()).expect("open");
+    let err = load(&store, &archive).expect_err("refused");
+    let msg = chain(&err);
+    assert!(
+        msg.contains("config.json") && msg.contains("../../etc/passwd"),
+        "{msg}"
+    );
+}

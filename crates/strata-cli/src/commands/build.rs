@@ -486,9 +486,11 @@ fn load_into_daemon(
 fn parse_platforms(list: &str) -> anyhow::Result<Vec<strata_frontend::Platform>> {
     let mut out: Vec<strata_frontend::Platform> = Vec::new();
     for p in list.split(',').map(str::trim) {
-        let parsed: strata_frontend::Platform = p
-            .parse()
-            .map_err(|e: String| UsageError(format!("--platform: {e}")))?;
+        let parsed: strata_frontend::Platform =
+            p.parse()
+                .map_err(|e: strata_oci::platform::PlatformError| {
+                    UsageError(format!("--platform: {e}"))
+                })?;
         if parsed.os != "linux" {
             return Err(
                 UsageError(format!("--platform {p}: only linux images can be built")).into(),

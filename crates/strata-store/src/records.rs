@@ -1,0 +1,158 @@
+//! The records the database holds (images, layers, containers, build
+//! cache, context metadata) and the reports operations return.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use strata_oci::Digest;
+
+/// One layer of an image, as the image record lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRecord {
+    /// Digest of the uncompressed tar (the config's rootfs.diff_ids entry).
+    pub diff_id: Digest,
+    /// Digest of the blob as stored (compressed or not).
+    pub blob: Digest,
+    pub media_type: String,
+    /// Stored blob size.
+    pub size: u64,
+    /// Uncompressed tar size (what `images` SIZE adds up).
+    pub uncompressed_size: u64,
+}
+
+/// A layer's blob in another encoding than the one it is stored in (made
+/// by an export with `compression=`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncodedLayer {
+    pub diff_id: Digest,
+    pub blob: Digest,
+    pub size: u64,
+}
+
+/// An image: its config digest is its ID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    pub id: Digest,
+    pub manifest: Digest,
+    pub manifest_size: u64,
+    pub config_size: u64,
+    pub layers: Vec<LayerRecord>,
+    /// Seconds since the epoch, from the config's `created`.
+    pub created: i64,
+    /// The image this one was built or committed on top of (local only, like
+    /// Docker's parent chain): keeps `prune` from removing a base still needed.
+    #[serde(default)]
+    pub parent: Option<Digest>,
+    /// `registry/repo@sha256:…` names this image was pulled by (the index
+    /// digest when the reference named a multi-platform index), as Docker's
+    /// RepoDigests.
+    #[serde(default)]
+    pub repo_digests: Vec<String>,
+}
+
+impl ImageRecord {
+    /// Sum of uncompressed layer sizes, the SIZE `docker images` shows.
+    pub fn size(&self) -> u64 {
+        self.layers.iter().map(|l| l.uncompressed_size).sum()
+    }
+
+    /// ChainIDs of the layers, bottom first (what Docker prints on delete).
+    pub fn chain_ids(&self) -> Vec<Digest> {
+        let mut out: Vec<Digest> = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            let next = match out.last() {
+                None => l.diff_id,
+                Some(prev) => Digest::of(format!("{prev} {}", l.diff_id).as_bytes()),
+            };
+            out.push(next);
+        }
+        out
+    }
+}
+
+/// A container: an image plus a writable upper directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    /// 64 hex characters.
+    pub id: String,
+    pub name: String,
+    pub image: Digest,
+    /// What the user typed for the image (shown by `ps`).
+    pub image_name: String,
+    pub command: Vec<String>,
+    /// The writable layer, under `root/containers/<id>`.
+    pub upper: PathBuf,
+    pub created: i64,
+    /// `created`, `running`, `exited(N)`.
+    pub state: String,
+}
+
+/// A build cache record: opaque to the store except for what it pins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheRecord {
+    pub value: serde_json::Value,
+    /// Layers this record needs kept.
+    #[serde(default)]
+    pub diff_ids: Vec<Digest>,
+    /// Blobs this record needs kept.
+    #[serde(default)]
+    pub blobs: Vec<Digest>,
+    /// When a build last used (stored or hit) this record, Unix seconds:
+    /// `builder prune --keep-storage` removes the least recently used first.
+    #[serde(default)]
+    pub last_used: i64,
+}
+
+/// Stat data the solver caches per context path, to skip rehashing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CtxMeta {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+    /// blake3 of the content, hex.
+    pub blake3: String,
+}
+
+/// One line of `rmi` output, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RmiEvent {
+    Untagged(String),
+    Deleted(Digest),
+}
+
+/// What `remove_image` may do.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RmiOptions {
+    pub force: bool,
+    pub no_prune: bool,
+}
+
+/// What garbage collection freed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GcReport {
+    pub blobs_removed: Vec<Digest>,
+    pub bytes_freed: u64,
+    pub snapshots_removed: usize,
+    pub temp_files_removed: usize,
+}
+
+/// One thing `check` found wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub what: String,
+    /// Whether `--repair` fixed it.
+    pub repaired: bool,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct CheckReport {
+    pub problems: Vec<Problem>,
+    pub blobs_checked: usize,
+    pub images_checked: usize,
+    /// Files nothing refers to (left by an interrupted write; not an error:
+    /// GC frees them, as `--repair` does).
+    pub unreferenced_blobs: usize,
+    pub gc: Option<GcReport>,
+}
