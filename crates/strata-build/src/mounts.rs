@@ -6,7 +6,8 @@ use std::path::Path;
 use strata_exec::{CacheSharing, Mount};
 use strata_frontend::Instruction;
 
-use crate::{Result, Solver};
+use crate::Result;
+use crate::solver::Solver;
 
 /// A resolved mount plus what it adds to the cache key.
 pub(crate) struct Resolved {

@@ -208,7 +208,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let lowers = {
         let lock = store.lock()?;
-        let lowers = strata_build::lowers(&store, &lock, &img.layers)?;
+        let lowers = strata_image::lowers(&store, &lock, &img.layers)?;
         // Recorded before its directory exists, so GC never sees an orphan.
         store.put_container(&lock, &rec)?;
         lowers

@@ -16,7 +16,7 @@ use strata_oci::reference::Reference;
 use strata_registry::{BlobPush, Client, Repository};
 use strata_store::{ImageRecord, LayerRecord, Store, WriteLock};
 
-use crate::{BuildError, Result, other};
+use crate::{ImageError, Result};
 
 /// Layers fetched or sent at once (Docker's defaults are 3 down, 5 up).
 const PARALLEL_DOWNLOADS: usize = 3;
@@ -37,12 +37,6 @@ pub enum TransferEvent {
     },
     /// A layer finished: `Pull complete`, `Pushed`, `Mounted from REPO`.
     Finished { short: String, how: String },
-}
-
-impl From<strata_registry::RegistryError> for BuildError {
-    fn from(e: strata_registry::RegistryError) -> Self {
-        BuildError::Other(e.to_string())
-    }
 }
 
 /// What a pull stored.
@@ -103,18 +97,23 @@ fn pull_with(
         reference: reference.to_string(),
         digest: top_digest,
     });
-    let config = ImageConfig::from_json(&resolved.config)
-        .map_err(|e| other(format!("config of {reference}: {e}")))?;
+    let config = ImageConfig::from_json(&resolved.config).map_err(|source| ImageError::Config {
+        what: reference.to_string(),
+        source,
+    })?;
     let diff_ids = config.rootfs.diff_ids.clone();
     if diff_ids.len() != resolved.parsed.layers.len() {
-        return Err(other(format!(
-            "{reference}: the manifest lists {} layers but the config {} diff_ids; refused",
+        return Err(ImageError::Inconsistent(format!(
+            "{reference}: the manifest lists {} layers but the config {} diff_ids",
             resolved.parsed.layers.len(),
             diff_ids.len()
         )));
     }
     let downloads = store.downloads_dir();
-    fs_err::create_dir_all(&downloads).map_err(crate::io("creating downloads dir"))?;
+    fs_err::create_dir_all(&downloads).map_err(|source| ImageError::Io {
+        context: "creating downloads dir".into(),
+        source,
+    })?;
     let missing: Vec<&Descriptor> = resolved
         .parsed
         .layers
@@ -133,7 +132,7 @@ fn pull_with(
     // Each worker takes the next missing layer; the first error stops the
     // others from starting new ones.
     let queue = Mutex::new(missing.to_vec());
-    let failure: Mutex<Option<BuildError>> = Mutex::new(None);
+    let failure: Mutex<Option<ImageError>> = Mutex::new(None);
     std::thread::scope(|s| {
         for _ in 0..PARALLEL_DOWNLOADS.min(missing.len()) {
             s.spawn(|| {
@@ -155,7 +154,7 @@ fn pull_with(
                                 total,
                             })
                         })
-                        .map_err(BuildError::from)
+                        .map_err(ImageError::from)
                         .and_then(|()| Ok(store.adopt_blob(lock, &partial, &desc.digest)?));
                     match res {
                         Ok(()) => events(TransferEvent::Finished {
@@ -178,8 +177,8 @@ fn pull_with(
         let rec =
             strata_store::layer_record_for_blob(store, &desc.digest, desc.size, &desc.media_type)?;
         if rec.diff_id != *want {
-            return Err(other(format!(
-                "{reference}: layer {} ({}) uncompresses to {} but the config says {want}; refused",
+            return Err(ImageError::Inconsistent(format!(
+                "{reference}: layer {} ({}) uncompresses to {} but the config says {want}",
                 i + 1,
                 desc.digest,
                 rec.diff_id
@@ -249,7 +248,7 @@ pub fn push(
     let tag = target
         .tag
         .clone()
-        .ok_or_else(|| other(format!("{target}: push needs a tag, not only a digest")))?;
+        .ok_or_else(|| ImageError::NoTag(target.to_string()))?;
     let manifest = store.read_blob(&image.manifest)?;
     let media_type = serde_json::from_slice::<serde_json::Value>(&manifest)
         .ok()
@@ -274,7 +273,7 @@ pub fn push(
         image.id.short(),
     ));
     let queue = Mutex::new(blobs);
-    let failure: Mutex<Option<BuildError>> = Mutex::new(None);
+    let failure: Mutex<Option<ImageError>> = Mutex::new(None);
     let pushed: Mutex<Vec<Digest>> = Mutex::new(Vec::new());
     let here = format!("{}/", target.registry);
     std::thread::scope(|s| {
