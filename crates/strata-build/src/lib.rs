@@ -4,6 +4,7 @@
 //! progress through [`Event`]s and never prints.
 
 pub mod cache;
+pub mod config;
 mod context;
 mod copy;
 mod emulation;

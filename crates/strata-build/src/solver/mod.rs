@@ -21,7 +21,7 @@ mod dispatch;
 mod run_step;
 mod schedule;
 
-pub(crate) use dispatch::clean_abs;
+pub(crate) use crate::config::clean_abs;
 
 /// The image state after a step.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -667,7 +667,7 @@ pub fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
         &store,
         &lock,
         &a.tarball,
-        &strata_store::ConfigChanges(a.change.clone()),
+        strata_build::config::apply_changes(&serde_json::json!({}), &a.change)?,
         a.message.as_deref(),
         a.reference.as_deref(),
     )?;
