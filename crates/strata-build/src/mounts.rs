@@ -111,7 +111,10 @@ impl Solver<'_> {
                     }
                     let mut h = blake3::Hasher::new();
                     let (ignore, cache) = if from.is_none() {
-                        (Some(&self.ignore), Some(&self.hash_cache))
+                        (
+                            Some(&self.context_files.ignore),
+                            Some(&self.context_files.hash_cache),
+                        )
                     } else {
                         (None, None)
                     };

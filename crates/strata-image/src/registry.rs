@@ -50,41 +50,25 @@ pub struct Pulled {
     pub downloaded: bool,
 }
 
-/// Pulls `reference` for `platform` into the store and tags it (when the
-/// reference has a tag).
+/// Whether a pull names the image in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// Tag it with the reference's tag (when it has one), as `strata pull` does.
+    Tagged,
+    /// Leave it unnamed: a build's base on a platform other than the
+    /// host's must not take over the name (the store keeps one image per
+    /// name, and `strata run` wants the host's).
+    Unnamed,
+}
+
+/// Pulls `reference` for `platform` into the store, named as `naming` says.
 pub fn pull(
     store: &Store,
     lock: &WriteLock,
     client: &Client,
     reference: &Reference,
     platform: &Platform,
-    events: &(dyn Fn(TransferEvent) + Sync),
-) -> Result<Pulled> {
-    pull_with(store, lock, client, reference, platform, true, events)
-}
-
-/// Like [`pull`], leaving the image unnamed in the store: for a build's
-/// base on a platform other than the host's, which must not take over the
-/// name (the store keeps one image per name, and `strata run` wants the
-/// host's).
-pub fn pull_unnamed(
-    store: &Store,
-    lock: &WriteLock,
-    client: &Client,
-    reference: &Reference,
-    platform: &Platform,
-    events: &(dyn Fn(TransferEvent) + Sync),
-) -> Result<Pulled> {
-    pull_with(store, lock, client, reference, platform, false, events)
-}
-
-fn pull_with(
-    store: &Store,
-    lock: &WriteLock,
-    client: &Client,
-    reference: &Reference,
-    platform: &Platform,
-    name_it: bool,
+    naming: Naming,
     events: &(dyn Fn(TransferEvent) + Sync),
 ) -> Result<Pulled> {
     let resolved = client.resolve(reference, platform)?;
@@ -129,49 +113,24 @@ fn pull_with(
         })
         .collect();
     let downloaded = !missing.is_empty();
-    // Each worker takes the next missing layer; the first error stops the
-    // others from starting new ones.
-    let queue = Mutex::new(missing.to_vec());
-    let failure: Mutex<Option<ImageError>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..PARALLEL_DOWNLOADS.min(missing.len()) {
-            s.spawn(|| {
-                loop {
-                    if failure.lock().expect("failure slot").is_some() {
-                        return;
-                    }
-                    let Some(desc) = queue.lock().expect("queue").pop() else {
-                        return;
-                    };
-                    let short = desc.digest.short();
-                    let partial = downloads.join(format!("{}.partial", desc.digest.hex()));
-                    let total = desc.size;
-                    let res = client
-                        .fetch_blob(&resolved.repository, desc, &partial, &mut |done| {
-                            events(TransferEvent::Progress {
-                                short: short.clone(),
-                                done,
-                                total,
-                            })
-                        })
-                        .map_err(ImageError::from)
-                        .and_then(|()| Ok(store.adopt_blob(lock, &partial, &desc.digest)?));
-                    match res {
-                        Ok(()) => events(TransferEvent::Finished {
-                            short,
-                            how: "Pull complete".into(),
-                        }),
-                        Err(e) => {
-                            failure.lock().expect("failure slot").get_or_insert(e);
-                        }
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = failure.into_inner().expect("failure slot") {
-        return Err(e);
-    }
+    parallel(missing, PARALLEL_DOWNLOADS, |desc| {
+        let short = desc.digest.short();
+        let partial = downloads.join(format!("{}.partial", desc.digest.hex()));
+        let total = desc.size;
+        client.fetch_blob(&resolved.repository, desc, &partial, &mut |done| {
+            events(TransferEvent::Progress {
+                short: short.clone(),
+                done,
+                total,
+            })
+        })?;
+        store.adopt_blob(lock, &partial, &desc.digest)?;
+        events(TransferEvent::Finished {
+            short,
+            how: "Pull complete".into(),
+        });
+        Ok(())
+    })?;
     let mut layers = Vec::with_capacity(diff_ids.len());
     for (i, (desc, want)) in resolved.parsed.layers.iter().zip(&diff_ids).enumerate() {
         let rec =
@@ -212,7 +171,7 @@ fn pull_with(
             v
         },
     };
-    let tags: Vec<String> = if name_it && reference.tag.is_some() {
+    let tags: Vec<String> = if naming == Naming::Tagged && reference.tag.is_some() {
         vec![
             Reference {
                 digest: None,
@@ -272,62 +231,71 @@ pub fn push(
         ),
         image.id.short(),
     ));
-    let queue = Mutex::new(blobs);
-    let failure: Mutex<Option<ImageError>> = Mutex::new(None);
     let pushed: Mutex<Vec<Digest>> = Mutex::new(Vec::new());
     let here = format!("{}/", target.registry);
-    std::thread::scope(|s| {
-        for _ in 0..PARALLEL_UPLOADS {
-            s.spawn(|| {
-                loop {
-                    if failure.lock().expect("failure slot").is_some() {
-                        return;
-                    }
-                    let Some((desc, short)) = queue.lock().expect("queue").pop() else {
-                        return;
-                    };
-                    // A repository on the same registry that has this blob.
-                    let sibling = store
-                        .blob_sources(&desc.digest)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter_map(|s| s.strip_prefix(&here).map(str::to_owned))
-                        .find(|r| *r != repo.name);
-                    let path = store.blob_path(&desc.digest);
-                    let open = || std::fs::File::open(&path);
-                    match client.push_blob(&repo, &desc, sibling.as_deref(), &open) {
-                        Ok(how) => {
-                            pushed.lock().expect("pushed").push(desc.digest);
-                            events(match how {
-                                BlobPush::AlreadyExists => TransferEvent::Exists { short },
-                                BlobPush::Mounted => TransferEvent::Finished {
-                                    short,
-                                    how: format!("Mounted from {}", sibling.unwrap_or_default()),
-                                },
-                                BlobPush::Uploaded => TransferEvent::Finished {
-                                    short,
-                                    how: "Pushed".into(),
-                                },
-                            })
-                        }
-                        Err(e) => {
-                            failure
-                                .lock()
-                                .expect("failure slot")
-                                .get_or_insert(e.into());
-                        }
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = failure.into_inner().expect("failure slot") {
-        return Err(e);
-    }
+    parallel(blobs, PARALLEL_UPLOADS, |(desc, short)| {
+        // A repository on the same registry that has this blob.
+        let sibling = store
+            .blob_sources(&desc.digest)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|s| s.strip_prefix(&here).map(str::to_owned))
+            .find(|r| *r != repo.name);
+        let path = store.blob_path(&desc.digest);
+        let open = || std::fs::File::open(&path);
+        let how = client.push_blob(&repo, &desc, sibling.as_deref(), &open)?;
+        pushed.lock().expect("pushed").push(desc.digest);
+        events(match how {
+            BlobPush::AlreadyExists => TransferEvent::Exists { short },
+            BlobPush::Mounted => TransferEvent::Finished {
+                short,
+                how: format!("Mounted from {}", sibling.unwrap_or_default()),
+            },
+            BlobPush::Uploaded => TransferEvent::Finished {
+                short,
+                how: "Pushed".into(),
+            },
+        });
+        Ok(())
+    })?;
     let digest = client.put_manifest(&repo, &tag, &media_type, &manifest)?;
     // Remember where these blobs now live, for cross-repository mounts.
     for d in pushed.into_inner().expect("pushed") {
         store.add_blob_source(lock, &d, &repo.to_string())?;
     }
     Ok(digest)
+}
+
+/// Runs `work` on each of `items` with up to `workers` threads, each
+/// taking the next item; the first error stops the others from starting
+/// new ones and is returned.
+fn parallel<T: Send>(
+    items: Vec<T>,
+    workers: usize,
+    work: impl Fn(T) -> Result<()> + Sync,
+) -> Result<()> {
+    let count = items.len();
+    let queue = Mutex::new(items);
+    let failure: Mutex<Option<ImageError>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..workers.min(count) {
+            s.spawn(|| {
+                loop {
+                    if failure.lock().expect("failure slot").is_some() {
+                        return;
+                    }
+                    let Some(item) = queue.lock().expect("queue").pop() else {
+                        return;
+                    };
+                    if let Err(e) = work(item) {
+                        failure.lock().expect("failure slot").get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    match failure.into_inner().expect("failure slot") {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }

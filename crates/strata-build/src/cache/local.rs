@@ -13,7 +13,7 @@ impl Solver<'_> {
     /// The local cache first, then `--cache-from` sources (whose layer is
     /// fetched now, and the step recorded locally).
     pub(crate) fn cache_hit(&self, key: &str, state: &mut State) -> Result<bool> {
-        if self.opts.no_cache || self.no_cache_stages.contains(&state.stage) {
+        if self.opts.no_cache || self.plan.no_cache_stages.contains(&state.stage) {
             return Ok(false);
         }
         let local = self
@@ -29,6 +29,7 @@ impl Solver<'_> {
             Some(s) => s,
             None => {
                 let Some(step) = self
+                    .shared
                     .imported
                     .lock()
                     .expect("imported cache")
@@ -39,16 +40,16 @@ impl Solver<'_> {
                 };
                 if let Some(l) = &step.layer {
                     let client = self.opts.registry.clone();
-                    let fetched = self.imported.lock().expect("imported cache").fetch_blob(
-                        self.store,
-                        self.lock,
-                        client.as_deref(),
-                        &l.blob,
-                    );
+                    let fetched = self
+                        .shared
+                        .imported
+                        .lock()
+                        .expect("imported cache")
+                        .fetch_blob(self.store, self.lock, client.as_deref(), &l.blob);
                     if let Err(e) = fetched {
                         // A cache that cannot deliver is a miss, not a failure.
                         self.emit(Event::Output {
-                            n: self.step_no.load(Ordering::Relaxed),
+                            n: self.progress.step_no.load(Ordering::Relaxed),
                             data: format!(
                                 "WARNING: cache layer {}: {e}; running the step\n",
                                 l.blob
@@ -67,8 +68,9 @@ impl Solver<'_> {
         }
         state.config = step.config;
         state.key = key.to_owned();
-        self.cached.fetch_add(1, Ordering::Relaxed);
-        self.step_keys
+        self.counts.cached.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .step_keys
             .lock()
             .expect("step keys")
             .push((state.stage, key.to_owned()));
@@ -86,7 +88,8 @@ impl Solver<'_> {
             config: state.config.clone(),
         };
         self.cache_record(key, &step)?;
-        self.step_keys
+        self.shared
+            .step_keys
             .lock()
             .expect("step keys")
             .push((state.stage, key.to_owned()));

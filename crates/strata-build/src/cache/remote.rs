@@ -448,7 +448,7 @@ impl Solver<'_> {
             n,
             data: format!("{} cached steps available\n", imported.len()).into_bytes(),
         });
-        *self.imported.lock().expect("imported cache") = imported;
+        *self.shared.imported.lock().expect("imported cache") = imported;
         self.emit(Event::Done {
             n,
             seconds: start.elapsed().as_secs_f64(),
@@ -477,7 +477,7 @@ impl Solver<'_> {
         let start = Instant::now();
         let mut records = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        let step_keys = self.step_keys.lock().expect("step keys").clone();
+        let step_keys = self.shared.step_keys.lock().expect("step keys").clone();
         for (stage, key) in &step_keys {
             if !(dest.max || chain.contains(stage)) || !seen.insert(key.clone()) {
                 continue;

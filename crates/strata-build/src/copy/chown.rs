@@ -102,7 +102,7 @@ impl Solver<'_> {
                 ),
                 _ => {
                     let (uid, gid) = owner.unwrap_or((0, 0));
-                    (0o755, uid, gid, self.epoch)
+                    (0o755, uid, gid, self.dates.epoch)
                 }
             };
             fs::set_permissions(&p, fs::Permissions::from_mode(mode))

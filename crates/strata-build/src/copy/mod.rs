@@ -30,7 +30,7 @@ impl Solver<'_> {
     ) -> Result<bool> {
         let is_add = ins.keyword == "add";
         let env = state.config.config.env.clone().unwrap_or_default();
-        let escape = self.df.escape;
+        let escape = self.plan.df.escape;
         let lookup = |k: &str| strata_frontend::env_get(&env, k).or_else(|| args.get(k).cloned());
         let words: Vec<String> = match &ins.args {
             Args::Exec(v) => v
@@ -99,7 +99,11 @@ impl Solver<'_> {
         } else {
             Some(context::Ignore::parse(&excludes.join("\n"))?)
         };
-        let ignore = if use_ignore { Some(&self.ignore) } else { None };
+        let ignore = if use_ignore {
+            Some(&self.context_files.ignore)
+        } else {
+            None
+        };
         let parents = match ins.flag("parents") {
             None | Some("false") => false,
             Some("" | "true") => true,
@@ -198,7 +202,7 @@ impl Solver<'_> {
         for s in &sources {
             h.update(s.rel.as_bytes());
             let cache = if use_ignore {
-                Some(&self.hash_cache)
+                Some(&self.context_files.hash_cache)
             } else {
                 None
             };
@@ -384,18 +388,19 @@ impl Solver<'_> {
     /// for COPY --from; materialised once per build.
     pub(crate) fn rootfs_of(&self, from: &str, ins: &Instruction) -> Result<PathBuf> {
         // Held throughout, so two stages asking at once materialise it once.
-        let mut rootfs = self.rootfs.lock().expect("rootfs map");
+        let mut rootfs = self.shared.rootfs.lock().expect("rootfs map");
         if let Some(d) = rootfs.get(from) {
             return Ok(d.path().to_owned());
         }
         let lower = from.to_lowercase();
         let stage_state = {
-            let done = self.done.lock().expect("done map");
+            let done = self.schedule.done.lock().expect("done map");
             from.parse::<usize>()
                 .ok()
                 .and_then(|i| done.get(&i))
                 .or_else(|| {
                     let s = self
+                        .plan
                         .stages
                         .iter()
                         .find(|s| s.name.as_deref() == Some(lower.as_str()))?;
@@ -406,7 +411,7 @@ impl Solver<'_> {
         let layers = match stage_state {
             Some(s) => s.layers,
             None => {
-                let want = self.inputs.target_platform.clone();
+                let want = self.plan.inputs.target_platform.clone();
                 self.image(from, ins, &want)?.layers
             }
         };

@@ -1,6 +1,7 @@
 //! FROM: base images from the store or a registry, scratch, earlier stages.
 
 use strata_frontend::{DEFAULT_PATH, Instruction, Stage};
+use strata_image::registry::Naming;
 use strata_oci::image::ImageConfig;
 use strata_store::ImageRecord;
 
@@ -30,7 +31,7 @@ impl Solver<'_> {
     ) -> Result<ImageRecord> {
         // Held throughout: two stages pulling the same image at once would
         // write the same download file.
-        let mut pulled_map = self.pulled.lock().expect("pulled map");
+        let mut pulled_map = self.shared.pulled.lock().expect("pulled map");
         let key = format!("{name} {want}");
         if let Some(img) = pulled_map.get(&key) {
             return Ok(img.clone());
@@ -38,7 +39,7 @@ impl Solver<'_> {
         // The host's platform is what names in the store stand for; another
         // platform's image is pulled unnamed, so it is used from the store
         // only when the name happens to be stored for that platform.
-        let foreign = *want != self.inputs.build_platform;
+        let foreign = *want != self.plan.inputs.build_platform;
         let local = self.store.resolve(name);
         let stored_platform = match &local {
             Ok(img) if foreign => Some(self.platform_of(img)?),
@@ -86,32 +87,27 @@ impl Solver<'_> {
             },
         });
         let start = std::time::Instant::now();
-        let pulled = if foreign {
+        // A foreign platform's image is pulled unnamed (see `Naming`).
+        let (platform, naming) = if foreign {
             let platform = strata_oci::image::Platform {
                 architecture: want.arch.clone(),
                 os: want.os.clone(),
                 os_version: None,
                 variant: Some(want.variant.clone()).filter(|v| !v.is_empty()),
             };
-            strata_image::registry::pull_unnamed(
-                self.store,
-                self.lock,
-                &client,
-                &reference,
-                &platform,
-                &|_| {},
-            )
+            (platform, Naming::Unnamed)
         } else {
-            let platform = strata_registry::host_platform();
-            strata_image::registry::pull(
-                self.store,
-                self.lock,
-                &client,
-                &reference,
-                &platform,
-                &|_| {},
-            )
-        }
+            (strata_registry::host_platform(), Naming::Tagged)
+        };
+        let pulled = strata_image::registry::pull(
+            self.store,
+            self.lock,
+            &client,
+            &reference,
+            &platform,
+            naming,
+            &|_| {},
+        )
         .map_err(|e| {
             self.emit(Event::Error {
                 n,
@@ -154,7 +150,7 @@ impl Solver<'_> {
         stage
             .platform
             .clone()
-            .unwrap_or_else(|| self.inputs.target_platform.clone())
+            .unwrap_or_else(|| self.plan.inputs.target_platform.clone())
     }
 
     pub(crate) fn base(&self, stage: &Stage, all: &[Stage]) -> Result<State> {
@@ -180,6 +176,7 @@ impl Solver<'_> {
             .find(|s| s.index < stage.index && s.name.as_deref() == Some(lower.as_str()))
         {
             let mut st = self
+                .schedule
                 .done
                 .lock()
                 .expect("done map")

@@ -36,10 +36,10 @@ impl Solver<'_> {
             ins,
             ArgScope {
                 stage: args,
-                global: &self.global,
-                inputs: &self.inputs,
+                global: &self.plan.global,
+                inputs: &self.plan.inputs,
             },
-            self.df.escape,
+            self.plan.df.escape,
         )
         .map_err(|e| self.fail(ins, &e.0))?;
         let history = applied.history;
@@ -58,7 +58,7 @@ impl Solver<'_> {
         }
         state
             .config
-            .push_step(None, Some(self.created.clone()), history.clone());
+            .push_step(None, Some(self.dates.created.clone()), history.clone());
         state.key = key_of(&[state.key.as_bytes(), history.as_bytes()]);
         Ok(false)
     }

@@ -50,6 +50,18 @@ pub(crate) struct Solver<'a> {
     pub(crate) store: &'a Store,
     pub(crate) lock: &'a WriteLock,
     pub(crate) opts: &'a BuildOptions,
+    /// What is built: read once, never changed.
+    pub(crate) plan: Plan,
+    pub(crate) dates: Dates,
+    pub(crate) progress: Progress<'a>,
+    pub(crate) counts: Counts,
+    pub(crate) schedule: Schedule,
+    pub(crate) context_files: ContextFiles,
+    pub(crate) shared: Shared,
+}
+
+/// The parsed Dockerfile and what the build makes of it.
+pub(crate) struct Plan {
     pub(crate) df: Dockerfile,
     /// Build args and platforms, as ARGs see them.
     pub(crate) inputs: BuildInputs,
@@ -57,26 +69,61 @@ pub(crate) struct Solver<'a> {
     pub(crate) global: GlobalScope,
     pub(crate) stages: Vec<Stage>,
     pub(crate) graph: Graph,
-    pub(crate) events: Mutex<&'a mut (dyn FnMut(Event) + Send)>,
+    /// Stage indexes named by `--no-cache-filter`.
+    pub(crate) no_cache_stages: Vec<usize>,
+}
+
+/// The dates a build writes.
+pub(crate) struct Dates {
+    /// The build epoch: layer file times.
     pub(crate) epoch: i64,
+    /// `created` of history entries and the image (RFC 3339).
     pub(crate) created: String,
+}
+
+/// Progress reporting.
+pub(crate) struct Progress<'a> {
+    pub(crate) events: Mutex<&'a mut (dyn FnMut(Event) + Send)>,
+    /// The last step number given out.
     pub(crate) step_no: AtomicUsize,
+    /// Put before stage labels in progress (`linux/arm64 `) when a build
+    /// makes several platforms; else empty.
+    pub(crate) label: String,
+}
+
+/// What the steps did, for the build's summary.
+#[derive(Default)]
+pub(crate) struct Counts {
+    /// Layers written.
     pub(crate) built: AtomicUsize,
     pub(crate) cached: AtomicUsize,
+    /// RUN steps run.
     pub(crate) run: AtomicUsize,
+}
+
+/// Stages on threads: who is done, and whether to stop.
+#[derive(Default)]
+pub(crate) struct Schedule {
     /// Finished stages, by index; `stage_done` is signalled on each insert.
     pub(crate) done: Mutex<HashMap<usize, State>>,
     pub(crate) stage_done: Condvar,
     /// Set by the first failure: stages not started do not start, running
     /// ones stop before their next instruction.
     pub(crate) cancelled: std::sync::Arc<AtomicBool>,
-    /// Merged root filesystems of stages/images used by COPY --from.
-    pub(crate) rootfs: Mutex<HashMap<String, tempfile::TempDir>>,
+}
+
+/// The build context's rules and known content hashes.
+pub(crate) struct ContextFiles {
     pub(crate) ignore: context::Ignore,
     /// Content hashes of context files from earlier builds.
     pub(crate) hash_cache: context::HashCache,
-    /// Stage indexes named by `--no-cache-filter`.
-    pub(crate) no_cache_stages: Vec<usize>,
+}
+
+/// What stages share while they run.
+#[derive(Default)]
+pub(crate) struct Shared {
+    /// Merged root filesystems of stages/images used by COPY --from.
+    pub(crate) rootfs: Mutex<HashMap<String, tempfile::TempDir>>,
     /// Images already pulled in this build (`--pull` pulls each once).
     pub(crate) pulled: Mutex<HashMap<String, ImageRecord>>,
     /// Step results from `--cache-from`.
@@ -86,9 +133,6 @@ pub(crate) struct Solver<'a> {
     pub(crate) unpacking: Mutex<()>,
     /// Every step key this build ended with, by stage (for `--cache-to`).
     pub(crate) step_keys: Mutex<Vec<(usize, String)>>,
-    /// Put before stage labels in progress (`linux/arm64 `) when a build
-    /// makes several platforms; else empty.
-    pub(crate) label: String,
 }
 
 /// What differs between the builds of one `strata build` for each platform.
@@ -146,56 +190,58 @@ pub(crate) fn build_platform(
         epoch
     };
     let ignore = context::Ignore::load(&opts.context, &opts.dockerfile_name)?;
+    let no_cache_stages = opts
+        .no_cache_filter
+        .iter()
+        .map(|f| {
+            stages
+                .iter()
+                .find(|s| {
+                    s.name.as_deref() == Some(f.to_lowercase().as_str())
+                        || f.parse::<usize>() == Ok(s.index)
+                })
+                .map(|s| s.index)
+                .ok_or_else(|| other(format!("--no-cache-filter: no stage named {f:?}")))
+        })
+        .collect::<Result<_>>()?;
     let solver = Solver {
         store,
         lock,
         opts,
-        df,
-        inputs,
-        global,
-        stages: stages.clone(),
-        graph,
-        events: Mutex::new(events),
-        epoch,
-        created: strata_store::rfc3339(created_secs),
-        step_no: AtomicUsize::new(first_step),
-        label,
-        built: AtomicUsize::new(0),
-        cached: AtomicUsize::new(0),
-        run: AtomicUsize::new(0),
-        done: Mutex::new(HashMap::new()),
-        stage_done: Condvar::new(),
-        cancelled: std::sync::Arc::new(AtomicBool::new(false)),
-        rootfs: Mutex::new(HashMap::new()),
-        ignore,
-        hash_cache: context::HashCache::load(store, &opts.context)?,
-        no_cache_stages: opts
-            .no_cache_filter
-            .iter()
-            .map(|f| {
-                stages
-                    .iter()
-                    .find(|s| {
-                        s.name.as_deref() == Some(f.to_lowercase().as_str())
-                            || f.parse::<usize>() == Ok(s.index)
-                    })
-                    .map(|s| s.index)
-                    .ok_or_else(|| other(format!("--no-cache-filter: no stage named {f:?}")))
-            })
-            .collect::<Result<_>>()?,
-        pulled: Mutex::new(HashMap::new()),
-        imported: Mutex::new(remote_cache::ImportedCache::default()),
-        unpacking: Mutex::new(()),
-        step_keys: Mutex::new(Vec::new()),
+        plan: Plan {
+            df,
+            inputs,
+            global,
+            stages: stages.clone(),
+            graph,
+            no_cache_stages,
+        },
+        dates: Dates {
+            epoch,
+            created: strata_store::rfc3339(created_secs),
+        },
+        progress: Progress {
+            events: Mutex::new(events),
+            step_no: AtomicUsize::new(first_step),
+            label,
+        },
+        counts: Counts::default(),
+        schedule: Schedule::default(),
+        context_files: ContextFiles {
+            ignore,
+            hash_cache: context::HashCache::load(store, &opts.context)?,
+        },
+        shared: Shared::default(),
     };
     if !opts.cache_from.is_empty() {
         solver.import_caches()?;
     }
     let ran = solver.run_stages(&stages, &needed, opts.jobs);
     // What was hashed is worth keeping even when a step failed.
-    let context_files_hashed = solver.hash_cache.fresh_count();
-    solver.hash_cache.save(store)?;
+    let context_files_hashed = solver.context_files.hash_cache.fresh_count();
+    solver.context_files.hash_cache.save(store)?;
     let used: Vec<String> = solver
+        .shared
         .step_keys
         .lock()
         .expect("step keys")
@@ -205,6 +251,7 @@ pub(crate) fn build_platform(
     store.cache_touch(lock, &used, strata_store::now_unix())?;
     ran?;
     let mut state = solver
+        .schedule
         .done
         .lock()
         .expect("done map")
@@ -219,12 +266,12 @@ pub(crate) fn build_platform(
             .insert(k.clone(), v.clone());
     }
     let (built, cached, run) = (
-        solver.built.load(Ordering::Relaxed),
-        solver.cached.load(Ordering::Relaxed),
-        solver.run.load(Ordering::Relaxed),
+        solver.counts.built.load(Ordering::Relaxed),
+        solver.counts.cached.load(Ordering::Relaxed),
+        solver.counts.run.load(Ordering::Relaxed),
     );
-    state.config.created = Some(solver.created.clone());
-    let steps_numbered = solver.step_no.load(Ordering::Relaxed);
+    state.config.created = Some(solver.dates.created.clone());
+    let steps_numbered = solver.progress.step_no.load(Ordering::Relaxed);
     let image = commit(store, lock, &state, tags)?;
     for dest in &opts.cache_to {
         let chain = base_chain(&stages, target);
@@ -282,23 +329,23 @@ pub(crate) fn commit(
 
 impl Solver<'_> {
     pub(crate) fn next_step(&self) -> usize {
-        self.step_no.fetch_add(1, Ordering::SeqCst) + 1
+        self.progress.step_no.fetch_add(1, Ordering::SeqCst) + 1
     }
 
     pub(crate) fn emit(&self, e: Event) {
         // A panicking renderer poisons the lock; progress is then lost, not the build.
-        if let Ok(mut f) = self.events.lock() {
+        if let Ok(mut f) = self.progress.events.lock() {
             f(e);
         }
     }
 
     pub(crate) fn fail(&self, ins: &Instruction, msg: &str) -> BuildError {
-        BuildError::Dockerfile(Box::new(self.df.error(ins, msg)))
+        BuildError::Dockerfile(Box::new(self.plan.df.error(ins, msg)))
     }
 
     /// Unpacks the state's layers into snapshots (once each); top-most first.
     pub(crate) fn lowers(&self, layers: &[LayerRecord]) -> Result<Vec<PathBuf>> {
-        let _one_at_a_time = self.unpacking.lock().expect("unpack lock");
+        let _one_at_a_time = self.shared.unpacking.lock().expect("unpack lock");
         Ok(strata_image::lowers(self.store, self.lock, layers)?)
     }
 
@@ -308,7 +355,7 @@ impl Solver<'_> {
         if self.store.snapshot_ready(&l.diff_id)? {
             return Ok(());
         }
-        let _one_at_a_time = self.unpacking.lock().expect("unpack lock");
+        let _one_at_a_time = self.shared.unpacking.lock().expect("unpack lock");
         let dest = self.store.snapshot_dir(&l.diff_id);
         if dest.exists() {
             strata_exec::snapshot::remove_tree(&dest)?;
@@ -343,7 +390,7 @@ impl Solver<'_> {
             .map_err(|e| other(e.to_string()))?;
         let opts = strata_oci::layer::LayerOptions {
             compression: Compression::default(),
-            epoch: Some(self.epoch),
+            epoch: Some(self.dates.epoch),
             threads: 0,
             // Rootless, RUN leaves files owned by host sub-IDs; the layer
             // records the IDs the image sees.
@@ -379,11 +426,11 @@ impl Solver<'_> {
     ) -> Result<()> {
         if let Some(l) = &layer {
             state.layers.push(l.clone());
-            self.built.fetch_add(1, Ordering::Relaxed);
+            self.counts.built.fetch_add(1, Ordering::Relaxed);
         }
         state.config.push_step(
             layer.as_ref().map(|l| l.diff_id),
-            Some(self.created.clone()),
+            Some(self.dates.created.clone()),
             history,
         );
         state.key = key.to_owned();

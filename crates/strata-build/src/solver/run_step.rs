@@ -134,7 +134,7 @@ impl Solver<'_> {
         }
         // Proxy build args reach the step without an ARG, in both cases, and
         // stay out of its cache key as in the reference (`ProxyEnv`).
-        for p in self.inputs.proxy_env() {
+        for p in self.plan.inputs.proxy_env() {
             if let Some((k, _)) = p.split_once('=')
                 && env_get(&env, k).is_none()
             {
@@ -163,7 +163,7 @@ impl Solver<'_> {
                 let _ = tx.send(data.to_vec());
             }),
             // The first failing stage kills the steps running in the others.
-            cancel: Some(self.cancelled.clone()),
+            cancel: Some(self.schedule.cancelled.clone()),
             stdin: None,
             seccomp: true,
         };
@@ -179,7 +179,7 @@ impl Solver<'_> {
             strata_exec::ExecError::Cancelled => BuildError::Cancelled,
             e => BuildError::Exec(e),
         })?;
-        self.run.fetch_add(1, Ordering::Relaxed);
+        self.counts.run.fetch_add(1, Ordering::Relaxed);
         let code = match outcome.status {
             strata_exec::ExitStatus::Code(0) => None,
             strata_exec::ExitStatus::Code(c) => Some(c),
@@ -187,7 +187,7 @@ impl Solver<'_> {
         };
         if let Some(code) = code {
             return Err(BuildError::StepFailed {
-                file: self.df.file.clone(),
+                file: self.plan.df.file.clone(),
                 line: ins.line,
                 instruction: format!("RUN {}", ins.text),
                 command: argv.join(" "),
@@ -205,7 +205,7 @@ impl Solver<'_> {
         // with online discard that is most of a big step's cost).
         match &layer {
             Some(l) if !self.store.snapshot_ready(&l.diff_id)? => {
-                let _one_at_a_time = self.unpacking.lock().expect("unpack lock");
+                let _one_at_a_time = self.shared.unpacking.lock().expect("unpack lock");
                 let dir = self.store.snapshot_dir(&l.diff_id);
                 if dir.exists() {
                     strata_exec::snapshot::remove_tree(&dir)?;

@@ -23,7 +23,7 @@ impl Solver<'_> {
         };
         let deps: HashMap<usize, Vec<usize>> = needed
             .iter()
-            .map(|&i| (i, self.graph.stage_deps(i)))
+            .map(|&i| (i, self.plan.graph.stage_deps(i)))
             .collect();
         let running = Mutex::new(0usize);
         let slot_free = Condvar::new();
@@ -35,22 +35,22 @@ impl Solver<'_> {
                 s.spawn(move || {
                     // Wait for the stages this one reads.
                     {
-                        let mut done = self.done.lock().expect("done map");
-                        while !self.cancelled.load(Ordering::SeqCst)
+                        let mut done = self.schedule.done.lock().expect("done map");
+                        while !self.schedule.cancelled.load(Ordering::SeqCst)
                             && !deps.iter().all(|d| done.contains_key(d))
                         {
-                            done = self.stage_done.wait(done).expect("done map");
+                            done = self.schedule.stage_done.wait(done).expect("done map");
                         }
                     }
                     // Then for a job slot.
                     {
                         let mut n = running.lock().expect("job slots");
-                        while *n >= jobs && !self.cancelled.load(Ordering::SeqCst) {
+                        while *n >= jobs && !self.schedule.cancelled.load(Ordering::SeqCst) {
                             n = slot_free.wait(n).expect("job slots");
                         }
                         *n += 1;
                     }
-                    let result = if self.cancelled.load(Ordering::SeqCst) {
+                    let result = if self.schedule.cancelled.load(Ordering::SeqCst) {
                         Err(BuildError::Cancelled)
                     } else {
                         self.stage(&stages[idx], stages)
@@ -59,16 +59,20 @@ impl Solver<'_> {
                     slot_free.notify_all();
                     match result {
                         Ok(state) => {
-                            self.done.lock().expect("done map").insert(idx, state);
+                            self.schedule
+                                .done
+                                .lock()
+                                .expect("done map")
+                                .insert(idx, state);
                         }
                         Err(BuildError::Cancelled) => {}
                         Err(e) => {
                             failure.lock().expect("failure").get_or_insert(e);
-                            self.cancelled.store(true, Ordering::SeqCst);
+                            self.schedule.cancelled.store(true, Ordering::SeqCst);
                             slot_free.notify_all();
                         }
                     }
-                    self.stage_done.notify_all();
+                    self.schedule.stage_done.notify_all();
                 });
             }
         });
@@ -80,7 +84,7 @@ impl Solver<'_> {
 
     pub(crate) fn stage(&self, stage: &Stage, all: &[Stage]) -> Result<State> {
         let n = self.next_step();
-        let pl = &self.label;
+        let pl = &self.progress.label;
         let first_label = |total: usize| match &stage.name {
             Some(name) => format!("[{pl}{name} 1/{total}]"),
             None => format!("[{pl}stage-{} 1/{total}]", stage.index),
@@ -114,7 +118,7 @@ impl Solver<'_> {
         };
         let mut args = StageScope::new();
         for (i, (ins, trigger)) in steps.into_iter().enumerate() {
-            if self.cancelled.load(Ordering::SeqCst) {
+            if self.schedule.cancelled.load(Ordering::SeqCst) {
                 return Err(BuildError::Cancelled);
             }
             let n = self.next_step();
@@ -170,7 +174,7 @@ impl Solver<'_> {
         let mut out = Vec::new();
         for text in texts {
             let parsed =
-                strata_frontend::parse(&format!("{text}\n"), &self.df.file).map_err(|d| {
+                strata_frontend::parse(&format!("{text}\n"), &self.plan.df.file).map_err(|d| {
                     self.fail(
                         &stage.from,
                         &format!("ONBUILD trigger {text:?} of the base image: {}", d.message),

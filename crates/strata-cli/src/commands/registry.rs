@@ -172,8 +172,15 @@ pub fn pull(a: PullArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let render = render_transfer(a.quiet, false);
-    let pulled =
-        strata_image::registry::pull(&store, &lock, &client, &reference, &platform, &render)?;
+    let pulled = strata_image::registry::pull(
+        &store,
+        &lock,
+        &client,
+        &reference,
+        &platform,
+        strata_image::registry::Naming::Tagged,
+        &render,
+    )?;
     if !a.quiet {
         eprintln!("Digest: {}", pulled.digest);
         eprintln!(
