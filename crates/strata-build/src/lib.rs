@@ -41,10 +41,20 @@ pub enum BuildError {
         command: String,
         code: i32,
     },
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
+        #[source]
         source: std::io::Error,
+    },
+    /// An I/O error from `fs_err`, whose message names the path.
+    #[error(transparent)]
+    Fs(#[from] std::io::Error),
+    #[error("{what}")]
+    Json {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
     },
     #[error(transparent)]
     Store(#[from] strata_store::StoreError),
@@ -65,6 +75,24 @@ type Result<T, E = BuildError> = std::result::Result<T, E>;
 
 fn other(msg: impl Into<String>) -> BuildError {
     BuildError::Other(msg.into())
+}
+
+/// An error and its causes as one line (`a: b: c`), for messages that carry
+/// an error as text (progress events, Dockerfile diagnostics). A cause whose
+/// text the line already ends with (an error that also prints its source)
+/// is not repeated.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {

@@ -6,7 +6,7 @@ use strata_store::{CacheRecord, LayerRecord};
 
 use super::CachedStep;
 use crate::solver::{Solver, State};
-use crate::{Event, Result, other};
+use crate::{BuildError, Event, Result};
 
 impl Solver<'_> {
     /// The cache lookup shared by RUN and COPY: on a hit the state advances.
@@ -97,7 +97,10 @@ impl Solver<'_> {
     }
 
     pub(crate) fn cache_record(&self, key: &str, step: &CachedStep) -> Result<()> {
-        let value = serde_json::to_value(step).map_err(|e| other(e.to_string()))?;
+        let value = serde_json::to_value(step).map_err(|source| BuildError::Json {
+            what: "a cache record",
+            source,
+        })?;
         let rec = CacheRecord {
             value,
             diff_ids: step.layer.iter().map(|l| l.diff_id).collect(),

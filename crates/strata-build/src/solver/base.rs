@@ -109,9 +109,10 @@ impl Solver<'_> {
             &|_| {},
         )
         .map_err(|e| {
+            let e = crate::chain(&e);
             self.emit(Event::Error {
                 n,
-                message: e.to_string(),
+                message: e.clone(),
             });
             let whom = if foreign {
                 format!("{name} for {want}")

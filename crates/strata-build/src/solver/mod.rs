@@ -316,7 +316,10 @@ pub(crate) fn commit(
 ) -> Result<ImageRecord> {
     let mut config = state.config.clone();
     config.rootfs.diff_ids = state.layers.iter().map(|l| l.diff_id).collect();
-    let value = serde_json::from_slice(&config.to_json()).map_err(|e| other(e.to_string()))?;
+    let value = serde_json::from_slice(&config.to_json()).map_err(|source| BuildError::Json {
+        what: "the image config",
+        source,
+    })?;
     Ok(strata_store::write_image(
         store,
         lock,
@@ -360,14 +363,14 @@ impl Solver<'_> {
         if dest.exists() {
             strata_exec::snapshot::remove_tree(&dest)?;
         }
-        fs_err::rename(dir, &dest).map_err(|e| other(e.to_string()))?;
+        fs_err::rename(dir, &dest)?;
         self.store.snapshot_done(self.lock, &l.diff_id)?;
         Ok(())
     }
 
     pub(crate) fn scratch(&self) -> Result<tempfile::TempDir> {
         let dir = self.store.root().join("tmp");
-        fs_err::create_dir_all(&dir).map_err(|e| other(e.to_string()))?;
+        fs_err::create_dir_all(&dir)?;
         tempfile::Builder::new()
             .prefix("build-")
             .tempdir_in(&dir)
@@ -386,8 +389,7 @@ impl Solver<'_> {
             .read(true)
             .write(true)
             .create_new(true)
-            .open(&path)
-            .map_err(|e| other(e.to_string()))?;
+            .open(&path)?;
         let opts = strata_oci::layer::LayerOptions {
             compression: Compression::default(),
             epoch: Some(self.dates.epoch),
@@ -398,7 +400,7 @@ impl Solver<'_> {
         };
         let info = strata_oci::layer::write_layer(root, changes, &opts, &mut file)
             .map_err(|e| other(format!("writing a layer: {e}")))?;
-        file.rewind().map_err(|e| other(e.to_string()))?;
+        file.rewind()?;
         let (digest, size) = self
             .store
             .put_blob_reader(self.lock, BufReader::new(file))?;

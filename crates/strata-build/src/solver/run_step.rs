@@ -93,9 +93,8 @@ impl Solver<'_> {
                 use std::os::unix::fs::PermissionsExt as _;
                 let dir = self.scratch()?;
                 let file = dir.path().join(name);
-                fs_err::write(&file, content).map_err(|e| other(e.to_string()))?;
-                fs_err::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
-                    .map_err(|e| other(e.to_string()))?;
+                fs_err::write(&file, content)?;
+                fs_err::set_permissions(&file, std::fs::Permissions::from_mode(0o755))?;
                 mounts
                     .key
                     .extend(format!("heredoc script {name}\0{content}\0").as_bytes());

@@ -146,7 +146,7 @@ impl Solver<'_> {
                 Err(e) => {
                     self.emit(Event::Error {
                         n,
-                        message: e.to_string(),
+                        message: crate::chain(&e),
                     });
                     return Err(e);
                 }
