@@ -274,7 +274,7 @@ fn export_rootfs(
     epoch: i64,
 ) -> Result<()> {
     let tmp_parent = store.root().join("tmp");
-    fs_err::create_dir_all(&tmp_parent).map_err(|e| other(e.to_string()))?;
+    fs_err::create_dir_all(&tmp_parent)?;
     let tmp = tempfile::Builder::new()
         .prefix("rootfs-")
         .tempdir_in(&tmp_parent)
@@ -414,7 +414,7 @@ fn copy_dir(src: &Path, dest: &Path) -> Result<()> {
         .arg(format!("{}/.", src.display()))
         .arg(dest)
         .status();
-    fs_err::create_dir_all(dest).map_err(|e| other(e.to_string()))?;
+    fs_err::create_dir_all(dest)?;
     let status = match status {
         Ok(s) if s.success() => return Ok(()),
         _ => std::process::Command::new("cp")

@@ -6,7 +6,8 @@ use std::path::Path;
 use strata_exec::{CacheSharing, Mount};
 use strata_frontend::Instruction;
 
-use crate::{Result, Solver};
+use crate::Result;
+use crate::solver::Solver;
 
 /// A resolved mount plus what it adds to the cache key.
 pub(crate) struct Resolved {
@@ -110,7 +111,10 @@ impl Solver<'_> {
                     }
                     let mut h = blake3::Hasher::new();
                     let (ignore, cache) = if from.is_none() {
-                        (Some(&self.ignore), Some(&self.hash_cache))
+                        (
+                            Some(&self.context_files.ignore),
+                            Some(&self.context_files.hash_cache),
+                        )
                     } else {
                         (None, None)
                     };

@@ -73,13 +73,13 @@ enum Command {
     /// Remove unused data (dangling images and build cache)
     Prune(commands::image::PruneArgs),
     /// Verify every blob and reference in the store
-    Check(commands::image::CheckArgs),
+    Check(commands::system::CheckArgs),
     /// Manage the build cache
     #[command(subcommand)]
-    Builder(commands::image::BuilderCommand),
+    Builder(commands::system::BuilderCommand),
     /// Show store-wide information
     #[command(subcommand)]
-    System(commands::image::SystemCommand),
+    System(commands::system::SystemCommand),
     /// Run a command in a new container
     Run(commands::container::RunArgs),
     /// List containers
@@ -123,9 +123,9 @@ pub fn main() -> ExitCode {
         Command::Load(a) => commands::image::load(a),
         Command::Import(a) => commands::image::import(a),
         Command::Prune(a) => commands::image::prune(a),
-        Command::Check(a) => commands::image::check(a),
-        Command::Builder(c) => commands::image::builder(c),
-        Command::System(c) => commands::image::system(c),
+        Command::Check(a) => commands::system::check(a),
+        Command::Builder(c) => commands::system::builder(c),
+        Command::System(c) => commands::system::system(c),
         Command::Run(a) => commands::container::run(a),
         Command::Ps(a) => commands::container::ps(a),
         Command::Rm(a) => commands::container::rm(a),

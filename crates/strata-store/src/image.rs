@@ -1,5 +1,5 @@
 //! Building image records from parts: the config and manifest blobs around a
-//! list of layers, `import` of a root filesystem tar, and `--change` lines.
+//! list of layers, `import` of a root filesystem tar, and `commit`.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -11,12 +11,6 @@ use crate::{
     ImageRecord, LayerRecord, MEDIA_CONFIG, MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR, MEDIA_MANIFEST,
     Result, Store, StoreError, WriteLock, io_err, rfc3339,
 };
-
-/// Dockerfile-style lines applied to an imported image's config
-/// (`CMD`, `ENTRYPOINT`, `ENV`, `WORKDIR`, `USER`, `EXPOSE`, `VOLUME`,
-/// `LABEL`, `STOPSIGNAL`, `ONBUILD`: the set `docker import --change` takes).
-#[derive(Debug, Clone, Default)]
-pub struct ConfigChanges(pub Vec<String>);
 
 /// The Go architecture name of this machine, as image configs use.
 pub fn host_arch() -> &'static str {
@@ -33,151 +27,6 @@ pub fn empty_config(created: i64) -> Value {
         "rootfs": {"type": "layers", "diff_ids": []},
         "history": [],
     })
-}
-
-/// Applies one `--change` / commit `-c` line to `config["config"]`.
-pub fn apply_change(config: &mut Value, line: &str) -> Result<()> {
-    let bad = |m: &str| StoreError::InvalidImage(format!("{line}: {m}"));
-    let line = line.trim();
-    let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-    let rest = rest.trim();
-    let cfg = config
-        .as_object_mut()
-        .ok_or_else(|| bad("config is not an object"))?
-        .entry("config")
-        .or_insert_with(|| json!({}));
-    let cfg = cfg
-        .as_object_mut()
-        .ok_or_else(|| bad("config.config is not an object"))?;
-    let exec_form = |rest: &str| -> Result<Value> {
-        if rest.starts_with('[')
-            && let Ok(v) = serde_json::from_str::<Vec<String>>(rest)
-        {
-            return Ok(json!(v));
-        }
-        Ok(json!(["/bin/sh", "-c", rest]))
-    };
-    match word.to_ascii_uppercase().as_str() {
-        "CMD" => {
-            cfg.insert("Cmd".into(), exec_form(rest)?);
-        }
-        "ENTRYPOINT" => {
-            cfg.insert("Entrypoint".into(), exec_form(rest)?);
-        }
-        "WORKDIR" => {
-            cfg.insert("WorkingDir".into(), json!(rest));
-        }
-        "USER" => {
-            cfg.insert("User".into(), json!(rest));
-        }
-        "STOPSIGNAL" => {
-            cfg.insert("StopSignal".into(), json!(rest));
-        }
-        "ONBUILD" => {
-            let v = cfg.entry("OnBuild").or_insert_with(|| json!([]));
-            if let Some(a) = v.as_array_mut() {
-                a.push(json!(rest));
-            }
-        }
-        "ENV" => {
-            let pairs = key_values(rest).ok_or_else(|| bad("expected KEY=VALUE"))?;
-            let env = cfg.entry("Env").or_insert_with(|| json!([]));
-            let arr = env.as_array_mut().ok_or_else(|| bad("Env is not a list"))?;
-            for (k, v) in pairs {
-                arr.retain(|e| {
-                    e.as_str()
-                        .and_then(|s| s.split_once('='))
-                        .map(|(ek, _)| ek != k)
-                        .unwrap_or(true)
-                });
-                arr.push(json!(format!("{k}={v}")));
-            }
-        }
-        "LABEL" => {
-            let pairs = key_values(rest).ok_or_else(|| bad("expected KEY=VALUE"))?;
-            let l = cfg.entry("Labels").or_insert_with(|| json!({}));
-            let obj = l
-                .as_object_mut()
-                .ok_or_else(|| bad("Labels is not an object"))?;
-            for (k, v) in pairs {
-                obj.insert(k, json!(v));
-            }
-        }
-        "EXPOSE" | "VOLUME" => {
-            let key = if word.eq_ignore_ascii_case("EXPOSE") {
-                "ExposedPorts"
-            } else {
-                "Volumes"
-            };
-            let items: Vec<String> = if rest.starts_with('[') {
-                serde_json::from_str(rest).map_err(|_| bad("invalid JSON list"))?
-            } else {
-                rest.split_whitespace().map(str::to_owned).collect()
-            };
-            let m = cfg.entry(key).or_insert_with(|| json!({}));
-            let obj = m.as_object_mut().ok_or_else(|| bad("not an object"))?;
-            for mut i in items {
-                if key == "ExposedPorts" && !i.contains('/') {
-                    i.push_str("/tcp");
-                }
-                obj.insert(i, json!({}));
-            }
-        }
-        _ => {
-            return Err(bad(
-                "unsupported instruction (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR)",
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// `K=V K2="v 2"` or the legacy `K V` form.
-fn key_values(s: &str) -> Option<Vec<(String, String)>> {
-    if !s.contains('=') {
-        let (k, v) = s.split_once(char::is_whitespace)?;
-        return Some(vec![(k.to_owned(), v.trim().to_owned())]);
-    }
-    let mut out = Vec::new();
-    let mut chars = s.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        if chars.peek().is_none() {
-            break;
-        }
-        let mut k = String::new();
-        for c in chars.by_ref() {
-            if c == '=' {
-                break;
-            }
-            k.push(c);
-        }
-        let mut v = String::new();
-        let mut quote = None;
-        while let Some(&c) = chars.peek() {
-            match (quote, c) {
-                (None, '"' | '\'') => quote = Some(c),
-                (Some(q), c) if c == q => quote = None,
-                (None, c) if c.is_whitespace() => break,
-                (_, '\\') => {
-                    chars.next();
-                    if let Some(n) = chars.next() {
-                        v.push(n);
-                    }
-                    continue;
-                }
-                _ => v.push(c),
-            }
-            chars.next();
-        }
-        if k.is_empty() {
-            return None;
-        }
-        out.push((k, v));
-    }
-    Some(out)
 }
 
 /// Writes the config and manifest for `layers` (whose blobs are stored) and
@@ -289,12 +138,15 @@ pub fn layer_record_for_blob(
 }
 
 /// `strata import`: a root filesystem tar (plain or gzip) becomes a
-/// single-layer image with `changes` applied, tagged `tag` if given.
+/// single-layer image, tagged `tag` if given. `container_config` is its
+/// `config` object with any `--change` lines already applied (the store
+/// does not read Dockerfile instructions); without an `Env` it gets the
+/// default PATH.
 pub fn import_rootfs(
     store: &Store,
     lock: &WriteLock,
     tar: &Path,
-    changes: &ConfigChanges,
+    container_config: Value,
     message: Option<&str>,
     tag: Option<&str>,
 ) -> Result<ImageRecord> {
@@ -311,9 +163,7 @@ pub fn import_rootfs(
         .and_then(|v| v.trim().parse::<i64>().ok())
         .unwrap_or_else(crate::now_unix);
     let mut config = empty_config(now);
-    for c in &changes.0 {
-        apply_change(&mut config, c)?;
-    }
+    config["config"] = container_config;
     let cfg = config["config"].as_object_mut();
     if let Some(cfg) = cfg
         && !cfg.contains_key("Env")
@@ -332,12 +182,13 @@ pub fn import_rootfs(
 
 /// `commit`: the container's writable layer (a layer tar, see
 /// [`crate::write_changes_tar`]) becomes a new top layer on its image, with a
-/// history entry; `changes` are applied to the config.
+/// history entry. `container_config`, when given, replaces the base's
+/// `config` object (`--change` lines applied to it by the caller).
 pub fn commit_container(
     store: &Store,
     lock: &WriteLock,
     c: &crate::ContainerRecord,
-    changes: &ConfigChanges,
+    container_config: Option<Value>,
     message: Option<&str>,
     author: Option<&str>,
     tag: Option<&str>,
@@ -365,8 +216,8 @@ pub fn commit_container(
     if let Some(a) = author {
         config["author"] = json!(a);
     }
-    for ch in &changes.0 {
-        apply_change(&mut config, ch)?;
+    if let Some(cc) = container_config {
+        config["config"] = cc;
     }
     let mut entry = json!({"created": rfc3339(now), "created_by": c.command.join(" ")});
     if let Some(a) = author {

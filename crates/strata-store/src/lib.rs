@@ -47,8 +47,8 @@ use strata_oci::Digest;
 
 pub use archive::{LoadedImage, load_archive, save_archive};
 pub use image::{
-    ConfigChanges, apply_change, commit_container, empty_config, host_arch, import_rootfs,
-    layer_record_for_blob, put_layer, write_image,
+    commit_container, empty_config, host_arch, import_rootfs, layer_record_for_blob, put_layer,
+    write_image,
 };
 pub use layer::{
     DiffKind, DiffLine, diff_container, diff_images, diff_top_layer, tree_of, write_changes_tar,

@@ -5,8 +5,8 @@
 use serde_json::json;
 use strata_oci::Digest;
 use strata_store::{
-    CacheRecord, ConfigChanges, ContainerRecord, CtxMeta, RmiEvent, RmiOptions, Store, StoreError,
-    empty_config, put_layer, write_image,
+    CacheRecord, ContainerRecord, CtxMeta, RmiEvent, RmiOptions, Store, StoreError, empty_config,
+    put_layer, write_image,
 };
 
 fn tar_with(name: &str, content: &str) -> Vec<u8> {
@@ -246,36 +246,28 @@ fn resolve_accepts_ids_prefixes_names_and_digests() {
 }
 
 #[test]
-fn import_applies_changes() {
+fn import_writes_the_given_config_and_defaults_path() {
     let dir = tempfile::tempdir().expect("tmp");
     let store = Store::open(dir.path()).expect("open");
     let tarp = dir.path().join("root.tar");
     std::fs::write(&tarp, tar_with("bin/x", "x")).expect("write");
     let lock = store.lock().expect("lock");
-    let changes = ConfigChanges(vec![
-        "CMD echo hi".into(),
-        "ENV A=1 B=\"two words\"".into(),
-        "EXPOSE 80".into(),
-        "WORKDIR /srv".into(),
-    ]);
-    let img = strata_store::import_rootfs(&store, &lock, &tarp, &changes, None, Some("imp:1"))
+    let given = json!({"Cmd": ["/bin/sh", "-c", "echo hi"], "WorkingDir": "/srv"});
+    let img = strata_store::import_rootfs(&store, &lock, &tarp, given, None, Some("imp:1"))
         .expect("import");
     let cfg = store.image_config(&img).expect("config");
     assert_eq!(cfg["config"]["Cmd"], json!(["/bin/sh", "-c", "echo hi"]));
-    assert_eq!(cfg["config"]["Env"], json!(["A=1", "B=two words"]));
-    assert_eq!(cfg["config"]["ExposedPorts"], json!({"80/tcp": {}}));
     assert_eq!(cfg["config"]["WorkingDir"], json!("/srv"));
-    assert!(
-        strata_store::import_rootfs(
-            &store,
-            &lock,
-            &tarp,
-            &ConfigChanges(vec!["FROM x".into()]),
-            None,
-            None
-        )
-        .is_err()
+    assert_eq!(
+        cfg["config"]["Env"],
+        json!(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
     );
+    // An Env of its own is kept as given: no PATH is added to it.
+    let img =
+        strata_store::import_rootfs(&store, &lock, &tarp, json!({"Env": ["A=1"]}), None, None)
+            .expect("import");
+    let cfg = store.image_config(&img).expect("config");
+    assert_eq!(cfg["config"]["Env"], json!(["A=1"]));
 }
 
 #[test]

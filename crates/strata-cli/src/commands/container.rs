@@ -208,7 +208,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let lowers = {
         let lock = store.lock()?;
-        let lowers = strata_build::lowers(&store, &lock, &img.layers)?;
+        let lowers = strata_image::lowers(&store, &lock, &img.layers)?;
         // Recorded before its directory exists, so GC never sees an orphan.
         store.put_container(&lock, &rec)?;
         lowers
@@ -405,11 +405,24 @@ pub fn commit(a: CommitArgs) -> anyhow::Result<ExitCode> {
     let store = open_store()?;
     let lock = store.lock()?;
     let c = store.resolve_container(&a.container)?;
+    // `-c` lines apply to the base image's config as Dockerfile lines would.
+    let container_config = if a.change.is_empty() {
+        None
+    } else {
+        let base = store
+            .get_image(&c.image)?
+            .ok_or_else(|| anyhow::anyhow!("No such image: {}", c.image))?;
+        let config = store.image_config(&base)?;
+        Some(strata_build::config::apply_changes(
+            &config["config"],
+            &a.change,
+        )?)
+    };
     let img = strata_store::commit_container(
         &store,
         &lock,
         &c,
-        &strata_store::ConfigChanges(a.change.clone()),
+        container_config,
         a.message.as_deref(),
         a.author.as_deref(),
         a.reference.as_deref(),

@@ -6,3 +6,4 @@ pub mod container;
 pub mod debug;
 pub mod image;
 pub mod registry;
+pub mod system;

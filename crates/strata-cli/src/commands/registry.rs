@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 
 use anyhow::Context;
-use strata_build::registry::TransferEvent;
+use strata_image::registry::TransferEvent;
 use strata_oci::reference::Reference;
 use strata_registry::{Client, ClientOptions, Credentials, DockerConfig};
 
@@ -172,8 +172,15 @@ pub fn pull(a: PullArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let render = render_transfer(a.quiet, false);
-    let pulled =
-        strata_build::registry::pull(&store, &lock, &client, &reference, &platform, &render)?;
+    let pulled = strata_image::registry::pull(
+        &store,
+        &lock,
+        &client,
+        &reference,
+        &platform,
+        strata_image::registry::Naming::Tagged,
+        &render,
+    )?;
     if !a.quiet {
         eprintln!("Digest: {}", pulled.digest);
         eprintln!(
@@ -209,7 +216,7 @@ pub(crate) fn push_image(
         eprintln!("The push refers to repository [{}]", reference.name());
     }
     let render = render_transfer(quiet, true);
-    let digest = strata_build::registry::push(store, &lock, client, &image, &reference, &render)?;
+    let digest = strata_image::registry::push(store, &lock, client, &image, &reference, &render)?;
     if !quiet {
         let size = store.read_blob(&image.manifest)?.len();
         eprintln!(

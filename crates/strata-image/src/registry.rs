@@ -16,7 +16,7 @@ use strata_oci::reference::Reference;
 use strata_registry::{BlobPush, Client, Repository};
 use strata_store::{ImageRecord, LayerRecord, Store, WriteLock};
 
-use crate::{BuildError, Result, other};
+use crate::{ImageError, Result};
 
 /// Layers fetched or sent at once (Docker's defaults are 3 down, 5 up).
 const PARALLEL_DOWNLOADS: usize = 3;
@@ -39,12 +39,6 @@ pub enum TransferEvent {
     Finished { short: String, how: String },
 }
 
-impl From<strata_registry::RegistryError> for BuildError {
-    fn from(e: strata_registry::RegistryError) -> Self {
-        BuildError::Other(e.to_string())
-    }
-}
-
 /// What a pull stored.
 #[derive(Debug, Clone)]
 pub struct Pulled {
@@ -56,41 +50,25 @@ pub struct Pulled {
     pub downloaded: bool,
 }
 
-/// Pulls `reference` for `platform` into the store and tags it (when the
-/// reference has a tag).
+/// Whether a pull names the image in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// Tag it with the reference's tag (when it has one), as `strata pull` does.
+    Tagged,
+    /// Leave it unnamed: a build's base on a platform other than the
+    /// host's must not take over the name (the store keeps one image per
+    /// name, and `strata run` wants the host's).
+    Unnamed,
+}
+
+/// Pulls `reference` for `platform` into the store, named as `naming` says.
 pub fn pull(
     store: &Store,
     lock: &WriteLock,
     client: &Client,
     reference: &Reference,
     platform: &Platform,
-    events: &(dyn Fn(TransferEvent) + Sync),
-) -> Result<Pulled> {
-    pull_with(store, lock, client, reference, platform, true, events)
-}
-
-/// Like [`pull`], leaving the image unnamed in the store: for a build's
-/// base on a platform other than the host's, which must not take over the
-/// name (the store keeps one image per name, and `strata run` wants the
-/// host's).
-pub fn pull_unnamed(
-    store: &Store,
-    lock: &WriteLock,
-    client: &Client,
-    reference: &Reference,
-    platform: &Platform,
-    events: &(dyn Fn(TransferEvent) + Sync),
-) -> Result<Pulled> {
-    pull_with(store, lock, client, reference, platform, false, events)
-}
-
-fn pull_with(
-    store: &Store,
-    lock: &WriteLock,
-    client: &Client,
-    reference: &Reference,
-    platform: &Platform,
-    name_it: bool,
+    naming: Naming,
     events: &(dyn Fn(TransferEvent) + Sync),
 ) -> Result<Pulled> {
     let resolved = client.resolve(reference, platform)?;
@@ -103,18 +81,23 @@ fn pull_with(
         reference: reference.to_string(),
         digest: top_digest,
     });
-    let config = ImageConfig::from_json(&resolved.config)
-        .map_err(|e| other(format!("config of {reference}: {e}")))?;
+    let config = ImageConfig::from_json(&resolved.config).map_err(|source| ImageError::Config {
+        what: reference.to_string(),
+        source,
+    })?;
     let diff_ids = config.rootfs.diff_ids.clone();
     if diff_ids.len() != resolved.parsed.layers.len() {
-        return Err(other(format!(
-            "{reference}: the manifest lists {} layers but the config {} diff_ids; refused",
+        return Err(ImageError::Inconsistent(format!(
+            "{reference}: the manifest lists {} layers but the config {} diff_ids",
             resolved.parsed.layers.len(),
             diff_ids.len()
         )));
     }
     let downloads = store.downloads_dir();
-    fs_err::create_dir_all(&downloads).map_err(crate::io("creating downloads dir"))?;
+    fs_err::create_dir_all(&downloads).map_err(|source| ImageError::Io {
+        context: "creating downloads dir".into(),
+        source,
+    })?;
     let missing: Vec<&Descriptor> = resolved
         .parsed
         .layers
@@ -130,56 +113,31 @@ fn pull_with(
         })
         .collect();
     let downloaded = !missing.is_empty();
-    // Each worker takes the next missing layer; the first error stops the
-    // others from starting new ones.
-    let queue = Mutex::new(missing.to_vec());
-    let failure: Mutex<Option<BuildError>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..PARALLEL_DOWNLOADS.min(missing.len()) {
-            s.spawn(|| {
-                loop {
-                    if failure.lock().expect("failure slot").is_some() {
-                        return;
-                    }
-                    let Some(desc) = queue.lock().expect("queue").pop() else {
-                        return;
-                    };
-                    let short = desc.digest.short();
-                    let partial = downloads.join(format!("{}.partial", desc.digest.hex()));
-                    let total = desc.size;
-                    let res = client
-                        .fetch_blob(&resolved.repository, desc, &partial, &mut |done| {
-                            events(TransferEvent::Progress {
-                                short: short.clone(),
-                                done,
-                                total,
-                            })
-                        })
-                        .map_err(BuildError::from)
-                        .and_then(|()| Ok(store.adopt_blob(lock, &partial, &desc.digest)?));
-                    match res {
-                        Ok(()) => events(TransferEvent::Finished {
-                            short,
-                            how: "Pull complete".into(),
-                        }),
-                        Err(e) => {
-                            failure.lock().expect("failure slot").get_or_insert(e);
-                        }
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = failure.into_inner().expect("failure slot") {
-        return Err(e);
-    }
+    parallel(missing, PARALLEL_DOWNLOADS, |desc| {
+        let short = desc.digest.short();
+        let partial = downloads.join(format!("{}.partial", desc.digest.hex()));
+        let total = desc.size;
+        client.fetch_blob(&resolved.repository, desc, &partial, &mut |done| {
+            events(TransferEvent::Progress {
+                short: short.clone(),
+                done,
+                total,
+            })
+        })?;
+        store.adopt_blob(lock, &partial, &desc.digest)?;
+        events(TransferEvent::Finished {
+            short,
+            how: "Pull complete".into(),
+        });
+        Ok(())
+    })?;
     let mut layers = Vec::with_capacity(diff_ids.len());
     for (i, (desc, want)) in resolved.parsed.layers.iter().zip(&diff_ids).enumerate() {
         let rec =
             strata_store::layer_record_for_blob(store, &desc.digest, desc.size, &desc.media_type)?;
         if rec.diff_id != *want {
-            return Err(other(format!(
-                "{reference}: layer {} ({}) uncompresses to {} but the config says {want}; refused",
+            return Err(ImageError::Inconsistent(format!(
+                "{reference}: layer {} ({}) uncompresses to {} but the config says {want}",
                 i + 1,
                 desc.digest,
                 rec.diff_id
@@ -213,7 +171,7 @@ fn pull_with(
             v
         },
     };
-    let tags: Vec<String> = if name_it && reference.tag.is_some() {
+    let tags: Vec<String> = if naming == Naming::Tagged && reference.tag.is_some() {
         vec![
             Reference {
                 digest: None,
@@ -249,7 +207,7 @@ pub fn push(
     let tag = target
         .tag
         .clone()
-        .ok_or_else(|| other(format!("{target}: push needs a tag, not only a digest")))?;
+        .ok_or_else(|| ImageError::NoTag(target.to_string()))?;
     let manifest = store.read_blob(&image.manifest)?;
     let media_type = serde_json::from_slice::<serde_json::Value>(&manifest)
         .ok()
@@ -273,62 +231,71 @@ pub fn push(
         ),
         image.id.short(),
     ));
-    let queue = Mutex::new(blobs);
-    let failure: Mutex<Option<BuildError>> = Mutex::new(None);
     let pushed: Mutex<Vec<Digest>> = Mutex::new(Vec::new());
     let here = format!("{}/", target.registry);
-    std::thread::scope(|s| {
-        for _ in 0..PARALLEL_UPLOADS {
-            s.spawn(|| {
-                loop {
-                    if failure.lock().expect("failure slot").is_some() {
-                        return;
-                    }
-                    let Some((desc, short)) = queue.lock().expect("queue").pop() else {
-                        return;
-                    };
-                    // A repository on the same registry that has this blob.
-                    let sibling = store
-                        .blob_sources(&desc.digest)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter_map(|s| s.strip_prefix(&here).map(str::to_owned))
-                        .find(|r| *r != repo.name);
-                    let path = store.blob_path(&desc.digest);
-                    let open = || std::fs::File::open(&path);
-                    match client.push_blob(&repo, &desc, sibling.as_deref(), &open) {
-                        Ok(how) => {
-                            pushed.lock().expect("pushed").push(desc.digest);
-                            events(match how {
-                                BlobPush::AlreadyExists => TransferEvent::Exists { short },
-                                BlobPush::Mounted => TransferEvent::Finished {
-                                    short,
-                                    how: format!("Mounted from {}", sibling.unwrap_or_default()),
-                                },
-                                BlobPush::Uploaded => TransferEvent::Finished {
-                                    short,
-                                    how: "Pushed".into(),
-                                },
-                            })
-                        }
-                        Err(e) => {
-                            failure
-                                .lock()
-                                .expect("failure slot")
-                                .get_or_insert(e.into());
-                        }
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = failure.into_inner().expect("failure slot") {
-        return Err(e);
-    }
+    parallel(blobs, PARALLEL_UPLOADS, |(desc, short)| {
+        // A repository on the same registry that has this blob.
+        let sibling = store
+            .blob_sources(&desc.digest)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|s| s.strip_prefix(&here).map(str::to_owned))
+            .find(|r| *r != repo.name);
+        let path = store.blob_path(&desc.digest);
+        let open = || std::fs::File::open(&path);
+        let how = client.push_blob(&repo, &desc, sibling.as_deref(), &open)?;
+        pushed.lock().expect("pushed").push(desc.digest);
+        events(match how {
+            BlobPush::AlreadyExists => TransferEvent::Exists { short },
+            BlobPush::Mounted => TransferEvent::Finished {
+                short,
+                how: format!("Mounted from {}", sibling.unwrap_or_default()),
+            },
+            BlobPush::Uploaded => TransferEvent::Finished {
+                short,
+                how: "Pushed".into(),
+            },
+        });
+        Ok(())
+    })?;
     let digest = client.put_manifest(&repo, &tag, &media_type, &manifest)?;
     // Remember where these blobs now live, for cross-repository mounts.
     for d in pushed.into_inner().expect("pushed") {
         store.add_blob_source(lock, &d, &repo.to_string())?;
     }
     Ok(digest)
+}
+
+/// Runs `work` on each of `items` with up to `workers` threads, each
+/// taking the next item; the first error stops the others from starting
+/// new ones and is returned.
+fn parallel<T: Send>(
+    items: Vec<T>,
+    workers: usize,
+    work: impl Fn(T) -> Result<()> + Sync,
+) -> Result<()> {
+    let count = items.len();
+    let queue = Mutex::new(items);
+    let failure: Mutex<Option<ImageError>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..workers.min(count) {
+            s.spawn(|| {
+                loop {
+                    if failure.lock().expect("failure slot").is_some() {
+                        return;
+                    }
+                    let Some(item) = queue.lock().expect("queue").pop() else {
+                        return;
+                    };
+                    if let Err(e) = work(item) {
+                        failure.lock().expect("failure slot").get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    match failure.into_inner().expect("failure slot") {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }

@@ -1,0 +1,152 @@
+//! Copying a source tree into the layer directory with its metadata.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use super::chmod::Chmod;
+use crate::{BuildError, Result, context, io};
+
+pub(super) fn set_mtime(p: &Path, secs: i64) -> Result<()> {
+    let t = filetime_from(secs);
+    let f = fs::File::options().read(true).open(p);
+    match f {
+        Ok(f)
+            if !fs::symlink_metadata(p)
+                .map(|m| m.file_type().is_symlink())
+                .unwrap_or(false) =>
+        {
+            f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t))
+                .map_err(io(format!("setting times on {}", p.display())))
+        }
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn filetime_from(secs: i64) -> std::time::SystemTime {
+    if secs >= 0 {
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64)
+    } else {
+        std::time::UNIX_EPOCH
+    }
+}
+
+/// Copies `src` (file, symlink or directory) to `dst`. For a directory with
+/// `contents_only`, its contents go into `dst` (docker's rule for COPY dir).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one recursive walk; a struct would only rename them"
+)]
+pub(super) fn copy_tree(
+    src: &Path,
+    dst: &Path,
+    rel_base: &str,
+    ignore: Option<&context::Ignore>,
+    exclude: Option<&context::Ignore>,
+    exclude_base: &str,
+    owner: Option<(u32, u32)>,
+    chmod: Option<&Chmod>,
+    contents_only: bool,
+) -> Result<()> {
+    let meta = fs::symlink_metadata(src).map_err(io(format!("reading {}", src.display())))?;
+    let ft = meta.file_type();
+    let (uid, gid) = owner.unwrap_or((meta.uid(), meta.gid()));
+    if ft.is_dir() {
+        if !dst.exists() {
+            fs::create_dir(dst).map_err(io(format!("creating {}", dst.display())))?;
+        }
+        let mut entries: Vec<_> = fs::read_dir(src)
+            .map_err(io(format!("reading {}", src.display())))?
+            .filter_map(|e| e.ok())
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name();
+            let rel = if rel_base.is_empty() {
+                name.to_string_lossy().into_owned()
+            } else {
+                format!("{rel_base}/{}", name.to_string_lossy())
+            };
+            let local = if exclude_base.is_empty() {
+                name.to_string_lossy().into_owned()
+            } else {
+                format!("{exclude_base}/{}", name.to_string_lossy())
+            };
+            if exclude.is_some_and(|ex| ex.excluded(&local)) {
+                continue;
+            }
+            if let Some(ig) = ignore
+                && ig.excluded(&rel)
+            {
+                // An excluded directory is walked for the exceptions that
+                // may re-include something in it, and kept only if they do.
+                let path = e.path();
+                let is_dir = fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+                if is_dir && ig.descend_excluded(&rel) {
+                    let d = dst.join(&name);
+                    let existed = d.symlink_metadata().is_ok();
+                    copy_tree(
+                        &path, &d, &rel, ignore, exclude, &local, owner, chmod, false,
+                    )?;
+                    let empty = fs::read_dir(&d).is_ok_and(|mut r| r.next().is_none());
+                    if !existed && empty {
+                        fs::remove_dir(&d).map_err(io(format!("removing {}", d.display())))?;
+                    }
+                }
+                continue;
+            }
+            copy_tree(
+                &e.path(),
+                &dst.join(&name),
+                &rel,
+                ignore,
+                exclude,
+                &local,
+                owner,
+                chmod,
+                false,
+            )?;
+        }
+        if !contents_only {
+            finish_meta(dst, &meta, uid, gid, chmod)?;
+        }
+    } else if ft.is_symlink() {
+        let target = fs::read_link(src).map_err(io(format!("reading link {}", src.display())))?;
+        if dst.symlink_metadata().is_ok() {
+            fs::remove_file(dst).map_err(io(format!("replacing {}", dst.display())))?;
+        }
+        std::os::unix::fs::symlink(&target, dst)
+            .map_err(io(format!("creating link {}", dst.display())))?;
+        std::os::unix::fs::lchown(dst, Some(uid), Some(gid))
+            .map_err(io(format!("chown {}", dst.display())))?;
+    } else if ft.is_file() {
+        if dst.is_dir() {
+            return Err(BuildError::Other(format!(
+                "cannot copy file {} over directory {}",
+                src.display(),
+                dst.display()
+            )));
+        }
+        fs::copy(src, dst).map_err(io(format!("copying {}", src.display())))?;
+        finish_meta(dst, &meta, uid, gid, chmod)?;
+    }
+    Ok(())
+}
+
+pub(super) fn finish_meta(
+    dst: &Path,
+    meta: &fs::Metadata,
+    uid: u32,
+    gid: u32,
+    chmod: Option<&Chmod>,
+) -> Result<()> {
+    std::os::unix::fs::lchown(dst, Some(uid), Some(gid))
+        .map_err(io(format!("chown {}", dst.display())))?;
+    let mode = match chmod {
+        Some(c) => c.apply(meta.mode() & 0o7777, meta.is_dir()),
+        None => meta.mode() & 0o7777,
+    };
+    fs::set_permissions(dst, fs::Permissions::from_mode(mode))
+        .map_err(io(format!("chmod {}", dst.display())))?;
+    set_mtime(dst, meta.mtime())
+}

@@ -1,0 +1,441 @@
+//! The solver: one build's shared state ([`Solver`]) and one platform's
+//! build from it; each concern of a step has its own module.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufReader, Seek};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
+
+use serde::{Deserialize, Serialize};
+use strata_frontend::{BuildInputs, Dockerfile, GlobalScope, Graph, Instruction, Stage};
+use strata_oci::Digest;
+use strata_oci::compress::Compression;
+use strata_oci::image::ImageConfig;
+use strata_store::{ImageRecord, LayerRecord, Store, WriteLock};
+
+use crate::{BuildError, BuildOptions, Event, Result, context, io, other, remote_cache};
+
+mod base;
+mod dispatch;
+mod run_step;
+mod schedule;
+
+pub(crate) use crate::config::clean_abs;
+
+/// The image state after a step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct State {
+    pub(crate) layers: Vec<LayerRecord>,
+    pub(crate) config: ImageConfig,
+    pub(crate) key: String,
+    pub(crate) base_image: Option<Digest>,
+    /// The stage whose steps advance this state.
+    #[serde(skip)]
+    pub(crate) stage: usize,
+    /// Whether this stage has set CMD: ENTRYPOINT then keeps it, and resets
+    /// only a CMD inherited from the base (BuildKit's `cmdSet`).
+    #[serde(skip)]
+    pub(crate) cmd_set: bool,
+}
+
+/// Where a RUN heredoc script (`#!`) is mounted; its mount point, like every
+/// RUN mount's, never reaches the step's layer.
+pub(crate) const PIPES: &str = "/.strata-pipes";
+
+/// One build's shared state. Stages run on their own threads, so everything
+/// that changes during a build sits behind a lock or is atomic; a stage's own
+/// image state (`State`) is owned by its thread.
+pub(crate) struct Solver<'a> {
+    pub(crate) store: &'a Store,
+    pub(crate) lock: &'a WriteLock,
+    pub(crate) opts: &'a BuildOptions,
+    /// What is built: read once, never changed.
+    pub(crate) plan: Plan,
+    pub(crate) dates: Dates,
+    pub(crate) progress: Progress<'a>,
+    pub(crate) counts: Counts,
+    pub(crate) schedule: Schedule,
+    pub(crate) context_files: ContextFiles,
+    pub(crate) shared: Shared,
+}
+
+/// The parsed Dockerfile and what the build makes of it.
+pub(crate) struct Plan {
+    pub(crate) df: Dockerfile,
+    /// Build args and platforms, as ARGs see them.
+    pub(crate) inputs: BuildInputs,
+    /// The predefined platform ARGs and the ARGs before the first FROM.
+    pub(crate) global: GlobalScope,
+    pub(crate) stages: Vec<Stage>,
+    pub(crate) graph: Graph,
+    /// Stage indexes named by `--no-cache-filter`.
+    pub(crate) no_cache_stages: Vec<usize>,
+}
+
+/// The dates a build writes.
+pub(crate) struct Dates {
+    /// The build epoch: layer file times.
+    pub(crate) epoch: i64,
+    /// `created` of history entries and the image (RFC 3339).
+    pub(crate) created: String,
+}
+
+/// Progress reporting.
+pub(crate) struct Progress<'a> {
+    pub(crate) events: Mutex<&'a mut (dyn FnMut(Event) + Send)>,
+    /// The last step number given out.
+    pub(crate) step_no: AtomicUsize,
+    /// Put before stage labels in progress (`linux/arm64 `) when a build
+    /// makes several platforms; else empty.
+    pub(crate) label: String,
+}
+
+/// What the steps did, for the build's summary.
+#[derive(Default)]
+pub(crate) struct Counts {
+    /// Layers written.
+    pub(crate) built: AtomicUsize,
+    pub(crate) cached: AtomicUsize,
+    /// RUN steps run.
+    pub(crate) run: AtomicUsize,
+}
+
+/// Stages on threads: who is done, and whether to stop.
+#[derive(Default)]
+pub(crate) struct Schedule {
+    /// Finished stages, by index; `stage_done` is signalled on each insert.
+    pub(crate) done: Mutex<HashMap<usize, State>>,
+    pub(crate) stage_done: Condvar,
+    /// Set by the first failure: stages not started do not start, running
+    /// ones stop before their next instruction.
+    pub(crate) cancelled: std::sync::Arc<AtomicBool>,
+}
+
+/// The build context's rules and known content hashes.
+pub(crate) struct ContextFiles {
+    pub(crate) ignore: context::Ignore,
+    /// Content hashes of context files from earlier builds.
+    pub(crate) hash_cache: context::HashCache,
+}
+
+/// What stages share while they run.
+#[derive(Default)]
+pub(crate) struct Shared {
+    /// Merged root filesystems of stages/images used by COPY --from.
+    pub(crate) rootfs: Mutex<HashMap<String, tempfile::TempDir>>,
+    /// Images already pulled in this build (`--pull` pulls each once).
+    pub(crate) pulled: Mutex<HashMap<String, ImageRecord>>,
+    /// Step results from `--cache-from`.
+    pub(crate) imported: Mutex<remote_cache::ImportedCache>,
+    /// Held while layers are unpacked into snapshots, so that two stages on
+    /// the same base never unpack into the same directory at once.
+    pub(crate) unpacking: Mutex<()>,
+    /// Every step key this build ended with, by stage (for `--cache-to`).
+    pub(crate) step_keys: Mutex<Vec<(usize, String)>>,
+}
+
+/// What differs between the builds of one `strata build` for each platform.
+pub(crate) struct PlatformBuild<'a> {
+    pub(crate) inputs: BuildInputs,
+    /// The store names this platform's image gets.
+    pub(crate) tags: &'a [String],
+    /// Put before each step's stage label (`linux/arm64 `), or empty.
+    pub(crate) label: String,
+    /// Progress step numbers continue from here.
+    pub(crate) first_step: usize,
+}
+
+/// Counts from one platform's build.
+pub(crate) struct PlatformStats {
+    pub(crate) built: usize,
+    pub(crate) cached: usize,
+    pub(crate) run: usize,
+    pub(crate) hashed: usize,
+    pub(crate) steps_numbered: usize,
+}
+
+/// One platform's build: the stages it needs, the image committed to the
+/// store (named by `tags`), and `--cache-to`.
+pub(crate) fn build_platform(
+    store: &Store,
+    lock: &WriteLock,
+    opts: &BuildOptions,
+    pb: PlatformBuild<'_>,
+    epoch: i64,
+    events: &mut (dyn FnMut(Event) + Send),
+) -> Result<(ImageRecord, PlatformStats)> {
+    let PlatformBuild {
+        inputs,
+        tags,
+        label,
+        first_step,
+    } = pb;
+    let df = strata_frontend::parse(&opts.dockerfile, &opts.dockerfile_name)
+        .map_err(|d| BuildError::Dockerfile(Box::new(d)))?;
+    let (global, stages) =
+        strata_frontend::stages(&df, &inputs).map_err(|d| BuildError::Dockerfile(Box::new(d)))?;
+    let graph = strata_frontend::graph(&df, &stages, opts.target.as_deref()).map_err(|d| {
+        if d.source_line.is_empty() {
+            // Not located in the file: an unknown --target.
+            other(d.message)
+        } else {
+            BuildError::Dockerfile(Box::new(d))
+        }
+    })?;
+    let (target, needed) = (graph.target, graph.needed.clone());
+    let created_secs = if opts.timestamp_now {
+        strata_store::now_unix()
+    } else {
+        epoch
+    };
+    let ignore = context::Ignore::load(&opts.context, &opts.dockerfile_name)?;
+    let no_cache_stages = opts
+        .no_cache_filter
+        .iter()
+        .map(|f| {
+            stages
+                .iter()
+                .find(|s| {
+                    s.name.as_deref() == Some(f.to_lowercase().as_str())
+                        || f.parse::<usize>() == Ok(s.index)
+                })
+                .map(|s| s.index)
+                .ok_or_else(|| other(format!("--no-cache-filter: no stage named {f:?}")))
+        })
+        .collect::<Result<_>>()?;
+    let solver = Solver {
+        store,
+        lock,
+        opts,
+        plan: Plan {
+            df,
+            inputs,
+            global,
+            stages: stages.clone(),
+            graph,
+            no_cache_stages,
+        },
+        dates: Dates {
+            epoch,
+            created: strata_store::rfc3339(created_secs),
+        },
+        progress: Progress {
+            events: Mutex::new(events),
+            step_no: AtomicUsize::new(first_step),
+            label,
+        },
+        counts: Counts::default(),
+        schedule: Schedule::default(),
+        context_files: ContextFiles {
+            ignore,
+            hash_cache: context::HashCache::load(store, &opts.context)?,
+        },
+        shared: Shared::default(),
+    };
+    if !opts.cache_from.is_empty() {
+        solver.import_caches()?;
+    }
+    let ran = solver.run_stages(&stages, &needed, opts.jobs);
+    // What was hashed is worth keeping even when a step failed.
+    let context_files_hashed = solver.context_files.hash_cache.fresh_count();
+    solver.context_files.hash_cache.save(store)?;
+    let used: Vec<String> = solver
+        .shared
+        .step_keys
+        .lock()
+        .expect("step keys")
+        .iter()
+        .map(|(_, k)| k.clone())
+        .collect();
+    store.cache_touch(lock, &used, strata_store::now_unix())?;
+    ran?;
+    let mut state = solver
+        .schedule
+        .done
+        .lock()
+        .expect("done map")
+        .remove(&target)
+        .ok_or_else(|| other("target stage was not built"))?;
+    for (k, v) in &opts.labels {
+        state
+            .config
+            .config
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(k.clone(), v.clone());
+    }
+    let (built, cached, run) = (
+        solver.counts.built.load(Ordering::Relaxed),
+        solver.counts.cached.load(Ordering::Relaxed),
+        solver.counts.run.load(Ordering::Relaxed),
+    );
+    state.config.created = Some(solver.dates.created.clone());
+    let steps_numbered = solver.progress.step_no.load(Ordering::Relaxed);
+    let image = commit(store, lock, &state, tags)?;
+    for dest in &opts.cache_to {
+        let chain = base_chain(&stages, target);
+        solver.export_cache(dest, &chain)?;
+    }
+    drop(solver);
+    Ok((
+        image,
+        PlatformStats {
+            built,
+            cached,
+            run,
+            hashed: context_files_hashed,
+            steps_numbered,
+        },
+    ))
+}
+
+/// The target stage and the stages it is built FROM, transitively: the
+/// stages whose steps make up the result image (`--cache-to mode=min`).
+pub(crate) fn base_chain(stages: &[Stage], target: usize) -> std::collections::HashSet<usize> {
+    let mut out = std::collections::HashSet::new();
+    let mut cur = Some(target);
+    while let Some(i) = cur {
+        if !out.insert(i) {
+            break;
+        }
+        let base = stages[i].base.to_lowercase();
+        cur = stages
+            .iter()
+            .find(|s| s.index < i && s.name.as_deref() == Some(base.as_str()))
+            .map(|s| s.index);
+    }
+    out
+}
+
+pub(crate) fn commit(
+    store: &Store,
+    lock: &WriteLock,
+    state: &State,
+    tags: &[String],
+) -> Result<ImageRecord> {
+    let mut config = state.config.clone();
+    config.rootfs.diff_ids = state.layers.iter().map(|l| l.diff_id).collect();
+    let value = serde_json::from_slice(&config.to_json()).map_err(|source| BuildError::Json {
+        what: "the image config",
+        source,
+    })?;
+    Ok(strata_store::write_image(
+        store,
+        lock,
+        value,
+        state.layers.clone(),
+        state.base_image,
+        tags,
+    )?)
+}
+
+impl Solver<'_> {
+    pub(crate) fn next_step(&self) -> usize {
+        self.progress.step_no.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    pub(crate) fn emit(&self, e: Event) {
+        // A panicking renderer poisons the lock; progress is then lost, not the build.
+        if let Ok(mut f) = self.progress.events.lock() {
+            f(e);
+        }
+    }
+
+    pub(crate) fn fail(&self, ins: &Instruction, msg: &str) -> BuildError {
+        BuildError::Dockerfile(Box::new(self.plan.df.error(ins, msg)))
+    }
+
+    /// Unpacks the state's layers into snapshots (once each); top-most first.
+    pub(crate) fn lowers(&self, layers: &[LayerRecord]) -> Result<Vec<PathBuf>> {
+        let _one_at_a_time = self.shared.unpacking.lock().expect("unpack lock");
+        Ok(strata_image::lowers(self.store, self.lock, layers)?)
+    }
+
+    /// Makes `dir` (an unpacked copy of layer `l`, on the store's
+    /// filesystem) the snapshot of `l`, unless the store has one already.
+    pub(crate) fn adopt_snapshot(&self, l: &LayerRecord, dir: &Path) -> Result<()> {
+        if self.store.snapshot_ready(&l.diff_id)? {
+            return Ok(());
+        }
+        let _one_at_a_time = self.shared.unpacking.lock().expect("unpack lock");
+        let dest = self.store.snapshot_dir(&l.diff_id);
+        if dest.exists() {
+            strata_exec::snapshot::remove_tree(&dest)?;
+        }
+        fs_err::rename(dir, &dest)?;
+        self.store.snapshot_done(self.lock, &l.diff_id)?;
+        Ok(())
+    }
+
+    pub(crate) fn scratch(&self) -> Result<tempfile::TempDir> {
+        let dir = self.store.root().join("tmp");
+        fs_err::create_dir_all(&dir)?;
+        tempfile::Builder::new()
+            .prefix("build-")
+            .tempdir_in(&dir)
+            .map_err(io(format!("creating a scratch dir in {}", dir.display())))
+    }
+
+    /// Writes `changes` under `root` as a gzip layer into the store.
+    pub(crate) fn write_layer(
+        &self,
+        root: &Path,
+        changes: &[strata_oci::Change],
+    ) -> Result<LayerRecord> {
+        let scratch = self.scratch()?;
+        let path = scratch.path().join("layer");
+        let mut file = fs_err::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let opts = strata_oci::layer::LayerOptions {
+            compression: Compression::default(),
+            epoch: Some(self.dates.epoch),
+            threads: 0,
+            // Rootless, RUN leaves files owned by host sub-IDs; the layer
+            // records the IDs the image sees.
+            owners: strata_exec::idmap::IdMapping::current().owner_map(),
+        };
+        let info = strata_oci::layer::write_layer(root, changes, &opts, &mut file)
+            .map_err(|e| other(format!("writing a layer: {e}")))?;
+        file.rewind()?;
+        let (digest, size) = self
+            .store
+            .put_blob_reader(self.lock, BufReader::new(file))?;
+        if digest != info.digest {
+            return Err(other(format!(
+                "layer changed while being stored: {digest} != {}",
+                info.digest
+            )));
+        }
+        Ok(LayerRecord {
+            diff_id: info.diff_id,
+            blob: digest,
+            media_type: info.media_type.to_string(),
+            size,
+            uncompressed_size: info.uncompressed_size,
+        })
+    }
+
+    pub(crate) fn finish_step(
+        &self,
+        key: &str,
+        layer: Option<LayerRecord>,
+        state: &mut State,
+        history: String,
+    ) -> Result<()> {
+        if let Some(l) = &layer {
+            state.layers.push(l.clone());
+            self.counts.built.fetch_add(1, Ordering::Relaxed);
+        }
+        state.config.push_step(
+            layer.as_ref().map(|l| l.diff_id),
+            Some(self.dates.created.clone()),
+            history,
+        );
+        state.key = key.to_owned();
+        self.cache_store(key, layer.as_ref(), state)
+    }
+}

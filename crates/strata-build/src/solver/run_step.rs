@@ -1,0 +1,221 @@
+//! RUN: one process in a container on the state's layers; its changes
+//! become the step's layer.
+
+use std::sync::atomic::Ordering;
+
+use strata_frontend::{Args, Instruction, StageScope, env_get};
+
+use super::{PIPES, Solver, State};
+use crate::cache::key_of;
+use crate::{BuildError, Event, Result, emulation, other};
+
+impl Solver<'_> {
+    pub(crate) fn run_step(
+        &self,
+        n: usize,
+        ins: &Instruction,
+        state: &mut State,
+        args: &StageScope,
+    ) -> Result<bool> {
+        let cfg = &state.config.config;
+        let shell = cfg
+            .shell
+            .clone()
+            .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+        // A lone heredoc that starts with `#!` is a script run by its own
+        // interpreter: BuildKit mounts it read-only at /dev/pipes/NAME and
+        // runs that path instead of handing the text to the shell. Our /dev
+        // is a fresh tmpfs with no mount points of its own, so the script
+        // sits in PIPES instead (only the script's `$0` tells).
+        let mut script: Option<(String, String)> = None;
+        let argv: Vec<String> = match &ins.args {
+            Args::Exec(v) => v.clone(),
+            Args::Shell(s) => {
+                let mut text = s.clone();
+                if let Some(h) = ins.heredocs.first() {
+                    let marker_only = s
+                        .trim()
+                        .trim_start_matches("<<")
+                        .trim_start_matches('-')
+                        .trim_matches(|c| c == '"' || c == '\'')
+                        == h.name;
+                    if marker_only && h.content.starts_with("#!") {
+                        script = Some((h.name.clone(), h.content.clone()));
+                    }
+                    text = if marker_only {
+                        h.content.clone()
+                    } else {
+                        // The shell reads the heredoc itself, as BuildKit passes it.
+                        let mut t = s.clone();
+                        for h in &ins.heredocs {
+                            t.push('\n');
+                            t.push_str(&h.content);
+                            t.push_str(&h.name);
+                        }
+                        t
+                    };
+                }
+                match &script {
+                    Some((name, _)) => vec![format!("{PIPES}/{name}")],
+                    None => shell.iter().cloned().chain(std::iter::once(text)).collect(),
+                }
+            }
+        };
+        let mut env = cfg.env.clone().unwrap_or_default();
+        let image_env = env.clone();
+        // ARGs are visible to RUN (and to its cache key) but never persisted.
+        for (k, v) in args.env() {
+            if env_get(&env, &k).is_none() {
+                env.push(format!("{k}={v}"));
+            }
+        }
+        let cwd = cfg
+            .working_dir
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "/".into());
+        let user = cfg.user.clone().unwrap_or_default();
+        let network = match ins.flag("network") {
+            None | Some("default") => self.opts.network,
+            Some("none") => strata_exec::Network::None,
+            Some("host") => strata_exec::Network::Host,
+            Some(o) => {
+                return Err(self.fail(
+                    ins,
+                    &format!("--network={o}: expected default, none or host"),
+                ));
+            }
+        };
+        let mut mounts = self.run_mounts(ins, &cwd)?;
+        // Kept until the step has run: the script's read-only mount source.
+        let _pipes = match &script {
+            Some((name, content)) => {
+                use std::os::unix::fs::PermissionsExt as _;
+                let dir = self.scratch()?;
+                let file = dir.path().join(name);
+                fs_err::write(&file, content)?;
+                fs_err::set_permissions(&file, std::fs::Permissions::from_mode(0o755))?;
+                mounts
+                    .key
+                    .extend(format!("heredoc script {name}\0{content}\0").as_bytes());
+                mounts.mounts.push(strata_exec::Mount::Bind {
+                    target: PIPES.into(),
+                    source: dir.path().to_owned(),
+                    readwrite: false,
+                });
+                Some(dir)
+            }
+            None => None,
+        };
+        let argv_json = serde_json::to_vec(&argv).unwrap_or_default();
+        let key = key_of(&[
+            state.key.as_bytes(),
+            b"RUN",
+            &argv_json,
+            env.join("\0").as_bytes(),
+            cwd.as_bytes(),
+            user.as_bytes(),
+            format!("{network:?}").as_bytes(),
+            &mounts.key,
+            // What the step sees in /etc/hosts and /dev/shm can change its result.
+            format!("{:?} {:?}", self.opts.extra_hosts, self.opts.shm_size).as_bytes(),
+        ]);
+        // `RUN |N K=V ... argv`, as the reference writes it; proxy build
+        // args that no ARG declares are not in it.
+        let prefix = args.history_prefix(&|k| env_get(&image_env, k));
+        let history = if prefix.is_empty() {
+            format!("RUN {} # buildkit", argv.join(" "))
+        } else {
+            format!("RUN {prefix} {} # buildkit", argv.join(" "))
+        };
+        if self.cache_hit(&key, state)? {
+            return Ok(true);
+        }
+        // Proxy build args reach the step without an ARG, in both cases, and
+        // stay out of its cache key as in the reference (`ProxyEnv`).
+        for p in self.plan.inputs.proxy_env() {
+            if let Some((k, _)) = p.split_once('=')
+                && env_get(&env, k).is_none()
+            {
+                env.push(p);
+            }
+        }
+        if let Some(why) = emulation::missing_emulator(&state.config) {
+            return Err(self.fail(ins, &why));
+        }
+        let lowers = self.lowers(&state.layers)?;
+        let scratch = self.scratch()?;
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let spec = strata_exec::RunSpec {
+            lowers,
+            scratch_dir: scratch.path().to_owned(),
+            argv: argv.clone(),
+            env,
+            cwd,
+            user,
+            hostname: "buildkitsandbox".into(),
+            network,
+            mounts: mounts.mounts,
+            extra_hosts: self.opts.extra_hosts.clone(),
+            shm_size: self.opts.shm_size,
+            output: Box::new(move |_s, data| {
+                let _ = tx.send(data.to_vec());
+            }),
+            // The first failing stage kills the steps running in the others.
+            cancel: Some(self.schedule.cancelled.clone()),
+            stdin: None,
+            seccomp: true,
+        };
+        let outcome = std::thread::scope(|s| {
+            let h = s.spawn(move || strata_exec::run(spec));
+            for data in rx {
+                self.emit(Event::Output { n, data });
+            }
+            h.join()
+        })
+        .map_err(|_| other("the executor thread panicked"))?
+        .map_err(|e| match e {
+            strata_exec::ExecError::Cancelled => BuildError::Cancelled,
+            e => BuildError::Exec(e),
+        })?;
+        self.counts.run.fetch_add(1, Ordering::Relaxed);
+        let code = match outcome.status {
+            strata_exec::ExitStatus::Code(0) => None,
+            strata_exec::ExitStatus::Code(c) => Some(c),
+            strata_exec::ExitStatus::Signal(s) => Some(128 + s),
+        };
+        if let Some(code) = code {
+            return Err(BuildError::StepFailed {
+                file: self.plan.df.file.clone(),
+                line: ins.line,
+                instruction: format!("RUN {}", ins.text),
+                command: argv.join(" "),
+                code,
+            });
+        }
+        let changes = outcome.upper.changes()?;
+        let layer = if changes.is_empty() {
+            None
+        } else {
+            Some(self.write_layer(outcome.upper.root(), &changes)?)
+        };
+        // The upperdir becomes the new layer's snapshot: the next step mounts
+        // it as is, and its files are not deleted one by one now (on a disk
+        // with online discard that is most of a big step's cost).
+        match &layer {
+            Some(l) if !self.store.snapshot_ready(&l.diff_id)? => {
+                let _one_at_a_time = self.shared.unpacking.lock().expect("unpack lock");
+                let dir = self.store.snapshot_dir(&l.diff_id);
+                if dir.exists() {
+                    strata_exec::snapshot::remove_tree(&dir)?;
+                }
+                if outcome.upper.into_snapshot(&dir)? {
+                    self.store.snapshot_done(self.lock, &l.diff_id)?;
+                }
+            }
+            _ => drop(outcome),
+        }
+        self.finish_step(&key, layer, state, history)?;
+        Ok(false)
+    }
+}

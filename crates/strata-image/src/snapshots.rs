@@ -1,0 +1,28 @@
+//! An image's layers as overlay lower directories.
+
+use std::path::PathBuf;
+
+use strata_store::{LayerRecord, Store, WriteLock};
+
+use crate::Result;
+
+/// Unpacks `layers` into the store's snapshots (each layer once, ever) and
+/// returns them as overlay lowerdirs, top-most first. Shared by builds and
+/// `strata run`.
+pub fn lowers(store: &Store, lock: &WriteLock, layers: &[LayerRecord]) -> Result<Vec<PathBuf>> {
+    let mut lowers = Vec::new();
+    for l in layers {
+        let dir = store.snapshot_dir(&l.diff_id);
+        if !store.snapshot_ready(&l.diff_id)? {
+            if dir.exists() {
+                strata_exec::snapshot::remove_tree(&dir)?;
+            }
+            let reader = store.open_layer_tar(l)?;
+            strata_exec::snapshot::unpack_layer(reader, &dir, strata_exec::Mode::current())?;
+            store.snapshot_done(lock, &l.diff_id)?;
+        }
+        lowers.push(dir);
+    }
+    lowers.reverse();
+    Ok(lowers)
+}
