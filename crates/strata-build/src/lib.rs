@@ -1041,6 +1041,15 @@ impl Solver<'_> {
                     .map_err(|e| this.fail(ins, &e.to_string())),
             }
         };
+        // ENV and LABEL split before expanding (the reference's parseWords,
+        // then ProcessWord per word): `ENV E=$A-${B}` keeps B's spaces.
+        let pair_words = |this: &Self| -> Result<Vec<String>> {
+            match &ins.args {
+                Args::Exec(v) => Ok(v.clone()),
+                Args::Shell(s) => strata_frontend::expand_words(s, &lookup, escape)
+                    .map_err(|e| this.fail(ins, &e.to_string())),
+            }
+        };
         let cfg = &mut state.config.config;
         let history: String;
         let mut make_workdir: Option<(String, String)> = None;
@@ -1057,7 +1066,7 @@ impl Solver<'_> {
                     .map_err(|e| self.fail(ins, &e.to_string()))?;
             }
             "env" => {
-                let w = words(self)?;
+                let w = pair_words(self)?;
                 let mut e = cfg.env.clone().unwrap_or_default();
                 let mut shown = Vec::new();
                 if !w.first().is_some_and(|f| f.contains('=')) {
@@ -1082,7 +1091,7 @@ impl Solver<'_> {
                 history = format!("ENV {}", shown.join(" "));
             }
             "label" => {
-                let w = words(self)?;
+                let w = pair_words(self)?;
                 let labels = cfg.labels.get_or_insert_with(BTreeMap::new);
                 let mut shown = Vec::new();
                 for p in w {
