@@ -73,7 +73,8 @@ fn raw_words(text: &str, escape: char) -> Vec<String> {
         cur.push(c);
         // An escape takes the next character with it, whitespace included
         // (not inside single quotes, where it is literal).
-        if c == escape && quote != Some('\'')
+        if c == escape
+            && quote != Some('\'')
             && let Some(n) = chars.next()
         {
             cur.push(n);

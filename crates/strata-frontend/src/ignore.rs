@@ -127,12 +127,13 @@ impl Ignore {
                     .unwrap_or(t)
             })
             .collect();
-        if plain.iter().any(|t| t.contains(['*', '[', ']', '?', '^', '\\'])) {
+        if plain
+            .iter()
+            .any(|t| t.contains(['*', '[', ']', '?', '^', '\\']))
+        {
             return true;
         }
-        plain
-            .iter()
-            .any(|t| format!("{t}/").starts_with(&prefix))
+        plain.iter().any(|t| format!("{t}/").starts_with(&prefix))
     }
 
     /// Whether there are no rules.

@@ -608,13 +608,19 @@ mod tests {
     fn mount_fields_are_checked() {
         let bad = |src: &str| parse(src, "Dockerfile").unwrap_err().message;
         let m = bad("FROM a\nRUN --mount=type=bind,target=/x,z true\n");
-        assert!(m.contains("invalid field 'z' must be a key=value pair"), "{m}");
+        assert!(
+            m.contains("invalid field 'z' must be a key=value pair"),
+            "{m}"
+        );
         let m = bad("FROM a\nRUN --mount=type=cache,target=/x,colour=red true\n");
         assert!(m.contains("unexpected key 'colour' in 'colour=red'"), "{m}");
         let m = bad("FROM a\nRUN --mount=type=volume,target=/x true\n");
         assert!(m.contains("unsupported mount type \"volume\""), "{m}");
         let m = bad("FROM a\nRUN --mount=target=/x,required true\n");
-        assert!(m.contains("unexpected key 'required' for mount type 'bind'"), "{m}");
+        assert!(
+            m.contains("unexpected key 'required' for mount type 'bind'"),
+            "{m}"
+        );
         for ok in [
             "RUN --mount=type=bind,target=/x,ro true",
             "RUN --mount=type=secret,id=s,required true",
