@@ -623,6 +623,8 @@ fn compat(case: &str) {
         ok(&mut suite.docker(&["load", "-q", "-i", &archive.display().to_string()]));
         Ok(())
     };
+    // `--no-cache`: BuildKit's cache keys ignore mtimes, so a cached COPY
+    // would bring another case's (or run's) context mtimes along.
     let build_theirs = || -> BuildResult {
         finished(run(suite
             .docker(&[
