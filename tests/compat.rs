@@ -1,11 +1,13 @@
 //! The compatibility suite: every case in `tests/compat/cases/NAME/` (a
-//! Dockerfile and its context) is built by strata and by BuildKit
-//! (`DOCKER_BUILDKIT=1 docker build` on the dockerd 20.10 that `.ci/testenv`
-//! starts); both images are read back through the same consumer (`docker
-//! create` + `docker export`, `docker image inspect`) and the final root
-//! filesystems and configs must be equal. A case with an `expected/` folder
-//! uses a feature that BuildKit 20.10 lacks: strata's image is compared with
-//! the checked-in tree and config instead. See tests/compat/README.md.
+//! Dockerfile and its context) is built by strata and by the reference,
+//! BuildKit 0.25 (`docker buildx build --load --network none` on the dockerd
+//! 28.5 that `.ci/testenv` starts), at the same time. Both images are read
+//! back through the same consumer, that dockerd (`docker create` + `docker
+//! export` for the file tree, `docker save` for the config and history), and
+//! must agree; or, for a case with `FAILS`, both builds must fail and
+//! strata's error must name the failing line. A case with `DIVERGES`
+//! documents a known strata bug: it must still differ (so it turns red the
+//! day the bug is fixed). See tests/compat/README.md.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -15,26 +17,50 @@ use std::sync::OnceLock;
 
 use sha2::{Digest as _, Sha256};
 
-/// The base image every case builds FROM, loaded into both builders under
-/// this name. A name of our own, so that other tests loading a different
-/// busybox into the shared dockerd never change what a case builds on.
+/// The base image every case builds FROM, loaded into the reference dockerd
+/// under this name (and imported into strata's store). A name of our own,
+/// so nothing else on the daemon changes what a case builds on; BuildKit's
+/// docker driver takes it from the daemon's image store, never pulling
+/// (the builds run with `--network none`).
 const BASE: &str = "strata-compat/busybox:1";
 
 /// Files of a case folder that are the harness's, not the build context's.
-const RESERVED: &[&str] = &["expected", "NOTES.md", "MODES"];
+const RESERVED: &[&str] = &[
+    "NOTES.md",
+    "MODES",
+    "SOURCE",
+    "DIVERGES",
+    "FAILS",
+    "BUILD_ARGS",
+];
 
-/// A root filesystem as docker exports it: path -> "type mode uid:gid what".
+/// The mtime every entry of a case's context gets, so that an mtime the
+/// reference keeps from the context (or from the base, whose entries are at
+/// 0) is told from one a build step sets. One per case: BuildKit's context
+/// transfer takes a file whose path, size and mtime match one it has already
+/// seen as unchanged, so two cases' `archive.tar` of the same size at the
+/// same mtime would swap contents.
+fn context_mtime(case: &str) -> u64 {
+    // FNV-1a: stable across runs and platforms.
+    let hash = case.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    1_000_000_000 + hash % 100_000_000
+}
+
+/// A root filesystem as docker exports it: path -> "type mode uid:gid mtime what".
 type Tree = BTreeMap<String, String>;
 
-/// The config fields compared: name -> JSON value ("null" when unset).
-type Config = BTreeMap<String, String>;
+/// Compared fields (config fields, history entries): name -> value.
+type Fields = BTreeMap<String, String>;
 
-/// What every case shares: a strata store holding the base image, the same
-/// image loaded into dockerd, and the base's exported tree (for `expected/`).
+/// What every case shares: a strata store holding the base image and the
+/// reference dockerd with the same image loaded.
 struct Suite {
     root: PathBuf,
     host: String,
-    base_tree: Tree,
+    /// A private DOCKER_CONFIG, so that buildx's state never meets a user's.
+    docker_config: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -65,6 +91,21 @@ fn ok(cmd: &mut Command) -> Output {
     o
 }
 
+/// How a build ended: Ok, or its error output.
+type BuildResult = Result<(), String>;
+
+fn finished(o: Output) -> BuildResult {
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&o.stdout)
+        ))
+    }
+}
+
 impl Suite {
     fn get(test: &str) -> Option<&'static Suite> {
         static SUITE: OnceLock<Suite> = OnceLock::new();
@@ -72,37 +113,43 @@ impl Suite {
             return None;
         }
         let busybox = strata_testutil::busybox_tar(test)?;
-        let host = strata_testutil::docker_host(test)?;
+        let host = strata_testutil::reference_docker_host(test)?;
         Some(SUITE.get_or_init(|| Suite::new(&busybox, host)))
     }
 
     fn new(busybox: &Path, host: String) -> Suite {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("temporary directory");
         let root = dir.path().join("store");
+        let docker_config = dir.path().join("docker-config");
+        std::fs::create_dir(&docker_config).expect("docker config directory");
         let strata =
             |args: &[&str]| ok(Command::new(strata()).env("STRATA_ROOT", &root).args(args));
-        strata(&["import", busybox.to_str().unwrap(), BASE]);
+        let busybox = busybox.to_str().expect("STRATA_TEST_BUSYBOX_TAR is UTF-8");
+        strata(&["import", busybox, BASE]);
         let saved = dir.path().join("base.tar");
-        strata(&["save", "-o", saved.to_str().unwrap(), BASE]);
+        let saved = saved.to_str().expect("temporary path is UTF-8");
+        strata(&["save", "-o", saved, BASE]);
         let suite = Suite {
-            root: root.clone(),
+            root,
             host,
-            base_tree: Tree::new(),
+            docker_config,
             _dir: dir,
         };
-        ok(&mut suite.docker(&["load", "-i", saved.to_str().unwrap()]));
-        let base_tree = suite.tree(BASE);
-        Suite { base_tree, ..suite }
+        ok(&mut suite.docker(&["load", "-q", "-i", saved]));
+        suite
     }
 
     fn docker(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("/usr/bin/docker");
-        c.env("DOCKER_HOST", &self.host).args(args);
+        let mut c = Command::new("/usr/local/bin/docker");
+        c.env("DOCKER_HOST", &self.host)
+            .env("DOCKER_CONFIG", &self.docker_config)
+            .env("BUILDX_NO_DEFAULT_ATTESTATIONS", "1")
+            .args(args);
         c
     }
 
     /// The image's root filesystem through `docker create` + `docker export`.
-    fn tree(&self, image: &str) -> Tree {
+    fn tree(&self, image: &str, context_mtime: u64) -> Tree {
         let created = ok(&mut self.docker(&["create", image, "true"]));
         let id = String::from_utf8_lossy(&created.stdout).trim().to_owned();
         let export = run(&mut self.docker(&["export", &id]));
@@ -114,24 +161,111 @@ impl Suite {
         );
         let mut tree = Tree::new();
         let mut archive = tar::Archive::new(&export.stdout[..]);
-        for entry in archive.entries().unwrap() {
-            let mut entry = entry.unwrap();
-            let path = entry.path().unwrap().display().to_string();
+        for entry in archive.entries().expect("docker export is a tar") {
+            let mut entry = entry.expect("docker export entry");
+            let path = entry.path().expect("entry path").display().to_string();
             let path = path.trim_end_matches('/').to_owned();
             if path.is_empty() || added_by_docker(&path) {
                 continue;
             }
-            let desc = describe(&mut entry);
+            let desc = describe(&path, &mut entry, context_mtime);
             tree.insert(path, desc);
         }
         tree
     }
 
-    /// The compared fields of `docker image inspect`'s Config.
-    fn config(&self, image: &str) -> Config {
+    /// The compared config fields and the history of the image, from the
+    /// image config `docker save` writes.
+    fn config_and_history(&self, image: &str) -> (Fields, Fields) {
+        let saved = run(&mut self.docker(&["save", image]));
+        if !saved.status.success()
+            && String::from_utf8_lossy(&saved.stderr).contains("empty export")
+        {
+            return self.layerless_config_and_history(image);
+        }
+        assert!(
+            saved.status.success(),
+            "docker save {image}: {}",
+            String::from_utf8_lossy(&saved.stderr)
+        );
+        let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut archive = tar::Archive::new(&saved.stdout[..]);
+        for entry in archive.entries().expect("docker save is a tar") {
+            let mut entry = entry.expect("docker save entry");
+            let path = entry.path().expect("entry path").display().to_string();
+            if path == "manifest.json" || path.ends_with(".json") || path.starts_with("blobs/") {
+                let mut data = Vec::new();
+                entry
+                    .read_to_end(&mut data)
+                    .expect("docker save entry data");
+                files.insert(path, data);
+            }
+        }
+        let manifest: serde_json::Value = serde_json::from_slice(
+            files
+                .get("manifest.json")
+                .expect("docker save has manifest.json"),
+        )
+        .expect("manifest.json is JSON");
+        let config_path = manifest[0]["Config"]
+            .as_str()
+            .expect("manifest names a config");
+        let config: serde_json::Value = serde_json::from_slice(
+            files
+                .get(config_path)
+                .expect("the config is in the archive"),
+        )
+        .expect("the image config is JSON");
+        let fields = normalize_config(&config["config"]);
+        let mut history = Fields::new();
+        for (i, h) in config["history"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let empty = h["empty_layer"].as_bool().unwrap_or(false);
+            let by = h["created_by"].as_str().unwrap_or_default();
+            history.insert(
+                format!("{i:02}"),
+                format!("{by:?}{}", if empty { " (empty layer)" } else { "" }),
+            );
+        }
+        (fields, history)
+    }
+}
+
+impl Suite {
+    /// dockerd cannot `docker save` an image without layers (`FROM
+    /// scratch` and config only: "empty export - not implemented"): its
+    /// config comes from `docker image inspect` and its history from
+    /// `docker history`, every entry an empty layer (there is no layer).
+    fn layerless_config_and_history(&self, image: &str) -> (Fields, Fields) {
         let o = ok(&mut self.docker(&["image", "inspect", image]));
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        normalize_config(&v[0]["Config"])
+        let v: serde_json::Value =
+            serde_json::from_slice(&o.stdout).expect("docker image inspect prints JSON");
+        let fields = normalize_config(&v[0]["Config"]);
+        let o = ok(&mut self.docker(&[
+            "history",
+            "--no-trunc",
+            "--format",
+            "{{json .CreatedBy}}",
+            image,
+        ]));
+        let lines = String::from_utf8_lossy(&o.stdout).into_owned();
+        let mut entries: Vec<&str> = lines.lines().collect();
+        // Newest first.
+        entries.reverse();
+        let history = entries
+            .iter()
+            .enumerate()
+            .map(|(i, by)| {
+                let by: String = serde_json::from_str(by).expect("a JSON string");
+                (format!("{i:02}"), format!("{by:?} (empty layer)"))
+            })
+            .collect();
+        (fields, history)
     }
 }
 
@@ -158,9 +292,39 @@ fn added_by_docker(path: &str) -> bool {
     )
 }
 
-/// One entry as "type mode uid:gid what": short text content is shown
+/// An mtime as what it says: kept from the context, kept from the base image
+/// (whose entries are all at 0), or set during the build. Symlinks have
+/// none worth comparing, and dockerd's init layer sets `/etc`'s.
+fn mtime_kind(path: &str, kind: &str, mtime: u64, context_mtime: u64) -> &'static str {
+    if kind == "symlink" || path == "etc" {
+        return "";
+    }
+    match mtime {
+        0 => " t=base",
+        m if m == context_mtime => " t=context",
+        _ => " t=build",
+    }
+}
+
+/// An mtime is compared where the reference kept one (from the context or
+/// the base); where a build step set it, the time itself is the build's
+/// (and strata clamps it for reproducible images), so any will do.
+fn only_kept_mtimes(reference: &Tree, mut ours: Tree) -> Tree {
+    for (path, desc) in ours.iter_mut() {
+        if reference.get(path).is_some_and(|r| r.contains(" t=build")) {
+            for kept in [" t=base", " t=context"] {
+                if let Some(i) = desc.find(kept) {
+                    desc.replace_range(i..i + kept.len(), " t=build");
+                }
+            }
+        }
+    }
+    ours
+}
+
+/// One entry as "type mode uid:gid mtime what": short text content is shown
 /// quoted (so a diff is readable), other content by size and sha256.
-fn describe<R: Read>(entry: &mut tar::Entry<R>) -> String {
+fn describe<R: Read>(path: &str, entry: &mut tar::Entry<R>, context_mtime: u64) -> String {
     let header = entry.header().clone();
     let link = || {
         entry
@@ -179,16 +343,17 @@ fn describe<R: Read>(entry: &mut tar::Entry<R>) -> String {
         tar::EntryType::Fifo => ("fifo", String::new()),
         tar::EntryType::Regular | tar::EntryType::Continuous => {
             let mut data = Vec::new();
-            entry.read_to_end(&mut data).unwrap();
+            entry.read_to_end(&mut data).expect("exported file data");
             ("file", content(&data))
         }
         other => ("other", format!("{other:?}")),
     };
     let line = format!(
-        "{kind} {:04o} {}:{} {what}",
-        header.mode().unwrap() & 0o7777,
-        header.uid().unwrap(),
-        header.gid().unwrap()
+        "{kind} {:04o} {}:{}{} {what}",
+        header.mode().unwrap_or(0) & 0o7777,
+        header.uid().unwrap_or(u64::MAX),
+        header.gid().unwrap_or(u64::MAX),
+        mtime_kind(path, kind, header.mtime().unwrap_or(1), context_mtime),
     );
     line.trim_end().to_owned()
 }
@@ -224,7 +389,7 @@ const CONFIG_FIELDS: &[&str] = &[
 ];
 
 /// Absent, null and empty are one thing to docker ("no value").
-fn normalize_config(c: &serde_json::Value) -> Config {
+fn normalize_config(c: &serde_json::Value) -> Fields {
     CONFIG_FIELDS
         .iter()
         .map(|k| {
@@ -240,120 +405,192 @@ fn normalize_config(c: &serde_json::Value) -> Config {
         .collect()
 }
 
-/// Differences, one readable block per key; empty when equal.
+/// What kind of difference a case shows; a `DIVERGES` line names one.
+const TOPICS: &[&str] = &["build", "tree", "mtime", "config", "history"];
+
+/// One difference: its topic and a readable block.
+type Difference = (&'static str, String);
+
+/// Differences, one readable block per key; empty when equal. `topic`
+/// says what kind they are (a path that differs only in its mtime is
+/// `mtime`, see [`mtime_only`]).
 fn diff<V: PartialEq + std::fmt::Display>(
     what: &str,
-    reference: &str,
+    topic: &'static str,
     want: &BTreeMap<String, V>,
     ours: &BTreeMap<String, V>,
-) -> String {
-    let mut s = String::new();
+) -> Vec<Difference> {
+    let mut out = Vec::new();
     for (k, v) in want {
         match ours.get(k) {
-            None => s.push_str(&format!(
-                "  {what} /{k}\n    {reference}: {v}\n    strata:   (none)\n"
+            None => out.push((
+                topic,
+                format!("  {what} {k}\n    BuildKit: {v}\n    strata:   (none)\n"),
             )),
-            Some(o) if o != v => s.push_str(&format!(
-                "  {what} /{k}\n    {reference}: {v}\n    strata:   {o}\n"
-            )),
+            Some(o) if o != v => {
+                let t = if topic == "tree" && mtime_only(&v.to_string(), &o.to_string()) {
+                    "mtime"
+                } else {
+                    topic
+                };
+                out.push((
+                    t,
+                    format!("  {what} {k}\n    BuildKit: {v}\n    strata:   {o}\n"),
+                ));
+            }
             _ => {}
         }
     }
     for (k, v) in ours {
         if !want.contains_key(k) {
-            s.push_str(&format!(
-                "  {what} /{k}\n    {reference}: (none)\n    strata:   {v}\n"
+            out.push((
+                topic,
+                format!("  {what} {k}\n    BuildKit: (none)\n    strata:   {v}\n"),
             ));
         }
     }
-    s
+    out
+}
+
+/// Whether two entry descriptions differ in their mtime only.
+fn mtime_only(a: &str, b: &str) -> bool {
+    let strip = |d: &str| {
+        d.split(' ')
+            .filter(|w| !w.starts_with("t="))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    strip(a) == strip(b)
+}
+
+/// The topics a `DIVERGES` file names: lines `topic: what differs (issue
+/// #13 item)`.
+fn diverging_topics(case: &str, text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let topic = l.split(':').next().unwrap_or_default().trim();
+            assert!(
+                TOPICS.contains(&topic),
+                "{case}/DIVERGES: line {l:?}: want `TOPIC: what differs`, TOPIC one of {TOPICS:?}"
+            );
+            topic.to_owned()
+        })
+        .collect()
 }
 
 /// Copies the case folder (less the harness's files) into `ctx` with modes
 /// normalized to 0644/0755 (git keeps only the executable bit, and the
-/// checkout's umask must not change a result), then applies `MODES` lines
-/// (`0600 path`) for the modes git cannot keep.
-fn materialize(case_dir: &Path, ctx: &Path) {
+/// checkout's umask must not change a result), applies `MODES` lines
+/// (`0600 path`) for the modes git cannot keep, and sets every mtime to
+/// `mtime`.
+fn materialize(case_dir: &Path, ctx: &Path, mtime: u64) {
     use std::os::unix::fs::PermissionsExt as _;
+    let mut made = Vec::new();
     for entry in walkdir::WalkDir::new(case_dir)
         .min_depth(1)
         .sort_by_file_name()
     {
-        let entry = entry.unwrap();
-        let rel = entry.path().strip_prefix(case_dir).unwrap();
-        let top = rel.components().next().unwrap().as_os_str();
-        if RESERVED.iter().any(|r| top == *r) {
+        let entry = entry.expect("walking the case folder");
+        let rel = entry
+            .path()
+            .strip_prefix(case_dir)
+            .expect("below the case folder");
+        let top = rel.components().next().map(|c| c.as_os_str());
+        if RESERVED
+            .iter()
+            .any(|r| top == Some(std::ffi::OsStr::new(r)))
+        {
             continue;
         }
         let to = ctx.join(rel);
         let ft = entry.file_type();
         if ft.is_symlink() {
-            let target = std::fs::read_link(entry.path()).unwrap();
-            std::os::unix::fs::symlink(target, &to).unwrap();
+            let target = std::fs::read_link(entry.path()).expect("reading a case symlink");
+            std::os::unix::fs::symlink(target, &to).expect("making a context symlink");
+            continue;
         } else if ft.is_dir() {
-            std::fs::create_dir(&to).unwrap();
-            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::create_dir(&to).expect("making a context directory");
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         } else {
-            std::fs::copy(entry.path(), &to).unwrap();
-            let exec = entry.metadata().unwrap().permissions().mode() & 0o111 != 0;
+            std::fs::copy(entry.path(), &to).expect("copying a context file");
+            let exec = entry.metadata().expect("stat").permissions().mode() & 0o111 != 0;
             let mode = if exec { 0o755 } else { 0o644 };
-            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).unwrap();
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).expect("chmod");
         }
+        made.push(to);
     }
     if let Ok(modes) = std::fs::read_to_string(case_dir.join("MODES")) {
         for line in modes.lines().filter(|l| !l.trim().is_empty()) {
             let (mode, path) = line
                 .split_once(' ')
                 .unwrap_or_else(|| panic!("MODES line {line:?}: want `0600 path`"));
-            let mode = u32::from_str_radix(mode, 8).unwrap();
+            let mode =
+                u32::from_str_radix(mode, 8).unwrap_or_else(|e| panic!("MODES line {line:?}: {e}"));
             std::fs::set_permissions(ctx.join(path), std::fs::Permissions::from_mode(mode))
-                .unwrap();
+                .unwrap_or_else(|e| panic!("MODES line {line:?}: {e}"));
         }
     }
     let _ = std::fs::set_permissions(ctx, std::fs::Permissions::from_mode(0o755));
+    // Deepest first, so that no later step touches a parent's mtime.
+    made.push(ctx.to_owned());
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
+    for path in made.iter().rev() {
+        let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        f.set_times(
+            std::fs::FileTimes::new()
+                .set_modified(when)
+                .set_accessed(when),
+        )
+        .unwrap_or_else(|e| panic!("{}: setting mtime: {e}", path.display()));
+    }
 }
 
-/// The expected tree, as lines `path  description` of what differs from
-/// the base image (`removed` for a path the base has and the image not).
-fn read_expected_tree(path: &Path) -> BTreeMap<String, String> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let (p, d) = l.split_once("  ").unwrap_or_else(|| {
-                panic!("{}: line {l:?}: want `/path  description`", path.display())
-            });
-            (p.trim_start_matches('/').to_owned(), d.trim().to_owned())
+/// Where both builds must fail, from `FAILS`: a 1-based Dockerfile line,
+/// or `any` for an error no line causes (a bad `.dockerignore`).
+#[derive(Clone, Copy)]
+enum Failure {
+    Line(usize),
+    Anywhere,
+}
+
+fn expected_failure(case_dir: &Path) -> Option<Failure> {
+    let text = std::fs::read_to_string(case_dir.join("FAILS")).ok()?;
+    let first = text.lines().next().unwrap_or_default().trim();
+    if first == "any" {
+        return Some(Failure::Anywhere);
+    }
+    Some(Failure::Line(first.parse().unwrap_or_else(|e| {
+        panic!(
+            "{}/FAILS: want a line number or `any` first: {e}",
+            case_dir.display()
+        )
+    })))
+}
+
+/// Whether strata's error points at the failing line (`Dockerfile:N`).
+fn names_line(error: &str, failure: Failure) -> bool {
+    match failure {
+        Failure::Anywhere => true,
+        Failure::Line(n) => {
+            let at = format!("Dockerfile:{n}");
+            error
+                .match_indices(&at)
+                .any(|(i, _)| !error[i + at.len()..].starts_with(|c: char| c.is_ascii_digit()))
+        }
+    }
+}
+
+/// `BUILD_ARGS`: `KEY=VALUE` lines, passed as `--build-arg` to both builds.
+fn build_args(case_dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(case_dir.join("BUILD_ARGS"))
+        .map(|t| {
+            t.lines()
+                .filter(|l| !l.trim().is_empty())
+                .flat_map(|l| ["--build-arg".to_owned(), l.to_owned()])
+                .collect()
         })
-        .collect()
-}
-
-/// `tree` as changes from `base`: changed and added entries, and `removed`.
-fn delta(base: &Tree, tree: &Tree) -> BTreeMap<String, String> {
-    let mut out: BTreeMap<String, String> = tree
-        .iter()
-        .filter(|(p, d)| base.get(*p) != Some(*d))
-        .map(|(p, d)| (p.clone(), d.clone()))
-        .collect();
-    for p in base.keys().filter(|p| !tree.contains_key(*p)) {
-        out.insert(p.clone(), "removed".to_owned());
-    }
-    out
-}
-
-fn read_expected_config(path: &Path) -> Config {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let v: serde_json::Value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let obj = v.as_object().unwrap();
-    for k in obj.keys() {
-        assert!(
-            CONFIG_FIELDS.contains(&k.as_str()),
-            "{}: {k} is not a compared field",
-            path.display()
-        );
-    }
-    normalize_config(&v)
+        .unwrap_or_default()
 }
 
 fn compat(case: &str) {
@@ -362,75 +599,124 @@ fn compat(case: &str) {
         return;
     };
     let case_dir = cases_dir().join(case);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("temporary directory");
     let ctx = dir.path().join("ctx");
-    std::fs::create_dir(&ctx).unwrap();
-    materialize(&case_dir, &ctx);
+    std::fs::create_dir(&ctx).expect("context directory");
+    let mtime = context_mtime(case);
+    materialize(&case_dir, &ctx, mtime);
     // Unique per run, so two runs on the shared dockerd never meet.
     let name = format!("strata-compat/{}", case.replace('_', "-"));
     let ours = format!("{name}:strata-{}", std::process::id());
     let theirs = format!("{name}:buildkit-{}", std::process::id());
-    let expected = case_dir.join("expected");
-    let expected = expected.is_dir().then_some(expected);
+    let fails = expected_failure(&case_dir);
+    let diverges = std::fs::read_to_string(case_dir.join("DIVERGES")).ok();
+    let build_args = build_args(&case_dir);
 
-    let build_ours = || {
+    let build_ours = || -> BuildResult {
         let archive = dir.path().join("ours.tar");
-        ok(Command::new(strata())
+        finished(run(Command::new(strata())
             .env("STRATA_ROOT", &suite.root)
             .args(["build", "-q", "-t", &ours, "-o"])
             .arg(format!("type=docker,dest={}", archive.display()))
-            .arg(&ctx));
-        ok(&mut suite.docker(&["load", "-q", "-i", archive.to_str().unwrap()]));
+            .args(&build_args)
+            .arg(&ctx)))?;
+        ok(&mut suite.docker(&["load", "-q", "-i", &archive.display().to_string()]));
+        Ok(())
     };
-    let build_theirs = || {
-        ok(suite
-            .docker(&["build", "-q", "--network", "none", "-t", &theirs])
-            .arg(&ctx)
-            .env("DOCKER_BUILDKIT", "1"));
+    // `--no-cache`: BuildKit's cache keys ignore mtimes, so a cached COPY
+    // would bring another case's (or run's) context mtimes along.
+    let build_theirs = || -> BuildResult {
+        finished(run(suite
+            .docker(&[
+                "buildx",
+                "build",
+                "--load",
+                "-q",
+                "--network",
+                "none",
+                "-t",
+                &theirs,
+            ])
+            .args(&build_args)
+            .arg(&ctx)))
     };
-    let report = match &expected {
-        None => {
-            std::thread::scope(|s| {
-                let t = s.spawn(build_theirs);
-                build_ours();
-                if let Err(e) = t.join() {
-                    std::panic::resume_unwind(e);
-                }
-            });
-            let mut r = diff("path", "BuildKit", &suite.tree(&theirs), &suite.tree(&ours));
-            r.push_str(&diff(
-                "config",
-                "BuildKit",
-                &suite.config(&theirs),
-                &suite.config(&ours),
-            ));
-            r
+    let (theirs_result, ours_result) = std::thread::scope(|s| {
+        let t = s.spawn(build_theirs);
+        let o = build_ours();
+        match t.join() {
+            Ok(t) => (t, o),
+            Err(e) => std::panic::resume_unwind(e),
         }
-        Some(exp) => {
-            build_ours();
-            let want = read_expected_tree(&exp.join("tree"));
-            let got = delta(&suite.base_tree, &suite.tree(&ours));
-            let mut r = diff("path", "expected", &want, &got);
-            r.push_str(&diff(
-                "config",
-                "expected",
-                &read_expected_config(&exp.join("config.json")),
-                &suite.config(&ours),
-            ));
-            r
+    });
+    let differences: Vec<Difference> = match (&theirs_result, &ours_result, fails) {
+        (Err(e), _, None) => panic!("{case}: the reference build failed (no FAILS file):\n{e}"),
+        (Ok(()), _, Some(_)) => {
+            panic!("{case}: FAILS says the build fails, but the reference built the image")
+        }
+        (Err(_), Err(e), Some(f)) if names_line(e, f) => Vec::new(),
+        (Err(them), Err(e), Some(_)) => vec![(
+            "build",
+            format!(
+                "  both fail, but strata's error does not name the line FAILS gives:\n{e}\n  BuildKit:\n{them}\n"
+            ),
+        )],
+        (Err(them), Ok(()), Some(_)) => vec![(
+            "build",
+            format!("  BuildKit fails, strata built the image; BuildKit:\n{them}\n"),
+        )],
+        (Ok(()), Err(e), None) => vec![(
+            "build",
+            format!("  BuildKit built the image, strata failed:\n{e}\n"),
+        )],
+        (Ok(()), Ok(()), None) => {
+            let theirs_tree = suite.tree(&theirs, mtime);
+            let ours_tree = only_kept_mtimes(&theirs_tree, suite.tree(&ours, mtime));
+            let mut d = diff("path", "tree", &theirs_tree, &ours_tree);
+            let (their_config, their_history) = suite.config_and_history(&theirs);
+            let (our_config, our_history) = suite.config_and_history(&ours);
+            d.extend(diff("config", "config", &their_config, &our_config));
+            d.extend(diff("history", "history", &their_history, &our_history));
+            d
         }
     };
     let _ = run(&mut suite.docker(&["rmi", "-f", &ours, &theirs]));
+    let show = |topics: &dyn Fn(&str) -> bool| -> String {
+        differences
+            .iter()
+            .filter(|(t, _)| topics(t))
+            .map(|(t, text)| format!("[{t}]\n{text}"))
+            .collect()
+    };
+    let known = diverges
+        .as_deref()
+        .map(|text| diverging_topics(case, text))
+        .unwrap_or_default();
+    // Unexpected differences fail the case, DIVERGES or not.
+    let unexpected = show(&|t| !known.iter().any(|k| k == t));
+    let mut found: Vec<&str> = differences.iter().map(|(t, _)| *t).collect();
+    found.sort_unstable();
+    found.dedup();
     assert!(
-        report.is_empty(),
-        "{case} ({}): strata and {} differ:\n{report}",
-        case_dir.display(),
-        if expected.is_some() {
-            "the expected result"
-        } else {
-            "BuildKit"
-        }
+        unexpected.is_empty(),
+        "{case} ({}): strata and BuildKit differ (topics {found:?}):\n{unexpected}",
+        case_dir.display()
     );
+    // Each diverging topic must still differ: the day its bug is fixed,
+    // the line in DIVERGES must go.
+    for topic in &known {
+        assert!(
+            differences.iter().any(|(t, _)| t == topic),
+            "{case} ({}): strata now agrees with BuildKit on {topic}: the bug DIVERGES names is fixed, remove its line:\n{}",
+            case_dir.display(),
+            diverges.as_deref().unwrap_or_default()
+        );
+    }
+    if !known.is_empty() {
+        eprintln!(
+            "{case}: still diverges as DIVERGES says:\n{}",
+            show(&|_| true)
+        );
+    }
 }
 
 macro_rules! cases {
@@ -447,12 +733,18 @@ macro_rules! cases {
     };
 }
 
-/// A case folder without a test (or a test without a folder) is a mistake.
+/// A case folder without a test (or a test without a folder) is a mistake,
+/// and so is a harness file that says nothing.
 #[test]
 fn every_case_folder_has_a_test() {
     let mut folders: Vec<String> = std::fs::read_dir(cases_dir())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .expect("reading tests/compat/cases")
+        .map(|e| {
+            e.expect("case folder entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     folders.sort();
     let mut listed: Vec<String> = CASES.iter().map(|s| (*s).to_owned()).collect();
@@ -461,11 +753,29 @@ fn every_case_folder_has_a_test() {
     for case in CASES {
         let dir = cases_dir().join(case);
         assert!(dir.join("Dockerfile").is_file(), "{case} has no Dockerfile");
-        if dir.join("expected").exists() {
+        assert!(
+            !dir.join("expected").exists(),
+            "{case}: compare with BuildKit, not expected/"
+        );
+        if let Ok(text) = std::fs::read_to_string(dir.join("DIVERGES")) {
+            diverging_topics(case, &text);
+        }
+        for file in ["DIVERGES", "SOURCE"] {
+            if let Ok(text) = std::fs::read_to_string(dir.join(file)) {
+                assert!(!text.trim().is_empty(), "{case}/{file} is empty");
+            }
+        }
+        // Ported from BuildKit: `SOURCE` names the test (`FILE testName`).
+        if case.starts_with("bk_") {
+            let source = std::fs::read_to_string(dir.join("SOURCE")).unwrap_or_default();
+            let words: Vec<&str> = source.split_whitespace().collect();
             assert!(
-                dir.join("NOTES.md").is_file(),
-                "{case} has expected/ results but no NOTES.md saying why"
+                words.len() >= 2 && words[0].ends_with("_test.go") && words[1].starts_with("test"),
+                "{case}/SOURCE: want `dockerfile_*_test.go testName`, got {source:?}"
             );
+        }
+        if dir.join("FAILS").exists() {
+            expected_failure(&dir);
         }
     }
 }
@@ -477,7 +787,6 @@ cases!(
     add_not_a_tar,
     add_plain_file,
     add_tar_gz_bz2_xz,
-    #[ignore = "strata bug: ADD of a tar ignores a hard-link entry's own owner and mode (BuildKit: /x/hard 0644 0:0, strata keeps the target's 0600 1000:1001)"]
     add_tar_hardlink_header_metadata,
     add_tar_keeps_owners_modes_links,
     add_tar_over_existing_dir,
@@ -486,6 +795,138 @@ cases!(
     arg_default_expansion,
     arg_in_from,
     arg_stage_default_overrides_global,
+    bk_add_invalid_chmod,
+    bk_add_invalid_chmod_2,
+    bk_all_target_unmarshal,
+    bk_base_image_platform_mismatch,
+    bk_base_image_platform_mismatch_2,
+    bk_cache_import_export,
+    bk_cache_mount_default_id,
+    bk_cache_mount_mode_no_cache,
+    bk_cache_mount_user,
+    bk_cache_released,
+    bk_cmd_shell,
+    bk_cmd_shell_2,
+    bk_consistent_instruction_casing,
+    bk_consistent_instruction_casing_2,
+    bk_consistent_instruction_casing_3,
+    bk_consistent_instruction_casing_4,
+    bk_consistent_instruction_casing_5,
+    bk_consistent_instruction_casing_6,
+    bk_consistent_instruction_casing_7,
+    bk_consistent_instruction_casing_8,
+    bk_consistent_instruction_casing_9,
+    bk_copy_chmod,
+    bk_copy_follow_all_symlinks,
+    bk_copy_heredoc_special_symbols,
+    bk_copy_ignored_files,
+    bk_copy_ignored_files_2,
+    bk_copy_ignored_files_3,
+    bk_copy_ignored_files_4,
+    bk_copy_invalid_chmod,
+    bk_copy_invalid_chmod_2,
+    bk_copy_link_dot_dest_dir,
+    bk_copy_link_empty_dest_dir,
+    bk_copy_override_files,
+    bk_copy_relative,
+    bk_copy_symlinks,
+    bk_copy_through_symlink_context,
+    bk_copy_through_symlink_multi_stage,
+    bk_copy_var_substitution,
+    bk_copy_wildcard_cache,
+    bk_copy_wildcards,
+    bk_default_shell_and_path,
+    bk_definition_description,
+    bk_definition_description_2,
+    bk_dockerfile_copy_from_args,
+    bk_dockerfile_invalid_command,
+    bk_dockerfile_invalid_instruction,
+    bk_dockerfile_scratch_config,
+    bk_dockerignore_invalid,
+    bk_duplicate_stage_name,
+    bk_duplicate_stage_name_2,
+    bk_empty_dest_dir,
+    bk_empty_string_arg_in_env,
+    bk_empty_wildcard,
+    bk_env_empty_formatting,
+    bk_exported_history,
+    bk_exported_history_flatten_args,
+    bk_expose_expansion,
+    bk_expose_invalid_format,
+    bk_expose_proto_casing,
+    bk_heredoc_indent,
+    bk_heredoc_var_substitution,
+    bk_history_error,
+    bk_history_finalize_trace,
+    bk_ignore_entrypoint,
+    bk_image_manifest_cache_import_export,
+    bk_import_export_reproducible_i_ds,
+    bk_json_args_recommended,
+    bk_json_args_recommended_2,
+    bk_json_args_recommended_3,
+    bk_json_args_recommended_4,
+    bk_json_args_recommended_5,
+    bk_json_args_recommended_6,
+    bk_labels,
+    bk_legacy_key_value_format,
+    bk_legacy_key_value_format_2,
+    bk_legacy_key_value_format_3,
+    bk_legacy_key_value_format_4,
+    bk_maintainer_deprecated,
+    bk_maintainer_deprecated_2,
+    bk_maintainer_deprecated_3,
+    bk_maintainer_deprecated_4,
+    bk_maintainer_deprecated_5,
+    bk_mount_arg,
+    bk_mount_context,
+    bk_mount_env_across_stages,
+    bk_mount_env_var,
+    bk_mount_from_error,
+    bk_mount_invalid,
+    bk_mount_invalid_2,
+    bk_mount_invalid_3,
+    bk_mount_meta_arg,
+    bk_mount_rw_cache,
+    bk_mount_tmpfs,
+    bk_mount_tmpfs_size,
+    bk_multi_nil_refs_oci_exporter,
+    bk_multi_stage_implicit_from_2,
+    bk_multiple_instructions_disallowed,
+    bk_multiple_instructions_disallowed_2,
+    bk_multiple_instructions_disallowed_3,
+    bk_nil_provenance,
+    bk_no_cache,
+    bk_no_empty_continuation,
+    bk_no_snapshot_leak,
+    bk_oci_layout_multiname,
+    bk_on_build_cleared,
+    bk_on_build_inherited_stage_run,
+    bk_on_build_new_deps,
+    bk_on_build_with_cache_mount,
+    bk_on_build_with_child_stage,
+    bk_preserve_dest_dir_slash,
+    bk_reproducible_i_ds,
+    bk_reserved_stage_name,
+    bk_reserved_stage_name_2,
+    bk_run_basic_heredoc,
+    bk_run_security_default,
+    bk_run_security_sandbox,
+    bk_secrets_used_in_arg_or_env,
+    bk_stage_name,
+    bk_stage_name_2,
+    bk_step_names,
+    bk_tar_exporter_basic,
+    bk_unmatched_vars,
+    bk_unmatched_vars_2,
+    bk_unmatched_vars_3,
+    bk_unmatched_vars_4,
+    bk_unmatched_vars_5,
+    bk_unmatched_vars_6,
+    bk_warnings_before_error,
+    bk_workdir_creates_dir,
+    bk_workdir_relative_path,
+    bk_workdir_relative_path_2,
+    bk_workdir_relative_path_3,
     case_insensitive_keywords,
     chmod_chown_only_change,
     cmd_after_entrypoint_kept,
@@ -493,6 +934,7 @@ cases!(
     cmd_exec_form_not_expanded,
     cmd_shell_form,
     comments_and_blank_lines,
+    copy_backslash_in_source,
     copy_chmod,
     copy_chown_by_name,
     copy_chown_creates_parents,
@@ -510,12 +952,14 @@ cases!(
     copy_file_rename,
     copy_from_stage_keeps_owner,
     copy_from_stage_symlink_source,
+    copy_heredoc_mode,
     copy_hidden_files,
     copy_into_existing_dir_without_slash,
     copy_into_symlinked_dest,
     copy_json_form_and_spaces,
     copy_keeps_modes,
     copy_link,
+    copy_link_chown_existing_parents,
     copy_multiple_sources,
     copy_over_symlink_file,
     copy_overwrite_file,
@@ -534,6 +978,8 @@ cases!(
     dockerignore_double_star_and_anchors,
     dockerignore_exceptions,
     dockerignore_ignores_dockerignore_and_dockerfile,
+    dockerignore_per_dockerfile,
+    dockerignore_wildcard_reinclude,
     empty_run_output_layer,
     entrypoint_resets_cmd,
     entrypoint_shell_form,
@@ -542,7 +988,10 @@ cases!(
     env_legacy_form,
     env_overrides_arg,
     env_path_prepend,
+    env_reassign_keeps_position,
     env_same_line_no_self_reference,
+    env_split_before_expansion,
+    env_then_arg_precedence,
     escape_directive,
     expose_volume_stopsignal,
     expose_with_arg,
@@ -555,10 +1004,10 @@ cases!(
     healthcheck_replaced_not_merged,
     heredoc_copy,
     heredoc_run,
+    heredoc_shebang_script_path,
     label_expansion,
     label_override_and_quotes,
     labels_and_maintainer,
-    #[ignore = "strata bug: ARG values of the parent stage are missing from RUN's environment in a stage FROM it (BuildKit keeps them in the llb state: /seen is [][][stage], BuildKit [stage][][stage])"]
     multistage_arg_not_inherited,
     multistage_copy_from_image,
     multistage_copy_from_index,
@@ -571,13 +1020,19 @@ cases!(
     onbuild_triggers_from_stage,
     run_env_visible,
     run_exec_form,
+    run_groups_include_primary,
     run_json_fallback,
     run_line_continuations,
+    run_mount_bare_word_refused,
     run_mount_bind_context,
     run_mount_bind_from_stage,
     run_mount_cache,
+    run_mount_from_index_is_image,
     run_mount_stubs_removed,
     run_mount_tmpfs,
+    run_mount_unknown_key_refused,
+    run_no_etc_hostname,
+    scratch_workdir,
     setuid_and_sticky,
     shell_affects_shell_forms,
     shell_instruction,

@@ -85,11 +85,20 @@ pub fn apply_instruction(
             }
         }
     };
+    // ENV and LABEL split before expanding (the reference's parseWords,
+    // then ProcessWord per word): `ENV E=$A-${B}` keeps B's spaces.
+    let pair_words = || -> Result<Vec<String>, ConfigError> {
+        match &ins.args {
+            Args::Exec(v) => Ok(v.clone()),
+            Args::Shell(s) => strata_frontend::expand_words(s, &lookup, escape)
+                .map_err(|e| fail(e.to_string())),
+        }
+    };
     let cfg = &mut config.config;
     let mut workdir = None;
     let history = match ins.keyword.as_str() {
         "env" => {
-            let w = words()?;
+            let w = pair_words()?;
             let mut e = cfg.env.clone().unwrap_or_default();
             let mut shown = Vec::new();
             if !w.first().is_some_and(|f| f.contains('=')) {
@@ -114,7 +123,7 @@ pub fn apply_instruction(
             format!("ENV {}", shown.join(" "))
         }
         "label" => {
-            let w = words()?;
+            let w = pair_words()?;
             let labels = cfg.labels.get_or_insert_with(BTreeMap::new);
             let mut shown = Vec::new();
             for p in w {

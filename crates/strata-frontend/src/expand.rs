@@ -35,6 +35,57 @@ pub fn split_words(
     expand(text, lookup, escape, true, 0)
 }
 
+/// Splits `text` into words as the reference's parser does before any
+/// expansion (`parseWords`: on unquoted, unescaped whitespace, quotes and
+/// escapes kept), then expands each word as one (`ProcessWord`): a value
+/// holding spaces never splits a word. ENV, LABEL, ARG and VOLUME words.
+/// (`split_words`, expanding first, is `ProcessWords`: EXPOSE.)
+pub fn expand_words(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    escape: char,
+) -> Result<Vec<String>, ExpandError> {
+    raw_words(text, escape)
+        .iter()
+        .map(|w| expand_word(w, lookup, escape))
+        .collect()
+}
+
+/// `text` split on whitespace outside quotes and not escaped, each word as
+/// written (quotes and escapes kept for the expansion).
+fn raw_words(text: &str, escape: char) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match quote {
+            None if c.is_whitespace() => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+                continue;
+            }
+            None if c == '"' || c == '\'' => quote = Some(c),
+            Some(q) if c == q => quote = None,
+            _ => {}
+        }
+        cur.push(c);
+        // An escape takes the next character with it, whitespace included
+        // (not inside single quotes, where it is literal).
+        if c == escape
+            && quote != Some('\'')
+            && let Some(n) = chars.next()
+        {
+            cur.push(n);
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
 /// How deeply `${a:-${b:-...}}` may nest: each level is a few stack
 /// frames, and the solver's threads have small stacks.
 const MAX_DEPTH: usize = 64;
@@ -421,6 +472,24 @@ mod tests {
         assert_eq!(x("\\$A"), "$A");
         assert_eq!(x("\"a\\\"b\""), "a\"b");
         assert!(expand_word("'open", &env, '\\').is_err());
+    }
+
+    /// `ENV E=$A-${B}` with a space in B: the words are split before the
+    /// expansion, so E gets the whole value (it failed "expected KEY=VALUE").
+    #[test]
+    fn expand_words_splits_before_expanding() {
+        let spaced = |k: &str| match k {
+            "B" => Some("x y".to_owned()),
+            other => env(other),
+        };
+        let w = expand_words("E=$A-${B} F=\"q r\" G=a\\ b 'H I'", &spaced, '\\').unwrap();
+        assert_eq!(w, vec!["E=hello-x y", "F=q r", "G=a b", "H I"]);
+        let w = expand_words("  ", &spaced, '\\').unwrap();
+        assert!(w.is_empty());
+        // ProcessWords (split after expansion) stays for EXPOSE.
+        let w = split_words("E=$B", &spaced, '\\').unwrap();
+        assert_eq!(w, vec!["E=x", "y"]);
+        assert!(expand_words("E='open", &spaced, '\\').is_err());
     }
 
     #[test]

@@ -107,15 +107,33 @@ impl Ignore {
 
     /// Whether an excluded directory must still be walked because an
     /// exception may re-include something in it. The reference's walker
-    /// (tonistiigi/fsutil) descends only when an exception's pattern text
-    /// starts with `dir/`; what it then finds is kept only if not excluded,
-    /// and the directory itself only when something inside is kept.
+    /// (tonistiigi/fsutil `filter.go`) always descends when an exception,
+    /// less a trailing `/*` or `/**`, holds a pattern character (`*[]?^\`),
+    /// as `!*/sub1*` does; when every exception is a plain path it descends
+    /// only where one starts with `dir/`. What it then finds is kept only if
+    /// not excluded, and the directory itself only when something inside is.
     pub fn descend_excluded(&self, dir: &str) -> bool {
         let dir = clean(dir);
         let prefix = format!("{}/", dir.trim_start_matches('/'));
-        self.rules
+        let mut exceptions = self.rules.iter().filter(|r| r.exception).peekable();
+        if exceptions.peek().is_none() {
+            return false;
+        }
+        let plain: Vec<&str> = exceptions
+            .map(|r| {
+                let t = r.text.as_str();
+                t.strip_suffix("/**")
+                    .or_else(|| t.strip_suffix("/*"))
+                    .unwrap_or(t)
+            })
+            .collect();
+        if plain
             .iter()
-            .any(|r| r.exception && format!("{}/", r.text).starts_with(&prefix))
+            .any(|t| t.contains(['*', '[', ']', '?', '^', '\\']))
+        {
+            return true;
+        }
+        plain.iter().any(|t| format!("{t}/").starts_with(&prefix))
     }
 
     /// Whether there are no rules.

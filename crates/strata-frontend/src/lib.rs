@@ -15,7 +15,7 @@ mod plan;
 mod scope;
 
 pub use ast::{Arg as AstArg, Node, dump, parse_ast};
-pub use expand::{ExpandError, expand_word, split_words};
+pub use expand::{ExpandError, expand_word, expand_words, split_words};
 pub use graph::{
     Edge, EdgeKind, Graph, Source, graph, mount_sources, reference_error, stage_label,
 };

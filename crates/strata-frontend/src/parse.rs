@@ -289,6 +289,12 @@ pub fn parse(source: &str, file: &str) -> Result<Dockerfile, Diagnostic> {
                     format!("unknown flag --{name} for {}", keyword.to_uppercase()),
                 ));
             }
+            if keyword == "run"
+                && name == "mount"
+                && let Err(e) = check_mount(value.as_deref().unwrap_or_default())
+            {
+                return Err(err(&df, start, col, format!("--mount: {e}")));
+            }
             flags.push((name, value));
             rest = f[end..].trim_start();
         }
@@ -465,6 +471,67 @@ fn serde_json_array(s: &str) -> Option<Vec<String>> {
         .collect()
 }
 
+/// Checks the field names of a `RUN --mount` value as the reference's
+/// `parseMount` does, so that nothing is accepted and then ignored: a bare
+/// word other than `ro`, `readonly`, `rw`, `readwrite` (and `required` for
+/// secret and ssh mounts) must be `key=value`; an unknown key or mount type
+/// is refused. Values may hold variables; their checks come later.
+fn check_mount(spec: &str) -> Result<(), String> {
+    const KEYS: &[&str] = &[
+        "type",
+        "from",
+        "source",
+        "src",
+        "target",
+        "dst",
+        "destination",
+        "readonly",
+        "ro",
+        "rw",
+        "readwrite",
+        "required",
+        "size",
+        "id",
+        "sharing",
+        "mode",
+        "uid",
+        "gid",
+        "env",
+    ];
+    const TYPES: &[&str] = &["bind", "cache", "tmpfs", "secret", "ssh"];
+    if spec.is_empty() {
+        return Err("needs a value (type=...,target=...)".to_owned());
+    }
+    let mut kind = "bind".to_owned();
+    for field in spec.split(',') {
+        let (key, value) = match field.split_once('=') {
+            Some((k, v)) => (k.to_ascii_lowercase(), Some(v)),
+            None => (field.to_ascii_lowercase(), None),
+        };
+        match (key.as_str(), value) {
+            ("readonly" | "ro" | "readwrite" | "rw", None) => {}
+            ("required", _) if kind != "secret" && kind != "ssh" => {
+                return Err(format!("unexpected key 'required' for mount type '{kind}'"));
+            }
+            ("required", None) => {}
+            (_, None) => return Err(format!("invalid field '{field}' must be a key=value pair")),
+            ("type", Some(v)) => {
+                let v = v.to_ascii_lowercase();
+                if !v.contains('$') && !TYPES.contains(&v.as_str()) {
+                    return Err(format!(
+                        "unsupported mount type {v:?} (expected one of {})",
+                        TYPES.join(", ")
+                    ));
+                }
+                kind = v;
+            }
+            (k, Some(_)) if KEYS.contains(&k) => {}
+            (k, Some(_)) => return Err(format!("unexpected key '{k}' in '{field}'")),
+        }
+    }
+    Ok(())
+}
+
 /// Splits on unquoted whitespace, keeping quotes and escapes.
 fn split_raw_words(s: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -534,6 +601,35 @@ mod tests {
         assert_eq!(i.args.words(), vec!["a", "/b"]);
         let e = parse("COPY --nope a b", "Dockerfile").unwrap_err();
         assert!(e.message.contains("unknown flag --nope"), "{e}");
+    }
+
+    /// BuildKit's parseMount refuses what it would otherwise ignore.
+    #[test]
+    fn mount_fields_are_checked() {
+        let bad = |src: &str| parse(src, "Dockerfile").unwrap_err().message;
+        let m = bad("FROM a\nRUN --mount=type=bind,target=/x,z true\n");
+        assert!(
+            m.contains("invalid field 'z' must be a key=value pair"),
+            "{m}"
+        );
+        let m = bad("FROM a\nRUN --mount=type=cache,target=/x,colour=red true\n");
+        assert!(m.contains("unexpected key 'colour' in 'colour=red'"), "{m}");
+        let m = bad("FROM a\nRUN --mount=type=volume,target=/x true\n");
+        assert!(m.contains("unsupported mount type \"volume\""), "{m}");
+        let m = bad("FROM a\nRUN --mount=target=/x,required true\n");
+        assert!(
+            m.contains("unexpected key 'required' for mount type 'bind'"),
+            "{m}"
+        );
+        for ok in [
+            "RUN --mount=type=bind,target=/x,ro true",
+            "RUN --mount=type=secret,id=s,required true",
+            "RUN --mount=type=cache,target=/c,sharing=locked,mode=0700,uid=1,gid=2,RW true",
+            "RUN --mount=type=$T,target=/x true",
+        ] {
+            let src = format!("FROM a\n{ok}\n");
+            assert!(parse(&src, "Dockerfile").is_ok(), "{ok}");
+        }
     }
 
     #[test]

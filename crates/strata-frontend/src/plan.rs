@@ -174,10 +174,22 @@ pub fn env_get(env: &[String], k: &str) -> Option<String> {
     })
 }
 
-/// Sets `k` in a `K=V` environment list, replacing any earlier entry.
+/// Sets `k` in a `K=V` environment list. A variable set again keeps the
+/// place it first had, as the reference's `addEnv` does (`ENV PATH=...`
+/// later does not move PATH to the end); a new one goes last.
 pub fn env_set(env: &mut Vec<String>, k: &str, v: &str) {
-    env.retain(|e| e.split_once('=').map(|(n, _)| n) != Some(k) && e != k);
-    env.push(format!("{k}={v}"));
+    let is_k = |e: &String| e.split_once('=').map(|(n, _)| n) == Some(k) || e == k;
+    match env.iter().position(is_k) {
+        Some(first) => {
+            env[first] = format!("{k}={v}");
+            let mut i = 0;
+            env.retain(|e| {
+                i += 1;
+                i - 1 == first || !is_k(e)
+            });
+        }
+        None => env.push(format!("{k}={v}")),
+    }
 }
 
 /// A value as a shell word: bare when that reads back the same.
@@ -305,4 +317,20 @@ fn expand_instruction(
         }
     };
     Ok(line.trim_end().to_owned())
+}
+
+#[cfg(test)]
+mod env_tests {
+    use super::*;
+
+    /// `ENV PATH=...` again keeps PATH where it was (BuildKit's addEnv).
+    #[test]
+    fn env_set_keeps_a_reassigned_variable_in_place() {
+        let mut env = vec!["A=1".to_owned(), "PATH=/bin".to_owned(), "B=2".to_owned()];
+        env_set(&mut env, "PATH", "/x:/bin");
+        env_set(&mut env, "C", "3");
+        env_set(&mut env, "A", "4");
+        assert_eq!(env, ["A=4", "PATH=/x:/bin", "B=2", "C=3"]);
+        assert_eq!(env_get(&env, "PATH").as_deref(), Some("/x:/bin"));
+    }
 }

@@ -105,9 +105,25 @@ fn excluded_directory_is_walked_for_an_exception_inside() {
 fn excluded_directory_is_not_walked_without_such_an_exception() {
     let ig = rules("docs\n!other/README.md\n");
     assert!(!ig.descend_excluded("docs"));
-    // The reference's walker checks the exception's text as a prefix, so a
-    // `**` exception does not make it walk an excluded directory.
-    let ig = rules("docs\n!**/README.md\n");
+    assert!(!rules("docs\n").descend_excluded("docs"));
+    // A trailing `/*` or `/**` is no pattern character to the walker.
+    let ig = rules("docs\n!other/**\n");
     assert!(!ig.descend_excluded("docs"));
-    assert!(!ig.descend_excluded("doc"));
+    assert!(ig.descend_excluded("other"));
+}
+
+/// Current fsutil (BuildKit 0.25) walks every excluded directory once an
+/// exception holds a pattern character, so `*`, `subdir`, `!*/sub1*` keeps
+/// `subdir/sub1.txt` (and `subdir` for it); BuildKit 0.8 did not.
+#[test]
+fn wildcard_exception_walks_every_excluded_directory() {
+    let ig = rules("*\nsubdir\n!*/sub1*\n");
+    assert!(ig.excluded("subdir"));
+    assert!(ig.descend_excluded("subdir"));
+    assert!(!ig.excluded("subdir/sub1.txt"));
+    assert!(ig.excluded("subdir/sub2.txt"));
+    let ig = rules("docs\n!**/README.md\n");
+    assert!(ig.descend_excluded("docs"));
+    assert!(ig.descend_excluded("doc"));
+    assert!(!ig.excluded("docs/README.md"));
 }

@@ -11,6 +11,7 @@
 //! | `STRATA_TEST_BUSYBOX_TAR` | rootfs tar of a busybox-static image (`/bin/sh` and applets) |
 //! | `STRATA_TEST_DEBIAN_TAR` | rootfs tar of `debootstrap --variant=minbase` |
 //! | `STRATA_TEST_DOCKER_HOST` | `unix://...` socket of a test dockerd (use `/usr/bin/docker`) |
+//! | `STRATA_TEST_REFERENCE_DOCKER_HOST` | `unix://...` socket of the reference builder, dockerd 28.5 with BuildKit 0.25 (use `/usr/local/bin/docker buildx build --load --network none`) |
 //! | `STRATA_TEST_REGISTRY` | `127.0.0.1:PORT` of a plain-HTTP registry |
 //! | `STRATA_TEST_REGISTRY_TLS` | `127.0.0.1:PORT` of a TLS + htpasswd registry |
 //! | `STRATA_TEST_REGISTRY_CA` | PEM CA certificate for the TLS registry |
@@ -61,6 +62,13 @@ pub fn debian_tar(test: &str) -> Option<PathBuf> {
 /// `DOCKER_HOST` value for the test dockerd.
 pub fn docker_host(test: &str) -> Option<String> {
     env_or_skip(test, "STRATA_TEST_DOCKER_HOST")
+}
+
+/// `DOCKER_HOST` value for the reference builder: dockerd 28.5 with BuildKit
+/// 0.25 and buildx 0.29 (`../shared/tools/reference-docker.sh`, started by
+/// `.ci/testenv up`). Build with `docker buildx build --load --network none`.
+pub fn reference_docker_host(test: &str) -> Option<String> {
+    env_or_skip(test, "STRATA_TEST_REFERENCE_DOCKER_HOST")
 }
 
 pub fn registry(test: &str) -> Option<String> {

@@ -78,7 +78,10 @@ impl Solver<'_> {
                 None => strata_oci::path::secure_join(root, Path::new(&r)),
             }
             .map_err(|e| other(format!("{r}: {e}")))?;
-            if excluded(&r) || fs::symlink_metadata(&p).is_err() {
+            // An excluded directory an exception may re-include from is
+            // still a source (`*`, `subdir`, `!*/sub1*`: `COPY subdir`).
+            let reincluded = || ignore.is_some_and(|i| i.descend_excluded(&r));
+            if (excluded(&r) && !reincluded()) || fs::symlink_metadata(&p).is_err() {
                 continue;
             }
             out.push(Source {
