@@ -30,6 +30,9 @@ pub struct Trivia {
     pub comments: Vec<String>,
     /// A whitespace-only line inside the continuation (NoEmptyContinuation).
     pub empty_continuation_line: bool,
+    /// The last line, heredoc bodies included (`Instruction::end_line`
+    /// stops before them).
+    pub last_line: usize,
 }
 
 /// One instruction with its flags and arguments as written.
@@ -435,6 +438,7 @@ pub fn parse(source: &str, file: &str) -> Result<Dockerfile, Diagnostic> {
             keyword: word.to_owned(),
             comments: std::mem::take(&mut comments),
             empty_continuation_line,
+            last_line: i.max(end_line),
         });
         df.instructions.push(Instruction {
             keyword,

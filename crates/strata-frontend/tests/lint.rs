@@ -57,6 +57,10 @@ fn build_args(case: &Path) -> BTreeMap<String, String> {
 }
 
 #[test]
+#[expect(
+    clippy::print_stderr,
+    reason = "the agreement counts are the test's report"
+)]
 fn corpus_matches_the_reference() {
     let mut cases: Vec<PathBuf> = std::fs::read_dir(corpus())
         .expect("testdata/lint exists")

@@ -45,6 +45,17 @@ fn range(ins: &Instruction) -> Vec<(usize, usize)> {
     vec![(ins.line, ins.end_line.max(ins.line))]
 }
 
+/// `range` with heredoc bodies included, as the reference's node location.
+fn range_in(df: &Dockerfile, ins: &Instruction) -> Vec<(usize, usize)> {
+    let last = df
+        .instructions
+        .iter()
+        .position(|i| i.line == ins.line)
+        .and_then(|k| df.trivia(k))
+        .map_or(ins.end_line, |t| t.last_line);
+    vec![(ins.line, last.max(ins.line))]
+}
+
 pub(super) fn run(
     df: &Dockerfile,
     opts: &LintOptions,
@@ -223,18 +234,17 @@ pub(super) fn run(
                     from_checks: false,
                 });
             }
-            if matched.is_empty() && unmatched.is_empty() {
-                if let Ok(platform) = result.parse::<Platform>() {
-                    let name = s.name.as_deref().unwrap_or("");
-                    if !name.contains(&platform.os) && !name.contains(&platform.arch) {
-                        sink.warn(
-                            &rules::FROM_PLATFORM_FLAG_CONST_DISALLOWED,
-                            format!(
-                                "FROM --platform flag should not use constant value {result:?}"
-                            ),
-                            range(ins),
-                        );
-                    }
+            if matched.is_empty()
+                && unmatched.is_empty()
+                && let Ok(platform) = result.parse::<Platform>()
+            {
+                let name = s.name.as_deref().unwrap_or("");
+                if !name.contains(&platform.os) && !name.contains(&platform.arch) {
+                    sink.warn(
+                        &rules::FROM_PLATFORM_FLAG_CONST_DISALLOWED,
+                        format!("FROM --platform flag should not use constant value {result:?}"),
+                        range(ins),
+                    );
                 }
             }
         }
@@ -318,14 +328,14 @@ pub(super) fn run(
                     .and_then(|v| v.parse::<Platform>().ok()),
                 None => Some(opts.inputs.target_platform.clone()),
             };
-            if let (Some(expected), Some(actual)) = (expected, (opts.base_platform)(&bases[i])) {
-                if expected.os != actual.os || expected.arch != actual.arch {
-                    sink.warn(
+            if let (Some(expected), Some(actual)) = (expected, (opts.base_platform)(&bases[i]))
+                && (expected.os != actual.os || expected.arch != actual.arch)
+            {
+                sink.warn(
                         &rules::INVALID_BASE_IMAGE_PLATFORM,
                         format!("Base image {} was pulled with platform {:?}, expected {:?} for current build", bases[i], actual.to_string(), expected.to_string()),
                         range(ins),
                     );
-                }
             }
         }
     }
@@ -480,7 +490,7 @@ fn command_casing(df: &Dockerfile, stages: &[StageRef], sink: &mut Sink) {
         sink.warn(
             &rules::CONSISTENT_INSTRUCTION_CASING,
             format!("Command '{w}' should match the case of the command majority ({casing})"),
-            range(&df.instructions[i]),
+            range_in(df, &df.instructions[i]),
         );
     }
 }
@@ -561,7 +571,7 @@ impl StageDispatch<'_, '_> {
             if let Some(s) = suggest(&var, keys, true) {
                 detail.push_str(&format!(" (did you mean ${s}?)"));
             }
-            sink.warn(&rules::UNDEFINED_VAR, detail, range(ins));
+            sink.warn(&rules::UNDEFINED_VAR, detail, range_in(self.df, ins));
         }
         result
     }
@@ -593,7 +603,7 @@ impl StageDispatch<'_, '_> {
                         sink.warn(
                             &rules::LEGACY_KEY_VALUE_FORMAT,
                             format!("\"{name} key=value\" should be used instead of legacy \"{name} key value\" format"),
-                            range(ins),
+                            range_in(self.df, ins),
                         );
                     }
                     if ins.keyword == "env" {
@@ -609,7 +619,7 @@ impl StageDispatch<'_, '_> {
                     sink.warn(
                         &rules::WORKDIR_RELATIVE_PATH,
                         format!("Relative workdir {path:?} can have unexpected results if the base image changes"),
-                        range(ins),
+                        range_in(self.df, ins),
                     );
                 }
                 self.state.workdir_set = true;
@@ -646,7 +656,7 @@ impl StageDispatch<'_, '_> {
                     sink.warn(
                         &rules::JSON_ARGS_RECOMMENDED,
                         format!("JSON arguments recommended for {name} to prevent unintended behavior related to OS signals"),
-                        range(ins),
+                        range_in(self.df, ins),
                     );
                 }
             }
@@ -666,7 +676,7 @@ impl StageDispatch<'_, '_> {
                 format!(
                     "Do not use ARG or ENV instructions for sensitive data ({instruction} {key:?})"
                 ),
-                range(ins),
+                range_in(self.df, ins),
             );
         }
     }
@@ -713,7 +723,7 @@ impl StageDispatch<'_, '_> {
                         format!(
                             "Attempting to {verb} file {src:?} that is excluded by .dockerignore"
                         ),
-                        range(ins),
+                        range_in(self.df, ins),
                     );
                 }
             }
@@ -749,14 +759,14 @@ impl StageDispatch<'_, '_> {
                 sink.warn(
                     &rules::EXPOSE_PROTO_CASING,
                     format!("Defined protocol '{raw}' in EXPOSE instruction should be lowercase"),
-                    range(ins),
+                    range_in(self.df, ins),
                 );
             }
             if !ip.is_empty() || !host_port.is_empty() {
                 sink.warn(
                     &rules::EXPOSE_INVALID_FORMAT,
                     format!("EXPOSE instruction should not define an IP address or host-port mapping, found '{raw}'"),
-                    range(ins),
+                    range_in(self.df, ins),
                 );
             }
         }
@@ -770,10 +780,10 @@ impl StageDispatch<'_, '_> {
                 (None, Some(d)) => Some(self.expand(&d, self.df.escape, ins, sink)),
                 (None, None) => global_value(self.global, &key),
             };
-            if let Some(v) = value {
-                if !NON_ENV_ARGS.contains(&key.as_str()) {
-                    env_set(&mut self.state.env, &key, &v);
-                }
+            if let Some(v) = value
+                && !NON_ENV_ARGS.contains(&key.as_str())
+            {
+                env_set(&mut self.state.env, &key, &v);
             }
             self.state.declared.push(key);
         }

@@ -109,7 +109,8 @@ fn location(ranges: &[(usize, usize)]) -> Value {
 
 /// The frontend's `result.json` as buildx prints it for
 /// `--call check,format=json`: `warnings`, `sources` (the Dockerfile,
-/// base64) and `buildError`, plus strata's `hints`.
+/// base64) and `buildError`, plus strata's `hints` and `strataError`
+/// (what strata refuses where the reference goes on).
 pub fn render_json(report: &LintReport) -> Value {
     let warnings: Vec<Value> = report
         .warnings
@@ -135,8 +136,11 @@ pub fn render_json(report: &LintReport) -> Value {
             "language": "Dockerfile",
         }],
     });
-    if let Some(e) = report.error.as_ref().or(report.strata_error.as_ref()) {
+    if let Some(e) = &report.error {
         out["buildError"] = json!({ "message": e.message, "location": location(&e.ranges) });
+    }
+    if let Some(e) = &report.strata_error {
+        out["strataError"] = json!({ "message": e.message, "location": location(&e.ranges) });
     }
     if !report.hints.is_empty() {
         out["hints"] = report
