@@ -41,6 +41,11 @@ impl Ignore {
         }
     }
 
+    /// The frontend's rules, for the build checks.
+    pub fn rules(&self) -> &strata_frontend::Ignore {
+        &self.rules
+    }
+
     pub fn parse(text: &str) -> Result<Self> {
         strata_frontend::Ignore::parse(text)
             .map(|rules| Self { rules })

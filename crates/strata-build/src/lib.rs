@@ -4,6 +4,7 @@
 //! progress through [`Event`]s and never prints.
 
 pub mod cache;
+mod checks;
 pub mod config;
 mod context;
 mod copy;
@@ -24,6 +25,7 @@ use solver::{PlatformBuild, build_platform};
 
 pub use cache::remote as remote_cache;
 
+pub use checks::check;
 pub use export::{Output, OutputKind, check_outputs, parse_output};
 
 /// Everything wrong with a build, each naming what the user must fix.
@@ -165,6 +167,9 @@ pub enum Event {
         n: usize,
         message: String,
     },
+    /// A build check fired (BuildKit's lint rules); the CLI lists these
+    /// after the build, as buildx does.
+    Warning(strata_frontend::lint::Warning),
 }
 
 /// What a finished build produced.
@@ -273,6 +278,20 @@ pub fn build(
         return Err(other(
             "--cache-to with several platforms is not supported yet; build one --platform at a time to export its cache",
         ));
+    }
+    // The checks run before anything is built, as in the reference's
+    // frontend: their warnings go out as events, `error=true` stops here.
+    let report = checks::run(
+        store,
+        opts,
+        strata_frontend::lint::Scope::Build,
+        &platforms[0],
+    )?;
+    for w in &report.warnings {
+        events(Event::Warning(w.clone()));
+    }
+    if let Some(e) = report.error.filter(|e| e.from_checks) {
+        return Err(other(e.message));
     }
     let (epoch, epoch_source) = build_epoch(&opts.context, &opts.build_args);
     let lock = store.lock()?;

@@ -74,6 +74,8 @@ impl Plain {
                 self.flush_partial();
                 eprintln!("#{n} ERROR: {}", message.lines().next().unwrap_or(""));
             }
+            // Listed after the build (`print_warnings`), as buildx does.
+            Event::Warning(_) => {}
         }
     }
 }
@@ -136,8 +138,55 @@ impl RawJson {
                 n,
                 serde_json::json!({"completed": Self::now(), "error": message}),
             ),
+            Event::Warning(w) => serde_json::json!({"warnings": [vertex_warning(&w, None)]}),
         };
         eprintln!("{line}");
+    }
+}
+
+/// A warning as BuildKit's `VertexWarning` (JSON of its Go struct: byte
+/// fields base64), the shape of buildx's rawjson `warnings` and of its
+/// metadata file's `buildx.build.warnings`. `source` is the Dockerfile
+/// (name, text) when the record should carry it.
+pub fn vertex_warning(
+    w: &strata_frontend::lint::Warning,
+    source: Option<(&str, &str)>,
+) -> serde_json::Value {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    let mut v = serde_json::json!({
+        "vertex": RawJson::digest(0),
+        "level": 1,
+        "short": b64(&w.short()),
+        "detail": [b64(w.rule.description)],
+        "range": w.ranges.iter().map(|&(s, e)| serde_json::json!({
+            "start": {"line": s}, "end": {"line": e},
+        })).collect::<Vec<_>>(),
+    });
+    if !w.rule.url.is_empty() {
+        v["url"] = serde_json::json!(w.rule.url);
+    }
+    if let Some((file, text)) = source {
+        v["sourceInfo"] =
+            serde_json::json!({"filename": file, "data": b64(text), "language": "Dockerfile"});
+    }
+    v
+}
+
+/// buildx's list after a build: ` N warnings found (use docker --debug to
+/// expand):` then ` - Rule: message (line N)` each (nothing for quiet or
+/// rawjson progress).
+pub fn print_warnings(warnings: &[strata_frontend::lint::Warning], progress: &Progress) {
+    if warnings.is_empty() || !progress.wants_summary() || progress.is_quiet() {
+        return;
+    }
+    let count = match warnings.len() {
+        1 => "1 warning found".to_owned(),
+        n => format!("{n} warnings found"),
+    };
+    eprint!("\n {count} (use docker --debug to expand):\n");
+    for w in warnings {
+        eprintln!(" - {}", w.short());
     }
 }
 
@@ -198,6 +247,7 @@ impl Tty {
                 let first = message.lines().next().unwrap_or("").to_owned();
                 self.finish(n, &format!("ERROR: {first}"));
             }
+            Event::Warning(_) => {}
         }
     }
 }
@@ -258,6 +308,11 @@ impl Progress {
             Progress::Tty(t) => t.last,
             Progress::RawJson(r) => r.last,
         }
+    }
+
+    /// `--quiet` or `--progress quiet`.
+    pub fn is_quiet(&self) -> bool {
+        matches!(self, Progress::Plain(p) if p.quiet)
     }
 
     /// Whether the human summary belongs on stderr (not for rawjson, whose

@@ -2,14 +2,15 @@
 //! stage, with the word expansion the solver applies at dispatch time.
 //!
 //! Owns: parser directives, the line/continuation/heredoc grammar, instruction
-//! flags, JSON (exec) versus shell form, shell-word expansion and the stage
-//! list. It never touches the filesystem, never prints, and never panics on
+//! flags, JSON (exec) versus shell form, shell-word expansion, the stage
+//! list and the build checks (`lint`: BuildKit's lint rules). It never touches the filesystem, never prints, and never panics on
 //! any input: every problem is a [`Diagnostic`] with a line and column.
 
 mod ast;
 mod expand;
 mod graph;
 mod ignore;
+pub mod lint;
 mod parse;
 mod plan;
 mod scope;
@@ -20,7 +21,7 @@ pub use graph::{
     Edge, EdgeKind, Graph, Source, graph, mount_sources, reference_error, stage_label,
 };
 pub use ignore::Ignore;
-pub use parse::{Args, Dockerfile, Heredoc, Instruction, parse};
+pub use parse::{Args, Dockerfile, Heredoc, Instruction, Trivia, parse};
 pub use plan::{BaseEnv, DEFAULT_PATH, env_get, env_set, render_plan};
 pub use scope::{
     BuildInputs, GlobalScope, PLATFORM_ARGS, PROXY_ARGS, Platform, StageScope, is_proxy_arg,

@@ -13,6 +13,26 @@ pub struct Dockerfile {
     pub directives: Vec<(String, String)>,
     pub instructions: Vec<Instruction>,
     lines: Vec<String>,
+    /// What the build checks need and the solver does not, one per
+    /// instruction (same index).
+    trivia: Vec<Trivia>,
+}
+
+/// Source details of one instruction kept for the build checks
+/// (`crate::lint`): BuildKit's rules look at the keyword as written, the
+/// comment block above it and blank lines inside its continuation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trivia {
+    /// The keyword as written (`From`, `copy`).
+    pub keyword: String,
+    /// The comment lines directly above, `#` and surrounding blanks removed
+    /// (the reference's `Node.PrevComment`: a bare `#` line clears it).
+    pub comments: Vec<String>,
+    /// A whitespace-only line inside the continuation (NoEmptyContinuation).
+    pub empty_continuation_line: bool,
+    /// The last line, heredoc bodies included (`Instruction::end_line`
+    /// stops before them).
+    pub last_line: usize,
 }
 
 /// One instruction with its flags and arguments as written.
@@ -92,6 +112,16 @@ impl Instruction {
 }
 
 impl Dockerfile {
+    /// The source details of `self.instructions[index]`.
+    pub fn trivia(&self, index: usize) -> Option<&Trivia> {
+        self.trivia.get(index)
+    }
+
+    /// The source lines (line `n` is `lines()[n - 1]`), `\r` removed.
+    pub fn lines(&self) -> &[String] {
+        &self.lines
+    }
+
     /// An error located at the start of `ins`.
     pub fn error(&self, ins: &Instruction, message: &str) -> Diagnostic {
         let source_line = self
@@ -160,6 +190,7 @@ pub fn parse(source: &str, file: &str) -> Result<Dockerfile, Diagnostic> {
         directives: Vec::new(),
         instructions: Vec::new(),
         lines,
+        trivia: Vec::new(),
     };
     let err = |df: &Dockerfile, line: usize, column: usize, message: String| Diagnostic {
         file: df.file.clone(),
@@ -213,13 +244,23 @@ pub fn parse(source: &str, file: &str) -> Result<Dockerfile, Diagnostic> {
     }
 
     let escape = df.escape;
+    let mut comments: Vec<String> = Vec::new();
     while i < df.lines.len() {
         let line = df.lines[i].clone();
         let trimmed = line.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
+        if let Some(c) = trimmed.strip_prefix('#') {
+            match c.trim() {
+                "" => comments.clear(),
+                c => comments.push(c.to_owned()),
+            }
             i += 1;
             continue;
         }
+        if trimmed.is_empty() {
+            i += 1;
+            continue;
+        }
+        let mut empty_continuation_line = false;
         let start = i;
         // Join continuation lines; comment and empty lines inside are skipped.
         let mut text = String::new();
@@ -233,7 +274,11 @@ pub fn parse(source: &str, file: &str) -> Result<Dockerfile, Diagnostic> {
                 loop {
                     match df.lines.get(i) {
                         None => break,
-                        Some(l) if l.trim().is_empty() || l.trim_start().starts_with('#') => i += 1,
+                        Some(l) if l.trim_start().starts_with('#') => i += 1,
+                        Some(l) if l.trim().is_empty() => {
+                            empty_continuation_line = true;
+                            i += 1;
+                        }
                         Some(_) => break,
                     }
                 }
@@ -395,6 +440,12 @@ pub fn parse(source: &str, file: &str) -> Result<Dockerfile, Diagnostic> {
         if keyword == "env" || keyword == "label" {
             validate_pairs(&keyword, &args).map_err(|m| err(&df, start, col, m))?;
         }
+        df.trivia.push(Trivia {
+            keyword: word.to_owned(),
+            comments: std::mem::take(&mut comments),
+            empty_continuation_line,
+            last_line: i.max(end_line),
+        });
         df.instructions.push(Instruction {
             keyword,
             flags,

@@ -99,6 +99,18 @@ pub struct BuildArgs {
     /// building
     #[arg(long)]
     pub print: bool,
+    /// Run the Dockerfile's build checks (BuildKit's lint rules) and exit
+    /// without building: 1 when any fired, as buildx (`--call=check`)
+    #[arg(long)]
+    pub check: bool,
+    /// What the build does, as buildx: `build` (default) or
+    /// `check[,format=json][,ignorestatus=true]`
+    #[arg(long, value_name = "FUNC")]
+    pub call: Option<String>,
+    /// Results format of --check: `text` (default) or `json` (the
+    /// frontend's result.json, as `--call=check,format=json`)
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
     #[command(flatten)]
     pub registry: super::registry::RegistryFlags,
 }
@@ -321,8 +333,22 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             .collect::<Result<_, _>>()
             .map_err(|e| UsageError(e.to_string()))?,
     };
+    let check = check_call(&args)?;
     let store = strata_store::Store::open(&strata_store::Store::default_root())
         .context("opening the store")?;
+    if let Some(call) = check {
+        // buildx names the Dockerfile in its excerpts by its path from the
+        // working directory (`ctx/Dockerfile`), or `-f` as given.
+        let local = !(args.context == "-"
+            || is_git_url(&args.context)
+            || args.context.starts_with("http://")
+            || args.context.starts_with("https://"));
+        let shown = match &args.file {
+            None if local => clean_path(&format!("{}/Dockerfile", args.context)),
+            _ => opts.dockerfile_name.clone(),
+        };
+        return run_check(&store, &opts, &call, &shown);
+    }
     if args.print {
         return match strata_build::plan(&store, &opts) {
             Ok(text) => {
@@ -341,7 +367,14 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     }
     let quiet = args.quiet || args.progress == "quiet";
     let mut progress = crate::progress::Progress::new(&args.progress, quiet).map_err(UsageError)?;
-    let result = strata_build::build(&store, &opts, &mut |e: Event| progress.event(e));
+    let mut warnings = Vec::new();
+    let result = strata_build::build(&store, &opts, &mut |e: Event| {
+        if let Event::Warning(w) = &e {
+            warnings.push(w.clone());
+        }
+        progress.event(e)
+    });
+    crate::progress::print_warnings(&warnings, &progress);
     let result = match result {
         Ok(r) => r,
         Err(BuildError::Dockerfile(d)) => {
@@ -405,6 +438,20 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
                     .map(|(t, d)| serde_json::json!({"name": t, "digest": d.to_string()}))
                     .collect::<Vec<_>>()
             );
+        }
+        // buildx records warnings only when asked (BUILDX_METADATA_WARNINGS).
+        let record_warnings = std::env::var("BUILDX_METADATA_WARNINGS")
+            .is_ok_and(|v| matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"));
+        if record_warnings && !warnings.is_empty() {
+            meta["buildx.build.warnings"] = warnings
+                .iter()
+                .map(|w| {
+                    crate::progress::vertex_warning(
+                        w,
+                        Some((&opts.dockerfile_name, &opts.dockerfile)),
+                    )
+                })
+                .collect();
         }
         strata_oci::atomic_write_shared(p, serde_json::to_string_pretty(&meta)?.as_bytes())
             .with_context(|| format!("writing {}", p.display()))?;
@@ -480,6 +527,157 @@ fn load_into_daemon(
         }
     }
     Ok(())
+}
+
+/// `--check` / `--call=check[,format=json][,ignorestatus=BOOL]`.
+struct CheckCall {
+    json: bool,
+    ignore_status: bool,
+}
+
+/// The check requested, if any; `--call build` (or none) builds. buildx's
+/// other functions (outline, targets) are refused, as strata has `--print`.
+fn check_call(args: &BuildArgs) -> anyhow::Result<Option<CheckCall>> {
+    let mut call = if args.check {
+        Some(CheckCall {
+            json: false,
+            ignore_status: false,
+        })
+    } else {
+        None
+    };
+    if let Some(spec) = &args.call {
+        let mut name = None;
+        let mut json = false;
+        let mut ignore_status = false;
+        for field in spec.split(',') {
+            match field.split_once('=') {
+                Some(("format", "json")) => json = true,
+                Some(("format", "text")) => json = false,
+                Some(("ignorestatus", v)) => {
+                    ignore_status = matches!(v, "1" | "t" | "T" | "true" | "TRUE" | "True");
+                    if !ignore_status && !matches!(v, "0" | "f" | "F" | "false" | "FALSE" | "False")
+                    {
+                        return Err(UsageError(format!(
+                            "--call {spec:?}: invalid ignorestatus value {v:?}"
+                        ))
+                        .into());
+                    }
+                }
+                Some(_) => {
+                    return Err(
+                        UsageError(format!("--call {spec:?}: invalid field {field:?}")).into(),
+                    );
+                }
+                None if name.is_none() => name = Some(field),
+                None => {
+                    return Err(UsageError(format!("--call {spec:?}: one function only")).into());
+                }
+            }
+        }
+        match name.unwrap_or("build") {
+            "build" if args.check => {
+                return Err(
+                    UsageError("--check and --call build contradict each other".into()).into(),
+                );
+            }
+            "build" => {}
+            "check" | "lint" => {
+                call = Some(CheckCall {
+                    json,
+                    ignore_status,
+                })
+            }
+            other => {
+                return Err(UsageError(format!(
+                    "--call {other}: strata supports build and check (for the plan of a build, use --print)"
+                ))
+                .into());
+            }
+        }
+    }
+    match (&mut call, args.format.as_deref()) {
+        (_, None) => {}
+        (Some(c), Some("json")) => c.json = true,
+        (Some(c), Some("text")) => c.json = false,
+        (Some(_), Some(f)) => {
+            return Err(UsageError(format!("--format {f}: expected text or json")).into());
+        }
+        (None, Some(_)) => {
+            return Err(UsageError("--format applies to --check only".into()).into());
+        }
+    }
+    if let Some(c) = &mut call {
+        if args.progress == "rawjson" {
+            c.json = true;
+        }
+        if args.print {
+            return Err(UsageError("--print and --check cannot be combined".into()).into());
+        }
+    }
+    Ok(call)
+}
+
+/// Prints the check's results on stdout (buildx's text, or its JSON) and
+/// the error, if the check stopped on one, on stderr. Exit 1 when anything
+/// was found, as buildx (its `result.statuscode`), unless `ignorestatus`.
+fn run_check(
+    store: &strata_store::Store,
+    opts: &BuildOptions,
+    call: &CheckCall,
+    shown_name: &str,
+) -> anyhow::Result<ExitCode> {
+    use strata_frontend::lint;
+    let mut report = strata_build::check(store, opts)?;
+    shown_name.clone_into(&mut report.file);
+    let mut out = std::io::stdout().lock();
+    if call.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&lint::render_json(&report))?
+        )?;
+    } else {
+        out.write_all(lint::render_text(&report).as_bytes())?;
+    }
+    out.flush()?;
+    if let Some(e) = lint::render_error(&report) {
+        #[expect(clippy::print_stderr, reason = "the CLI renders check errors")]
+        {
+            if !call.json && !report.warnings.is_empty() {
+                eprintln!();
+            }
+            eprint!("ERROR: {e}");
+        }
+        return Ok(ExitCode::from(crate::EXIT_FAILURE));
+    }
+    if call.ignore_status {
+        return Ok(ExitCode::SUCCESS);
+    }
+    Ok(ExitCode::from(report.status()))
+}
+
+/// Go's `filepath.Clean` for the names buildx shows: `.` segments and
+/// doubled slashes removed, `..` applied where it can be.
+fn clean_path(p: &str) -> String {
+    let absolute = p.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." if parts.last().is_some_and(|l| *l != "..") => {
+                parts.pop();
+            }
+            ".." if absolute => {}
+            s => parts.push(s),
+        }
+    }
+    let joined = parts.join("/");
+    match (absolute, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".to_owned(),
+        (false, false) => joined,
+    }
 }
 
 /// `--platform linux/amd64,linux/arm64`: each once, linux only.
