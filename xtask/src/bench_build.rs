@@ -18,6 +18,7 @@
 //! cache and the `strata-bench/` tags are touched.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
@@ -202,17 +203,15 @@ fn run(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn wait(child: Child, what: &str) -> Result<()> {
-    let out = child
-        .wait_with_output()
+/// Waits for a build started with its output in `log`; the log is in the
+/// error when it fails.
+fn wait(mut child: Child, log: &Path, what: &str) -> Result<()> {
+    let status = child
+        .wait()
         .with_context(|| format!("waiting for {what}"))?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+    if !status.success() {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        bail!("{what} failed ({status}):\n{text}");
     }
     Ok(())
 }
@@ -330,19 +329,32 @@ impl Env {
             .zip(&rss)
             .map(|(b, r)| self.build_command(tool, b, r))
             .collect();
+        // Output to files, not pipes: a child blocked on a full pipe while
+        // another is waited for would distort the wall time.
+        let mut logs = Vec::new();
+        for (i, cmd) in commands.iter_mut().enumerate() {
+            let log = self.work.join(format!("at-once-{i}.log"));
+            let file = std::fs::File::create(&log)
+                .with_context(|| format!("creating {}", log.display()))?;
+            cmd.stdout(file.try_clone()?).stderr(file);
+            logs.push(log);
+        }
         let start = Instant::now();
         let mut children = Vec::new();
-        for (cmd, b) in commands.iter_mut().zip(builds) {
+        for cmd in &mut commands {
             let child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
-            children.push((child, b));
+            children.push(child);
         }
         // Wait for all before reporting the first failure: no build is left
         // running behind the next scenario's back.
         let results: Vec<Result<()>> = children
             .into_iter()
-            .map(|(child, b)| {
+            .zip(&logs)
+            .zip(builds)
+            .map(|((child, log), b)| {
                 wait(
                     child,
+                    log,
                     &format!("{} building {}", tool.name(), b.ctx.display()),
                 )
             })
@@ -412,72 +424,76 @@ impl Env {
 
     /// Empties `tool`'s build cache and removes `tags`, keeping the bases.
     fn clear(&self, tool: Tool, tags: &[&str]) -> Result<()> {
+        for tag in tags {
+            if self.has_image(tool, tag)? {
+                match tool {
+                    Tool::Strata => run(self.strata().args(["rmi", tag]))?,
+                    Tool::BuildKit => run(self.docker().args(["image", "rm", "-f", tag]))?,
+                    Tool::Buildah => run(self.buildah().args(["rmi", "-f", tag]))?,
+                };
+            }
+        }
         match tool {
             Tool::Strata => {
-                for tag in tags {
-                    if !run(self.strata().args(["images", "-q", tag]))?
-                        .trim()
-                        .is_empty()
-                    {
-                        run(self.strata().args(["rmi", tag]))?;
-                    }
-                }
                 run(self.strata().args(["builder", "prune", "-af"]))?;
                 run(self.strata().args(["prune", "-f"]))?;
             }
             Tool::BuildKit => {
-                for tag in tags {
-                    let exists = self
-                        .docker()
-                        .args(["image", "inspect", tag])
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .status()
-                        .context("running docker image inspect")?
-                        .success();
-                    if exists {
-                        run(self.docker().args(["image", "rm", "-f", tag]))?;
-                    }
-                }
                 run(self.docker().args(["buildx", "prune", "-af"]))?;
             }
             Tool::Buildah => {
-                for tag in tags {
-                    let exists = self
-                        .buildah()
-                        .args(["inspect", "--type", "image", tag])
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .status()
-                        .context("running buildah inspect")?
-                        .success();
-                    if exists {
-                        run(self.buildah().args(["rmi", "-f", tag]))?;
-                    }
-                }
                 // The intermediate images of `--layers` are its cache; with
                 // the tags gone they are dangling.
                 run(self.buildah().args(["rmi", "--prune"]))?;
             }
         }
+        // A cold build starts from the bases, never from a pull.
+        for base in [BUSYBOX, DEBIAN] {
+            if !self.has_image(tool, base)? {
+                bail!(
+                    "{} lost its base image {base} while its cache was emptied",
+                    tool.name()
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// Whether `tool` has an image named `name`.
+    fn has_image(&self, tool: Tool, name: &str) -> Result<bool> {
+        let mut cmd = match tool {
+            Tool::Strata => {
+                return Ok(!run(self.strata().args(["images", "-q", name]))?
+                    .trim()
+                    .is_empty());
+            }
+            Tool::BuildKit => {
+                let mut c = self.docker();
+                c.args(["image", "inspect", name]);
+                c
+            }
+            Tool::Buildah => {
+                let mut c = self.buildah();
+                c.args(["inspect", "--type", "image", name]);
+                c
+            }
+        };
+        Ok(cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .with_context(|| format!("running {cmd:?}"))?
+            .success())
     }
 
     /// The same busybox and Debian bases in all three tools.
     fn import_bases(&self, busybox: &Path, debian: &Path) -> Result<()> {
         for (tar, name) in [(busybox, BUSYBOX), (debian, DEBIAN)] {
-            eprintln!("bench: importing {name} into every tool");
+            progress(format_args!("importing {name} into every tool"));
             run(self.strata().arg("import").arg(tar).arg(name))?;
             // The reference dockerd is shared: importing again would give the
             // tag a new image (a new creation time), so keep one that exists.
-            let have = self
-                .docker()
-                .args(["image", "inspect", name])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .context("running docker image inspect")?
-                .success();
+            let have = self.has_image(Tool::BuildKit, name)?;
             if !have {
                 run(self.docker().arg("import").arg(tar).arg(name))?;
             }
@@ -500,6 +516,24 @@ impl Env {
         run(self.buildah().args(["rmi", "-a", "-f"]))?;
         Ok(())
     }
+}
+
+/// `20000` as `20,000`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A progress line on stderr; a closed stderr only loses the line.
+fn progress(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -629,14 +663,14 @@ impl Bench<'_> {
                 prepare(self.env, tool, i)?;
                 let s = timed(self.env, tool)
                     .with_context(|| format!("scenario {:?}, run {}", row.label, i + 1))?;
-                eprintln!(
-                    "bench: {} | run {}/{} | {}: {:.2} s",
+                progress(format_args!(
+                    "{} | run {}/{} | {}: {:.2} s",
                     row.label.trim(),
                     i + 1,
                     self.runs,
                     tool.name(),
                     s.secs
-                );
+                ));
                 row.times[tool.index()].push(s.secs);
                 row.rss_kib = row.rss_kib.max(s.rss_kib);
             }
@@ -692,7 +726,7 @@ pub fn run_bench(opts: &Options, top: &Path) -> Result<String> {
     ];
     let w = work.path();
 
-    eprintln!("bench: writing the scenarios into {}", w.display());
+    progress(format_args!("writing the scenarios into {}", w.display()));
     write_file(
         &w.join("multistage/Dockerfile"),
         &format!(
@@ -769,7 +803,7 @@ pub fn run_bench(opts: &Options, top: &Path) -> Result<String> {
     bench.measure(
         format!(
             "COPY of {} files / {} MB, cold",
-            opts.files,
+            thousands(opts.files),
             opts.bytes / 1_000_000
         ),
         Target::Ratio(0.5),
@@ -1011,7 +1045,7 @@ fn render(opts: &Options, machine: &Machine, started: &str, rows: &[Row]) -> Res
     writeln!(
         md,
         "## COPY of {} files / {} MB ({size})\n",
-        opts.files,
+        thousands(opts.files),
         opts.bytes / 1_000_000
     )?;
     let runs = if opts.runs >= 3 {
@@ -1083,11 +1117,11 @@ fn render(opts: &Options, machine: &Machine, started: &str, rows: &[Row]) -> Res
         md,
         "\nTargets are issue #11's (strata / BuildKit, and strata's peak RSS under 100 MiB in every row). \
          Cold: each tool's build cache emptied with its own commands before every timed build, the bases kept. \
-         BuildKit builds with `--network none` except the examples, which install from the Debian mirror and run with \
+         strata and BuildKit build with `--network none` except the examples, which install from the Debian mirror and run with \
          `--network host` in every tool (the mirror adds variance to their cold rows); Buildah's chroot isolation \
          always uses the host's network. Export: `strata save`, `docker save`, `buildah push docker-archive:`. \
          The four builds: each copies its own context ({} files / {} MB) and writes 5,000 files.",
-        opts.files / 4,
+        thousands(opts.files / 4),
         opts.bytes / 8 / 1_000_000
     )?;
     Ok(md)
@@ -1128,13 +1162,15 @@ pub fn main(args: &[String], top: &Path) -> Result<()> {
     let section = run_bench(&opts, top)?;
     if let Some(out) = &opts.out {
         write_section(out, opts.size_name(), &section)?;
-        eprintln!(
-            "bench: wrote the {} section of {}",
+        progress(format_args!(
+            "wrote the {} section of {}",
             opts.size_name(),
             out.display()
-        );
+        ));
     }
-    print!("{section}");
+    std::io::stdout()
+        .write_all(section.as_bytes())
+        .context("writing the table to stdout")?;
     Ok(())
 }
 
@@ -1152,6 +1188,14 @@ mod tests {
             }
         }
         assert_eq!(rotation(0), TOOLS);
+    }
+
+    #[test]
+    fn thousands_separates_groups() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(500), "500");
+        assert_eq!(thousands(2000), "2,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
     }
 
     #[test]
