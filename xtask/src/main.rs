@@ -7,6 +7,9 @@
 //! - `example`: build examples/hello-c with strata, `docker load` and run it.
 //! - `services up|down`: start or stop the test fixtures and services by hand.
 //! - `bench layers [SIZE_MB]`: layer creation throughput next to pigz and zstd.
+//! - `bench build [--runs N] [--full] [--out FILE] [--strata PATH]`: strata
+//!   against BuildKit 0.25 (dockerd 28.5) and Buildah, interleaved, medians
+//!   (see bench_build.rs).
 //! - `module-cycles [CRATE_DIR...]`: import cycles between the modules of each
 //!   crate (default: all of them); exits 1 when there is one.
 //! - `fuzz CRATE TARGET [SECONDS]`: `cargo fuzz run` on `crates/CRATE/fuzz`
@@ -74,50 +77,15 @@ fn main() -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             Some("build") => {
-                let rest = &args[2..];
-                let full = rest.iter().any(|a| a == "--full");
-                let runs = rest
-                    .iter()
-                    .position(|a| a == "--runs")
-                    .and_then(|i| rest.get(i + 1))
-                    .map(|r| r.parse())
-                    .transpose()?
-                    .unwrap_or(3);
-                let (files, bytes) = if full {
-                    (20_000, 500_000_000)
-                } else {
-                    (2_000, 50_000_000)
-                };
-                let opts = bench_build::Options {
-                    runs,
-                    files,
-                    bytes,
-                    out: top().join("BENCHMARKS.md"),
-                };
-                let table = bench_build::run_bench(&opts)?;
-                let command = format!(
-                    "cargo build --release && .ci/testenv up && source target/testenv/env.sh && cargo xtask bench build --runs {runs}{}",
-                    if full { " --full" } else { "" }
-                );
-                let doc = format!(
-                    "# Benchmarks\n\nstrata, BuildKit (`DOCKER_BUILDKIT=1 docker build`, docker.io 20.10) and Buildah \
-                     (`buildah bud --isolation chroot`, 1.28) side by side in one run on the same generated scenarios; \
-                     medians of {runs} runs, wall-clock seconds, ratios below 1 mean strata is faster. \
-                     Machine: 2 cores, 24 GiB.\n\nReproduce: `{command}`\n\n{table}\nNotes: without `--full` the COPY context is 2,000 files / 50 MB, a tenth of \
-                     the issue's 20,000 files / 500 MB; `--full` runs that. Export is `strata save` vs `docker save` vs \
-                     `buildah push oci-archive:`. BuildKit builds with `--network none`, strata and Buildah with the host \
-                     network (Buildah's chroot isolation allows nothing else); no scenario uses the network.\n"
-                );
-                strata_oci::atomic_write(&opts.out, doc.as_bytes())?;
-                std::io::Write::write_all(&mut std::io::stdout(), doc.as_bytes())?;
+                bench_build::main(&args[2..], &top())?;
                 Ok(ExitCode::SUCCESS)
             }
             _ => anyhow::bail!(
-                "usage: cargo xtask bench layers [SIZE_MB] | bench build [--runs N] [--full]"
+                "usage: cargo xtask bench layers [SIZE_MB] | bench build [--runs N] [--full] [--out FILE] [--strata PATH]"
             ),
         },
         _ => anyhow::bail!(
-            "usage: cargo xtask test|example|services up|down|bench layers|module-cycles"
+            "usage: cargo xtask test|example|services up|down|fuzz|bench layers|bench build|module-cycles"
         ),
     }
 }
