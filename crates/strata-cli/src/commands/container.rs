@@ -15,7 +15,7 @@ use strata_store::ContainerRecord;
 
 use super::image::open_store;
 use crate::UsageError;
-use crate::render::{self, Format, ago};
+use crate::render::{self, ago};
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -343,13 +343,6 @@ pub fn ps(a: PsArgs) -> anyhow::Result<ExitCode> {
         r.insert("Names".to_owned(), c.name.clone());
         rows.push(r);
     }
-    if a.quiet {
-        out(&rows
-            .iter()
-            .map(|r| r["ID"].clone() + "\n")
-            .collect::<String>())?;
-        return Ok(ExitCode::SUCCESS);
-    }
     let cols = [
         ("CONTAINER ID", "ID"),
         ("IMAGE", "Image"),
@@ -359,11 +352,7 @@ pub fn ps(a: PsArgs) -> anyhow::Result<ExitCode> {
         ("PORTS", "Ports"),
         ("NAMES", "Names"),
     ];
-    out(&render::render(
-        &Format::parse(a.format.as_deref()),
-        &cols,
-        &rows,
-    ))?;
+    out(&render::listing(a.quiet, a.format.as_deref(), &cols, &rows))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -479,13 +479,6 @@ pub fn history(a: HistoryArgs) -> anyhow::Result<ExitCode> {
         r.insert("Size".into(), human_size_prec(img.size(), 3));
         rows.push(r);
     }
-    if a.quiet {
-        out(&rows
-            .iter()
-            .map(|r| r["ID"].clone() + "\n")
-            .collect::<String>())?;
-        return Ok(ExitCode::SUCCESS);
-    }
     let cols = [
         ("IMAGE", "ID"),
         ("CREATED", "CreatedSince"),
@@ -493,11 +486,7 @@ pub fn history(a: HistoryArgs) -> anyhow::Result<ExitCode> {
         ("SIZE", "Size"),
         ("COMMENT", "Comment"),
     ];
-    out(&render::render(
-        &Format::parse(a.format.as_deref()),
-        &cols,
-        &rows,
-    ))?;
+    out(&render::listing(a.quiet, a.format.as_deref(), &cols, &rows))?;
     Ok(ExitCode::SUCCESS)
 }
 
