@@ -359,8 +359,7 @@ pub fn ps(a: PsArgs) -> anyhow::Result<ExitCode> {
 pub fn rm(a: RmArgs) -> anyhow::Result<ExitCode> {
     let store = open_store()?;
     let lock = store.lock()?;
-    let mut failed = false;
-    for name in &a.containers {
+    super::each_reporting_errors(&a.containers, |name| {
         let r = store.resolve_container(name).and_then(|c| {
             if c.state == "running" && !a.force {
                 return Err(strata_store::StoreError::Conflict(format!(
@@ -369,24 +368,10 @@ pub fn rm(a: RmArgs) -> anyhow::Result<ExitCode> {
             }
             store.remove_container(&lock, &c.id)
         });
-        match r {
-            Ok(()) => out(&format!("{name}\n"))?,
-            Err(e) => {
-                #[expect(
-                    clippy::print_stderr,
-                    reason = "per-container errors, as docker prints them"
-                )]
-                {
-                    eprintln!("Error response from daemon: {e}");
-                }
-                failed = true;
-            }
+        if r.is_ok() {
+            out(&format!("{name}\n"))?;
         }
-    }
-    Ok(if failed {
-        ExitCode::from(crate::EXIT_FAILURE)
-    } else {
-        ExitCode::SUCCESS
+        Ok(r)
     })
 }
 

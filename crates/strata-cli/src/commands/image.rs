@@ -511,33 +511,19 @@ fn print_events(events: &[RmiEvent]) -> anyhow::Result<()> {
 pub fn rmi(a: RmiArgs) -> anyhow::Result<ExitCode> {
     let store = open_store()?;
     let lock = store.lock()?;
-    let mut failed = false;
-    for name in &a.images {
-        match store.remove_image(
+    super::each_reporting_errors(&a.images, |name| {
+        let r = store.remove_image(
             &lock,
             name,
             RmiOptions {
                 force: a.force,
                 no_prune: a.no_prune,
             },
-        ) {
-            Ok(ev) => print_events(&ev)?,
-            Err(e) => {
-                #[expect(
-                    clippy::print_stderr,
-                    reason = "per-image errors, as docker prints them"
-                )]
-                {
-                    eprintln!("Error response from daemon: {e}");
-                }
-                failed = true;
-            }
-        }
-    }
-    Ok(if failed {
-        ExitCode::from(crate::EXIT_FAILURE)
-    } else {
-        ExitCode::SUCCESS
+        );
+        Ok(match r {
+            Ok(ev) => Ok(print_events(&ev)?),
+            Err(e) => Err(e),
+        })
     })
 }
 
