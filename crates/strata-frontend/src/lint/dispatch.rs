@@ -505,10 +505,15 @@ fn near_stage_hint(name: &str, stages: &[StageRef], ins: &Instruction, hints: &m
     if let Some(s) = suggest(name, names, false) {
         hints.push(Hint {
             line: ins.line,
-            message: format!(
-                "{} --from={name} names no stage, so it is pulled as an image (did you mean {s}?)",
-                ins.keyword.to_uppercase()
-            ),
+            message: if ins.keyword == "copy" {
+                format!(
+                    "COPY --from={name} names no stage, so it is pulled as an image (did you mean {s}?)"
+                )
+            } else {
+                format!(
+                    "RUN --mount from={name} names no stage, so it is pulled as an image (did you mean {s}?)"
+                )
+            },
         });
     }
 }
