@@ -518,10 +518,11 @@ mod tests {
         );
         assert_eq!(
             c.config.env,
+            // A reassigned variable keeps its place, as in BuildKit.
             Some(vec![
+                "A=11".to_owned(),
                 "B=two words".to_owned(),
-                "C=1 and more".to_owned(),
-                "A=11".to_owned()
+                "C=1 and more".to_owned()
             ])
         );
         assert_eq!(h, ["ENV A=1 B=two words", "ENV C=1 and more", "ENV A=11"]);
@@ -701,7 +702,7 @@ mod tests {
     fn env_set_replaces() {
         let mut e = vec!["A=1".to_owned(), "B=2".to_owned()];
         env_set(&mut e, "A", "3");
-        assert_eq!(e, vec!["B=2", "A=3"]);
+        assert_eq!(e, vec!["A=3", "B=2"]);
         assert_eq!(env_get(&e, "A").as_deref(), Some("3"));
     }
 }
