@@ -901,7 +901,6 @@ cases!(
     bk_nil_provenance,
     bk_no_cache,
     bk_no_empty_continuation,
-    bk_no_snapshot_leak,
     bk_oci_layout_multiname,
     bk_on_build_cleared,
     bk_on_build_inherited_stage_run,

@@ -9,7 +9,9 @@ use strata_frontend::{BuildInputs, Platform};
 use strata_oci::image::ImageConfig;
 use strata_store::Store;
 
-use crate::{BuildOptions, Result, context};
+use crate::api::BuildOptions;
+use crate::context;
+use crate::error::Result;
 
 /// `strata build --check`: every stage (or those `--target` needs), for
 /// the first `--platform` (the host's by default).

@@ -90,8 +90,9 @@ pub fn apply_instruction(
     let pair_words = || -> Result<Vec<String>, ConfigError> {
         match &ins.args {
             Args::Exec(v) => Ok(v.clone()),
-            Args::Shell(s) => strata_frontend::expand_words(s, &lookup, escape)
-                .map_err(|e| fail(e.to_string())),
+            Args::Shell(s) => {
+                strata_frontend::expand_words(s, &lookup, escape).map_err(|e| fail(e.to_string()))
+            }
         }
     };
     let cfg = &mut config.config;

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use strata_store::{CtxMeta, Store};
 
-use crate::{BuildError, Result};
+use crate::error::{BuildError, Result};
 
 /// `.dockerignore` rules: the frontend's matcher (moby/patternmatcher
 /// semantics, see `strata_frontend::Ignore`) over the file this reads.

@@ -8,7 +8,7 @@ use strata_oci::archive::{ArchiveFormat, ArchiveImage, ArchiveIndex};
 use strata_oci::image::{Manifest, Platform};
 use strata_store::{EncodedLayer, ImageRecord, Store, WriteLock};
 
-use crate::{BuildError, Result, io, other};
+use crate::error::{BuildError, Result, io, other};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutputKind {

@@ -3,21 +3,22 @@
 //! reuses steps, implements COPY semantics and the exporters. It reports
 //! progress through [`Event`]s and never prints.
 
+mod api;
 pub mod cache;
 mod checks;
 pub mod config;
 mod context;
 mod copy;
 mod emulation;
+mod error;
 mod export;
 mod mounts;
 mod solver;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use strata_frontend::{BuildInputs, DEFAULT_PATH, Diagnostic};
-use strata_oci::Digest;
 use strata_oci::image::ImageConfig;
 use strata_store::Store;
 
@@ -25,172 +26,11 @@ use solver::{PlatformBuild, build_platform};
 
 pub use cache::remote as remote_cache;
 
+pub use api::{BuildOptions, BuildResult, Event};
 pub use checks::check;
+pub use error::BuildError;
+use error::{Result, other};
 pub use export::{Output, OutputKind, check_outputs, parse_output};
-
-/// Everything wrong with a build, each naming what the user must fix.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    #[error("{}", .0.render())]
-    Dockerfile(Box<Diagnostic>),
-    #[error(
-        "process \"{command}\" did not complete successfully: exit code: {code}\n  at {file}:{line}: {instruction}"
-    )]
-    StepFailed {
-        file: String,
-        line: usize,
-        instruction: String,
-        command: String,
-        code: i32,
-    },
-    #[error("{context}")]
-    Io {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
-    /// An I/O error from `fs_err`, whose message names the path.
-    #[error(transparent)]
-    Fs(#[from] std::io::Error),
-    #[error("{what}")]
-    Json {
-        what: &'static str,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error(transparent)]
-    Store(#[from] strata_store::StoreError),
-    #[error(transparent)]
-    Exec(#[from] strata_exec::ExecError),
-    #[error(transparent)]
-    Image(#[from] strata_image::ImageError),
-    #[error(transparent)]
-    Registry(#[from] strata_registry::RegistryError),
-    #[error("{0}")]
-    Other(String),
-    /// Another stage failed first; this one stopped.
-    #[error("cancelled because another stage failed")]
-    Cancelled,
-}
-
-type Result<T, E = BuildError> = std::result::Result<T, E>;
-
-fn other(msg: impl Into<String>) -> BuildError {
-    BuildError::Other(msg.into())
-}
-
-/// An error and its causes as one line (`a: b: c`), for messages that carry
-/// an error as text (progress events, Dockerfile diagnostics). A cause whose
-/// text the line already ends with (an error that also prints its source)
-/// is not repeated.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
-    out
-}
-
-fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {
-    let context = context.into();
-    move |source| BuildError::Io { context, source }
-}
-
-/// What `strata build` was asked to do.
-#[derive(Debug, Clone)]
-pub struct BuildOptions {
-    pub context: PathBuf,
-    /// The Dockerfile's name for messages, and its contents.
-    pub dockerfile_name: String,
-    pub dockerfile: String,
-    pub tags: Vec<String>,
-    pub build_args: BTreeMap<String, String>,
-    pub target: Option<String>,
-    pub no_cache: bool,
-    /// `--no-cache-filter`: stages (by name or index) whose steps always run.
-    pub no_cache_filter: Vec<String>,
-    pub outputs: Vec<Output>,
-    pub network: strata_exec::Network,
-    pub labels: BTreeMap<String, String>,
-    /// `--timestamp=now`: wall-clock dates instead of the build epoch.
-    pub timestamp_now: bool,
-    /// `--secret id=X,...` values, by id, for `RUN --mount=type=secret`.
-    pub secrets: BTreeMap<String, Vec<u8>>,
-    /// `--ssh default`: the agent socket for `RUN --mount=type=ssh`.
-    pub ssh_socket: Option<PathBuf>,
-    /// `--pull`: fetch every base image again (once per build) even when
-    /// the store has it.
-    pub pull: bool,
-    /// The registry client for images the store lacks; `None` means
-    /// offline: such images are an error.
-    pub registry: Option<std::sync::Arc<strata_registry::Client>>,
-    /// `--cache-from`: shared caches to take step results from.
-    pub cache_from: Vec<remote_cache::CacheLocation>,
-    /// `--cache-to`: where to write this build's step results.
-    pub cache_to: Vec<remote_cache::CacheExport>,
-    /// Stages run at once (`--jobs`); 0 means one per core.
-    pub jobs: usize,
-    /// `--add-host NAME:IP`: extra /etc/hosts lines for RUN steps.
-    pub extra_hosts: Vec<(String, std::net::IpAddr)>,
-    /// `--shm-size`: size of /dev/shm in RUN steps (default 64 MiB).
-    pub shm_size: Option<u64>,
-    /// `--platform A,B`: build once per platform; empty means the host.
-    pub platforms: Vec<strata_frontend::Platform>,
-}
-
-/// Progress, for the CLI to render.
-#[derive(Debug, Clone)]
-pub enum Event {
-    /// A step starts: `#n [stage i/k] TEXT`.
-    Step {
-        n: usize,
-        name: String,
-    },
-    Cached {
-        n: usize,
-    },
-    Output {
-        n: usize,
-        data: Vec<u8>,
-    },
-    Done {
-        n: usize,
-        seconds: f64,
-    },
-    Error {
-        n: usize,
-        message: String,
-    },
-    /// A build check fired (BuildKit's lint rules); the CLI lists these
-    /// after the build, as buildx does.
-    Warning(strata_frontend::lint::Warning),
-}
-
-/// What a finished build produced.
-#[derive(Debug, Clone)]
-pub struct BuildResult {
-    pub image_id: Digest,
-    pub manifest_digest: Digest,
-    pub size: u64,
-    pub layers_built: usize,
-    pub steps_cached: usize,
-    pub steps_run: usize,
-    pub epoch: i64,
-    pub epoch_source: &'static str,
-    /// Context files whose content was read and hashed (the others were
-    /// known unchanged from an earlier build).
-    pub context_files_hashed: usize,
-    /// Each platform built: (`os/arch[/variant]`, image ID, manifest digest).
-    pub platforms: Vec<(String, Digest, Digest)>,
-    /// Progress step numbers used (the next platform's steps continue).
-    pub steps_numbered: usize,
-}
 
 /// The build epoch and where it came from: SOURCE_DATE_EPOCH (env or build
 /// arg), else the commit time of HEAD when the context is a git work tree,

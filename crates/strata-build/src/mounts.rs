@@ -6,7 +6,7 @@ use std::path::Path;
 use strata_exec::{CacheSharing, Mount};
 use strata_frontend::Instruction;
 
-use crate::Result;
+use crate::error::Result;
 use crate::solver::Solver;
 
 /// A resolved mount plus what it adds to the cache key.
@@ -74,7 +74,7 @@ impl Solver<'_> {
                         .join("cache-mounts")
                         .join(blake3::hash(id.as_bytes()).to_hex().as_str());
                     std::fs::create_dir_all(&dir)
-                        .map_err(crate::io(format!("creating {}", dir.display())))?;
+                        .map_err(crate::error::io(format!("creating {}", dir.display())))?;
                     let mode = kv.get("mode").and_then(|m| octal(m)).unwrap_or(0o755);
                     // A cache's contents never enter the key: that is its point.
                     out.key.extend(

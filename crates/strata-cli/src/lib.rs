@@ -11,19 +11,11 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 mod daemon;
+mod exit;
 mod progress;
 mod render;
 
-/// Exit code for a build or command that failed on its own terms (a step
-/// failed, an image is missing).
-pub const EXIT_FAILURE: u8 = 1;
-/// Exit code for bad command-line usage, as clap and `docker` use.
-pub const EXIT_USAGE: u8 = 2;
-
-/// An error that is the user's invocation, not the work: exits with 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+pub use exit::{EXIT_FAILURE, EXIT_USAGE, UsageError};
 
 #[derive(Parser)]
 #[command(

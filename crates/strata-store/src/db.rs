@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use redb::{Database, DatabaseError, ReadableDatabase, TableDefinition};
+use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use strata_oci::Digest;
 
@@ -68,25 +68,37 @@ impl Store {
             root: root.to_path_buf(),
             db_path: root.join("metadata.redb"),
         };
-        // Create every table once so that readers never meet a missing table.
+        if !store.db_path.exists() {
+            store.create_db()?;
+        }
+        // Create every table once so that readers never meet a missing table
+        // (a database made by an older strata may lack the newer ones).
         let db = store.db()?;
-        store.write_txn(&db, |txn| {
-            for t in [
-                IMAGES,
-                TAGS,
-                LAYERS,
-                SNAPSHOTS,
-                CONTAINERS,
-                CACHE,
-                CTX_META,
-                BLOB_SOURCES,
-                LAYER_ENCODINGS,
-            ] {
-                txn.open_table(t)?;
-            }
-            Ok(())
-        })?;
+        store.write_txn(&db, create_tables)?;
         Ok(store)
+    }
+
+    /// Makes the database under a temporary name and renames it into place,
+    /// so that a process killed while creating it leaves no half-written
+    /// `metadata.redb` (redb refuses a file without its header) for the next
+    /// one to trip over. When another process wins the race, its database is
+    /// kept and ours discarded.
+    fn create_db(&self) -> Result<()> {
+        let scratch = self.root.join("tmp");
+        let tmp = tempfile::Builder::new()
+            .prefix("metadata.redb.")
+            .tempfile_in(&scratch)
+            .map_err(io_err(&scratch))?;
+        {
+            let db = Database::create(tmp.path()).map_err(|e| self.db_err(e))?;
+            self.write_txn(&db, create_tables)?;
+        }
+        tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
+        match tmp.persist_noclobber(&self.db_path) {
+            Ok(_) => Ok(()),
+            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(io_err(&self.db_path)(e.error)),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -224,4 +236,38 @@ pub(crate) fn is_root() -> bool {
                 .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
         })
         .unwrap_or(false)
+}
+
+/// Every image record in the images table.
+pub(crate) fn all_images(
+    t: &impl ReadableTable<&'static str, &'static str>,
+) -> Result<Vec<ImageRecord>, TxnError> {
+    let mut out = Vec::new();
+    for e in t.iter()? {
+        let (k, v) = e?;
+        out.push(from_json("images", k.value(), v.value())?);
+    }
+    Ok(out)
+}
+
+/// The first 12 characters of an ID, as docker prints it.
+pub(crate) fn short12(s: &str) -> &str {
+    s.get(..12).unwrap_or(s)
+}
+
+fn create_tables(txn: &redb::WriteTransaction) -> Result<(), TxnError> {
+    for t in [
+        IMAGES,
+        TAGS,
+        LAYERS,
+        SNAPSHOTS,
+        CONTAINERS,
+        CACHE,
+        CTX_META,
+        BLOB_SOURCES,
+        LAYER_ENCODINGS,
+    ] {
+        txn.open_table(t)?;
+    }
+    Ok(())
 }

@@ -8,7 +8,6 @@ use redb::ReadableTable;
 use strata_oci::Digest;
 
 use crate::db::*;
-use crate::images::{all_images, short12};
 use crate::records::*;
 use crate::*;
 

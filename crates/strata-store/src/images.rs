@@ -282,17 +282,6 @@ impl Store {
     }
 }
 
-pub(crate) fn all_images(
-    t: &impl ReadableTable<&'static str, &'static str>,
-) -> Result<Vec<ImageRecord>, TxnError> {
-    let mut out = Vec::new();
-    for e in t.iter()? {
-        let (k, v) = e?;
-        out.push(from_json("images", k.value(), v.value())?);
-    }
-    Ok(out)
-}
-
 pub(crate) fn collect_tags(
     t: &impl ReadableTable<&'static str, &'static str>,
     id: &str,
@@ -365,8 +354,4 @@ pub(crate) fn is_by_name(images: &[(ImageRecord, Vec<String>)], name: &str) -> b
         Ok(n) => images.iter().any(|(_, t)| t.contains(&n)),
         Err(_) => false,
     }
-}
-
-pub(crate) fn short12(s: &str) -> &str {
-    s.get(..12).unwrap_or(s)
 }

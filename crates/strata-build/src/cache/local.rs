@@ -5,8 +5,9 @@ use std::sync::atomic::Ordering;
 use strata_store::{CacheRecord, LayerRecord};
 
 use super::CachedStep;
+use crate::api::Event;
+use crate::error::{BuildError, Result};
 use crate::solver::{Solver, State};
-use crate::{BuildError, Event, Result};
 
 impl Solver<'_> {
     /// The cache lookup shared by RUN and COPY: on a hit the state advances.

@@ -8,6 +8,7 @@ use strata_store::LayerRecord;
 mod key;
 mod local;
 pub mod remote;
+pub(crate) mod spec;
 
 pub(crate) use key::key_of;
 

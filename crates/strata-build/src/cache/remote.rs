@@ -15,7 +15,7 @@
 //! of steps that match and nothing else.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use strata_oci::Digest;
@@ -24,110 +24,11 @@ use strata_oci::reference::Reference;
 use strata_registry::{Client, Repository};
 use strata_store::{Store, WriteLock};
 
-use std::time::Instant;
-
-use super::CachedStep;
-use crate::solver::Solver;
-use crate::{Event, Result, other};
+pub use super::spec::{CacheExport, CacheLocation, parse_cache_from, parse_cache_to};
+use crate::error::{Result, other};
 
 pub const ARTIFACT_TYPE: &str = "application/vnd.strata.cache.v1";
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.strata.cache.config.v1+json";
-
-/// Where a cache lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CacheLocation {
-    /// `type=registry,ref=REG/REPO:TAG`
-    Registry(Reference),
-    /// `type=local,src=DIR` / `dest=DIR`: an OCI layout folder.
-    Local(PathBuf),
-}
-
-/// `--cache-to`: where, and whether intermediate stages are included.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CacheExport {
-    pub location: CacheLocation,
-    /// `mode=max`: every step of every stage built; `mode=min` (default):
-    /// only the steps of the stages the result image is made of.
-    pub max: bool,
-}
-
-fn parse_fields(spec: &str) -> BTreeMap<String, String> {
-    spec.split(',')
-        .filter_map(|f| f.split_once('='))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect()
-}
-
-fn parse_ref(spec: &str, r: &str) -> Result<Reference> {
-    Reference::parse(r).map_err(|e| other(format!("{spec:?}: {e}")))
-}
-
-/// Parses `--cache-from`: `type=registry,ref=R`, `type=local,src=DIR`, or a
-/// bare reference (buildx's short form).
-pub fn parse_cache_from(spec: &str) -> Result<CacheLocation> {
-    if !spec.contains('=') {
-        return Ok(CacheLocation::Registry(parse_ref(spec, spec)?));
-    }
-    let f = parse_fields(spec);
-    match f.get("type").map(String::as_str).unwrap_or("registry") {
-        "registry" => {
-            let r = f
-                .get("ref")
-                .ok_or_else(|| other(format!("--cache-from {spec:?}: ref= is required")))?;
-            Ok(CacheLocation::Registry(parse_ref(spec, r)?))
-        }
-        "local" => {
-            let d = f
-                .get("src")
-                .ok_or_else(|| other(format!("--cache-from {spec:?}: src= is required")))?;
-            Ok(CacheLocation::Local(PathBuf::from(d)))
-        }
-        t => Err(other(format!(
-            "--cache-from {spec:?}: unsupported type {t:?} (registry, local)"
-        ))),
-    }
-}
-
-/// Parses `--cache-to`: `type=registry,ref=R[,mode=min|max]` or
-/// `type=local,dest=DIR[,mode=min|max]`.
-pub fn parse_cache_to(spec: &str) -> Result<CacheExport> {
-    let f = parse_fields(spec);
-    let max = match f.get("mode").map(String::as_str) {
-        None | Some("min") => false,
-        Some("max") => true,
-        Some(m) => {
-            return Err(other(format!(
-                "--cache-to {spec:?}: mode={m}: expected min or max"
-            )));
-        }
-    };
-    for k in f.keys() {
-        if !matches!(
-            k.as_str(),
-            "type" | "ref" | "dest" | "mode" | "oci-mediatypes" | "image-manifest"
-        ) {
-            return Err(other(format!("--cache-to {spec:?}: unknown option {k:?}")));
-        }
-    }
-    let location = match f.get("type").map(String::as_str) {
-        Some("registry") => CacheLocation::Registry(parse_ref(
-            spec,
-            f.get("ref")
-                .ok_or_else(|| other(format!("--cache-to {spec:?}: ref= is required")))?,
-        )?),
-        Some("local") => CacheLocation::Local(PathBuf::from(
-            f.get("dest")
-                .ok_or_else(|| other(format!("--cache-to {spec:?}: dest= is required")))?,
-        )),
-        Some(t) => {
-            return Err(other(format!(
-                "--cache-to {spec:?}: unsupported type {t:?} (registry, local)"
-            )));
-        }
-        None => return Err(other(format!("--cache-to {spec:?}: type= is required"))),
-    };
-    Ok(CacheExport { location, max })
-}
 
 /// The config blob of a cache manifest.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -214,7 +115,7 @@ impl ImportedCache {
             .cloned()
             .ok_or_else(|| other(format!("cache lists no blob {digest}")))?;
         let downloads = store.downloads_dir();
-        fs_err::create_dir_all(&downloads).map_err(crate::io("creating downloads dir"))?;
+        fs_err::create_dir_all(&downloads).map_err(crate::error::io("creating downloads dir"))?;
         let partial = downloads.join(format!("{}.partial", digest.hex()));
         match &self.sources[i] {
             CacheLocation::Registry(r) => {
@@ -224,11 +125,14 @@ impl ImportedCache {
             }
             CacheLocation::Local(dir) => {
                 let src = dir.join("blobs/sha256").join(digest.hex());
-                let mut f = fs_err::File::open(&src).map_err(crate::io("reading local cache"))?;
+                let mut f =
+                    fs_err::File::open(&src).map_err(crate::error::io("reading local cache"))?;
                 let mut w = strata_oci::DigestingWriter::new(
-                    fs_err::File::create(&partial).map_err(crate::io("writing a download"))?,
+                    fs_err::File::create(&partial)
+                        .map_err(crate::error::io("writing a download"))?,
                 );
-                std::io::copy(&mut f, &mut w).map_err(crate::io("copying from local cache"))?;
+                std::io::copy(&mut f, &mut w)
+                    .map_err(crate::error::io("copying from local cache"))?;
                 let (_, got, _) = w.finish();
                 if got != *digest {
                     let _ = std::fs::remove_file(&partial);
@@ -286,7 +190,8 @@ fn load_registry(client: &Client, r: &Reference) -> Result<(CacheConfig, Vec<Des
 
 fn load_local(dir: &Path) -> Result<(CacheConfig, Vec<Descriptor>)> {
     let what = dir.display().to_string();
-    let index = fs_err::read(dir.join("index.json")).map_err(crate::io("reading local cache"))?;
+    let index =
+        fs_err::read(dir.join("index.json")).map_err(crate::error::io("reading local cache"))?;
     let index =
         strata_oci::image::Index::from_json(&index).map_err(|e| other(format!("{what}: {e}")))?;
     let desc = index
@@ -295,7 +200,7 @@ fn load_local(dir: &Path) -> Result<(CacheConfig, Vec<Descriptor>)> {
         .ok_or_else(|| other(format!("{what}: index.json lists no cache manifest")))?;
     let read = |d: &Digest| -> Result<Vec<u8>> {
         let p = dir.join("blobs/sha256").join(d.hex());
-        let b = fs_err::read(&p).map_err(crate::io("reading local cache"))?;
+        let b = fs_err::read(&p).map_err(crate::error::io("reading local cache"))?;
         if Digest::of(&b) != *d {
             return Err(other(format!(
                 "{}: does not match its digest; refused",
@@ -365,16 +270,16 @@ pub fn export(
                 store.add_blob_source(lock, &l.digest, &repo.to_string())?;
             }
             let tmp = tempfile::NamedTempFile::new_in(store.root().join("tmp"))
-                .map_err(crate::io("writing the cache config"))?;
+                .map_err(crate::error::io("writing the cache config"))?;
             fs_err::write(tmp.path(), &config_bytes)
-                .map_err(crate::io("writing the cache config"))?;
+                .map_err(crate::error::io("writing the cache config"))?;
             let p = tmp.path().to_owned();
             client.push_blob(&repo, &config_desc, None, &|| std::fs::File::open(&p))?;
             client.put_manifest(&repo, &tag, MEDIA_TYPE_OCI_MANIFEST, &manifest_bytes)?;
         }
         CacheLocation::Local(dir) => {
             let blobs = dir.join("blobs/sha256");
-            fs_err::create_dir_all(&blobs).map_err(crate::io("creating the local cache"))?;
+            fs_err::create_dir_all(&blobs).map_err(crate::error::io("creating the local cache"))?;
             for l in &layers {
                 let dst = blobs.join(l.digest.hex());
                 if !dst.exists() {
@@ -382,7 +287,7 @@ pub fn export(
                     let mut f = strata_oci::AtomicFile::create_shared(&dst)
                         .map_err(|e| other(format!("{}: {e}", dst.display())))?;
                     std::io::copy(&mut src, f.file())
-                        .map_err(crate::io("writing the local cache"))?;
+                        .map_err(crate::error::io("writing the local cache"))?;
                     f.commit()
                         .map_err(|e| other(format!("{}: {e}", dst.display())))?;
                 }
@@ -413,107 +318,4 @@ pub fn export(
         }
     }
     Ok(digest)
-}
-
-impl Solver<'_> {
-    /// Reads the `--cache-from` manifests (not their layers).
-    pub(crate) fn import_caches(&self) -> Result<()> {
-        let n = self.next_step();
-        let names: Vec<String> = self
-            .opts
-            .cache_from
-            .iter()
-            .map(|c| match c {
-                CacheLocation::Registry(r) => r.to_string(),
-                CacheLocation::Local(d) => d.display().to_string(),
-            })
-            .collect();
-        self.emit(Event::Step {
-            n,
-            name: format!(
-                "[internal] importing cache manifest from {}",
-                names.join(", ")
-            ),
-        });
-        let start = Instant::now();
-        let client = self.opts.registry.clone();
-        let (imported, warnings) = ImportedCache::load(client.as_deref(), &self.opts.cache_from)?;
-        for w in warnings {
-            self.emit(Event::Output {
-                n,
-                data: format!("WARNING: {w}\n").into_bytes(),
-            });
-        }
-        self.emit(Event::Output {
-            n,
-            data: format!("{} cached steps available\n", imported.len()).into_bytes(),
-        });
-        *self.shared.imported.lock().expect("imported cache") = imported;
-        self.emit(Event::Done {
-            n,
-            seconds: start.elapsed().as_secs_f64(),
-        });
-        Ok(())
-    }
-
-    /// Writes the steps of this build to a `--cache-to` destination.
-    pub(crate) fn export_cache(
-        &self,
-        dest: &CacheExport,
-        chain: &std::collections::HashSet<usize>,
-    ) -> Result<()> {
-        let n = self.next_step();
-        let name = match &dest.location {
-            CacheLocation::Registry(r) => r.to_string(),
-            CacheLocation::Local(d) => d.display().to_string(),
-        };
-        self.emit(Event::Step {
-            n,
-            name: format!(
-                "exporting cache to {name} (mode={})",
-                if dest.max { "max" } else { "min" }
-            ),
-        });
-        let start = Instant::now();
-        let mut records = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        let step_keys = self.shared.step_keys.lock().expect("step keys").clone();
-        for (stage, key) in &step_keys {
-            if !(dest.max || chain.contains(stage)) || !seen.insert(key.clone()) {
-                continue;
-            }
-            let Some(rec) = self.store.cache_get(key)? else {
-                continue;
-            };
-            let layers = serde_json::from_value::<CachedStep>(rec.value.clone())
-                .ok()
-                .and_then(|s| s.layer)
-                .map(|l| {
-                    vec![strata_oci::image::Descriptor::new(
-                        l.media_type.clone(),
-                        l.blob,
-                        l.size,
-                    )]
-                })
-                .unwrap_or_default();
-            records.push((key.clone(), rec.value, layers));
-        }
-        let client = self.opts.registry.clone();
-        let digest = export(
-            self.store,
-            self.lock,
-            client.as_deref(),
-            &records,
-            &dest.location,
-        )?;
-        self.emit(Event::Output {
-            n,
-            data: format!("{} steps, manifest {digest}\n", records.len()).into_bytes(),
-        });
-        self.emit(Event::Done {
-            n,
-            seconds: start.elapsed().as_secs_f64(),
-        });
-        Ok(())
-    }
 }

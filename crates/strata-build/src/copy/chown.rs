@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use strata_frontend::Instruction;
 
 use super::tree::set_mtime;
+use crate::error::{Result, io};
 use crate::solver::{Solver, State};
-use crate::{Result, io};
 
 impl Solver<'_> {
     pub(super) fn resolve_chown(

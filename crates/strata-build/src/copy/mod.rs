@@ -18,8 +18,9 @@ use select::{Source, is_archive, resolve_in_image};
 use tree::{TreeRules, copy_tree};
 
 use crate::cache::key_of;
+use crate::context;
+use crate::error::{Result, io, other};
 use crate::solver::{Solver, State, clean_abs};
-use crate::{Result, context, io, other};
 
 impl Solver<'_> {
     pub(crate) fn copy_step(

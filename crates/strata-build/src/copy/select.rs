@@ -3,8 +3,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::context;
+use crate::error::{Result, other};
 use crate::solver::Solver;
-use crate::{Result, context, other};
 
 /// A selected source: where it is on disk and its path relative to the
 /// source root (for ignore rules and the cache key).

@@ -5,7 +5,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use super::chmod::Chmod;
-use crate::{BuildError, Result, context, io};
+use crate::context;
+use crate::error::{BuildError, Result, io};
 
 pub(super) fn set_mtime(p: &Path, secs: i64) -> Result<()> {
     let t = filetime_from(secs);

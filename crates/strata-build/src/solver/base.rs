@@ -6,8 +6,9 @@ use strata_oci::image::ImageConfig;
 use strata_store::ImageRecord;
 
 use super::{Solver, State};
+use crate::api::Event;
 use crate::cache::{CACHE_VERSION, key_of};
-use crate::{Event, Result, other};
+use crate::error::{Result, other};
 
 /// Whether an image for `have` serves a build for `want`: containerd's
 /// `platforms.Only(want)`, as Docker checks a stored image against
@@ -102,7 +103,7 @@ impl Solver<'_> {
             &|_| {},
         )
         .map_err(|e| {
-            let e = crate::chain(&e);
+            let e = crate::error::chain(&e);
             self.emit(Event::Error {
                 n,
                 message: e.clone(),

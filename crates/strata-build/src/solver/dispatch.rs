@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use strata_frontend::{Instruction, StageScope};
 
 use super::{Solver, State};
-use crate::Result;
 use crate::cache::key_of;
 use crate::config::{ArgScope, ConfigState, apply_instruction};
+use crate::error::Result;
 
 impl Solver<'_> {
     /// Runs one instruction; returns whether it was a cache hit.

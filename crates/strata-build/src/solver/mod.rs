@@ -14,12 +14,16 @@ use strata_oci::compress::Compression;
 use strata_oci::image::ImageConfig;
 use strata_store::{ImageRecord, LayerRecord, Store, WriteLock};
 
-use crate::{BuildError, BuildOptions, Event, Result, context, io, other, remote_cache};
+use crate::api::{BuildOptions, Event};
+use crate::cache::remote as remote_cache;
+use crate::context;
+use crate::error::{BuildError, Result, io, other};
 
 mod base;
 mod dispatch;
 mod run_step;
 mod schedule;
+mod shared_cache;
 
 pub(crate) use crate::config::clean_abs;
 

@@ -6,8 +6,10 @@ use std::sync::atomic::Ordering;
 use strata_frontend::{Args, Instruction, StageScope, env_get};
 
 use super::{PIPES, Solver, State};
+use crate::api::Event;
 use crate::cache::key_of;
-use crate::{BuildError, Event, Result, emulation, other};
+use crate::emulation;
+use crate::error::{BuildError, Result, other};
 
 impl Solver<'_> {
     pub(crate) fn run_step(
@@ -176,7 +178,7 @@ impl Solver<'_> {
         .map_err(|_| other("the executor thread panicked"))?
         .map_err(|e| match e {
             strata_exec::ExecError::Cancelled => BuildError::Cancelled,
-            e => BuildError::Exec(e),
+            e => BuildError::from(e),
         })?;
         self.counts.run.fetch_add(1, Ordering::Relaxed);
         let code = match outcome.status {

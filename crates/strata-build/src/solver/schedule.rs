@@ -8,7 +8,8 @@ use std::time::Instant;
 use strata_frontend::{Instruction, Stage, StageScope};
 
 use super::{Solver, State};
-use crate::{BuildError, Event, Result};
+use crate::api::Event;
+use crate::error::{BuildError, Result};
 
 impl Solver<'_> {
     /// Runs the needed stages, each on its own thread as soon as the stages
@@ -146,7 +147,7 @@ impl Solver<'_> {
                 Err(e) => {
                     self.emit(Event::Error {
                         n,
-                        message: crate::chain(&e),
+                        message: crate::error::chain(&e),
                     });
                     return Err(e);
                 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Context;
 use strata_build::{BuildError, BuildOptions, Event, Output, OutputKind};
 
-use crate::UsageError;
+use crate::exit::UsageError;
 
 #[derive(clap::Args)]
 pub struct BuildArgs {
@@ -360,7 +360,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
                 {
                     eprintln!("error: {}", d.render());
                 }
-                Ok(ExitCode::from(crate::EXIT_FAILURE))
+                Ok(ExitCode::from(crate::exit::EXIT_FAILURE))
             }
             Err(e) => Err(e.into()),
         };
@@ -382,14 +382,14 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             {
                 eprintln!("error: {}", d.render());
             }
-            return Ok(ExitCode::from(crate::EXIT_FAILURE));
+            return Ok(ExitCode::from(crate::exit::EXIT_FAILURE));
         }
         Err(e) => {
             #[expect(clippy::print_stderr, reason = "the CLI renders build errors")]
             {
                 eprintln!("ERROR: {e}");
             }
-            return Ok(ExitCode::from(crate::EXIT_FAILURE));
+            return Ok(ExitCode::from(crate::exit::EXIT_FAILURE));
         }
     };
     let mut pushed = Vec::new();
@@ -402,7 +402,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
                     {
                         eprintln!("ERROR: pushing {t}: {e:#}");
                     }
-                    return Ok(ExitCode::from(crate::EXIT_FAILURE));
+                    return Ok(ExitCode::from(crate::exit::EXIT_FAILURE));
                 }
             }
         }
@@ -417,7 +417,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
                 result.image_id
             );
         }
-        return Ok(ExitCode::from(crate::EXIT_FAILURE));
+        return Ok(ExitCode::from(crate::exit::EXIT_FAILURE));
     }
     if let Some(p) = &args.iidfile {
         strata_oci::atomic_write_shared(p, result.image_id.to_string().as_bytes())
@@ -649,7 +649,7 @@ fn run_check(
             }
             eprint!("ERROR: {e}");
         }
-        return Ok(ExitCode::from(crate::EXIT_FAILURE));
+        return Ok(ExitCode::from(crate::exit::EXIT_FAILURE));
     }
     if call.ignore_status {
         return Ok(ExitCode::SUCCESS);

@@ -14,7 +14,7 @@ use strata_oci::Digest;
 use strata_store::ContainerRecord;
 
 use super::image::open_store;
-use crate::UsageError;
+use crate::exit::UsageError;
 use crate::render::{self, ago};
 
 #[derive(clap::Args)]
@@ -359,7 +359,7 @@ pub fn ps(a: PsArgs) -> anyhow::Result<ExitCode> {
 pub fn rm(a: RmArgs) -> anyhow::Result<ExitCode> {
     let store = open_store()?;
     let lock = store.lock()?;
-    super::each_reporting_errors(&a.containers, |name| {
+    super::per_item::each_reporting_errors(&a.containers, |name| {
         let r = store.resolve_container(name).and_then(|c| {
             if c.state == "running" && !a.force {
                 return Err(strata_store::StoreError::Conflict(format!(

@@ -36,7 +36,7 @@ pub fn run(cmd: DebugCommand) -> anyhow::Result<ExitCode> {
                     {
                         eprintln!("error: {}", d.render());
                     }
-                    Ok(ExitCode::from(crate::EXIT_FAILURE))
+                    Ok(ExitCode::from(crate::exit::EXIT_FAILURE))
                 }
             }
         }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use strata_oci::Digest;
 use strata_store::{ImageRecord, RmiEvent, RmiOptions, Store, familiar, split_repo_tag};
 
-use crate::UsageError;
+use crate::exit::UsageError;
 use crate::render::{self, Format, ago, human_size, human_size_prec};
 
 #[derive(clap::Args)]
@@ -384,7 +384,7 @@ pub fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if failed {
-        ExitCode::from(crate::EXIT_FAILURE)
+        ExitCode::from(crate::exit::EXIT_FAILURE)
     } else {
         ExitCode::SUCCESS
     })
@@ -511,7 +511,7 @@ fn print_events(events: &[RmiEvent]) -> anyhow::Result<()> {
 pub fn rmi(a: RmiArgs) -> anyhow::Result<ExitCode> {
     let store = open_store()?;
     let lock = store.lock()?;
-    super::each_reporting_errors(&a.images, |name| {
+    super::per_item::each_reporting_errors(&a.images, |name| {
         let r = store.remove_image(
             &lock,
             name,

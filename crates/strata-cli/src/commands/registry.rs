@@ -16,7 +16,7 @@ use strata_image::registry::TransferEvent;
 use strata_oci::reference::Reference;
 use strata_registry::{Client, ClientOptions, Credentials, DockerConfig};
 
-use crate::UsageError;
+use crate::exit::UsageError;
 
 /// How to reach registries; shared by every command that talks to one.
 #[derive(clap::Args, Debug, Clone, Default)]

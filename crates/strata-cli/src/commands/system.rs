@@ -77,7 +77,7 @@ pub fn check(a: CheckArgs) -> anyhow::Result<ExitCode> {
     Ok(if r.problems.is_empty() || a.repair {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(crate::EXIT_FAILURE)
+        ExitCode::from(crate::exit::EXIT_FAILURE)
     })
 }
 
@@ -106,7 +106,7 @@ pub fn builder(c: BuilderCommand) -> anyhow::Result<ExitCode> {
     let keep = match keep_storage.as_deref() {
         None => 0,
         Some(k) => parse_size(k).ok_or_else(|| {
-            crate::UsageError(format!(
+            crate::exit::UsageError(format!(
                 "--keep-storage {k}: expected a size such as 512MB or 2GB"
             ))
         })?,

@@ -5,8 +5,8 @@
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 
+use super::findings::{CheckError, Hint, LintOptions, Scope, Sink, suggest};
 use super::rules;
-use super::{CheckError, Hint, LintOptions, Scope, Sink, suggest};
 use crate::expand::{expand_word, split_words};
 use crate::parse::{Args, Dockerfile, Instruction};
 use crate::plan::{env_get, env_set};

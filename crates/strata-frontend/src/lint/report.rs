@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::LintReport;
+use super::findings::LintReport;
 
 /// buildx's text: a count line, then each warning (by line) with the rule's
 /// URL, its message and the lines around it. Hints follow as `NOTE:`

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use super::{ArchiveError, DockerManifestEntry, LoadedImage, LoadedLayer, MAX_JSON, io_err};
+use super::types::{ArchiveError, DockerManifestEntry, LoadedImage, LoadedLayer, MAX_JSON, io_err};
 use crate::blobs::{BlobError, BlobStore};
 use crate::compress::{self, Compression, Detected};
 use crate::digest::{Digest, DigestingReader};

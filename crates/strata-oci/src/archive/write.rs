@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::{
+use super::types::{
     ArchiveError, ArchiveFormat, ArchiveImage, ArchiveIndex, DockerManifestEntry, MAX_JSON,
     StoredImage, blob_path, docker_repo, io_err, split_name,
 };

@@ -1,0 +1,100 @@
+//! What a build is asked (`BuildOptions`), what it reports while it runs
+//! (`Event`), and what it returns (`BuildResult`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use strata_oci::Digest;
+
+use crate::cache::spec as remote_cache;
+use crate::export::Output;
+
+/// What `strata build` was asked to do.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub context: PathBuf,
+    /// The Dockerfile's name for messages, and its contents.
+    pub dockerfile_name: String,
+    pub dockerfile: String,
+    pub tags: Vec<String>,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub no_cache: bool,
+    /// `--no-cache-filter`: stages (by name or index) whose steps always run.
+    pub no_cache_filter: Vec<String>,
+    pub outputs: Vec<Output>,
+    pub network: strata_exec::Network,
+    pub labels: BTreeMap<String, String>,
+    /// `--timestamp=now`: wall-clock dates instead of the build epoch.
+    pub timestamp_now: bool,
+    /// `--secret id=X,...` values, by id, for `RUN --mount=type=secret`.
+    pub secrets: BTreeMap<String, Vec<u8>>,
+    /// `--ssh default`: the agent socket for `RUN --mount=type=ssh`.
+    pub ssh_socket: Option<PathBuf>,
+    /// `--pull`: fetch every base image again (once per build) even when
+    /// the store has it.
+    pub pull: bool,
+    /// The registry client for images the store lacks; `None` means
+    /// offline: such images are an error.
+    pub registry: Option<std::sync::Arc<strata_registry::Client>>,
+    /// `--cache-from`: shared caches to take step results from.
+    pub cache_from: Vec<remote_cache::CacheLocation>,
+    /// `--cache-to`: where to write this build's step results.
+    pub cache_to: Vec<remote_cache::CacheExport>,
+    /// Stages run at once (`--jobs`); 0 means one per core.
+    pub jobs: usize,
+    /// `--add-host NAME:IP`: extra /etc/hosts lines for RUN steps.
+    pub extra_hosts: Vec<(String, std::net::IpAddr)>,
+    /// `--shm-size`: size of /dev/shm in RUN steps (default 64 MiB).
+    pub shm_size: Option<u64>,
+    /// `--platform A,B`: build once per platform; empty means the host.
+    pub platforms: Vec<strata_frontend::Platform>,
+}
+
+/// Progress, for the CLI to render.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A step starts: `#n [stage i/k] TEXT`.
+    Step {
+        n: usize,
+        name: String,
+    },
+    Cached {
+        n: usize,
+    },
+    Output {
+        n: usize,
+        data: Vec<u8>,
+    },
+    Done {
+        n: usize,
+        seconds: f64,
+    },
+    Error {
+        n: usize,
+        message: String,
+    },
+    /// A build check fired (BuildKit's lint rules); the CLI lists these
+    /// after the build, as buildx does.
+    Warning(strata_frontend::lint::Warning),
+}
+
+/// What a finished build produced.
+#[derive(Debug, Clone)]
+pub struct BuildResult {
+    pub image_id: Digest,
+    pub manifest_digest: Digest,
+    pub size: u64,
+    pub layers_built: usize,
+    pub steps_cached: usize,
+    pub steps_run: usize,
+    pub epoch: i64,
+    pub epoch_source: &'static str,
+    /// Context files whose content was read and hashed (the others were
+    /// known unchanged from an earlier build).
+    pub context_files_hashed: usize,
+    /// Each platform built: (`os/arch[/variant]`, image ID, manifest digest).
+    pub platforms: Vec<(String, Digest, Digest)>,
+    /// Progress step numbers used (the next platform's steps continue).
+    pub steps_numbered: usize,
+}

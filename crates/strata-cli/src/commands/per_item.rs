@@ -1,0 +1,31 @@
+//! A command over several items, as `docker rm` and `rmi` run.
+
+use std::process::ExitCode;
+
+/// Runs `each` on every item named on the command line, as `docker rm` and
+/// `rmi` do: an item's error (the inner one) is printed and the others
+/// still run; the exit code says whether any failed. The outer error (the
+/// output could not be written) stops the command.
+pub(crate) fn each_reporting_errors<T, E: std::fmt::Display>(
+    items: &[T],
+    mut each: impl FnMut(&T) -> anyhow::Result<Result<(), E>>,
+) -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    for item in items {
+        if let Err(e) = each(item)? {
+            #[expect(
+                clippy::print_stderr,
+                reason = "per-item errors, as docker prints them"
+            )]
+            {
+                eprintln!("Error response from daemon: {e}");
+            }
+            failed = true;
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(crate::exit::EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
