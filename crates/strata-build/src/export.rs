@@ -282,7 +282,13 @@ fn export_rootfs(
     for l in &image.layers {
         let r = store.open_layer_tar(l)?;
         strata_oci::apply::apply_layer(r, tmp.path(), &mut strata_oci::apply::DeleteWhiteouts)
-            .map_err(|e| other(format!("applying {}: {e}", l.diff_id)))?;
+            .map_err(|e| {
+                other(format!(
+                    "applying {}: {}",
+                    l.diff_id,
+                    crate::error::chain(&e)
+                ))
+            })?;
     }
     if *kind == OutputKind::Tar {
         return write_to(dest, |w| {

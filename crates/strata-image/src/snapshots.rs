@@ -18,7 +18,14 @@ pub fn lowers(store: &Store, lock: &WriteLock, layers: &[LayerRecord]) -> Result
                 strata_exec::snapshot::remove_tree(&dir)?;
             }
             let reader = store.open_layer_tar(l)?;
-            strata_exec::snapshot::unpack_layer(reader, &dir, strata_exec::Mode::current())?;
+            // The diffID is checked while unpacking: a blob that does not
+            // match its record never becomes a snapshot.
+            strata_exec::snapshot::unpack_layer_verified(
+                reader,
+                &dir,
+                strata_exec::Mode::current(),
+                Some(&l.diff_id),
+            )?;
             store.snapshot_done(lock, &l.diff_id)?;
         }
         lowers.push(dir);

@@ -333,7 +333,12 @@ impl Solver<'_> {
                     &dest_path,
                     &mut strata_oci::apply::DeleteWhiteouts,
                 )
-                .map_err(|e| self.fail(ins, &format!("extracting {}: {e}", s.rel)))?;
+                .map_err(|e| {
+                    self.fail(
+                        ins,
+                        &format!("extracting {}: {}", s.rel, crate::error::chain(&e)),
+                    )
+                })?;
             } else {
                 let name = s.path.file_name().map(|n| n.to_owned()).unwrap_or_default();
                 let target_rel = if dest_is_dir_syntax || many {
@@ -414,7 +419,13 @@ impl Solver<'_> {
         for l in &layers {
             let r = self.store.open_layer_tar(l)?;
             strata_oci::apply::apply_layer(r, dir.path(), &mut strata_oci::apply::DeleteWhiteouts)
-                .map_err(|e| other(format!("unpacking {}: {e}", l.diff_id)))?;
+                .map_err(|e| {
+                    other(format!(
+                        "unpacking {}: {}",
+                        l.diff_id,
+                        crate::error::chain(&e)
+                    ))
+                })?;
         }
         let p = dir.path().to_owned();
         rootfs.insert(from.to_owned(), dir);

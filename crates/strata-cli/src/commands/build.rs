@@ -818,7 +818,12 @@ fn url_context(
     if is_tar {
         let (_, reader) = strata_oci::compress::decompress(fs_err::File::open(&download)?)?;
         strata_oci::apply::apply_layer(reader, &ctx, &mut strata_oci::apply::DeleteWhiteouts)
-            .map_err(|e| UsageError(format!("{url}: unpacking the context: {e}")))?;
+            .map_err(|e| {
+                UsageError(format!(
+                    "{url}: unpacking the context: {:#}",
+                    anyhow::Error::from(e)
+                ))
+            })?;
         return Ok((ctx, None));
     }
     let text = fs_err::read_to_string(&download).map_err(|e| {
