@@ -1,14 +1,16 @@
 //! `strata build`: the `docker buildx build` command line over strata-build.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
 use strata_build::{BuildError, BuildOptions, Event, Output, OutputKind};
 
+use super::build_context::{is_git_url, read_inputs};
+use super::check::{CheckFlags, check_call, clean_path, run_check};
 use crate::exit::UsageError;
 
 #[derive(clap::Args)]
@@ -164,7 +166,8 @@ fn read_secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
 
 pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
-    let (context, dockerfile_name, dockerfile, _fetched) = read_inputs(&args)?;
+    let (context, dockerfile_name, dockerfile, _fetched) =
+        read_inputs(&args.context, args.file.as_deref(), &args.registry)?;
     let mut build_args = BTreeMap::new();
     for a in &args.build_args {
         match a.split_once('=') {
@@ -333,7 +336,13 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             .collect::<Result<_, _>>()
             .map_err(|e| UsageError(e.to_string()))?,
     };
-    let check = check_call(&args)?;
+    let check = check_call(&CheckFlags {
+        check: args.check,
+        call: args.call.as_deref(),
+        format: args.format.as_deref(),
+        rawjson: args.progress == "rawjson",
+        print: args.print,
+    })?;
     let store = strata_store::Store::open(&strata_store::Store::default_root())
         .context("opening the store")?;
     if let Some(call) = check {
@@ -529,157 +538,6 @@ fn load_into_daemon(
     Ok(())
 }
 
-/// `--check` / `--call=check[,format=json][,ignorestatus=BOOL]`.
-struct CheckCall {
-    json: bool,
-    ignore_status: bool,
-}
-
-/// The check requested, if any; `--call build` (or none) builds. buildx's
-/// other functions (outline, targets) are refused, as strata has `--print`.
-fn check_call(args: &BuildArgs) -> anyhow::Result<Option<CheckCall>> {
-    let mut call = if args.check {
-        Some(CheckCall {
-            json: false,
-            ignore_status: false,
-        })
-    } else {
-        None
-    };
-    if let Some(spec) = &args.call {
-        let mut name = None;
-        let mut json = false;
-        let mut ignore_status = false;
-        for field in spec.split(',') {
-            match field.split_once('=') {
-                Some(("format", "json")) => json = true,
-                Some(("format", "text")) => json = false,
-                Some(("ignorestatus", v)) => {
-                    ignore_status = matches!(v, "1" | "t" | "T" | "true" | "TRUE" | "True");
-                    if !ignore_status && !matches!(v, "0" | "f" | "F" | "false" | "FALSE" | "False")
-                    {
-                        return Err(UsageError(format!(
-                            "--call {spec:?}: invalid ignorestatus value {v:?}"
-                        ))
-                        .into());
-                    }
-                }
-                Some(_) => {
-                    return Err(
-                        UsageError(format!("--call {spec:?}: invalid field {field:?}")).into(),
-                    );
-                }
-                None if name.is_none() => name = Some(field),
-                None => {
-                    return Err(UsageError(format!("--call {spec:?}: one function only")).into());
-                }
-            }
-        }
-        match name.unwrap_or("build") {
-            "build" if args.check => {
-                return Err(
-                    UsageError("--check and --call build contradict each other".into()).into(),
-                );
-            }
-            "build" => {}
-            "check" | "lint" => {
-                call = Some(CheckCall {
-                    json,
-                    ignore_status,
-                })
-            }
-            other => {
-                return Err(UsageError(format!(
-                    "--call {other}: strata supports build and check (for the plan of a build, use --print)"
-                ))
-                .into());
-            }
-        }
-    }
-    match (&mut call, args.format.as_deref()) {
-        (_, None) => {}
-        (Some(c), Some("json")) => c.json = true,
-        (Some(c), Some("text")) => c.json = false,
-        (Some(_), Some(f)) => {
-            return Err(UsageError(format!("--format {f}: expected text or json")).into());
-        }
-        (None, Some(_)) => {
-            return Err(UsageError("--format applies to --check only".into()).into());
-        }
-    }
-    if let Some(c) = &mut call {
-        if args.progress == "rawjson" {
-            c.json = true;
-        }
-        if args.print {
-            return Err(UsageError("--print and --check cannot be combined".into()).into());
-        }
-    }
-    Ok(call)
-}
-
-/// Prints the check's results on stdout (buildx's text, or its JSON) and
-/// the error, if the check stopped on one, on stderr. Exit 1 when anything
-/// was found, as buildx (its `result.statuscode`), unless `ignorestatus`.
-fn run_check(
-    store: &strata_store::Store,
-    opts: &BuildOptions,
-    call: &CheckCall,
-    shown_name: &str,
-) -> anyhow::Result<ExitCode> {
-    use strata_frontend::lint;
-    let mut report = strata_build::check(store, opts)?;
-    shown_name.clone_into(&mut report.file);
-    let mut out = std::io::stdout().lock();
-    if call.json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&lint::render_json(&report))?
-        )?;
-    } else {
-        out.write_all(lint::render_text(&report).as_bytes())?;
-    }
-    out.flush()?;
-    if let Some(e) = lint::render_error(&report) {
-        #[expect(clippy::print_stderr, reason = "the CLI renders check errors")]
-        {
-            if !call.json && !report.warnings.is_empty() {
-                eprintln!();
-            }
-            eprint!("ERROR: {e}");
-        }
-        return Ok(ExitCode::from(crate::exit::EXIT_FAILURE));
-    }
-    if call.ignore_status {
-        return Ok(ExitCode::SUCCESS);
-    }
-    Ok(ExitCode::from(report.status()))
-}
-
-/// Go's `filepath.Clean` for the names buildx shows: `.` segments and
-/// doubled slashes removed, `..` applied where it can be.
-fn clean_path(p: &str) -> String {
-    let absolute = p.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for seg in p.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." if parts.last().is_some_and(|l| *l != "..") => {
-                parts.pop();
-            }
-            ".." if absolute => {}
-            s => parts.push(s),
-        }
-    }
-    let joined = parts.join("/");
-    match (absolute, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_owned(),
-        (false, false) => joined,
-    }
-}
-
 /// `--platform linux/amd64,linux/arm64`: each once, linux only.
 fn parse_platforms(list: &str) -> anyhow::Result<Vec<strata_frontend::Platform>> {
     let mut out: Vec<strata_frontend::Platform> = Vec::new();
@@ -733,185 +591,4 @@ fn parse_binary_size(s: &str) -> Option<u64> {
         .ok()?
         .checked_mul(mult)
         .filter(|n| *n > 0)
-}
-
-/// The context directory and the Dockerfile (name for messages, contents).
-/// A context fetched from a URL lives in a temporary directory for the build.
-type Fetched = Option<tempfile::TempDir>;
-
-/// Whether `s` names a git repository the way `docker build` recognises one.
-fn is_git_url(s: &str) -> bool {
-    let base = s.split('#').next().unwrap_or(s);
-    s.starts_with("git@")
-        || s.starts_with("git://")
-        || ((base.starts_with("https://")
-            || base.starts_with("http://")
-            || base.starts_with("file://"))
-            && base.ends_with(".git"))
-}
-
-/// `URL#REF:SUBDIR` as docker reads it: clone (at REF, a branch, tag or
-/// commit), then use SUBDIR of it as the context. The clone is a git work
-/// tree, so the build epoch is its HEAD commit time.
-fn git_context(spec: &str, dir: &Path) -> anyhow::Result<PathBuf> {
-    let (url, fragment) = spec.split_once('#').unwrap_or((spec, ""));
-    let (reference, subdir) = fragment.split_once(':').unwrap_or((fragment, ""));
-    let repo = dir.join("repo");
-    let git = |args: &[&str], cwd: Option<&Path>| -> anyhow::Result<()> {
-        let mut c = std::process::Command::new("git");
-        c.args(args).env("GIT_TERMINAL_PROMPT", "0");
-        if let Some(d) = cwd {
-            c.current_dir(d);
-        }
-        let out = c.output().context("running git (is it installed?)")?;
-        if !out.status.success() {
-            anyhow::bail!(
-                "git {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(())
-    };
-    git(
-        &["clone", "--quiet", url, repo.to_str().unwrap_or_default()],
-        None,
-    )
-    .with_context(|| format!("unable to prepare context: cloning {url}"))?;
-    if !reference.is_empty() {
-        git(&["checkout", "--quiet", reference], Some(&repo))
-            .with_context(|| format!("unable to prepare context: {url}#{reference}"))?;
-    }
-    let ctx = strata_oci::path::secure_join(&repo, Path::new(subdir.trim_matches('/')))
-        .map_err(|e| UsageError(format!("{spec}: subdirectory {subdir:?}: {e}")))?;
-    if !ctx.is_dir() {
-        return Err(UsageError(format!(
-            "{spec}: {subdir:?} is not a directory of the repository"
-        ))
-        .into());
-    }
-    Ok(ctx)
-}
-
-/// An http(s) URL: a tar archive (gzip, bzip2, xz, zstd or plain) is the
-/// context; anything else is taken as the Dockerfile itself, with an empty
-/// context, as docker does.
-fn url_context(
-    url: &str,
-    dir: &Path,
-    registry: &super::registry::RegistryFlags,
-) -> anyhow::Result<(PathBuf, Option<String>)> {
-    let client = registry.client(Default::default())?;
-    let download = dir.join("download");
-    client
-        .download(url, &download)
-        .with_context(|| format!("unable to prepare context: downloading {url}"))?;
-    let ctx = dir.join("context");
-    fs_err::create_dir_all(&ctx)?;
-    // A tar archive has "ustar" at offset 257 of its first header, once
-    // decompressed; anything else is taken as a Dockerfile.
-    let is_tar = {
-        let (_, mut r) = strata_oci::compress::decompress(fs_err::File::open(&download)?)?;
-        let mut head = [0u8; 512];
-        r.read_exact(&mut head).is_ok() && &head[257..262] == b"ustar"
-    };
-    if is_tar {
-        let (_, reader) = strata_oci::compress::decompress(fs_err::File::open(&download)?)?;
-        strata_oci::apply::apply_layer(reader, &ctx, &mut strata_oci::apply::DeleteWhiteouts)
-            .map_err(|e| {
-                UsageError(format!(
-                    "{url}: unpacking the context: {:#}",
-                    anyhow::Error::from(e)
-                ))
-            })?;
-        return Ok((ctx, None));
-    }
-    let text = fs_err::read_to_string(&download).map_err(|e| {
-        UsageError(format!(
-            "{url}: neither a tar archive nor a Dockerfile ({e})"
-        ))
-    })?;
-    Ok((ctx, Some(text)))
-}
-
-fn read_inputs(args: &BuildArgs) -> anyhow::Result<(PathBuf, String, String, Fetched)> {
-    let from_stdin = args.context == "-";
-    if from_stdin && args.file.as_deref() == Some("-") {
-        return Err(UsageError(
-            "the context and the Dockerfile cannot both be read from stdin".into(),
-        )
-        .into());
-    }
-    let remote = is_git_url(&args.context)
-        || args.context.starts_with("http://")
-        || args.context.starts_with("https://");
-    let mut fetched: Fetched = None;
-    let mut dockerfile_from_url = None;
-    let context = if from_stdin || remote {
-        // A private scratch directory, removed when the build ends.
-        let tmp = tempfile::Builder::new()
-            .prefix("strata-context-")
-            .tempdir()
-            .context("creating a directory for the context")?;
-        let ctx = if from_stdin {
-            // No context: an empty directory, so COPY finds nothing.
-            tmp.path().to_owned()
-        } else if is_git_url(&args.context) {
-            git_context(&args.context, tmp.path())?
-        } else {
-            let (ctx, df) = url_context(&args.context, tmp.path(), &args.registry)?;
-            dockerfile_from_url = df;
-            ctx
-        };
-        fetched = Some(tmp);
-        ctx
-    } else {
-        let p = PathBuf::from(&args.context);
-        if !p.is_dir() {
-            return Err(UsageError(format!(
-                "unable to prepare context: path {:?} not found or not a directory",
-                args.context
-            ))
-            .into());
-        }
-        p
-    };
-    if let Some(text) = dockerfile_from_url {
-        return Ok((context, "Dockerfile".to_owned(), text, fetched));
-    }
-    let (name, text) = match args.file.as_deref() {
-        Some("-") => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .context("reading the Dockerfile from stdin")?;
-            ("Dockerfile".to_owned(), s)
-        }
-        _ if from_stdin => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .context("reading the Dockerfile from stdin")?;
-            ("Dockerfile".to_owned(), s)
-        }
-        Some(f) => {
-            // For a fetched context, -f names a file inside it, as in docker.
-            let p = if remote {
-                strata_oci::path::secure_join(&context, Path::new(f))
-                    .map_err(|e| UsageError(format!("-f {f}: {e}")))?
-            } else {
-                PathBuf::from(f)
-            };
-            let text = fs_err::read_to_string(&p)
-                .map_err(|e| UsageError(format!("failed to read Dockerfile: {e}")))?;
-            (f.to_owned(), text)
-        }
-        None => {
-            let p = context.join("Dockerfile");
-            let text = fs_err::read_to_string(&p)
-                .map_err(|e| UsageError(format!("failed to read Dockerfile: {e}")))?;
-            ("Dockerfile".to_owned(), text)
-        }
-    };
-    Ok((context, name, text, fetched))
 }

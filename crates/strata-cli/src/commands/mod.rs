@@ -2,6 +2,8 @@
 //! rendering.
 
 pub mod build;
+mod build_context;
+mod check;
 pub mod container;
 pub mod debug;
 pub mod image;
