@@ -1044,7 +1044,7 @@ fn render(opts: &Options, machine: &Machine, started: &str, rows: &[Row]) -> Res
     };
     writeln!(
         md,
-        "## COPY of {} files / {} MB ({size})\n",
+        "### COPY of {} files / {} MB ({size})\n",
         thousands(opts.files),
         opts.bytes / 1_000_000
     )?;

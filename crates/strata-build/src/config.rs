@@ -479,18 +479,22 @@ mod tests {
         (config, histories)
     }
 
-    fn apply_err(dockerfile: &str) -> String {
-        let df = strata_frontend::parse(dockerfile, "Dockerfile").expect("parses");
+    /// Applies one instruction line to `config`, as the first step of a
+    /// stage (`cmd_set` says whether the stage has set CMD).
+    fn apply_line(
+        config: &mut ImageConfig,
+        mut cmd_set: bool,
+        line: &str,
+    ) -> Result<Applied, ConfigError> {
+        let df = strata_frontend::parse(&format!("{line}\n"), "Dockerfile").expect("parses");
         let inputs = BuildInputs::host(BTreeMap::new());
         let global = GlobalScope::new(&df, &inputs).expect("global scope");
-        let mut config = ImageConfig::new("linux", "amd64");
-        let ins = df.instructions.last().expect("an instruction");
         apply_instruction(
             ConfigState {
-                config: &mut config,
-                cmd_set: &mut false,
+                config,
+                cmd_set: &mut cmd_set,
             },
-            ins,
+            &df.instructions[0],
             ArgScope {
                 stage: &mut StageScope::new(),
                 global: &global,
@@ -498,8 +502,12 @@ mod tests {
             },
             df.escape,
         )
-        .expect_err("refused")
-        .0
+    }
+
+    fn apply_err(line: &str) -> String {
+        apply_line(&mut ImageConfig::new("linux", "amd64"), false, line)
+            .expect_err("refused")
+            .0
     }
 
     #[test]
@@ -510,14 +518,15 @@ mod tests {
         );
         assert_eq!(
             c.config.env,
+            // A reassigned variable keeps its place, as in BuildKit.
             Some(vec![
+                "A=11".to_owned(),
                 "B=two words".to_owned(),
-                "C=1 and more".to_owned(),
-                "A=11".to_owned()
+                "C=1 and more".to_owned()
             ])
         );
         assert_eq!(h, ["ENV A=1 B=two words", "ENV C=1 and more", "ENV A=11"]);
-        assert!(apply_err("FROM scratch\nENV A=1 B\n").contains("expected KEY=VALUE"));
+        assert!(apply_err("ENV A=1 B").contains("expected KEY=VALUE"));
     }
 
     #[test]
@@ -542,8 +551,8 @@ mod tests {
             ["53/udp", "80/tcp", "8000/tcp", "8001/tcp", "8002/tcp"]
         );
         assert_eq!(h, ["EXPOSE 80 53/udp 8000-8002/tcp"]);
-        assert!(apply_err("FROM scratch\nEXPOSE 9-8\n").contains("invalid port \"9-8\""));
-        assert!(apply_err("FROM scratch\nEXPOSE http\n").contains("invalid port"));
+        assert!(apply_err("EXPOSE 9-8").contains("invalid port \"9-8\""));
+        assert!(apply_err("EXPOSE http").contains("invalid port"));
     }
 
     #[test]
@@ -563,25 +572,9 @@ mod tests {
         // An ENTRYPOINT resets a CMD this stage did not set.
         let mut config = ImageConfig::new("linux", "amd64");
         config.config.cmd = Some(vec!["inherited".into()]);
-        let df = strata_frontend::parse("ENTRYPOINT [\"/e\"]\n", "Dockerfile").expect("parses");
-        let inputs = BuildInputs::host(BTreeMap::new());
-        let global = GlobalScope::new(&df, &inputs).expect("global");
-        apply_instruction(
-            ConfigState {
-                config: &mut config,
-                cmd_set: &mut false,
-            },
-            &df.instructions[0],
-            ArgScope {
-                stage: &mut StageScope::new(),
-                global: &global,
-                inputs: &inputs,
-            },
-            df.escape,
-        )
-        .expect("applies");
+        apply_line(&mut config, false, "ENTRYPOINT [\"/e\"]").expect("applies");
         assert_eq!(config.config.cmd, None);
-        assert!(apply_err("FROM scratch\nSHELL /bin/bash -c\n").contains("JSON form"));
+        assert!(apply_err("SHELL /bin/bash -c").contains("JSON form"));
     }
 
     #[test]
@@ -589,24 +582,8 @@ mod tests {
         let (c, h) = apply_all("FROM scratch\nWORKDIR /a\nWORKDIR b/../c/.\n", &[]);
         assert_eq!(c.config.working_dir.as_deref(), Some("/a/c"));
         assert_eq!(h, ["WORKDIR /a", "WORKDIR /a/c"]);
-        let df = strata_frontend::parse("WORKDIR /x/y\n", "Dockerfile").expect("parses");
-        let inputs = BuildInputs::host(BTreeMap::new());
-        let global = GlobalScope::new(&df, &inputs).expect("global");
         let mut config = ImageConfig::new("linux", "amd64");
-        let applied = apply_instruction(
-            ConfigState {
-                config: &mut config,
-                cmd_set: &mut false,
-            },
-            &df.instructions[0],
-            ArgScope {
-                stage: &mut StageScope::new(),
-                global: &global,
-                inputs: &inputs,
-            },
-            df.escape,
-        )
-        .expect("applies");
+        let applied = apply_line(&mut config, false, "WORKDIR /x/y").expect("applies");
         assert_eq!(applied.workdir.as_deref(), Some("/x/y"));
     }
 
@@ -626,19 +603,13 @@ mod tests {
         assert_eq!(c.config.on_build, Some(vec!["RUN make".to_owned()]));
         assert_eq!(c.author.as_deref(), Some("me"));
         assert_eq!(h[0], "HEALTHCHECK CMD [\"true\"]");
-        assert!(
-            apply_err("FROM scratch\nHEALTHCHECK --interval=soon CMD true\n")
-                .contains("not a duration")
-        );
-        assert!(apply_err("FROM scratch\nHEALTHCHECK true\n").contains("NONE or CMD"));
+        assert!(apply_err("HEALTHCHECK --interval=soon CMD true").contains("not a duration"));
+        assert!(apply_err("HEALTHCHECK true").contains("NONE or CMD"));
     }
 
     #[test]
     fn build_steps_are_not_config_instructions() {
-        assert_eq!(
-            apply_err("FROM scratch\nRUN true\n"),
-            "RUN is not allowed here"
-        );
+        assert_eq!(apply_err("RUN true"), "RUN is not allowed here");
     }
 
     #[test]
@@ -731,7 +702,7 @@ mod tests {
     fn env_set_replaces() {
         let mut e = vec!["A=1".to_owned(), "B=2".to_owned()];
         env_set(&mut e, "A", "3");
-        assert_eq!(e, vec!["B=2", "A=3"]);
+        assert_eq!(e, vec!["A=3", "B=2"]);
         assert_eq!(env_get(&e, "A").as_deref(), Some("3"));
     }
 }

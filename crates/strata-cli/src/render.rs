@@ -148,6 +148,21 @@ pub fn expand(template: &str, fields: &BTreeMap<String, String>) -> String {
     out.replace("\\t", "\t").replace("\\n", "\n")
 }
 
+/// A listing's output: with `quiet` only each row's `ID`, one a line (`-q`);
+/// else the rows in `format` (`--format`), `columns` being the default
+/// table's (header, field) pairs.
+pub fn listing(
+    quiet: bool,
+    format: Option<&str>,
+    columns: &[(&str, &str)],
+    rows: &[BTreeMap<String, String>],
+) -> String {
+    if quiet {
+        return rows.iter().map(|r| r["ID"].clone() + "\n").collect();
+    }
+    render(&Format::parse(format), columns, rows)
+}
+
 /// Renders rows (as field maps) in the chosen format; `columns` are
 /// (header, field) pairs of the default table.
 pub fn render(

@@ -660,3 +660,29 @@ fn overlay_unavailable_falls_back_to_copying() {
         "scratch dir cleaned"
     );
 }
+
+both!(
+    unpack_checks_the_diff_id,
+    unpack_checks_the_diff_id_rootless,
+    |fx| {
+        let tar = strata_testutil::busybox_tar("unpack_checks_the_diff_id").expect("busybox");
+        let bytes = std::fs::read(&tar).expect("read busybox tar");
+        let right = strata_oci::Digest::of(&bytes);
+        let mode = strata_exec::Mode::current();
+        let good = fx.tmp.path().join("snapshots").join("good");
+        strata_exec::snapshot::unpack_layer_verified(&bytes[..], &good, mode, Some(&right))
+            .expect("the right diffID");
+        assert!(good.join("bin/busybox").is_file());
+
+        let wrong = strata_oci::Digest::of(b"not this layer");
+        let bad = fx.tmp.path().join("snapshots").join("bad");
+        match strata_exec::snapshot::unpack_layer_verified(&bytes[..], &bad, mode, Some(&wrong)) {
+            Err(ExecError::Unpack {
+                source: strata_exec::UnpackError::DiffIdMismatch { expected, actual },
+                ..
+            }) => assert_eq!((expected, actual), (wrong, right)),
+            other => panic!("expected a diffID mismatch, got {other:?}"),
+        }
+        strata_exec::snapshot::remove_tree(&bad).expect("remove the unverified snapshot");
+    }
+);

@@ -15,7 +15,7 @@ use strata_store::LayerRecord;
 
 use chmod::Chmod;
 use select::{Source, is_archive, resolve_in_image};
-use tree::copy_tree;
+use tree::{TreeRules, copy_tree};
 
 use crate::cache::key_of;
 use crate::solver::{Solver, State, clean_abs};
@@ -281,6 +281,12 @@ impl Solver<'_> {
         }
         let keep_owner = from.is_some() && chown.is_none();
         let owner = if keep_owner { None } else { Some((uid, gid)) };
+        let rules = TreeRules {
+            ignore,
+            exclude: exclude.as_ref(),
+            owner,
+            chmod: chmod_bits,
+        };
         let dest_path = layer_root.join(&dest_rel);
         for s in &sources {
             let meta = fs::symlink_metadata(&s.path)
@@ -304,11 +310,8 @@ impl Solver<'_> {
                     &s.path,
                     &layer_root.join(&target_rel),
                     &s.rel,
-                    ignore,
-                    exclude.as_ref(),
                     "",
-                    owner,
-                    chmod_bits,
+                    rules,
                     false,
                 )?;
                 continue;
@@ -316,17 +319,7 @@ impl Solver<'_> {
             if meta.is_dir() {
                 let created_owner = chown.as_ref().map(|_| (uid, gid));
                 self.make_parents_owned(&layer_root, &dest_rel, &lowers, true, created_owner)?;
-                copy_tree(
-                    &s.path,
-                    &dest_path,
-                    &s.rel,
-                    ignore,
-                    exclude.as_ref(),
-                    "",
-                    owner,
-                    chmod_bits,
-                    true,
-                )?;
+                copy_tree(&s.path, &dest_path, &s.rel, "", rules, true)?;
             } else if is_add && !meta.file_type().is_symlink() && is_archive(&s.path) {
                 let created_owner = chown.as_ref().map(|_| (uid, gid));
                 self.make_parents_owned(&layer_root, &dest_rel, &lowers, true, created_owner)?;
@@ -358,11 +351,12 @@ impl Solver<'_> {
                     &s.path,
                     &layer_root.join(&target_rel),
                     "",
-                    None,
-                    None,
                     "",
-                    owner,
-                    chmod_bits,
+                    TreeRules {
+                        ignore: None,
+                        exclude: None,
+                        ..rules
+                    },
                     false,
                 )?;
             }

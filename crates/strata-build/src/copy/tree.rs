@@ -31,23 +31,34 @@ pub(super) fn filetime_from(secs: i64) -> std::time::SystemTime {
     }
 }
 
+/// What holds for every file of one COPY source: which are left out
+/// (`.dockerignore`, `--exclude`) and what ownership and mode they get.
+#[derive(Clone, Copy)]
+pub(super) struct TreeRules<'a> {
+    pub(super) ignore: Option<&'a context::Ignore>,
+    pub(super) exclude: Option<&'a context::Ignore>,
+    pub(super) owner: Option<(u32, u32)>,
+    pub(super) chmod: Option<&'a Chmod>,
+}
+
 /// Copies `src` (file, symlink or directory) to `dst`. For a directory with
 /// `contents_only`, its contents go into `dst` (docker's rule for COPY dir).
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one recursive walk; a struct would only rename them"
-)]
+/// `rel_base` is `src`'s path relative to the context (for ignore rules),
+/// `exclude_base` relative to the source (for `--exclude`).
 pub(super) fn copy_tree(
     src: &Path,
     dst: &Path,
     rel_base: &str,
-    ignore: Option<&context::Ignore>,
-    exclude: Option<&context::Ignore>,
     exclude_base: &str,
-    owner: Option<(u32, u32)>,
-    chmod: Option<&Chmod>,
+    rules: TreeRules<'_>,
     contents_only: bool,
 ) -> Result<()> {
+    let TreeRules {
+        ignore,
+        exclude,
+        owner,
+        chmod,
+    } = rules;
     let meta = fs::symlink_metadata(src).map_err(io(format!("reading {}", src.display())))?;
     let ft = meta.file_type();
     let (uid, gid) = owner.unwrap_or((meta.uid(), meta.gid()));
@@ -85,9 +96,7 @@ pub(super) fn copy_tree(
                 if is_dir && ig.descend_excluded(&rel) {
                     let d = dst.join(&name);
                     let existed = d.symlink_metadata().is_ok();
-                    copy_tree(
-                        &path, &d, &rel, ignore, exclude, &local, owner, chmod, false,
-                    )?;
+                    copy_tree(&path, &d, &rel, &local, rules, false)?;
                     let empty = fs::read_dir(&d).is_ok_and(|mut r| r.next().is_none());
                     if !existed && empty {
                         fs::remove_dir(&d).map_err(io(format!("removing {}", d.display())))?;
@@ -95,17 +104,7 @@ pub(super) fn copy_tree(
                 }
                 continue;
             }
-            copy_tree(
-                &e.path(),
-                &dst.join(&name),
-                &rel,
-                ignore,
-                exclude,
-                &local,
-                owner,
-                chmod,
-                false,
-            )?;
+            copy_tree(&e.path(), &dst.join(&name), &rel, &local, rules, false)?;
         }
         if !contents_only {
             finish_meta(dst, &meta, uid, gid, chmod)?;

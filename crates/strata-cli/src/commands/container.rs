@@ -15,7 +15,7 @@ use strata_store::ContainerRecord;
 
 use super::image::open_store;
 use crate::UsageError;
-use crate::render::{self, Format, ago};
+use crate::render::{self, ago};
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -343,13 +343,6 @@ pub fn ps(a: PsArgs) -> anyhow::Result<ExitCode> {
         r.insert("Names".to_owned(), c.name.clone());
         rows.push(r);
     }
-    if a.quiet {
-        out(&rows
-            .iter()
-            .map(|r| r["ID"].clone() + "\n")
-            .collect::<String>())?;
-        return Ok(ExitCode::SUCCESS);
-    }
     let cols = [
         ("CONTAINER ID", "ID"),
         ("IMAGE", "Image"),
@@ -359,19 +352,14 @@ pub fn ps(a: PsArgs) -> anyhow::Result<ExitCode> {
         ("PORTS", "Ports"),
         ("NAMES", "Names"),
     ];
-    out(&render::render(
-        &Format::parse(a.format.as_deref()),
-        &cols,
-        &rows,
-    ))?;
+    out(&render::listing(a.quiet, a.format.as_deref(), &cols, &rows))?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn rm(a: RmArgs) -> anyhow::Result<ExitCode> {
     let store = open_store()?;
     let lock = store.lock()?;
-    let mut failed = false;
-    for name in &a.containers {
+    super::each_reporting_errors(&a.containers, |name| {
         let r = store.resolve_container(name).and_then(|c| {
             if c.state == "running" && !a.force {
                 return Err(strata_store::StoreError::Conflict(format!(
@@ -380,24 +368,10 @@ pub fn rm(a: RmArgs) -> anyhow::Result<ExitCode> {
             }
             store.remove_container(&lock, &c.id)
         });
-        match r {
-            Ok(()) => out(&format!("{name}\n"))?,
-            Err(e) => {
-                #[expect(
-                    clippy::print_stderr,
-                    reason = "per-container errors, as docker prints them"
-                )]
-                {
-                    eprintln!("Error response from daemon: {e}");
-                }
-                failed = true;
-            }
+        if r.is_ok() {
+            out(&format!("{name}\n"))?;
         }
-    }
-    Ok(if failed {
-        ExitCode::from(crate::EXIT_FAILURE)
-    } else {
-        ExitCode::SUCCESS
+        Ok(r)
     })
 }
 

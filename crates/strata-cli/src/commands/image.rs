@@ -479,13 +479,6 @@ pub fn history(a: HistoryArgs) -> anyhow::Result<ExitCode> {
         r.insert("Size".into(), human_size_prec(img.size(), 3));
         rows.push(r);
     }
-    if a.quiet {
-        out(&rows
-            .iter()
-            .map(|r| r["ID"].clone() + "\n")
-            .collect::<String>())?;
-        return Ok(ExitCode::SUCCESS);
-    }
     let cols = [
         ("IMAGE", "ID"),
         ("CREATED", "CreatedSince"),
@@ -493,11 +486,7 @@ pub fn history(a: HistoryArgs) -> anyhow::Result<ExitCode> {
         ("SIZE", "Size"),
         ("COMMENT", "Comment"),
     ];
-    out(&render::render(
-        &Format::parse(a.format.as_deref()),
-        &cols,
-        &rows,
-    ))?;
+    out(&render::listing(a.quiet, a.format.as_deref(), &cols, &rows))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -522,33 +511,19 @@ fn print_events(events: &[RmiEvent]) -> anyhow::Result<()> {
 pub fn rmi(a: RmiArgs) -> anyhow::Result<ExitCode> {
     let store = open_store()?;
     let lock = store.lock()?;
-    let mut failed = false;
-    for name in &a.images {
-        match store.remove_image(
+    super::each_reporting_errors(&a.images, |name| {
+        let r = store.remove_image(
             &lock,
             name,
             RmiOptions {
                 force: a.force,
                 no_prune: a.no_prune,
             },
-        ) {
-            Ok(ev) => print_events(&ev)?,
-            Err(e) => {
-                #[expect(
-                    clippy::print_stderr,
-                    reason = "per-image errors, as docker prints them"
-                )]
-                {
-                    eprintln!("Error response from daemon: {e}");
-                }
-                failed = true;
-            }
-        }
-    }
-    Ok(if failed {
-        ExitCode::from(crate::EXIT_FAILURE)
-    } else {
-        ExitCode::SUCCESS
+        );
+        Ok(match r {
+            Ok(ev) => Ok(print_events(&ev)?),
+            Err(e) => Err(e),
+        })
     })
 }
 

@@ -239,7 +239,7 @@ pub(super) fn run(
                 && let Ok(platform) = result.parse::<Platform>()
             {
                 let name = s.name.as_deref().unwrap_or("");
-                if !name.contains(&platform.os) && !name.contains(&platform.arch) {
+                if !name.contains(&platform.os) && !name.contains(&platform.architecture) {
                     sink.warn(
                         &rules::FROM_PLATFORM_FLAG_CONST_DISALLOWED,
                         format!("FROM --platform flag should not use constant value {result:?}"),
@@ -329,7 +329,7 @@ pub(super) fn run(
                 None => Some(opts.inputs.target_platform.clone()),
             };
             if let (Some(expected), Some(actual)) = (expected, (opts.base_platform)(&bases[i]))
-                && (expected.os != actual.os || expected.arch != actual.arch)
+                && (expected.os != actual.os || expected.architecture != actual.architecture)
             {
                 sink.warn(
                         &rules::INVALID_BASE_IMAGE_PLATFORM,
@@ -505,10 +505,15 @@ fn near_stage_hint(name: &str, stages: &[StageRef], ins: &Instruction, hints: &m
     if let Some(s) = suggest(name, names, false) {
         hints.push(Hint {
             line: ins.line,
-            message: format!(
-                "{} --from={name} names no stage, so it is pulled as an image (did you mean {s}?)",
-                ins.keyword.to_uppercase()
-            ),
+            message: if ins.keyword == "copy" {
+                format!(
+                    "COPY --from={name} names no stage, so it is pulled as an image (did you mean {s}?)"
+                )
+            } else {
+                format!(
+                    "RUN --mount from={name} names no stage, so it is pulled as an image (did you mean {s}?)"
+                )
+            },
         });
     }
 }

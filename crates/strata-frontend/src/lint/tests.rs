@@ -399,6 +399,18 @@ fn copy_from_near_a_stage_name_is_hinted() {
             .hints
             .is_empty()
     );
+    let r = check(
+        "FROM scratch AS cache\nFROM scratch\nRUN --mount=type=bind,from=cahce,target=/c true\n",
+    );
+    assert_eq!(
+        r.hints
+            .iter()
+            .map(|h| h.message.as_str())
+            .collect::<Vec<_>>(),
+        vec![
+            "RUN --mount from=cahce names no stage, so it is pulled as an image (did you mean cache?)"
+        ]
+    );
 }
 
 #[test]

@@ -335,8 +335,13 @@ mod tests {
 
     /// A one-layer image for `arch` in `store`.
     fn image(store: &BlobStore, arch: &str) -> (Manifest, Platform) {
-        let layer = format!("layer for {arch}");
-        let (ld, ln) = store.put_bytes(layer.as_bytes()).unwrap();
+        // A real layer tar (the reader checks every layer's entries).
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(arch.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "arch", arch.as_bytes()).unwrap();
+        let (ld, ln) = store.put_bytes(&b.into_inner().unwrap()).unwrap();
         let mut config = ImageConfig::new("linux", arch);
         config.rootfs.diff_ids.push(ld);
         let cj = config.to_json();
