@@ -221,3 +221,32 @@ fn build_works_without_home_and_with_a_small_noexec_tmpdir() {
     assert_ok("strata import", &import);
     assert_ok("strata build with HOME unset and TMPDIR noexec", &build);
 }
+
+#[test]
+fn loopback_registry_needs_no_ca_certificates() {
+    const T: &str = "loopback_registry_needs_no_ca_certificates";
+    let Some(registry) = strata_testutil::registry(T) else {
+        return;
+    };
+    let Some(busybox) = strata_testutil::busybox_tar(T) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let remote = format!("{registry}/strata-dist/no-ca:1");
+    let strata = |root: &str, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(args)
+            .env("STRATA_ROOT", tmp.path().join(root))
+            // rustls-native-certs reads these first: no system bundle at all,
+            // as in a container without ca-certificates.
+            .env("SSL_CERT_FILE", "/nonexistent/ca.crt")
+            .env("SSL_CERT_DIR", "/nonexistent")
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn strata")
+    };
+    let busybox = busybox.to_str().expect("utf-8 path");
+    assert_ok("strata import", &strata("a", &["import", busybox, &remote]));
+    assert_ok("strata push", &strata("a", &["push", &remote]));
+    assert_ok("strata pull", &strata("b", &["pull", &remote]));
+}
