@@ -22,7 +22,14 @@ pub(super) fn loopback_up() -> Result<(), String> {
     // musl (the static dist binary).
     // SAFETY: SIOCGIFFLAGS reads the named interface's flags into `req`, a
     // valid ifreq that outlives the call; the fd is a live socket.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as libc::Ioctl, &mut req) } < 0 {
+    if unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCGIFFLAGS as libc::Ioctl,
+            &mut req,
+        )
+    } < 0
+    {
         return Err(format!("get lo flags: {}", std::io::Error::last_os_error()));
     }
     // SAFETY: ifr_ifru is a union; SIOCGIFFLAGS just filled its flags member.
