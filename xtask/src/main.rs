@@ -4,6 +4,9 @@
 //!   services down
 //!   (the README's test command; the work is in `.ci/test`, bash because CI needs
 //!   it before anything compiles).
+//! - `dist`: the static, stripped musl release binary (x86_64; aarch64 where
+//!   the toolchain allows), checked with `file`/`ldd`, and the build context
+//!   of strata's own image in `target/dist/context` (see dist.rs).
 //! - `example`: build examples/hello-c with strata, `docker load` and run it.
 //! - `services up|down`: start or stop the test fixtures and services by hand.
 //! - `bench layers [SIZE_MB]`: layer creation throughput next to pigz and zstd.
@@ -18,6 +21,7 @@
 
 mod bench_build;
 mod bench_layers;
+mod dist;
 mod module_cycles;
 
 use std::path::PathBuf;
@@ -42,6 +46,13 @@ fn main() -> anyhow::Result<ExitCode> {
     match args.first().map(String::as_str) {
         Some("test") => script("test", &args[1..]),
         Some("example") => script("example", &args[1..]),
+        Some("dist") => {
+            if let Some(extra) = args.get(1) {
+                anyhow::bail!("cargo xtask dist takes no arguments (got {extra})");
+            }
+            dist::run(&mut std::io::stdout(), &top())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Some("services") => script("testenv", &args[1..]),
         Some("module-cycles") => {
             let dirs: Vec<PathBuf> = args[1..].iter().map(PathBuf::from).collect();

@@ -5,12 +5,13 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::blocking::{Client as Http, RequestBuilder, Response};
 use reqwest::header::{self};
+use rustls::pki_types::CertificateDer;
 use strata_oci::reference::DOCKER_HUB;
 
 use crate::*;
@@ -69,6 +70,8 @@ impl Client {
             })?;
             certs.extend(list);
         }
+        install_crypto_provider();
+        certs.extend(root_certificates().iter().cloned());
         let mut b = Http::builder()
             .user_agent(self.opts.user_agent.clone())
             .connect_timeout(Duration::from_secs(30))
@@ -76,7 +79,9 @@ impl Client {
             // each read of the body), not to a whole transfer: large layers
             // are fine, a stalled read fails and is resumed with a Range.
             .timeout(Duration::from_secs(120))
-            .tls_certs_merge(certs);
+            // Only these roots: reqwest's platform verifier fails outright on
+            // a system without a CA bundle, even for a plain-HTTP registry.
+            .tls_certs_only(certs);
         if skip_verify {
             b = b.tls_danger_accept_invalid_certs(true);
         }
@@ -115,6 +120,22 @@ impl Client {
 
     pub(crate) fn probe(&self, host: &str) -> Result<Endpoint, RegistryError> {
         let insecure = self.insecure(host);
+        if is_loopback(host) {
+            // Docker treats loopback registries as insecure; plain HTTP first
+            // means a local registry needs no TLS at all (nor a CA bundle).
+            // One try: a TLS server says so or drops the connection, and
+            // then HTTPS is probed as for any other host.
+            let http = self.http_client(host, false)?;
+            let url = format!("http://{host}/v2/");
+            if let Ok(resp) = http.get(&url).send()
+                && !answers_https_only(resp)
+            {
+                return Ok(Endpoint {
+                    base: format!("http://{host}"),
+                    http,
+                });
+            }
+        }
         let plain_ok = insecure || is_loopback(host);
         let https = self.http_client(host, insecure)?;
         let url = format!("https://{host}/v2/");
@@ -148,18 +169,13 @@ impl Client {
             let http = self.http_client(host, false)?;
             let url = format!("http://{host}/v2/");
             let plain = self.retrying_send(host, || http.get(&url));
-            if let Ok(resp) = plain {
-                let https_only = resp.status() == StatusCode::BAD_REQUEST
-                    && resp
-                        .text()
-                        .unwrap_or_default()
-                        .contains("HTTP request to an HTTPS server");
-                if !https_only {
-                    return Ok(Endpoint {
-                        base: format!("http://{host}"),
-                        http,
-                    });
-                }
+            if let Ok(resp) = plain
+                && !answers_https_only(resp)
+            {
+                return Ok(Endpoint {
+                    base: format!("http://{host}"),
+                    http,
+                });
             }
         }
         if looks_like_tls_failure(&tls_msg) {
@@ -500,6 +516,73 @@ impl Default for ClientOptions {
             user_agent: concat!("strata/", env!("CARGO_PKG_VERSION")).to_owned(),
         }
     }
+}
+
+/// Whether a plain-HTTP answer is a TLS server's "HTTP request to an HTTPS
+/// server" (Go's net/http; nginx says "plain HTTP request was sent to HTTPS
+/// port").
+fn answers_https_only(resp: Response) -> bool {
+    resp.status() == StatusCode::BAD_REQUEST && {
+        let body = resp.text().unwrap_or_default();
+        body.contains("HTTP request to an HTTPS server")
+            || body.contains("plain HTTP request was sent to HTTPS port")
+    }
+}
+
+/// Makes ring the process's rustls provider unless one is installed already
+/// (reqwest is built without a provider of its own; see docs/decisions.md).
+fn install_crypto_provider() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        // An error means another part of the process installed a provider
+        // first, which then serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// Where the trusted roots came from, for diagnostics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootSource {
+    /// The system bundle (`/etc/ssl/certs`, or `SSL_CERT_FILE`/`SSL_CERT_DIR`).
+    System,
+    /// No system bundle: the Mozilla roots compiled into strata
+    /// (webpki-root-certs), as in a `FROM scratch` container.
+    BuiltIn,
+}
+
+/// The trusted roots: the system's when it has any, else the built-in set.
+pub fn root_source() -> RootSource {
+    roots().0
+}
+
+fn root_certificates() -> &'static [reqwest::Certificate] {
+    &roots().1
+}
+
+fn roots() -> &'static (RootSource, Vec<reqwest::Certificate>) {
+    static ROOTS: OnceLock<(RootSource, Vec<reqwest::Certificate>)> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        // reqwest refuses the whole set if one root does not parse, so the
+        // system's unusable entries are skipped here, as rustls' own
+        // `add_parsable_certificates` does.
+        let usable = |der: &CertificateDer<'_>| -> Option<reqwest::Certificate> {
+            rustls::RootCertStore::empty().add(der.clone()).ok()?;
+            reqwest::Certificate::from_der(der).ok()
+        };
+        let system: Vec<_> = rustls_native_certs::load_native_certs()
+            .certs
+            .iter()
+            .filter_map(usable)
+            .collect();
+        if !system.is_empty() {
+            return (RootSource::System, system);
+        }
+        let builtin = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+            .iter()
+            .filter_map(usable)
+            .collect();
+        (RootSource::BuiltIn, builtin)
+    })
 }
 
 pub(crate) fn is_loopback(host: &str) -> bool {

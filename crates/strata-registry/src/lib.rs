@@ -9,10 +9,12 @@
 //! nothing of strata's store: blobs go to a file the caller names, and the
 //! caller moves them into place once verified.
 //!
-//! Transport policy: HTTPS with the system roots plus any `--registry-ca`
-//! files and `certs.d/<host>/*.crt`; plain HTTP only for loopback hosts and
-//! registries named as insecure (whose TLS certificates are then not
-//! verified either, as Docker does for `--insecure-registry`).
+//! Transport policy: HTTPS with the system roots (or, where the system has
+//! none, the Mozilla roots built in) plus any `--registry-ca` files and
+//! `certs.d/<host>/*.crt`; plain HTTP only for loopback hosts (tried first,
+//! as Docker treats them as insecure) and registries named as insecure
+//! (whose TLS certificates are then not verified either, as Docker does for
+//! `--insecure-registry`).
 
 pub mod auth;
 mod blobs;
@@ -28,7 +30,7 @@ use reqwest::blocking::Client as Http;
 use strata_oci::reference::Reference;
 
 pub use auth::{Credentials, DockerConfig};
-pub use client::ClientOptions;
+pub use client::{ClientOptions, RootSource, root_source};
 pub use manifests::{
     FetchedManifest, ResolvedImage, host_platform, parse_platform, pick_platform, platform_string,
 };
