@@ -707,8 +707,17 @@ fn compat(case: &str) {
         case_dir.display()
     );
     // Each diverging topic must still differ: the day its bug is fixed,
-    // the line in DIVERGES must go.
+    // the line in DIVERGES must go. Except mtimes: for a file COPYed onto
+    // `FROM scratch` the reference kept the context's mtime in most runs and
+    // not in some (bk_copy_through_symlink_context, bk_no_snapshot_leak, in
+    // whole-suite runs only), so agreeing there proves nothing; it is said.
     for topic in &known {
+        if topic == "mtime" && !differences.iter().any(|(t, _)| t == topic) {
+            eprintln!(
+                "{case}: the reference's mtimes agree with strata's this run (DIVERGES lists mtime)"
+            );
+            continue;
+        }
         assert!(
             differences.iter().any(|(t, _)| t == topic),
             "{case} ({}): strata now agrees with BuildKit on {topic}: the bug DIVERGES names is fixed, remove its line:\n{}",
