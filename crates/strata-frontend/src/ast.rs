@@ -403,15 +403,19 @@ pub(crate) fn words(rest: &str, escape: char) -> Vec<String> {
         let mut ch = b[pos];
         match quote {
             None => {
+                // Quotes are kept in the word (the caller strips them).
+                if ch == '\'' || ch == '"' {
+                    quote = Some(ch);
+                    w.blank_ok = true;
+                    w.word.push(ch);
+                    pos += 1;
+                    continue;
+                }
                 if ch.is_whitespace() {
                     in_spaces = true;
                     w.end();
                     pos += 1;
                     continue;
-                }
-                if ch == '\'' || ch == '"' {
-                    quote = Some(ch);
-                    w.blank_ok = true;
                 }
                 if ch == escape {
                     if pos + 1 == b.len() {
