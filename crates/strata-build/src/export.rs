@@ -380,7 +380,7 @@ fn reencode_blob(
             // A corrupt source blob says so by name; other errors as they are.
             return Err(match src.take_error(e) {
                 e @ strata_oci::BlobError::Corrupt { .. } => fail(e.to_string()),
-                strata_oci::BlobError::Io { source, .. } => fail(source.to_string()),
+                strata_oci::BlobError::Io(io) => fail(io.source.to_string()),
                 e => fail(e.to_string()),
             });
         }

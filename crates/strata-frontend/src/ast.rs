@@ -284,34 +284,52 @@ fn node_from_line(
     })
 }
 
+/// The word being read and the words finished so far, shared by the two
+/// word splitters below (the reference has two, with different quoting).
+#[derive(Default)]
+struct Words {
+    done: Vec<String>,
+    word: String,
+    /// A quote was seen, so an empty word still counts (`""`).
+    blank_ok: bool,
+}
+
+impl Words {
+    /// Ends the current word: kept unless it is empty and was never quoted.
+    fn end(&mut self) {
+        if self.blank_ok || !self.word.is_empty() {
+            self.done.push(std::mem::take(&mut self.word));
+        }
+        self.blank_ok = false;
+    }
+}
+
 /// Leading `--flag` words (quote-aware); returns the rest of the line.
 fn extract_flags(line: &str) -> (String, Vec<String>) {
     let b: Vec<char> = line.chars().collect();
-    let mut words = Vec::new();
-    let mut word = String::new();
+    let mut w = Words::default();
     let mut in_word = false;
     let mut quote: Option<char> = None;
-    let mut blank_ok = false;
     let mut pos = 0;
     loop {
         if !in_word && quote.is_none() {
             if pos == b.len() {
-                return (String::new(), words);
+                return (String::new(), w.done);
             }
             if b[pos].is_whitespace() {
                 pos += 1;
                 continue;
             }
             if b[pos] != '-' || b.get(pos + 1) != Some(&'-') {
-                return (b[pos..].iter().collect(), words);
+                return (b[pos..].iter().collect(), w.done);
             }
             in_word = true;
         }
         if pos == b.len() {
-            if word != "--" && (blank_ok || !word.is_empty()) {
-                words.push(word);
+            if w.word != "--" {
+                w.end();
             }
-            return (String::new(), words);
+            return (String::new(), w.done);
         }
         let ch = b[pos];
         if let Some(q) = quote {
@@ -322,32 +340,29 @@ fn extract_flags(line: &str) -> (String, Vec<String>) {
                     quote = None;
                 } else {
                     pos += 1;
-                    word.push(b[pos]);
+                    w.word.push(b[pos]);
                 }
             } else {
-                word.push(ch);
+                w.word.push(ch);
             }
             pos += 1;
             continue;
         }
         if ch.is_whitespace() {
             in_word = false;
-            if word == "--" {
+            if w.word == "--" {
                 return (
                     b[pos..].iter().collect::<String>().trim_start().to_owned(),
-                    words,
+                    w.done,
                 );
             }
-            if blank_ok || !word.is_empty() {
-                words.push(std::mem::take(&mut word));
-            }
-            blank_ok = false;
+            w.end();
             pos += 1;
             continue;
         }
         if ch == '\'' || ch == '"' {
             quote = Some(ch);
-            blank_ok = true;
+            w.blank_ok = true;
             pos += 1;
             continue;
         }
@@ -358,7 +373,7 @@ fn extract_flags(line: &str) -> (String, Vec<String>) {
             }
             pos += 1;
         }
-        word.push(b[pos]);
+        w.word.push(b[pos]);
         pos += 1;
     }
 }
@@ -366,11 +381,9 @@ fn extract_flags(line: &str) -> (String, Vec<String>) {
 /// The reference's `parseWords`: whitespace-separated, quotes and escapes kept.
 pub(crate) fn words(rest: &str, escape: char) -> Vec<String> {
     let b: Vec<char> = rest.chars().collect();
-    let mut out = Vec::new();
-    let mut word = String::new();
+    let mut w = Words::default();
     let mut in_spaces = true;
     let mut quote: Option<char> = None;
-    let mut blank_ok = false;
     let mut pos = 0;
     while pos <= b.len() {
         if in_spaces {
@@ -384,37 +397,36 @@ pub(crate) fn words(rest: &str, escape: char) -> Vec<String> {
             in_spaces = false;
         }
         if pos == b.len() {
-            if blank_ok || !word.is_empty() {
-                out.push(word);
-            }
+            w.end();
             break;
         }
         let mut ch = b[pos];
         match quote {
             None => {
-                if ch.is_whitespace() {
-                    in_spaces = true;
-                    if blank_ok || !word.is_empty() {
-                        out.push(std::mem::take(&mut word));
-                    }
-                    blank_ok = false;
+                // Quotes are kept in the word (the caller strips them).
+                if ch == '\'' || ch == '"' {
+                    quote = Some(ch);
+                    w.blank_ok = true;
+                    w.word.push(ch);
                     pos += 1;
                     continue;
                 }
-                if ch == '\'' || ch == '"' {
-                    quote = Some(ch);
-                    blank_ok = true;
+                if ch.is_whitespace() {
+                    in_spaces = true;
+                    w.end();
+                    pos += 1;
+                    continue;
                 }
                 if ch == escape {
                     if pos + 1 == b.len() {
                         pos += 1;
                         continue;
                     }
-                    word.push(ch);
+                    w.word.push(ch);
                     pos += 1;
                     ch = b[pos];
                 }
-                word.push(ch);
+                w.word.push(ch);
             }
             Some(q) => {
                 if ch == q {
@@ -427,15 +439,15 @@ pub(crate) fn words(rest: &str, escape: char) -> Vec<String> {
                         continue;
                     }
                     pos += 1;
-                    word.push(ch);
+                    w.word.push(ch);
                     ch = b[pos];
                 }
-                word.push(ch);
+                w.word.push(ch);
             }
         }
         pos += 1;
     }
-    out
+    w.done
 }
 
 enum Json {

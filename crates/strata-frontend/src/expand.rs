@@ -265,44 +265,19 @@ fn variable(
             let word = |w: &str| expand(w, lookup, escape, false, depth + 1).map(|w| w.concat());
             let result = if op.is_empty() {
                 val.unwrap_or_default()
-            } else if let Some(w) = op.strip_prefix(":-") {
-                match val.filter(|v| !v.is_empty()) {
-                    Some(v) => v,
-                    None => word(w)?,
-                }
-            } else if let Some(w) = op.strip_prefix(":+") {
-                match val.filter(|v| !v.is_empty()) {
-                    Some(_) => word(w)?,
-                    None => String::new(),
-                }
-            } else if let Some(w) = op.strip_prefix(":?") {
-                match val.filter(|v| !v.is_empty()) {
-                    Some(v) => v,
-                    None => {
-                        return Err(ExpandError(format!(
-                            "{name}: {}",
-                            if w.is_empty() {
-                                "is not allowed to be unset".to_owned()
-                            } else {
-                                word(w)?
-                            }
-                        )));
-                    }
-                }
-            } else if let Some(w) = op.strip_prefix('-') {
-                match val {
-                    Some(v) => v,
-                    None => word(w)?,
-                }
-            } else if let Some(w) = op.strip_prefix('+') {
-                match val {
-                    Some(_) => word(w)?,
-                    None => String::new(),
-                }
-            } else if let Some(w) = op.strip_prefix('?') {
-                match val {
-                    Some(v) => v,
-                    None => {
+            } else if let Some((kind, w)) = default_op(&op) {
+                // `${x:-w}` and friends test "set and not empty"; without
+                // the colon, only "set".
+                let set = if op.starts_with(':') {
+                    val.filter(|v| !v.is_empty())
+                } else {
+                    val
+                };
+                match (kind, set) {
+                    ('-' | '?', Some(v)) => v,
+                    ('+', Some(_)) | ('-', None) => word(w)?,
+                    ('+', None) => String::new(),
+                    _ => {
                         return Err(ExpandError(format!(
                             "{name}: {}",
                             if w.is_empty() {
@@ -382,6 +357,13 @@ fn prefix_matches(p: &[char], s: &[char]) -> Vec<bool> {
         }
     }
     prev
+}
+
+/// `-w`, `+w`, `?w`, with or without a leading `:`: the operator and `w`.
+fn default_op(op: &str) -> Option<(char, &str)> {
+    let op = op.strip_prefix(':').unwrap_or(op);
+    let kind = op.chars().next().filter(|c| matches!(c, '-' | '+' | '?'))?;
+    Some((kind, &op[1..]))
 }
 
 fn trim_prefix(v: &str, pat: &str, longest: bool) -> String {

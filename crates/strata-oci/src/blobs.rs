@@ -12,16 +12,12 @@ use std::path::{Path, PathBuf};
 
 use crate::atomic::AtomicFile;
 use crate::digest::{Digest, DigestingWriter};
+use crate::io_error::IoError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
-    #[error("{op} {}", path.display())]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("blob {digest} not found in {}", dir.display())]
     NotFound { digest: Digest, dir: PathBuf },
     #[error("blob {expected} is corrupt: its content hashes to {actual} ({})", path.display())]
@@ -35,11 +31,7 @@ pub enum BlobError {
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> BlobError + 'a {
-    move |source| BlobError::Io {
-        op,
-        path: path.to_owned(),
-        source,
-    }
+    move |source| BlobError::Io(IoError::at(op, path)(source))
 }
 
 /// A directory of blobs named by their sha256.
@@ -90,11 +82,7 @@ impl BlobStore {
                 digest: *digest,
                 dir: self.dir.clone(),
             }),
-            Err(e) => Err(BlobError::Io {
-                op: "reading metadata of",
-                path: p,
-                source: e,
-            }),
+            Err(e) => Err(BlobError::Io(IoError::at("reading metadata of", p)(e))),
         }
     }
 
@@ -147,11 +135,7 @@ impl BlobStore {
                 });
             }
             Err(e) => {
-                return Err(BlobError::Io {
-                    op: "opening blob",
-                    path,
-                    source: e,
-                });
+                return Err(BlobError::Io(IoError::at("opening blob", path)(e)));
             }
         };
         Ok(VerifiedReader {
@@ -184,11 +168,7 @@ impl BlobStore {
         match std::fs::remove_file(&p) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(BlobError::Io {
-                op: "deleting blob",
-                path: p,
-                source: e,
-            }),
+            Err(e) => Err(BlobError::Io(IoError::at("deleting blob", p)(e))),
         }
     }
 
@@ -277,11 +257,7 @@ impl VerifiedReader {
                 actual: m.0,
                 path: self.path.clone(),
             },
-            None => BlobError::Io {
-                op: "reading blob",
-                path: self.path.clone(),
-                source: e,
-            },
+            None => BlobError::Io(IoError::at("reading blob", self.path.clone())(e)),
         }
     }
 }

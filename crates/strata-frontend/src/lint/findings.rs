@@ -4,6 +4,7 @@
 
 use super::config::CheckConfig;
 use super::rules::Rule;
+use crate::parse::{Dockerfile, Instruction};
 use crate::plan::BaseEnv;
 use crate::{BuildInputs, Ignore};
 
@@ -163,4 +164,20 @@ pub(crate) fn suggest<'o>(
         }
     }
     best.map(|b| b.1)
+}
+
+/// An instruction's lines, as a warning's range.
+pub(super) fn range(ins: &Instruction) -> Vec<(usize, usize)> {
+    vec![(ins.line, ins.end_line.max(ins.line))]
+}
+
+/// `range` with heredoc bodies included, as the reference's node location.
+pub(super) fn range_in(df: &Dockerfile, ins: &Instruction) -> Vec<(usize, usize)> {
+    let last = df
+        .instructions
+        .iter()
+        .position(|i| i.line == ins.line)
+        .and_then(|k| df.trivia(k))
+        .map_or(ins.end_line, |t| t.last_line);
+    vec![(ins.line, last.max(ins.line))]
 }

@@ -14,9 +14,11 @@
 
 mod config;
 mod dispatch;
+mod env;
 mod findings;
 mod report;
 pub mod rules;
+mod stage;
 
 pub use config::CheckConfig;
 use findings::Sink;

@@ -14,6 +14,7 @@ use crate::image::{
     ANNOTATION_CONTAINERD_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, ImageConfig, Index,
     MEDIA_TYPE_DOCKER_LIST, MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_INDEX, Manifest, Platform,
 };
+use crate::io_error::IoError;
 
 /// Reads an archive (a tar, possibly compressed, or an OCI layout folder) at
 /// `path`, storing its blobs in `store`, verifying every digest.
@@ -99,12 +100,11 @@ fn read_dir_layout(dir: &Path, store: &BlobStore) -> Result<Vec<LoadedImage>, Ar
         .follow_links(false)
         .sort_by_file_name()
     {
-        let e = e.map_err(|e| ArchiveError::Io {
-            op: "reading",
-            path: dir.to_owned(),
-            source: e
-                .into_io_error()
-                .unwrap_or_else(|| io::Error::other("walk failed")),
+        let e = e.map_err(|e| {
+            ArchiveError::Io(IoError::at("reading", dir)(
+                e.into_io_error()
+                    .unwrap_or_else(|| io::Error::other("walk failed")),
+            ))
         })?;
         if !e.file_type().is_file() {
             continue;

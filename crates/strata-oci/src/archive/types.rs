@@ -10,6 +10,7 @@ use crate::blobs::BlobError;
 use crate::compress::Detected;
 use crate::digest::Digest;
 use crate::image::{ImageConfig, ImageError, Manifest, Platform};
+use crate::io_error::IoError;
 use crate::layer_check::EntryError;
 
 /// Largest JSON file (index, manifest, config) read into memory.
@@ -17,13 +18,8 @@ pub(crate) const MAX_JSON: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    #[error("{op} {}", path.display())]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error(transparent)]
     Blob(#[from] BlobError),
     #[error(transparent)]
@@ -68,8 +64,8 @@ pub(crate) fn io_err(
     op: &'static str,
     path: impl Into<PathBuf>,
 ) -> impl FnOnce(io::Error) -> ArchiveError {
-    let path = path.into();
-    move |source| ArchiveError::Io { op, path, source }
+    let wrap = IoError::at(op, path);
+    move |source| ArchiveError::Io(wrap(source))
 }
 
 /// One image to write: its OCI manifest (whose config and layer blobs are in

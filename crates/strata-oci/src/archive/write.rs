@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::types::{
     ArchiveError, ArchiveFormat, ArchiveImage, ArchiveIndex, DockerManifestEntry, MAX_JSON,
@@ -16,6 +16,7 @@ use crate::image::{
     ANNOTATION_CONTAINERD_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, Index, MEDIA_TYPE_OCI_INDEX,
     MEDIA_TYPE_OCI_MANIFEST, Manifest, canonical_json,
 };
+use crate::io_error::IoError;
 
 /// The files of an archive, in memory for the small ones and as blob
 /// references for the rest.
@@ -225,11 +226,7 @@ fn plan_index(store: &BlobStore, index: &ArchiveIndex) -> Result<Plan, ArchiveEr
 
 /// Writes the files of `plan` as a tar: sorted names, fixed metadata.
 fn write_plan_tar(out: impl Write, store: &BlobStore, plan: &Plan) -> Result<(), ArchiveError> {
-    let werr = |e| ArchiveError::Io {
-        op: "writing",
-        path: PathBuf::from("the archive"),
-        source: e,
-    };
+    let werr = |e| ArchiveError::Io(IoError::at("writing", "the archive")(e));
     let mut b = tar::Builder::new(out);
     let mut names: BTreeMap<String, Option<Digest>> = BTreeMap::new();
     for f in plan.files.keys() {
@@ -306,11 +303,7 @@ fn write_plan_dir(dir: &Path, store: &BlobStore, plan: &Plan) -> Result<(), Arch
             if let Err(e) = io::copy(&mut r, &mut w) {
                 return Err(match e.kind() {
                     io::ErrorKind::InvalidData => ArchiveError::Blob(r.take_error(e)),
-                    _ => ArchiveError::Io {
-                        op: "copying blob into",
-                        path: dir.to_owned(),
-                        source: e,
-                    },
+                    _ => ArchiveError::Io(IoError::at("copying blob into", dir)(e)),
                 });
             }
             w.commit(Some(*d))?;
