@@ -41,6 +41,14 @@ pub enum BuildError {
     Image(Box<strata_image::ImageError>),
     #[error(transparent)]
     Registry(Box<strata_registry::RegistryError>),
+    /// What a lower layer reported (an OCI document, a layer, a path, an
+    /// archive), with what the build was doing; the cause stays a source.
+    #[error("{context}")]
+    Context {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     #[error("{0}")]
     Other(String),
     /// Another stage failed first; this one stopped.
@@ -70,6 +78,19 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     out
+}
+
+/// For `map_err`: keeps `source` as the cause of an error that says what
+/// the build was doing.
+pub(crate) fn context<E>(context: impl Into<String>) -> impl FnOnce(E) -> BuildError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let context = context.into();
+    move |source| BuildError::Context {
+        context,
+        source: Box::new(source),
+    }
 }
 
 pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {

@@ -8,7 +8,7 @@ use strata_oci::archive::{ArchiveFormat, ArchiveImage, ArchiveIndex};
 use strata_oci::image::{Manifest, Platform};
 use strata_store::{EncodedLayer, ImageRecord, Store, WriteLock};
 
-use crate::error::{BuildError, Result, io, other};
+use crate::error::{BuildError, Result, context, io, other};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutputKind {
@@ -195,11 +195,12 @@ pub(crate) fn export(
         OutputKind::Image => Ok(()),
         OutputKind::Docker | OutputKind::Oci { .. } => {
             let blobs = strata_oci::blobs::BlobStore::open(store.root().join("blobs"))
-                .map_err(|e| other(e.to_string()))?;
+                .map_err(context("opening the blob store"))?;
             let mut manifests = Vec::new();
             for pi in images {
                 let raw = store.read_blob(&pi.image.manifest)?;
-                let mut manifest = Manifest::from_json(&raw).map_err(|e| other(e.to_string()))?;
+                let mut manifest = Manifest::from_json(&raw)
+                    .map_err(context(format!("manifest {}", pi.image.manifest)))?;
                 if let Some(c) = out.compression {
                     let reencode = ReEncode {
                         to: c,
@@ -218,11 +219,11 @@ pub(crate) fn export(
                 };
                 if !tar {
                     return strata_oci::archive::write_oci_index_dir(dest, &blobs, &index)
-                        .map_err(|e| other(e.to_string()));
+                        .map_err(context(format!("writing {}", dest.display())));
                 }
                 return write_to(dest, |w| {
                     strata_oci::archive::write_index_archive(w, &blobs, &index)
-                        .map_err(|e| other(e.to_string()))
+                        .map_err(context(format!("writing {}", dest.display())))
                 });
             }
             let images: Vec<ArchiveImage> = manifests
@@ -239,11 +240,11 @@ pub(crate) fn export(
             };
             if !tar {
                 return strata_oci::archive::write_oci_dir(dest, &blobs, &images)
-                    .map_err(|e| other(e.to_string()));
+                    .map_err(context(format!("writing {}", dest.display())));
             }
             write_to(dest, |w| {
                 strata_oci::archive::write_archive(w, &blobs, &images, format)
-                    .map_err(|e| other(e.to_string()))
+                    .map_err(context(format!("writing {}", dest.display())))
             })
         }
         OutputKind::Local if images.len() > 1 => {
@@ -282,19 +283,13 @@ fn export_rootfs(
     for l in &image.layers {
         let r = store.open_layer_tar(l)?;
         strata_oci::apply::apply_layer(r, tmp.path(), &mut strata_oci::apply::DeleteWhiteouts)
-            .map_err(|e| {
-                other(format!(
-                    "applying {}: {}",
-                    l.diff_id,
-                    crate::error::chain(&e)
-                ))
-            })?;
+            .map_err(context(format!("applying {}", l.diff_id)))?;
     }
     if *kind == OutputKind::Tar {
         return write_to(dest, |w| {
             strata_oci::layer::write_tree_tar(tmp.path(), Some(epoch), w)
                 .map(|_| ())
-                .map_err(|e| other(e.to_string()))
+                .map_err(context(format!("writing {}", dest.display())))
         });
     }
     copy_dir(tmp.path(), dest)
@@ -371,21 +366,15 @@ fn reencode_blob(
     from: &strata_oci::Digest,
     to: Compression,
 ) -> Result<EncodedLayer> {
-    let fail = |e: String| other(format!("re-encoding layer {from} as {to}: {e}"));
-    let mut src = blobs.open_verified(from).map_err(|e| fail(e.to_string()))?;
-    let mut w = blobs.writer().map_err(|e| fail(e.to_string()))?;
+    let what = format!("re-encoding layer {from} as {to}");
+    let mut src = blobs.open_verified(from).map_err(context(what.clone()))?;
+    let mut w = blobs.writer().map_err(context(what.clone()))?;
     let (diff_id, digest, size) = match strata_oci::compress::recompress(&mut src, to, 0, &mut w) {
         Ok(v) => v,
-        Err(e) => {
-            // A corrupt source blob says so by name; other errors as they are.
-            return Err(match src.take_error(e) {
-                e @ strata_oci::BlobError::Corrupt { .. } => fail(e.to_string()),
-                strata_oci::BlobError::Io(io) => fail(io.source.to_string()),
-                e => fail(e.to_string()),
-            });
-        }
+        // A corrupt source blob says so by name.
+        Err(e) => return Err(context(what.clone())(src.take_error(e))),
     };
-    w.commit(Some(digest)).map_err(|e| fail(e.to_string()))?;
+    w.commit(Some(digest)).map_err(context(what))?;
     Ok(EncodedLayer {
         diff_id,
         blob: digest,

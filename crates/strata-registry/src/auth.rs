@@ -217,12 +217,11 @@ impl DockerConfig {
     fn save(&self) -> Result<(), RegistryError> {
         let dir = self.path.parent().unwrap_or(std::path::Path::new("."));
         std::fs::create_dir_all(dir).map_err(crate::io_err(dir))?;
-        let mut body = serde_json::to_vec_pretty(&self.raw)
-            .map_err(|e| RegistryError::Config(e.to_string()))?;
+        let mut body =
+            serde_json::to_vec_pretty(&self.raw).map_err(crate::context("docker config"))?;
         body.push(b'\n');
         // The temp file is created 0600 and keeps that mode across the rename.
-        strata_oci::atomic_write(&self.path, &body)
-            .map_err(|e| RegistryError::Config(format!("{}: {e}", self.path.display())))
+        strata_oci::atomic_write(&self.path, &body).map_err(crate::io_err(&self.path))
     }
 }
 
@@ -242,14 +241,14 @@ fn run_helper(helper: &str, verb: &str, stdin: &[u8]) -> Result<Vec<u8>, Registr
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| RegistryError::Config(format!("running {prog} {verb}: {e}")))?;
+        .map_err(crate::context(format!("running {prog} {verb}")))?;
     if let Some(mut i) = child.stdin.take() {
         // A helper that exits early closes its stdin; its exit status says why.
         let _ = i.write_all(stdin);
     }
     let out = child
         .wait_with_output()
-        .map_err(|e| RegistryError::Config(format!("running {prog} {verb}: {e}")))?;
+        .map_err(crate::context(format!("running {prog} {verb}")))?;
     if !out.status.success() {
         let msg = String::from_utf8_lossy(&out.stdout);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -264,9 +263,8 @@ fn run_helper(helper: &str, verb: &str, stdin: &[u8]) -> Result<Vec<u8>, Registr
 fn helper_get(helper: &str, key: &str) -> Result<Option<Credentials>, RegistryError> {
     match run_helper(helper, "get", key.as_bytes()) {
         Ok(out) => {
-            let v: Value = serde_json::from_slice(&out).map_err(|e| {
-                RegistryError::Config(format!("docker-credential-{helper} get: {e}"))
-            })?;
+            let v: Value = serde_json::from_slice(&out)
+                .map_err(crate::context(format!("docker-credential-{helper} get")))?;
             let username = v["Username"].as_str().unwrap_or_default().to_owned();
             let password = v["Secret"].as_str().unwrap_or_default().to_owned();
             if username.is_empty() && password.is_empty() {

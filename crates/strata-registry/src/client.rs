@@ -65,9 +65,9 @@ impl Client {
         }
         for f in &files {
             let pem = std::fs::read(f).map_err(io_err(f))?;
-            let list = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                RegistryError::Config(format!("{}: not a PEM certificate: {e}", f.display()))
-            })?;
+            let list = reqwest::Certificate::from_pem_bundle(&pem).map_err(crate::context(
+                format!("{}: not a PEM certificate", f.display()),
+            ))?;
             certs.extend(list);
         }
         install_crypto_provider();

@@ -102,6 +102,26 @@ pub enum RegistryError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A document, file or program that failed, with what it was; the
+    /// cause stays a source.
+    #[error("{context}")]
+    Context {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+}
+
+/// For `map_err`: keeps `source` as the cause of an error saying what failed.
+pub(crate) fn context<E>(context: impl Into<String>) -> impl FnOnce(E) -> RegistryError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let context = context.into();
+    move |source| RegistryError::Context {
+        context,
+        source: Box::new(source),
+    }
 }
 
 impl RegistryError {

@@ -103,10 +103,8 @@ impl Client {
     ) -> Result<ResolvedImage, RegistryError> {
         let top = self.get_manifest(repo, &reference.manifest_selector())?;
         let (index, manifest) = if top.is_index() {
-            let idx = Index::from_json(&top.bytes).map_err(|e| RegistryError::Invalid {
-                what: format!("index {reference}"),
-                message: e.to_string(),
-            })?;
+            let idx = Index::from_json(&top.bytes)
+                .map_err(crate::context(format!("index {reference}")))?;
             let pick = pick_platform(&idx.manifests, platform).ok_or_else(|| {
                 RegistryError::NoPlatform {
                     reference: reference.to_string(),
@@ -130,10 +128,8 @@ impl Client {
         } else {
             (None, top)
         };
-        let parsed = Manifest::from_json(&manifest.bytes).map_err(|e| RegistryError::Invalid {
-            what: format!("manifest {reference}"),
-            message: e.to_string(),
-        })?;
+        let parsed = Manifest::from_json(&manifest.bytes)
+            .map_err(crate::context(format!("manifest {reference}")))?;
         let config = self.get_blob_bytes(repo, &parsed.config.digest, MAX_CONFIG_SIZE)?;
         Ok(ResolvedImage {
             repository: repo.clone(),
@@ -235,10 +231,7 @@ pub(crate) fn manifest_media_type(
     what: &str,
 ) -> Result<String, RegistryError> {
     let v: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| RegistryError::Invalid {
-            what: what.to_owned(),
-            message: format!("not JSON: {e}"),
-        })?;
+        serde_json::from_slice(bytes).map_err(crate::context(format!("{what}: not JSON")))?;
     if v["schemaVersion"] == 1 {
         return Err(RegistryError::Invalid {
             what: what.to_owned(),

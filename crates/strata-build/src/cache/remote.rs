@@ -25,7 +25,7 @@ use strata_registry::{Client, Repository};
 use strata_store::{Store, WriteLock};
 
 pub use super::spec::{CacheExport, CacheLocation, parse_cache_from, parse_cache_to};
-use crate::error::{Result, other};
+use crate::error::{Result, context, other};
 
 pub const ARTIFACT_TYPE: &str = "application/vnd.strata.cache.v1";
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.strata.cache.config.v1+json";
@@ -157,8 +157,7 @@ fn describe(l: &CacheLocation) -> String {
 }
 
 fn parse_manifest(bytes: &[u8], what: &str) -> Result<(Descriptor, Vec<Descriptor>)> {
-    let m =
-        strata_oci::image::Manifest::from_json(bytes).map_err(|e| other(format!("{what}: {e}")))?;
+    let m = strata_oci::image::Manifest::from_json(bytes).map_err(context(what))?;
     if m.config.media_type != CONFIG_MEDIA_TYPE {
         return Err(other(format!(
             "{what} is not a strata build cache (config type {:?})",
@@ -169,8 +168,7 @@ fn parse_manifest(bytes: &[u8], what: &str) -> Result<(Descriptor, Vec<Descripto
 }
 
 fn parse_config(bytes: &[u8], what: &str) -> Result<CacheConfig> {
-    let c: CacheConfig =
-        serde_json::from_slice(bytes).map_err(|e| other(format!("{what}: {e}")))?;
+    let c: CacheConfig = serde_json::from_slice(bytes).map_err(context(what))?;
     if c.version != 1 {
         return Err(other(format!(
             "{what}: cache format version {} is not supported",
@@ -192,8 +190,7 @@ fn load_local(dir: &Path) -> Result<(CacheConfig, Vec<Descriptor>)> {
     let what = dir.display().to_string();
     let index =
         fs_err::read(dir.join("index.json")).map_err(crate::error::io("reading local cache"))?;
-    let index =
-        strata_oci::image::Index::from_json(&index).map_err(|e| other(format!("{what}: {e}")))?;
+    let index = strata_oci::image::Index::from_json(&index).map_err(context(what.clone()))?;
     let desc = index
         .manifests
         .first()
@@ -285,11 +282,10 @@ pub fn export(
                 if !dst.exists() {
                     let mut src = store.open_blob(&l.digest)?;
                     let mut f = strata_oci::AtomicFile::create_shared(&dst)
-                        .map_err(|e| other(format!("{}: {e}", dst.display())))?;
+                        .map_err(context(dst.display().to_string()))?;
                     std::io::copy(&mut src, f.file())
                         .map_err(crate::error::io("writing the local cache"))?;
-                    f.commit()
-                        .map_err(|e| other(format!("{}: {e}", dst.display())))?;
+                    f.commit().map_err(context(dst.display().to_string()))?;
                 }
             }
             for (d, b) in [
@@ -297,13 +293,13 @@ pub fn export(
                 (digest, &manifest_bytes),
             ] {
                 strata_oci::atomic_write_shared(blobs.join(d.hex()), b)
-                    .map_err(|e| other(format!("writing the local cache: {e}")))?;
+                    .map_err(context("writing the local cache"))?;
             }
             strata_oci::atomic_write_shared(
                 dir.join("oci-layout"),
                 br#"{"imageLayoutVersion":"1.0.0"}"#,
             )
-            .map_err(|e| other(format!("writing the local cache: {e}")))?;
+            .map_err(context("writing the local cache"))?;
             let mut desc =
                 Descriptor::new(MEDIA_TYPE_OCI_MANIFEST, digest, manifest_bytes.len() as u64);
             desc.annotations.insert(
@@ -314,7 +310,7 @@ pub fn export(
             // index.json last: a reader never sees a manifest whose blobs
             // are not all written.
             strata_oci::atomic_write_shared(dir.join("index.json"), &index.to_json())
-                .map_err(|e| other(format!("writing the local cache: {e}")))?;
+                .map_err(context("writing the local cache"))?;
         }
     }
     Ok(digest)

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use strata_oci::reference::Reference;
 
-use crate::error::{Result, other};
+use crate::error::{Result, context, other};
 
 /// Where a cache lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +34,7 @@ fn parse_fields(spec: &str) -> BTreeMap<String, String> {
 }
 
 fn parse_ref(spec: &str, r: &str) -> Result<Reference> {
-    Reference::parse(r).map_err(|e| other(format!("{spec:?}: {e}")))
+    Reference::parse(r).map_err(context(format!("{spec:?}")))
 }
 
 /// Parses `--cache-from`: `type=registry,ref=R`, `type=local,src=DIR`, or a

@@ -19,7 +19,7 @@ use tree::{TreeRules, copy_tree};
 
 use crate::cache::key_of;
 use crate::context;
-use crate::error::{Result, io, other};
+use crate::error::{Result, context, io, other};
 use crate::solver::{Solver, State, clean_abs};
 
 impl Solver<'_> {
@@ -368,7 +368,7 @@ impl Solver<'_> {
             }
         }
         let changes = strata_oci::layer::changes_for_tree(&layer_root)
-            .map_err(|e| other(format!("listing the layer: {e}")))?;
+            .map_err(context("listing the layer"))?;
         let layer = if changes.is_empty() {
             None
         } else {
@@ -419,13 +419,7 @@ impl Solver<'_> {
         for l in &layers {
             let r = self.store.open_layer_tar(l)?;
             strata_oci::apply::apply_layer(r, dir.path(), &mut strata_oci::apply::DeleteWhiteouts)
-                .map_err(|e| {
-                    other(format!(
-                        "unpacking {}: {}",
-                        l.diff_id,
-                        crate::error::chain(&e)
-                    ))
-                })?;
+                .map_err(context(format!("unpacking {}", l.diff_id)))?;
         }
         let p = dir.path().to_owned();
         rootfs.insert(from.to_owned(), dir);
@@ -462,7 +456,7 @@ impl Solver<'_> {
         fs::create_dir_all(&layer_root).map_err(io("creating a layer dir"))?;
         self.make_parents_owned(&layer_root, &rel, &lowers, true, Some(owner))?;
         let changes = strata_oci::layer::changes_for_tree(&layer_root)
-            .map_err(|e| other(format!("listing the layer: {e}")))?;
+            .map_err(context("listing the layer"))?;
         let layer = self.write_layer(&layer_root, &changes)?;
         self.adopt_snapshot(&layer, &layer_root)?;
         Ok(Some(layer))

@@ -4,7 +4,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::context;
-use crate::error::{Result, other};
+use crate::error::{Result, context};
 use crate::solver::Solver;
 
 /// A selected source: where it is on disk and its path relative to the
@@ -49,11 +49,11 @@ impl Solver<'_> {
             let glob = globset::GlobBuilder::new(comp)
                 .literal_separator(true)
                 .build()
-                .map_err(|e| other(format!("bad pattern {rel}: {e}")))?
+                .map_err(context(format!("bad pattern {rel}")))?
                 .compile_matcher();
             for dir in &candidates {
                 let d = strata_oci::path::secure_join(root, Path::new(dir))
-                    .map_err(|e| other(format!("{dir}: {e}")))?;
+                    .map_err(context(dir.clone()))?;
                 let Ok(entries) = fs::read_dir(&d) else {
                     continue;
                 };
@@ -78,7 +78,7 @@ impl Solver<'_> {
                 None if last_is_glob => Ok(root.join(&r)),
                 None => strata_oci::path::secure_join(root, Path::new(&r)),
             }
-            .map_err(|e| other(format!("{r}: {e}")))?;
+            .map_err(context(r.clone()))?;
             // An excluded directory an exception may re-include from is
             // still a source (`*`, `subdir`, `!*/sub1*`: `COPY subdir`).
             let reincluded = || ignore.is_some_and(|i| i.descend_excluded(&r));

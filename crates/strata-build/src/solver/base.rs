@@ -8,7 +8,7 @@ use strata_store::ImageRecord;
 use super::{Solver, State};
 use crate::api::Event;
 use crate::cache::{CACHE_VERSION, key_of};
-use crate::error::{Result, other};
+use crate::error::{Result, context, other};
 
 /// Whether an image for `have` serves a build for `want`: containerd's
 /// `platforms.Only(want)`, as Docker checks a stored image against
@@ -130,8 +130,8 @@ impl Solver<'_> {
     /// The platform an image's config says it is for.
     pub(crate) fn platform_of(&self, img: &ImageRecord) -> Result<strata_frontend::Platform> {
         let raw = self.store.read_blob(&img.id)?;
-        let config = ImageConfig::from_json(&raw)
-            .map_err(|e| other(format!("config of image {}: {e}", img.id)))?;
+        let config =
+            ImageConfig::from_json(&raw).map_err(context(format!("config of image {}", img.id)))?;
         Ok(strata_frontend::Platform::new(
             &config.os,
             &config.architecture,
@@ -186,8 +186,8 @@ impl Solver<'_> {
         let wanted = self.stage_platform(stage);
         let img = self.image(&stage.base, &stage.from, &wanted)?;
         let raw = self.store.read_blob(&img.id)?;
-        let mut config = ImageConfig::from_json(&raw)
-            .map_err(|e| other(format!("config of {}: {e}", stage.base)))?;
+        let mut config =
+            ImageConfig::from_json(&raw).map_err(context(format!("config of {}", stage.base)))?;
         if config.config.env.is_none() {
             config.config.env = Some(vec![DEFAULT_PATH.into()]);
         }

@@ -17,7 +17,7 @@ use strata_store::{ImageRecord, LayerRecord, Store, WriteLock};
 use crate::api::{BuildOptions, Event};
 use crate::cache::remote as remote_cache;
 use crate::context;
-use crate::error::{BuildError, Result, io, other};
+use crate::error::{BuildError, Result, context, io, other};
 
 mod base;
 mod dispatch;
@@ -403,7 +403,7 @@ impl Solver<'_> {
             owners: strata_exec::idmap::IdMapping::current().owner_map(),
         };
         let info = strata_oci::layer::write_layer(root, changes, &opts, &mut file)
-            .map_err(|e| other(format!("writing a layer: {e}")))?;
+            .map_err(context("writing a layer"))?;
         file.rewind()?;
         let (digest, size) = self
             .store
