@@ -165,6 +165,52 @@ fn diff_commit_and_run_the_committed_image() {
     assert!(e.ok(&["check"]).contains(" 0 problem(s)"));
 }
 
+/// A FIFO (or device node) made in a container: `run` exits with the
+/// command's code, `--rm` removes the container, and without `--rm` the
+/// FIFO is in the writable layer that `diff` and `commit` read. (It used to
+/// fail "paths in archives must be relative" and leave the container "Up".)
+#[test]
+fn special_files_in_a_container_are_kept_and_rm_still_removes_it() {
+    let Some(e) = setup("special_files_in_a_container_are_kept_and_rm_still_removes_it") else {
+        return;
+    };
+    let mk = "mkfifo /tmp/ff && mknod /tmp/null c 1 3";
+    e.ok(&["run", "--rm", "--network", "none", "bb:1", "sh", "-c", mk]);
+    let ps = e.ok(&["ps", "-a", "-q"]);
+    assert_eq!(ps.trim(), "", "--rm left a container: {ps}");
+
+    e.ok(&[
+        "run",
+        "--name",
+        "pipes",
+        "--network",
+        "none",
+        "bb:1",
+        "sh",
+        "-c",
+        mk,
+    ]);
+    let ps = e.ok(&["ps", "-a"]);
+    assert!(ps.contains("pipes") && ps.contains("Exited (0)"), "{ps}");
+    let diff = e.ok(&["diff", "pipes"]);
+    assert!(
+        diff.contains("A /tmp/ff") && diff.contains("A /tmp/null"),
+        "{diff}"
+    );
+    e.ok(&["commit", "pipes", "pipes:1"]);
+    let o = e.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "pipes:1",
+        "sh",
+        "-c",
+        "test -p /tmp/ff && test -c /tmp/null && echo kept",
+    ]);
+    assert_eq!(o, "kept\n");
+}
+
 #[test]
 fn run_i_passes_stdin_and_volumes_write_through_to_the_host() {
     let Some(e) = setup("run_i_passes_stdin_and_volumes_write_through_to_the_host") else {

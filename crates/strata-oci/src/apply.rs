@@ -30,6 +30,8 @@ pub enum ApplyError {
     Escapes { name: String },
     #[error("layer entry {name:?} is a hard link to {target:?}, which is not in the destination")]
     BadHardlink { name: String, target: String },
+    #[error("layer entry {name:?}: its device numbers are not numbers")]
+    BadDevice { name: String },
     #[error("layer entry {name:?}: {op} {}", path.display())]
     Io {
         name: String,
@@ -247,16 +249,8 @@ pub fn apply_layer(
                         .push(format!("{name}: device node skipped (needs root)"));
                     continue;
                 }
-                let major = entry
-                    .header()
-                    .device_major()
-                    .map_err(ApplyError::Tar)?
-                    .unwrap_or(0);
-                let minor = entry
-                    .header()
-                    .device_minor()
-                    .map_err(ApplyError::Tar)?
-                    .unwrap_or(0);
+                let (major, minor) = device_numbers(entry.header())
+                    .ok_or_else(|| ApplyError::BadDevice { name: name.clone() })?;
                 let made = mknod(
                     &target,
                     sflag,
@@ -354,4 +348,34 @@ fn numeric_or_zero(parsed: std::io::Result<u64>, raw: &[u8]) -> Result<u64, Appl
         Err(_) if raw.iter().all(|b| *b == 0 || *b == b' ') => Ok(0),
         Err(e) => Err(ApplyError::Tar(e)),
     }
+}
+/// A device entry's major and minor numbers, read as Go's archive/tar does:
+/// GNU tar leaves the fields of a FIFO all NUL, which is 0, not an error
+/// (the tar crate refuses it); octal digits, or base-256 when the high bit
+/// is set. `None` when a field holds anything else.
+fn device_numbers(h: &tar::Header) -> Option<(u32, u32)> {
+    let raw = h.as_bytes();
+    Some((
+        numeric_field(&raw[329..337])?,
+        numeric_field(&raw[337..345])?,
+    ))
+}
+
+fn numeric_field(f: &[u8]) -> Option<u32> {
+    if f.first().is_some_and(|b| b & 0x80 != 0) {
+        // Base-256: the rest of the field, big-endian.
+        return f[1..]
+            .iter()
+            .try_fold(u64::from(f[0] & 0x7f), |n, &b| {
+                n.checked_mul(256).map(|n| n + u64::from(b))
+            })
+            .and_then(|n| u32::try_from(n).ok());
+    }
+    let digits = std::str::from_utf8(f)
+        .ok()?
+        .trim_matches(|c: char| c == '\0' || c == ' ');
+    if digits.is_empty() {
+        return Some(0);
+    }
+    u32::from_str_radix(digits, 8).ok()
 }

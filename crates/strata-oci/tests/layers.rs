@@ -362,3 +362,39 @@ fn deleting_a_directory_and_its_contents_writes_one_whiteout() {
     let (_, blob) = layer(upper.path(), &changes, &LayerOptions::default());
     assert_eq!(entry_names(&untar(&blob)), [".wh.a"]);
 }
+
+/// A GNU tar FIFO (`tar --format=gnu` leaves its device fields all NUL) and a
+/// character device whose fields are base-256: read as Go's archive/tar
+/// reads them. The tar crate alone refuses the FIFO ("numeric field was not
+/// a number").
+#[test]
+fn gnu_tar_fifo_with_nul_device_fields_applies() {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Fifo);
+    h.set_mode(0o644);
+    h.set_size(0);
+    h.set_path("ff").unwrap();
+    h.as_mut_bytes()[329..345].fill(0);
+    h.set_cksum();
+    b.append(&h, std::io::empty()).unwrap();
+    let mut bad = tar::Header::new_gnu();
+    bad.set_entry_type(tar::EntryType::Fifo);
+    bad.set_size(0);
+    bad.set_path("bad").unwrap();
+    bad.as_mut_bytes()[329..337].copy_from_slice(b"12x4567\0");
+    bad.set_cksum();
+    let good = b.into_inner().unwrap();
+
+    let dst = tempfile::tempdir().unwrap();
+    apply_layer(&good[..], dst.path(), &mut DeleteWhiteouts).unwrap();
+    let m = std::fs::symlink_metadata(dst.path().join("ff")).unwrap();
+    use std::os::unix::fs::FileTypeExt;
+    assert!(m.file_type().is_fifo());
+
+    let mut b = tar::Builder::new(Vec::new());
+    b.append(&bad, std::io::empty()).unwrap();
+    let bad_tar = b.into_inner().unwrap();
+    let err = apply_layer(&bad_tar[..], dst.path(), &mut DeleteWhiteouts).unwrap_err();
+    assert!(err.to_string().contains("\"bad\""), "{err}");
+}

@@ -180,8 +180,8 @@ pub fn import_rootfs(
     write_image(store, lock, config, vec![layer], None, &tags)
 }
 
-/// `commit`: the container's writable layer (a layer tar, see
-/// [`crate::write_changes_tar`]) becomes a new top layer on its image, with a
+/// `commit`: the container's writable layer (an uncompressed layer tar that
+/// `strata run` wrote with `strata_oci::write_layer`) becomes a new top layer on its image, with a
 /// history entry. `container_config`, when given, replaces the base's
 /// `config` object (`--change` lines applied to it by the caller).
 pub fn commit_container(

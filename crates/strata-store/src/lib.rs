@@ -50,9 +50,7 @@ pub use image::{
     commit_container, empty_config, host_arch, import_rootfs, layer_record_for_blob, put_layer,
     write_image,
 };
-pub use layer::{
-    DiffKind, DiffLine, diff_container, diff_images, diff_top_layer, tree_of, write_changes_tar,
-};
+pub use layer::{DiffKind, DiffLine, diff_container, diff_images, diff_top_layer, tree_of};
 pub use records::{
     CacheRecord, CheckReport, ContainerRecord, CtxMeta, EncodedLayer, GcReport, ImageRecord,
     LayerRecord, Problem, RmiEvent, RmiOptions,

@@ -281,14 +281,13 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         strata_exec::ExitStatus::Code(c) => u8::try_from(c & 0xff).unwrap_or(1),
         strata_exec::ExitStatus::Signal(s) => u8::try_from((128 + s) & 0xff).unwrap_or(1),
     };
-    let changes = outcome.upper.changes()?;
-    let mut f = strata_oci::AtomicFile::create(&rec.upper)?;
-    strata_store::write_changes_tar(
-        outcome.upper.root(),
-        &changes,
-        std::io::BufWriter::new(f.file()),
-    )?;
-    f.commit()?;
+    // The writable layer is kept for `diff`/`commit`; whether or not that
+    // works, the container has exited and `--rm` removes it.
+    let saved = if a.rm {
+        Ok(())
+    } else {
+        save_writable_layer(&outcome, &rec.upper)
+    };
     drop(outcome);
     rec.state = format!("exited({code})");
     let lock = store.lock()?;
@@ -296,7 +295,29 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     if a.rm {
         store.remove_container(&lock, &rec.id)?;
     }
+    saved.context("saving the container's writable layer")?;
     Ok(ExitCode::from(code))
+}
+
+/// The container's changes as an uncompressed layer tar, written by the
+/// same layer writer as a build step (owners as the container saw them).
+fn save_writable_layer(outcome: &strata_exec::RunOutcome, dest: &Path) -> anyhow::Result<()> {
+    let changes = outcome.upper.changes()?;
+    let mut f = strata_oci::AtomicFile::create(dest)?;
+    let opts = strata_oci::LayerOptions {
+        compression: strata_oci::Compression::Uncompressed,
+        epoch: None,
+        threads: 1,
+        owners: strata_exec::idmap::IdMapping::current().owner_map(),
+    };
+    strata_oci::write_layer(
+        outcome.upper.root(),
+        &changes,
+        &opts,
+        std::io::BufWriter::new(f.file()),
+    )?;
+    f.commit()?;
+    Ok(())
 }
 
 fn status(c: &ContainerRecord, now: i64) -> String {
