@@ -211,6 +211,55 @@ fn special_files_in_a_container_are_kept_and_rm_still_removes_it() {
     assert_eq!(o, "kept\n");
 }
 
+/// A container whose `strata run` is killed is not "Up" forever: `ps -a`
+/// shows it `Dead`, `ps` leaves it out, and `rm` removes it without `-f`.
+#[test]
+fn a_container_whose_run_was_killed_is_dead_and_removable() {
+    let Some(e) = setup("a_container_whose_run_was_killed_is_dead_and_removable") else {
+        return;
+    };
+    let exe =
+        std::env::var_os("STRATA_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_strata").into());
+    let mut child = Command::new(exe)
+        .args([
+            "run",
+            "--name",
+            "victim",
+            "--network",
+            "none",
+            "bb:1",
+            "sleep",
+            "300",
+        ])
+        .env("STRATA_ROOT", &e.root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn strata run");
+    // Wait until the container is recorded as running.
+    let mut up = false;
+    for _ in 0..200 {
+        if e.ok(&["ps"]).contains("victim") {
+            up = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(up, "the container never showed as running");
+    child.kill().expect("SIGKILL strata run");
+    child.wait().expect("reap strata run");
+    let ps = e.ok(&["ps"]);
+    assert!(
+        !ps.contains("victim"),
+        "a dead container is listed as running: {ps}"
+    );
+    let all = e.ok(&["ps", "-a"]);
+    assert!(all.contains("victim") && all.contains("Dead"), "{all}");
+    e.ok(&["rm", "victim"]);
+    assert!(!e.ok(&["ps", "-a"]).contains("victim"));
+}
+
 #[test]
 fn run_i_passes_stdin_and_volumes_write_through_to_the_host() {
     let Some(e) = setup("run_i_passes_stdin_and_volumes_write_through_to_the_host") else {

@@ -53,7 +53,7 @@ pub use image::{
 pub use layer::{DiffKind, DiffLine, diff_container, diff_images, diff_top_layer, tree_of};
 pub use records::{
     CacheRecord, CheckReport, ContainerRecord, CtxMeta, EncodedLayer, GcReport, ImageRecord,
-    LayerRecord, Problem, RmiEvent, RmiOptions,
+    LayerRecord, OwnerProcess, Problem, RmiEvent, RmiOptions,
 };
 pub use reference::{familiar, normalize_reference, split_repo_tag};
 pub use time::{now_unix, parse_rfc3339, rfc3339};

@@ -85,6 +85,54 @@ pub struct ContainerRecord {
     pub created: i64,
     /// `created`, `running`, `exited(N)`.
     pub state: String,
+    /// The `strata run` process that owns a running container, so a
+    /// container whose process was killed is seen to be dead, not "Up".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<OwnerProcess>,
+}
+
+/// A process, told apart from a later one with the same pid by its start
+/// time (`/proc/PID/stat` field 22, clock ticks since boot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerProcess {
+    pub pid: u32,
+    pub start_ticks: u64,
+}
+
+impl OwnerProcess {
+    /// This process.
+    pub fn current() -> Option<Self> {
+        let pid = std::process::id();
+        Some(Self {
+            pid,
+            start_ticks: start_ticks(pid)?,
+        })
+    }
+
+    /// Whether the process is still running (the same one, not a reused pid).
+    pub fn is_alive(&self) -> bool {
+        start_ticks(self.pid) == Some(self.start_ticks)
+    }
+}
+
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count
+    // fields after its closing parenthesis. Field 3 is the state; a zombie
+    // has exited.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    if fields.next()? == "Z" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+impl ContainerRecord {
+    /// "running" whose owning process is gone: killed along with `strata run`.
+    pub fn is_dead(&self) -> bool {
+        self.state == "running" && self.owner.is_some_and(|o| !o.is_alive())
+    }
 }
 
 /// A build cache record: opaque to the store except for what it pins.

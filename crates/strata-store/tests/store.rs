@@ -125,6 +125,7 @@ fn container_pins_its_image() {
         upper: store.container_dir(&"ab".repeat(32)).join("layer.tar"),
         created: 3,
         state: "exited(0)".into(),
+        owner: None,
     };
     store.put_container(&lock, &c).expect("put container");
     let err = store

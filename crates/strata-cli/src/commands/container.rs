@@ -205,6 +205,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         upper: dir.join("layer.tar"),
         created: strata_store::now_unix(),
         state: "running".into(),
+        owner: strata_store::OwnerProcess::current(),
     };
     let lowers = {
         let lock = store.lock()?;
@@ -327,6 +328,9 @@ fn status(c: &ContainerRecord, now: i64) -> String {
         .and_then(|s| s.strip_suffix(')'))
     {
         Some(code) => format!("Exited ({code}) {}", ago(c.created, now)),
+        // Its `strata run` was killed: Docker's word for a container whose
+        // process is gone without an exit status.
+        None if c.is_dead() => "Dead".into(),
         None if c.state == "running" => {
             format!("Up {}", ago(c.created, now).trim_end_matches(" ago"))
         }
@@ -339,7 +343,7 @@ pub fn ps(a: PsArgs) -> anyhow::Result<ExitCode> {
     let now = strata_store::now_unix();
     let mut rows = Vec::new();
     for c in store.containers()? {
-        if !a.all && c.state != "running" {
+        if !a.all && (c.state != "running" || c.is_dead()) {
             continue;
         }
         let mut cmd = format!("\"{}\"", c.command.join(" "));
@@ -382,7 +386,7 @@ pub fn rm(a: RmArgs) -> anyhow::Result<ExitCode> {
     let lock = store.lock()?;
     super::per_item::each_reporting_errors(&a.containers, |name| {
         let r = store.resolve_container(name).and_then(|c| {
-            if c.state == "running" && !a.force {
+            if c.state == "running" && !c.is_dead() && !a.force {
                 return Err(strata_store::StoreError::Conflict(format!(
                     "cannot remove container \"{name}\": container is running: stop the container before removing or force remove"
                 )));
