@@ -204,7 +204,9 @@ pub fn apply_layer(
                     .create_new(true)
                     .open(&target)
                     .map_err(ioerr("creating file", &target))?;
-                let n = io::copy(&mut entry, &mut f).map_err(ioerr("writing file", &target))?;
+                // Zeros become holes: a sparse file stays sparse in the snapshot.
+                let n = crate::sparse::copy_sparse(&mut entry, &mut f)
+                    .map_err(ioerr("writing file", &target))?;
                 stats.bytes += n;
             }
             tar::EntryType::Symlink => {

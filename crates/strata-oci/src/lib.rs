@@ -43,6 +43,7 @@ pub mod layer_check;
 pub mod path;
 pub mod platform;
 pub mod reference;
+pub mod sparse;
 
 pub use atomic::{AtomicFile, atomic_write, atomic_write_shared};
 pub use blobs::{BlobError, BlobStore, BlobWriter};
