@@ -1966,3 +1966,60 @@ fn multi_platform_build_runs_build_platform_stages_natively() {
     // Progress names each platform's steps.
     assert!(log.contains("[linux/arm64 build "), "{log}");
 }
+
+/// Allocated bytes of every file named `name` under `dir` (recursively).
+fn allocated(dir: &Path, name: &str) -> Vec<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Ok(m) = e.path().symlink_metadata() else {
+            continue;
+        };
+        if m.is_dir() {
+            out.extend(allocated(&e.path(), name));
+        } else if e.file_name() == name {
+            out.push((m.len(), m.blocks() * 512));
+        }
+    }
+    out
+}
+
+/// A sparse file in the context (issue #14): a 256 MiB file with two bytes
+/// of data stays a few blocks in the COPY step's snapshot, and a RUN step
+/// reads it back whole. (Unpacking a layer keeps holes too: the unit tests
+/// of `strata_oci::sparse`, which the extractor uses.)
+#[test]
+fn sparse_files_stay_sparse_in_snapshots() {
+    let Some(env) = Env::new("sparse_files_stay_sparse_in_snapshots") else {
+        return;
+    };
+    let ctx = env.context(
+        "sparse",
+        &[(
+            "Dockerfile",
+            "FROM strata-test/busybox:latest\nCOPY big.img /big.img\n\
+             RUN test \"$(wc -c < /big.img)\" = 268435456 && tail -c 1 /big.img | od -An -c > /tail\n",
+        )],
+    );
+    let f = std::fs::File::create(ctx.join("big.img")).unwrap();
+    f.set_len(1 << 28).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(b"a", 4096 * 100).unwrap();
+    f.write_all_at(b"z", (1 << 28) - 1).unwrap();
+    drop(f);
+    ok(&env.build(&ctx, &["-t", "sparse:1"]));
+    let found = allocated(&env.root.join("snapshots"), "big.img");
+    assert!(!found.is_empty(), "no snapshot holds big.img");
+    for (len, alloc) in found {
+        assert_eq!(len, 1 << 28);
+        assert!(
+            alloc < 1 << 20,
+            "a snapshot's big.img has {alloc} bytes allocated"
+        );
+    }
+    let tail = allocated(&env.root.join("snapshots"), "tail");
+    assert!(!tail.is_empty(), "the RUN step saw the file");
+}

@@ -127,10 +127,22 @@ pub(super) fn copy_tree(
                 dst.display()
             )));
         }
-        fs::copy(src, dst).map_err(io(format!("copying {}", src.display())))?;
+        copy_file(src, dst, &meta).map_err(io(format!("copying {}", src.display())))?;
         finish_meta(dst, &meta, uid, gid, chmod)?;
     }
     Ok(())
+}
+
+/// Copies a file's bytes: in the kernel (`copy_file_range`) unless the
+/// source has holes (fewer blocks allocated than its size), which are kept
+/// as holes instead of being written out as zeros.
+fn copy_file(src: &Path, dst: &Path, meta: &fs::Metadata) -> std::io::Result<()> {
+    if meta.blocks() * 512 >= meta.len() {
+        return fs::copy(src, dst).map(|_| ());
+    }
+    let mut from = fs::File::open(src)?;
+    let mut to = fs::File::create(dst)?;
+    strata_oci::sparse::copy_sparse(&mut from, &mut to).map(|_| ())
 }
 
 pub(super) fn finish_meta(
