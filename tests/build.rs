@@ -2023,3 +2023,44 @@ fn sparse_files_stay_sparse_in_snapshots() {
     let tail = allocated(&env.root.join("snapshots"), "tail");
     assert!(!tail.is_empty(), "the RUN step saw the file");
 }
+
+/// `RUN --security=insecure` is refused naming its line (strata has no
+/// privileged mode; BuildKit too refuses it without the entitlement), and
+/// `--allow` takes buildx's entitlement names: `network.host` is granted,
+/// the others are refused with the reason.
+#[test]
+fn security_insecure_and_entitlements_are_refused_with_reasons() {
+    let Some(env) = Env::new("security_insecure_and_entitlements_are_refused_with_reasons") else {
+        return;
+    };
+    let ctx = env.context(
+        "insecure",
+        &[(
+            "Dockerfile",
+            "FROM strata-test/busybox:latest\nRUN --security=insecure true\n",
+        )],
+    );
+    let o = env.build(&ctx, &[]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("no privileged mode"),
+        "{err}"
+    );
+
+    let o = env.build(&ctx, &["--allow", "security.insecure"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no privileged mode"));
+    let o = env.build(&ctx, &["--allow", "network.hots"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("unknown entitlement"), "{}", stderr(&o));
+
+    let ok_ctx = env.context(
+        "sandbox",
+        &[(
+            "Dockerfile",
+            "FROM strata-test/busybox:latest\nRUN --security=sandbox true\n",
+        )],
+    );
+    ok(&env.build(&ok_ctx, &["--allow", "network.host"]));
+}

@@ -88,6 +88,22 @@ impl Solver<'_> {
                 ));
             }
         };
+        match ins.flag("security") {
+            None | Some("sandbox") => {}
+            Some("insecure") => {
+                return Err(self.fail(
+                    ins,
+                    "--security=insecure: strata has no privileged mode: every step runs with \
+                     Docker's default capabilities (the security.insecure entitlement cannot be granted)",
+                ));
+            }
+            Some(o) => {
+                return Err(self.fail(
+                    ins,
+                    &format!("--security={o}: expected sandbox or insecure"),
+                ));
+            }
+        }
         let mut mounts = self.run_mounts(ins, &cwd)?;
         // Kept until the step has run: the script's read-only mount source.
         let _pipes = match &script {

@@ -73,6 +73,11 @@ pub struct BuildArgs {
     /// Add a custom host-to-IP mapping for RUN steps (`host:ip` or `host=ip`); repeatable
     #[arg(long = "add-host", value_name = "HOST:IP")]
     pub add_host: Vec<String>,
+    /// Extra privileged entitlement, as buildx: `network.host` (granted
+    /// anyway: strata is not a shared builder); `security.insecure` and
+    /// `device` are refused (no privileged steps, no host devices)
+    #[arg(long, value_name = "ENTITLEMENT")]
+    pub allow: Vec<String>,
     /// Size of /dev/shm for RUN steps (`64m`, `1g`; default 64m)
     #[arg(long = "shm-size", value_name = "SIZE")]
     pub shm_size: Option<String>,
@@ -190,6 +195,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         None => Vec::new(),
         Some(list) => parse_platforms(list)?,
     };
+    check_entitlements(&args.allow)?;
     let network = match args.network.as_str() {
         "default" => strata_exec::Network::Sandbox,
         "none" => strata_exec::Network::None,
@@ -558,6 +564,36 @@ fn parse_platforms(list: &str) -> anyhow::Result<Vec<strata_frontend::Platform>>
         out.push(parsed);
     }
     Ok(out)
+}
+
+/// `--allow`: buildx's entitlements. A shared BuildKit grants them per
+/// build; strata runs steps itself, so `network.host` (`--network host`,
+/// `RUN --network=host`) needs no grant, and what it cannot give safely is
+/// refused rather than accepted and ignored.
+fn check_entitlements(allow: &[String]) -> Result<(), UsageError> {
+    for e in allow.iter().flat_map(|a| a.split(',')) {
+        match e.trim() {
+            "network.host" => {}
+            "security.insecure" => {
+                return Err(UsageError(
+                    "--allow security.insecure: strata has no privileged mode; every RUN step \
+                     runs with Docker's default capabilities"
+                        .into(),
+                ));
+            }
+            d if d == "device" || d.starts_with("device=") => {
+                return Err(UsageError(format!(
+                    "--allow {d}: strata gives steps no host devices"
+                )));
+            }
+            other => {
+                return Err(UsageError(format!(
+                    "--allow {other}: unknown entitlement (network.host, security.insecure, device)"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `--add-host name:ip` (docker) or `name=ip` (buildx); an IPv6 address
