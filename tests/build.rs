@@ -2062,5 +2062,21 @@ fn security_insecure_and_entitlements_are_refused_with_reasons() {
             "FROM strata-test/busybox:latest\nRUN --security=sandbox true\n",
         )],
     );
-    ok(&env.build(&ok_ctx, &["--allow", "network.host"]));
+    ok(&env.build(
+        &ok_ctx,
+        &[
+            "--allow",
+            "network.host",
+            "--provenance=false",
+            "--sbom=false",
+        ],
+    ));
+    // Attestations are not written: asking for one is refused, not ignored.
+    let o = env.build(&ok_ctx, &["--provenance=mode=max"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("does not write attestations"),
+        "{}",
+        stderr(&o)
+    );
 }

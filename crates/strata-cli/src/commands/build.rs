@@ -78,6 +78,14 @@ pub struct BuildArgs {
     /// `device` are refused (no privileged steps, no host devices)
     #[arg(long, value_name = "ENTITLEMENT")]
     pub allow: Vec<String>,
+    /// Provenance attestation, as buildx: only `false` is accepted (strata
+    /// writes no attestations yet; CI scripts pass `--provenance=false`)
+    #[arg(long, value_name = "VALUE")]
+    pub provenance: Option<String>,
+    /// SBOM attestation, as buildx: only `false` is accepted (strata writes
+    /// no attestations yet)
+    #[arg(long, value_name = "VALUE")]
+    pub sbom: Option<String>,
     /// Size of /dev/shm for RUN steps (`64m`, `1g`; default 64m)
     #[arg(long = "shm-size", value_name = "SIZE")]
     pub shm_size: Option<String>,
@@ -196,6 +204,17 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         Some(list) => parse_platforms(list)?,
     };
     check_entitlements(&args.allow)?;
+    for (flag, value) in [("provenance", &args.provenance), ("sbom", &args.sbom)] {
+        match value.as_deref().map(str::trim) {
+            None | Some("false" | "0") => {}
+            Some(v) => {
+                return Err(UsageError(format!(
+                    "--{flag}={v}: strata does not write attestations yet; only --{flag}=false is accepted"
+                ))
+                .into());
+            }
+        }
+    }
     let network = match args.network.as_str() {
         "default" => strata_exec::Network::Sandbox,
         "none" => strata_exec::Network::None,
