@@ -18,19 +18,19 @@ const RESERVED_STAGE_NAMES: &[&str] = &["context", "scratch"];
 
 /// A stage as the checks see it: its FROM and its instructions, by index
 /// into `Dockerfile::instructions`.
-struct StageRef {
+pub(super) struct StageRef {
     from: usize,
     /// Lowercased, as stage names are case-insensitive.
     name: Option<String>,
     body: Vec<usize>,
 }
 
-pub(super) fn run(
-    df: &Dockerfile,
-    opts: &LintOptions,
-    sink: &mut Sink,
-    hints: &mut Vec<Hint>,
-) -> Result<(), CheckError> {
+/// The rules the reference fires while it parses: the parser's warnings,
+/// then each instruction's (casing, MAINTAINER, definition comments), in
+/// order; returns the meta ARGs and the stage list. Also run over the
+/// instructions before one that fails to parse, as the reference reports
+/// those warnings beside the parse error.
+pub(super) fn parse_time(df: &Dockerfile, sink: &mut Sink) -> (Vec<usize>, Vec<StageRef>) {
     // The parser's warnings come first.
     for (i, ins) in df.instructions.iter().enumerate() {
         if df.trivia(i).is_some_and(|t| t.empty_continuation_line) {
@@ -109,6 +109,16 @@ pub(super) fn run(
             }
         }
     }
+    (meta_args, stages)
+}
+
+pub(super) fn run(
+    df: &Dockerfile,
+    opts: &LintOptions,
+    sink: &mut Sink,
+    hints: &mut Vec<Hint>,
+) -> Result<(), CheckError> {
+    let (meta_args, stages) = parse_time(df, sink);
 
     // Stage names, then instruction casing (stages only, as there: the
     // ARGs before the first FROM are not counted).

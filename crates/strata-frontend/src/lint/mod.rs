@@ -42,6 +42,7 @@ pub fn lint(source: &str, file: &str, opts: &LintOptions) -> LintReport {
     let df = match parse(source, file) {
         Ok(df) => df,
         Err(d) => {
+            report.warnings = warnings_before(source, file, d.line, opts);
             report.error = Some(CheckError {
                 message: d.message,
                 ranges: vec![(d.line, d.line)],
@@ -94,6 +95,29 @@ pub fn lint(source: &str, file: &str, opts: &LintOptions) -> LintReport {
         });
     }
     report
+}
+
+/// The parse-time warnings of the instructions before line `failed`, the
+/// first that does not parse: the reference's instruction parser lints as it
+/// goes, so those warnings come out beside the error.
+fn warnings_before(source: &str, file: &str, failed: usize, opts: &LintOptions) -> Vec<Warning> {
+    let before = source
+        .split('\n')
+        .take(failed.saturating_sub(1))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let Ok(df) = parse(&before, file) else {
+        return Vec::new();
+    };
+    let Ok(config) = check_config(&df, opts.inputs) else {
+        return Vec::new();
+    };
+    let mut sink = Sink {
+        config: &config,
+        warnings: Vec::new(),
+    };
+    dispatch::parse_time(&df, &mut sink);
+    sink.warnings
 }
 
 /// The `BUILDKIT_DOCKERFILE_CHECK` build arg replaces the `# check=`
