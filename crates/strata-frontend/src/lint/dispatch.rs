@@ -27,10 +27,10 @@ pub(super) struct StageRef {
 
 /// The rules the reference fires while it parses: the parser's warnings,
 /// then each instruction's (casing, MAINTAINER, definition comments), in
-/// order; returns the meta ARGs and the stage list. Also run over the
+/// order; returns the stage list. Also run over the
 /// instructions before one that fails to parse, as the reference reports
 /// those warnings beside the parse error.
-pub(super) fn parse_time(df: &Dockerfile, sink: &mut Sink) -> (Vec<usize>, Vec<StageRef>) {
+pub(super) fn parse_time(df: &Dockerfile, sink: &mut Sink) -> Vec<StageRef> {
     // The parser's warnings come first.
     for (i, ins) in df.instructions.iter().enumerate() {
         if df.trivia(i).is_some_and(|t| t.empty_continuation_line) {
@@ -43,7 +43,6 @@ pub(super) fn parse_time(df: &Dockerfile, sink: &mut Sink) -> (Vec<usize>, Vec<S
     }
 
     // Parse-time rules, instruction by instruction, and the stage list.
-    let mut meta_args: Vec<usize> = Vec::new();
     let mut stages: Vec<StageRef> = Vec::new();
     for (i, ins) in df.instructions.iter().enumerate() {
         let written = df
@@ -101,15 +100,13 @@ pub(super) fn parse_time(df: &Dockerfile, sink: &mut Sink) -> (Vec<usize>, Vec<S
             }
             _ => {}
         }
-        if ins.keyword != "from" {
-            match stages.last_mut() {
-                Some(s) => s.body.push(i),
-                None if ins.keyword == "arg" => meta_args.push(i),
-                None => {}
-            }
+        if ins.keyword != "from"
+            && let Some(s) = stages.last_mut()
+        {
+            s.body.push(i);
         }
     }
-    (meta_args, stages)
+    stages
 }
 
 pub(super) fn run(
@@ -118,7 +115,7 @@ pub(super) fn run(
     sink: &mut Sink,
     hints: &mut Vec<Hint>,
 ) -> Result<(), CheckError> {
-    let (meta_args, stages) = parse_time(df, sink);
+    let stages = parse_time(df, sink);
 
     // Stage names, then instruction casing (stages only, as there: the
     // ARGs before the first FROM are not counted).
