@@ -227,9 +227,17 @@ pub fn apply_instruction(
             format!("SHELL {}", go_format::plain_list(v))
         }
         "expose" => {
+            // The reference sorts the words as written (`parseExpose`'s
+            // `sort.Strings`), then expands each and parses what it gives.
+            let mut raw = ins.args.words();
+            raw.sort();
             let mut listed = Vec::new();
-            for p in words()? {
-                listed.extend(expose_ports(&p).map_err(fail)?);
+            for word in raw {
+                for p in strata_frontend::split_words(&word, &lookup, escape)
+                    .map_err(|e| fail(e.to_string()))?
+                {
+                    listed.extend(expose_ports(&p).map_err(fail)?);
+                }
             }
             let ports = cfg.exposed_ports.get_or_insert_with(BTreeMap::new);
             for port in &listed {

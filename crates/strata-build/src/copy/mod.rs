@@ -58,6 +58,32 @@ fn copy_history(
     format!("{text} {dest} # buildkit")
 }
 
+/// A COPY heredoc's text with its quotes escaped, so that expanding it
+/// substitutes variables everywhere and keeps quotes as written, as
+/// BuildKit's `ExpandRaw` does (a lexer with `SkipProcessQuotes` and `\`
+/// as the escape, whatever the Dockerfile's): `'${name}'` gives `'world'`.
+/// An escape and the character after it are left as they are.
+fn quotes_as_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                out.push(c);
+                if let Some(n) = chars.next() {
+                    out.push(n);
+                }
+            }
+            '\'' | '"' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 impl Solver<'_> {
     pub(crate) fn copy_step(
         &self,
@@ -166,7 +192,7 @@ impl Solver<'_> {
                 let content = if h.quoted {
                     h.content.clone()
                 } else {
-                    strata_frontend::expand_word(&h.content, &lookup, escape)
+                    strata_frontend::expand_word(&quotes_as_text(&h.content), &lookup, '\\')
                         .unwrap_or_else(|_| h.content.clone())
                 };
                 let p = inline_dir.join(name);

@@ -151,6 +151,8 @@ impl Solver<'_> {
             cwd,
             user,
             hostname: "buildkitsandbox".into(),
+            // BuildKit's RUN sees no /etc/hostname.
+            hostname_file: false,
             network,
             mounts: mounts.mounts,
             extra_hosts: self.opts.extra_hosts.clone(),
