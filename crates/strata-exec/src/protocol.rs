@@ -85,9 +85,9 @@ pub(crate) struct Stub {
 
 /// The files the runtime provides in a step (bind-mounted from `state`):
 /// `/etc/hosts` and `/etc/resolv.conf`, and `/etc/hostname` when the spec
-/// asks for it (`RunSpec::hostname_file`).
+/// asks for it (`RunSpec::provide_hostname`).
 pub(crate) fn provided_files(step: &crate::spec::RunSpec) -> &'static [&'static str] {
-    if step.hostname_file {
+    if step.provide_hostname {
         &["etc/hosts", "etc/resolv.conf", "etc/hostname"]
     } else {
         &["etc/hosts", "etc/resolv.conf"]

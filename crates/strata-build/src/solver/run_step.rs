@@ -151,8 +151,8 @@ impl Solver<'_> {
             cwd,
             user,
             hostname: "buildkitsandbox".into(),
-            // BuildKit's RUN sees no /etc/hostname.
-            hostname_file: false,
+            // BuildKit's RUN has no /etc/hostname and no $HOSTNAME.
+            provide_hostname: false,
             network,
             mounts: mounts.mounts,
             extra_hosts: self.opts.extra_hosts.clone(),

@@ -86,7 +86,7 @@ pub(super) fn child(spec: &HelperSpec, merged: &Path) -> Result<std::convert::In
     if !has(&env, "PATH") {
         env.push(format!("PATH={DEFAULT_PATH}"));
     }
-    if !has(&env, "HOSTNAME") {
+    if spec.step.provide_hostname && !has(&env, "HOSTNAME") {
         env.push(format!("HOSTNAME={}", spec.step.hostname));
     }
     if !has(&env, "HOME") {

@@ -52,7 +52,7 @@ impl Fixture {
             cwd: "/".into(),
             user: String::new(),
             hostname: "strata-test".into(),
-            hostname_file: true,
+            provide_hostname: true,
             network: Network::None,
             mounts: vec![],
             extra_hosts: vec![],
