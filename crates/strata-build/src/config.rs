@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use strata_frontend::{Args, BuildInputs, GlobalScope, Instruction, StageScope, env_get, env_set};
 use strata_oci::image::{ContainerConfig, HealthConfig, ImageConfig};
 
+mod go_format;
+
 /// Why an instruction could not be applied; the caller says where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -40,6 +42,10 @@ pub struct Applied {
     /// The history entry's `created_by`, which also goes into the step's
     /// cache key.
     pub history: String,
+    /// Whether the step has a history entry: ONBUILD has none in BuildKit
+    /// (`dispatchOnbuild` commits nothing), though its text still keys the
+    /// cache.
+    pub recorded: bool,
     /// WORKDIR: the (clean, absolute) directory the step must create when
     /// missing.
     pub workdir: Option<String>,
@@ -69,12 +75,15 @@ pub fn apply_instruction(
             .map_err(|e| fail(e.to_string()))?;
         return Ok(Applied {
             history,
+            recorded: true,
             workdir: None,
         });
     }
-    let stage: &StageScope = stage;
-    // Expansion sees ENV first (ENV beats ARG of the same name), then ARGs.
-    let lookup = |k: &str| env_get(&env, k).or_else(|| stage.get(k));
+    let scope: &StageScope = stage;
+    // Expansion sees what a RUN would: of an ENV and an ARG of one name,
+    // the one set last (`StageScope::lookup`).
+    let env_lookup = |k: &str| env_get(&env, k);
+    let lookup = |k: &str| scope.lookup(&env_lookup, k);
     let expand =
         |w: &str| strata_frontend::expand_word(w, &lookup, escape).map_err(|e| fail(e.to_string()));
     let words = || -> Result<Vec<String>, ConfigError> {
@@ -97,6 +106,8 @@ pub fn apply_instruction(
     };
     let cfg = &mut config.config;
     let mut workdir = None;
+    let mut recorded = true;
+    let mut env_names: Vec<String> = Vec::new();
     let history = match ins.keyword.as_str() {
         "env" => {
             let w = pair_words()?;
@@ -110,6 +121,7 @@ pub fn apply_instruction(
                     .unwrap_or((&ins.text, ""));
                 let v = expand(v.trim())?;
                 env_set(&mut e, k, &v);
+                env_names.push(k.to_owned());
                 shown.push(format!("{k}={v}"));
             } else {
                 for p in w {
@@ -117,6 +129,7 @@ pub fn apply_instruction(
                         .split_once('=')
                         .ok_or_else(|| fail(format!("ENV {p}: expected KEY=VALUE")))?;
                     env_set(&mut e, k, v);
+                    env_names.push(k.to_owned());
                     shown.push(format!("{k}={v}"));
                 }
             }
@@ -125,16 +138,31 @@ pub fn apply_instruction(
         }
         "label" => {
             let w = pair_words()?;
-            let labels = cfg.labels.get_or_insert_with(BTreeMap::new);
             let mut shown = Vec::new();
-            for p in w {
-                let (k, v) = p
-                    .split_once('=')
-                    .ok_or_else(|| fail(format!("LABEL {p}: expected KEY=VALUE")))?;
-                labels.insert(k.to_owned(), v.to_owned());
-                shown.push(format!("{k}={v}"));
+            if !w.first().is_some_and(|f| f.contains('=')) {
+                // Legacy `LABEL key value with spaces`, as for ENV (the
+                // reference's parseNameVal; lint rule LegacyKeyValueFormat).
+                let (k, v) = ins
+                    .text
+                    .split_once(char::is_whitespace)
+                    .ok_or_else(|| fail("LABEL must have two arguments".into()))?;
+                let (k, v) = (expand(k)?, expand(v.trim())?);
+                shown.push((k, v));
+            } else {
+                for p in w {
+                    let (k, v) = p
+                        .split_once('=')
+                        .ok_or_else(|| fail(format!("LABEL {p}: expected KEY=VALUE")))?;
+                    shown.push((k.to_owned(), v.to_owned()));
+                }
             }
-            format!("LABEL {}", shown.join(" "))
+            let labels = cfg.labels.get_or_insert_with(BTreeMap::new);
+            let mut text = String::from("LABEL");
+            for (k, v) in shown {
+                text.push_str(&format!(" {k}={v}"));
+                labels.insert(k, v);
+            }
+            text
         }
         "workdir" => {
             let w = expand(&ins.text)?;
@@ -170,7 +198,12 @@ pub fn apply_instruction(
                     sh
                 }
             };
-            let history = format!("{} {}", ins.keyword.to_uppercase(), json_list(&v));
+            // `CMD %q` in the reference: `CMD ["/bin/sh" "-c" "echo hi"]`.
+            let history = format!(
+                "{} {}",
+                ins.keyword.to_uppercase(),
+                go_format::quoted_list(&v)
+            );
             if ins.keyword == "cmd" {
                 cfg.cmd = Some(v);
                 *cmd_set = true;
@@ -191,23 +224,38 @@ pub fn apply_instruction(
                 ));
             };
             cfg.shell = Some(v.clone());
-            format!("SHELL {}", json_list(v))
+            format!("SHELL {}", go_format::plain_list(v))
         }
         "expose" => {
-            let ports = cfg.exposed_ports.get_or_insert_with(BTreeMap::new);
-            for p in words()? {
-                for port in expose_ports(&p).map_err(fail)? {
-                    ports.insert(port, Default::default());
+            // The reference sorts the words as written (`parseExpose`'s
+            // `sort.Strings`), then expands each and parses what it gives.
+            let mut raw = ins.args.words();
+            raw.sort();
+            let mut listed = Vec::new();
+            for word in raw {
+                for p in strata_frontend::split_words(&word, &lookup, escape)
+                    .map_err(|e| fail(e.to_string()))?
+                {
+                    listed.extend(expose_ports(&p).map_err(fail)?);
                 }
             }
-            format!("EXPOSE {}", ins.text)
+            let ports = cfg.exposed_ports.get_or_insert_with(BTreeMap::new);
+            for port in &listed {
+                ports.insert(port.clone(), Default::default());
+            }
+            // `EXPOSE %v` of the parsed ports, in order, repeats kept.
+            format!("EXPOSE {}", go_format::plain_list(&listed))
         }
         "volume" => {
-            let vols = cfg.volumes.get_or_insert_with(BTreeMap::new);
-            for v in words()? {
-                vols.insert(v, Default::default());
+            let listed = words()?;
+            if listed.iter().any(String::is_empty) {
+                return Err(fail("VOLUME specified can not be an empty string".into()));
             }
-            format!("VOLUME {}", ins.text)
+            let vols = cfg.volumes.get_or_insert_with(BTreeMap::new);
+            for v in &listed {
+                vols.insert(v.clone(), Default::default());
+            }
+            format!("VOLUME {}", go_format::plain_list(&listed))
         }
         "stopsignal" => {
             let s = expand(&ins.text)?;
@@ -222,11 +270,24 @@ pub fn apply_instruction(
             cfg.on_build
                 .get_or_insert_with(Vec::new)
                 .push(ins.text.clone());
+            recorded = false;
             format!("ONBUILD {}", ins.text)
         }
         "healthcheck" => {
-            cfg.healthcheck = Some(healthcheck(ins)?);
-            format!("HEALTHCHECK {}", ins.text.trim())
+            let hc = healthcheck(ins)?;
+            // `HEALTHCHECK %q` of the reference's config struct (Test, four
+            // durations, Retries): `&{["CMD" "x"] "0s" "0s" "0s" "0s" '\x00'}`.
+            let text = format!(
+                "HEALTHCHECK &{{{} {} {} {} {} {}}}",
+                go_format::quoted_list(&hc.test),
+                go_format::quote(&go_format::duration(hc.interval)),
+                go_format::quote(&go_format::duration(hc.timeout)),
+                go_format::quote(&go_format::duration(hc.start_period)),
+                go_format::quote(&go_format::duration(hc.start_interval)),
+                go_format::quote_rune(hc.retries),
+            );
+            cfg.healthcheck = Some(hc);
+            text
         }
         other => {
             return Err(fail(format!(
@@ -235,12 +296,14 @@ pub fn apply_instruction(
             )));
         }
     };
-    Ok(Applied { history, workdir })
-}
-
-/// A list as JSON, as history entries show exec forms.
-fn json_list(v: &[String]) -> String {
-    serde_json::to_string(v).unwrap_or_default()
+    for name in &env_names {
+        stage.env_set(name);
+    }
+    Ok(Applied {
+        history,
+        recorded,
+        workdir,
+    })
 }
 
 /// `HEALTHCHECK NONE` or `HEALTHCHECK [--interval=...] CMD ...`.
@@ -370,22 +433,52 @@ pub fn apply_changes(
     Ok(serde_json::Value::Object(raw))
 }
 
-/// An EXPOSE word as the ports it names, as docker's `nat.ParsePortSpecs`
-/// reads it: `80` is `80/tcp`, and a range `8000-8002/udp` is each port.
+/// An EXPOSE word as the ports it names, as BuildKit's `parsePort` reads
+/// it (`convert_expose.go`): `[ip:][hostPort:]port[-end][/proto]`, where
+/// only the container port counts, `80` is `80/tcp`, the protocol (tcp,
+/// udp or sctp in any case) is written lowercase, and a range
+/// `8000-8002/udp` is each port.
 fn expose_ports(word: &str) -> Result<Vec<String>, String> {
-    let (port, proto) = match word.split_once('/') {
-        Some((p, "")) => (p, "tcp"),
-        Some((p, proto)) => (p, proto),
-        None => (word, "tcp"),
-    };
     let bad = || format!("invalid port {word:?}");
-    let num = |s: &str| s.parse::<u16>().map_err(|_| bad());
-    let (start, end) = match port.split_once('-') {
-        Some((a, b)) => (num(a)?, num(b)?),
-        None => (num(port)?, num(port)?),
+    let parts: Vec<&str> = word.split(':').collect();
+    let (ip, host_port, container) = match parts.as_slice() {
+        [c] => ("".to_owned(), "", *c),
+        [h, c] => ("".to_owned(), *h, *c),
+        [rest @ .., h, c] => (rest.join(":"), *h, *c),
+        [] => return Err(bad()),
     };
-    if end < start {
-        return Err(bad());
+    let (port, proto) = container.split_once('/').unwrap_or((container, ""));
+    let proto = match proto.to_ascii_lowercase().as_str() {
+        "" => "tcp".to_owned(),
+        p @ ("tcp" | "udp" | "sctp") => p.to_owned(),
+        _ => return Err(bad()),
+    };
+    let ip = ip
+        .strip_prefix('[')
+        .and_then(|i| i.strip_suffix(']'))
+        .unwrap_or(&ip);
+    if !ip.is_empty() && ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(format!("invalid IP address: {ip}"));
+    }
+    let range = |s: &str| -> Result<(u16, u16), String> {
+        let num = |n: &str| n.parse::<u16>().map_err(|_| bad());
+        match s.split_once('-') {
+            Some((a, b)) if a != b => {
+                let (a, b) = (num(a)?, num(b)?);
+                if b < a { Err(bad()) } else { Ok((a, b)) }
+            }
+            Some((a, _)) => Ok((num(a)?, num(a)?)),
+            None => Ok((num(s)?, num(s)?)),
+        }
+    };
+    let (start, end) = range(port)?;
+    if !host_port.is_empty() {
+        let (hs, he) = range(host_port)?;
+        if he - hs != end - start && end != start {
+            return Err(format!(
+                "invalid ranges specified for container and host Ports: {port} and {host_port}"
+            ));
+        }
     }
     Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
 }
@@ -435,275 +528,4 @@ fn parse_duration_ns(s: &str) -> Option<i64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    /// Applies a Dockerfile's instructions (after its FROM) to a fresh
-    /// config, as a stage on `scratch` would; returns the histories.
-    fn apply_all(dockerfile: &str, build_args: &[(&str, &str)]) -> (ImageConfig, Vec<String>) {
-        let df = strata_frontend::parse(dockerfile, "Dockerfile").expect("parses");
-        let inputs = BuildInputs::host(
-            build_args
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        );
-        let global = GlobalScope::new(&df, &inputs).expect("global scope");
-        let mut config = ImageConfig::new("linux", "amd64");
-        let mut cmd_set = false;
-        let mut stage = StageScope::new();
-        let mut histories = Vec::new();
-        for ins in df
-            .instructions
-            .iter()
-            .skip_while(|i| i.keyword != "from")
-            .skip(1)
-        {
-            let applied = apply_instruction(
-                ConfigState {
-                    config: &mut config,
-                    cmd_set: &mut cmd_set,
-                },
-                ins,
-                ArgScope {
-                    stage: &mut stage,
-                    global: &global,
-                    inputs: &inputs,
-                },
-                df.escape,
-            )
-            .unwrap_or_else(|e| panic!("{}: {e}", ins.text));
-            histories.push(applied.history);
-        }
-        (config, histories)
-    }
-
-    /// Applies one instruction line to `config`, as the first step of a
-    /// stage (`cmd_set` says whether the stage has set CMD).
-    fn apply_line(
-        config: &mut ImageConfig,
-        mut cmd_set: bool,
-        line: &str,
-    ) -> Result<Applied, ConfigError> {
-        let df = strata_frontend::parse(&format!("{line}\n"), "Dockerfile").expect("parses");
-        let inputs = BuildInputs::host(BTreeMap::new());
-        let global = GlobalScope::new(&df, &inputs).expect("global scope");
-        apply_instruction(
-            ConfigState {
-                config,
-                cmd_set: &mut cmd_set,
-            },
-            &df.instructions[0],
-            ArgScope {
-                stage: &mut StageScope::new(),
-                global: &global,
-                inputs: &inputs,
-            },
-            df.escape,
-        )
-    }
-
-    fn apply_err(line: &str) -> String {
-        apply_line(&mut ImageConfig::new("linux", "amd64"), false, line)
-            .expect_err("refused")
-            .0
-    }
-
-    #[test]
-    fn env_forms_quoting_and_expansion() {
-        let (c, h) = apply_all(
-            "FROM scratch\nENV A=1 B=\"two words\"\nENV C ${A} and more\nENV A=$A$A\n",
-            &[],
-        );
-        assert_eq!(
-            c.config.env,
-            // A reassigned variable keeps its place, as in BuildKit.
-            Some(vec![
-                "A=11".to_owned(),
-                "B=two words".to_owned(),
-                "C=1 and more".to_owned()
-            ])
-        );
-        assert_eq!(h, ["ENV A=1 B=two words", "ENV C=1 and more", "ENV A=11"]);
-        assert!(apply_err("ENV A=1 B").contains("expected KEY=VALUE"));
-    }
-
-    #[test]
-    fn arg_bookkeeping_feeds_expansion_and_env_wins() {
-        let (c, h) = apply_all(
-            "FROM scratch\nARG V=default\nARG W\nUSER $V\nENV V=env\nLABEL v=$V w=${W:-unset}\n",
-            &[("W", "given")],
-        );
-        assert_eq!(h[0], "ARG V=default");
-        assert_eq!(c.config.user.as_deref(), Some("default"));
-        let labels = c.config.labels.expect("labels");
-        assert_eq!(labels["v"], "env");
-        assert_eq!(labels["w"], "given");
-    }
-
-    #[test]
-    fn expose_names_each_port_of_a_range() {
-        let (c, h) = apply_all("FROM scratch\nEXPOSE 80 53/udp 8000-8002/tcp\n", &[]);
-        let ports: Vec<String> = c.config.exposed_ports.expect("ports").into_keys().collect();
-        assert_eq!(
-            ports,
-            ["53/udp", "80/tcp", "8000/tcp", "8001/tcp", "8002/tcp"]
-        );
-        assert_eq!(h, ["EXPOSE 80 53/udp 8000-8002/tcp"]);
-        assert!(apply_err("EXPOSE 9-8").contains("invalid port \"9-8\""));
-        assert!(apply_err("EXPOSE http").contains("invalid port"));
-    }
-
-    #[test]
-    fn cmd_and_entrypoint_forms_and_the_cmd_reset() {
-        // Shell form goes through SHELL; exec form is taken as is.
-        let (c, h) = apply_all(
-            "FROM scratch\nSHELL [\"/bin/bash\", \"-c\"]\nCMD echo $HOME\nENTRYPOINT [\"/init\"]\n",
-            &[],
-        );
-        assert_eq!(
-            c.config.cmd,
-            Some(vec!["/bin/bash".into(), "-c".into(), "echo $HOME".into()])
-        );
-        assert_eq!(c.config.entrypoint, Some(vec!["/init".to_owned()]));
-        assert_eq!(h[1], r#"CMD ["/bin/bash","-c","echo $HOME"]"#);
-        assert_eq!(h[2], r#"ENTRYPOINT ["/init"]"#);
-        // An ENTRYPOINT resets a CMD this stage did not set.
-        let mut config = ImageConfig::new("linux", "amd64");
-        config.config.cmd = Some(vec!["inherited".into()]);
-        apply_line(&mut config, false, "ENTRYPOINT [\"/e\"]").expect("applies");
-        assert_eq!(config.config.cmd, None);
-        assert!(apply_err("SHELL /bin/bash -c").contains("JSON form"));
-    }
-
-    #[test]
-    fn workdir_joins_cleans_and_asks_for_the_directory() {
-        let (c, h) = apply_all("FROM scratch\nWORKDIR /a\nWORKDIR b/../c/.\n", &[]);
-        assert_eq!(c.config.working_dir.as_deref(), Some("/a/c"));
-        assert_eq!(h, ["WORKDIR /a", "WORKDIR /a/c"]);
-        let mut config = ImageConfig::new("linux", "amd64");
-        let applied = apply_line(&mut config, false, "WORKDIR /x/y").expect("applies");
-        assert_eq!(applied.workdir.as_deref(), Some("/x/y"));
-    }
-
-    #[test]
-    fn healthcheck_volume_stopsignal_onbuild_maintainer() {
-        let (c, h) = apply_all(
-            "FROM scratch\nHEALTHCHECK --interval=1m30s --retries=3 CMD [\"true\"]\nVOLUME [\"/data\", \"/logs\"]\nSTOPSIGNAL SIGINT\nONBUILD RUN make\nMAINTAINER me\n",
-            &[],
-        );
-        let hc = c.config.healthcheck.expect("healthcheck");
-        assert_eq!(hc.test, ["CMD", "true"]);
-        assert_eq!(hc.interval, 90_000_000_000);
-        assert_eq!(hc.retries, 3);
-        let vols: Vec<String> = c.config.volumes.expect("volumes").into_keys().collect();
-        assert_eq!(vols, ["/data", "/logs"]);
-        assert_eq!(c.config.stop_signal.as_deref(), Some("SIGINT"));
-        assert_eq!(c.config.on_build, Some(vec!["RUN make".to_owned()]));
-        assert_eq!(c.author.as_deref(), Some("me"));
-        assert_eq!(h[0], "HEALTHCHECK CMD [\"true\"]");
-        assert!(apply_err("HEALTHCHECK --interval=soon CMD true").contains("not a duration"));
-        assert!(apply_err("HEALTHCHECK true").contains("NONE or CMD"));
-    }
-
-    #[test]
-    fn build_steps_are_not_config_instructions() {
-        assert_eq!(apply_err("RUN true"), "RUN is not allowed here");
-    }
-
-    #[test]
-    fn changes_parse_as_dockerfile_lines() {
-        let out = apply_changes(
-            &json!({}),
-            &[
-                "CMD echo hi".into(),
-                "ENV A=1 B=\"two words\"".into(),
-                "EXPOSE 8000-8001".into(),
-                "WORKDIR /srv".into(),
-                "LABEL \"a b\"=c".into(),
-            ],
-        )
-        .expect("applies");
-        assert_eq!(
-            out,
-            json!({
-                "Cmd": ["/bin/sh", "-c", "echo hi"],
-                "Env": ["A=1", "B=two words"],
-                "ExposedPorts": {"8000/tcp": {}, "8001/tcp": {}},
-                "WorkingDir": "/srv",
-                "Labels": {"a b": "c"},
-            })
-        );
-        let err = apply_changes(&json!({}), &["FROM x".into()]).expect_err("refused");
-        assert!(
-            err.0.starts_with("FROM x: unsupported instruction"),
-            "{err}"
-        );
-        let err = apply_changes(&json!({}), &["EXPOSE 9-8".into()]).expect_err("refused");
-        assert_eq!(err.0, "EXPOSE 9-8: invalid port \"9-8\"");
-    }
-
-    #[test]
-    fn changes_keep_what_they_do_not_touch() {
-        let base = json!({
-            "Hostname": "abc",
-            "Env": ["PATH=/bin"],
-            "Cmd": ["sh"],
-            "Labels": {"keep": "1"},
-        });
-        assert_eq!(apply_changes(&base, &[]).expect("no change"), base);
-        let out =
-            apply_changes(&base, &["LABEL new=2".into(), "USER nobody".into()]).expect("applies");
-        assert_eq!(
-            out,
-            json!({
-                "Hostname": "abc",
-                "Env": ["PATH=/bin"],
-                "Cmd": ["sh"],
-                "Labels": {"keep": "1", "new": "2"},
-                "User": "nobody",
-            })
-        );
-        // As in a Dockerfile, an ENTRYPOINT resets the inherited CMD.
-        let out = apply_changes(&base, &["ENTRYPOINT [\"/e\"]".into()]).expect("applies");
-        assert_eq!(out.get("Cmd"), None);
-        assert_eq!(out["Entrypoint"], json!(["/e"]));
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration_ns("30s"), Some(30_000_000_000));
-        assert_eq!(parse_duration_ns("1m30s"), Some(90_000_000_000));
-        assert_eq!(parse_duration_ns("500ms"), Some(500_000_000));
-        assert_eq!(parse_duration_ns("abc"), None);
-        assert_eq!(parse_duration_ns(""), None);
-    }
-
-    #[test]
-    fn expose_ranges_name_each_port() {
-        assert_eq!(expose_ports("80").unwrap(), ["80/tcp"]);
-        assert_eq!(expose_ports("53/udp").unwrap(), ["53/udp"]);
-        assert_eq!(
-            expose_ports("8000-8002/udp").unwrap(),
-            ["8000/udp", "8001/udp", "8002/udp"]
-        );
-        assert!(expose_ports("http").is_err());
-        assert!(expose_ports("9-8").is_err());
-    }
-
-    #[test]
-    fn workdir_paths_are_cleaned() {
-        assert_eq!(clean_abs(Path::new("/a/./b/../c")), "/a/c");
-        assert_eq!(clean_abs(Path::new("/")), "/");
-    }
-
-    #[test]
-    fn env_set_replaces() {
-        let mut e = vec!["A=1".to_owned(), "B=2".to_owned()];
-        env_set(&mut e, "A", "3");
-        assert_eq!(e, vec!["A=3", "B=2"]);
-        assert_eq!(env_get(&e, "A").as_deref(), Some("3"));
-    }
-}
+mod tests;

@@ -68,14 +68,22 @@ impl Solver<'_> {
                             ));
                         }
                     };
+                    let mode = kv.get("mode").and_then(|m| octal(m)).unwrap_or(0o755);
+                    // BuildKit keeps a cache per id and per the directory it
+                    // starts from (made with uid, gid and mode), so another
+                    // owner or mode is another cache.
+                    let name = if (uid, gid, mode) == (0, 0, 0o755) {
+                        id.clone()
+                    } else {
+                        format!("{id}\0{uid}:{gid}:{mode:o}")
+                    };
                     let dir = self
                         .store
                         .root()
                         .join("cache-mounts")
-                        .join(blake3::hash(id.as_bytes()).to_hex().as_str());
+                        .join(blake3::hash(name.as_bytes()).to_hex().as_str());
                     std::fs::create_dir_all(&dir)
                         .map_err(crate::error::io(format!("creating {}", dir.display())))?;
-                    let mode = kv.get("mode").and_then(|m| octal(m)).unwrap_or(0o755);
                     // A cache's contents never enter the key: that is its point.
                     out.key.extend(
                         format!("cache {id} {target} {sharing:?} {ro} {uid} {gid} {mode}\0")

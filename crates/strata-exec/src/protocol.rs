@@ -83,8 +83,16 @@ pub(crate) struct Stub {
     pub dir: bool,
 }
 
-/// The files the runtime provides in every step (bind-mounted from `state`).
-pub(crate) const PROVIDED_FILES: [&str; 3] = ["etc/hosts", "etc/resolv.conf", "etc/hostname"];
+/// The files the runtime provides in a step (bind-mounted from `state`):
+/// `/etc/hosts` and `/etc/resolv.conf`, and `/etc/hostname` when the spec
+/// asks for it (`RunSpec::provide_hostname`).
+pub(crate) fn provided_files(step: &crate::spec::RunSpec) -> &'static [&'static str] {
+    if step.provide_hostname {
+        &["etc/hosts", "etc/resolv.conf", "etc/hostname"]
+    } else {
+        &["etc/hosts", "etc/resolv.conf"]
+    }
+}
 
 /// A mount target inside the image as a path relative to its root; checked
 /// by the parent before the step starts and used by the helper to mount.

@@ -132,6 +132,11 @@ pub struct RunSpec {
     /// image's own `/etc/passwd` and `/etc/group`; empty means root.
     pub user: String,
     pub hostname: String,
+    /// Whether the step is told its hostname through `/etc/hostname` and
+    /// `$HOSTNAME`, as `docker run` tells a container; BuildKit's RUN gets
+    /// neither (only `/etc/hosts` names it).
+    #[serde(default)]
+    pub provide_hostname: bool,
     pub network: Network,
     pub mounts: Vec<Mount>,
     /// `--add-host` entries appended to the step's `/etc/hosts`.

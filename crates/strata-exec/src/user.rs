@@ -6,7 +6,8 @@
 pub struct Identity {
     pub uid: u32,
     pub gid: u32,
-    /// Supplementary groups (only looked up when no group was given).
+    /// Supplementary groups: the primary group first, then, when no group
+    /// was given, the groups that list the user as a member.
     pub groups: Vec<u32>,
     /// The home directory from `/etc/passwd`, for a default `HOME`.
     pub home: Option<String>,
@@ -97,6 +98,12 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<Identity, String
             }
         }
     }
+    // The primary group is always among the supplementary ones, as in
+    // BuildKit (`ensureAdditionalGids`, executor/oci/user.go) and the
+    // runtimes since the fix for CVE-2023-25173.
+    if !groups.contains(&gid) {
+        groups.insert(0, gid);
+    }
     Ok(Identity {
         uid,
         gid,
@@ -115,7 +122,10 @@ mod tests {
     #[test]
     fn name_gets_primary_and_supplementary_groups() {
         let id = resolve("alice", PASSWD, GROUP).expect("alice resolves");
-        assert_eq!((id.uid, id.gid, id.groups), (1000, 1000, vec![100, 10]));
+        assert_eq!(
+            (id.uid, id.gid, id.groups),
+            (1000, 1000, vec![1000, 100, 10])
+        );
         assert_eq!(id.home.as_deref(), Some("/home/alice"));
     }
 
@@ -123,8 +133,11 @@ mod tests {
     fn explicit_group_by_name_or_number() {
         let id = resolve("alice:wheel", PASSWD, GROUP).expect("resolves");
         assert_eq!((id.uid, id.gid), (1000, 10));
-        assert!(id.groups.is_empty());
-        assert_eq!(resolve("1000:77", PASSWD, GROUP).map(|i| i.gid), Ok(77));
+        assert_eq!(id.groups, [10]);
+        assert_eq!(
+            resolve("1000:77", PASSWD, GROUP).map(|i| (i.gid, i.groups)),
+            Ok((77, vec![77]))
+        );
     }
 
     #[test]

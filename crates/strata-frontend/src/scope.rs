@@ -176,10 +176,19 @@ impl GlobalScope {
 }
 
 /// The ARGs a stage has declared so far.
+///
+/// In the reference an ARG with a value is added to the step environment
+/// (`d.state.AddEnv`) as ENV is, so whichever of the two set a name last
+/// wins there: `ENV V=1` then `ARG V=2` gives RUN `V=2`, while the image's
+/// Env keeps `V=1`. A stage built FROM another stage starts with that
+/// stage's ARGs (`d.buildArgs = append(d.buildArgs, d.base.buildArgs...)`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StageScope {
     /// In declaration order; a re-declaration appends, the last one wins.
     args: Vec<(String, Option<String>)>,
+    /// Names whose ARG value was set after any ENV of the same name, so it
+    /// beats the image's Env in the step environment.
+    over_env: Vec<String>,
 }
 
 impl StageScope {
@@ -203,11 +212,7 @@ impl StageScope {
             let v = if let Some(v) = inputs.build_args.get(&k) {
                 Some(v.clone())
             } else if let Some(d) = default {
-                Some(expand_word(
-                    &d,
-                    &|n| env(n).or_else(|| self.get(n)),
-                    escape,
-                )?)
+                Some(expand_word(&d, &|n| self.lookup(env, n), escape)?)
             } else {
                 global.get(&k).flatten().map(str::to_owned)
             };
@@ -215,9 +220,48 @@ impl StageScope {
                 Some(v) => format!("{k}={v}"),
                 None => k.clone(),
             });
+            if v.is_some() && !self.over_env.contains(&k) {
+                self.over_env.push(k.clone());
+            }
             self.args.push((k, v));
         }
         Ok(format!("ARG {}", shown.join(" ")))
+    }
+
+    /// Records that ENV set `name`: from here on the image's value beats an
+    /// ARG declared before.
+    pub fn env_set(&mut self, name: &str) {
+        self.over_env.retain(|n| n != name);
+    }
+
+    /// What `name` reads as in the step environment, given the image's Env
+    /// as `env`: the ARG's value when it was set after the last ENV of that
+    /// name, else the Env's, else the ARG's.
+    pub fn lookup(&self, env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+        if self.over_env.iter().any(|n| n == name)
+            && let Some(v) = self.get(name)
+        {
+            return Some(v);
+        }
+        env(name).or_else(|| self.get(name))
+    }
+
+    /// The environment a RUN step gets: the image's Env (`KEY=VALUE`
+    /// lines) with each ARG that beats it replaced in place, then the other
+    /// ARGs with a value that the Env lacks, in declaration order.
+    pub fn step_env(&self, image_env: &[String]) -> Vec<String> {
+        let mut env = image_env.to_vec();
+        for (k, v) in self.env() {
+            let at = env
+                .iter()
+                .position(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n) == k);
+            match at {
+                Some(i) if self.over_env.contains(&k) => env[i] = format!("{k}={v}"),
+                Some(_) => {}
+                None => env.push(format!("{k}={v}")),
+            }
+        }
+        env
     }
 
     /// The value of a declared ARG; `None` when undeclared or unset.
@@ -245,15 +289,23 @@ impl StageScope {
     }
 
     /// The `|N K=V ...` prefix the reference writes before a RUN's command
-    /// in the history (`runCommandString`): every ARG declaration, with the
-    /// value the step's environment gives the name, else the ARG's own.
+    /// in the history (`runCommandString`): each declared name once, where
+    /// it was first declared, with the value the step's environment gives
+    /// it (`env`), else its last declaration's own.
     pub fn history_prefix(&self, env: &dyn Fn(&str) -> Option<String>) -> String {
-        if self.args.is_empty() {
-            return String::new();
-        }
-        let mut out = format!("|{}", self.args.len());
+        let mut shown: Vec<(&str, String)> = Vec::new();
         for (k, v) in &self.args {
             let v = env(k).or_else(|| v.clone()).unwrap_or_default();
+            match shown.iter_mut().find(|(n, _)| n == k) {
+                Some(slot) => slot.1 = v,
+                None => shown.push((k, v)),
+            }
+        }
+        if shown.is_empty() {
+            return String::new();
+        }
+        let mut out = format!("|{}", shown.len());
+        for (k, v) in shown {
             out.push_str(&format!(" {k}={v}"));
         }
         out

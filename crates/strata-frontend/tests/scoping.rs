@@ -258,6 +258,27 @@ fn run_history_prefix_counts_every_declaration() {
     );
 }
 
+#[test]
+fn run_history_prefix_names_each_arg_once() {
+    // runCommandString: a re-declared name keeps its first place and shows
+    // its last value.
+    let (s, _) = stage_args("FROM s\nARG foo=bar bar=123\nARG foo=bar2\n", &[]);
+    assert_eq!(s.history_prefix(&|_| None), "|2 foo=bar2 bar=123");
+}
+
+#[test]
+fn an_arg_after_an_env_of_its_name_wins_in_the_step_environment() {
+    let (mut s, _) = stage_args("FROM s\nARG V=arg W=w\n", &[]);
+    let image_env = vec!["PATH=/bin".to_owned(), "V=env".to_owned()];
+    let env = |k: &str| strata_frontend::env_get(&image_env, k);
+    assert_eq!(s.lookup(&env, "V").as_deref(), Some("arg"));
+    assert_eq!(s.step_env(&image_env), ["PATH=/bin", "V=arg", "W=w"]);
+    // An ENV of that name afterwards wins again.
+    s.env_set("V");
+    assert_eq!(s.lookup(&env, "V").as_deref(), Some("env"));
+    assert_eq!(s.step_env(&image_env), ["PATH=/bin", "V=env", "W=w"]);
+}
+
 // Proxy build args.
 
 #[test]

@@ -21,4 +21,4 @@ pub(crate) struct CachedStep {
 
 /// Mixed into every base key: bump it when a step's semantics change, so
 /// results cached by an older strata are never reused.
-pub(crate) const CACHE_VERSION: &[u8] = b"strata-cache-v2";
+pub(crate) const CACHE_VERSION: &[u8] = b"strata-cache-v3";

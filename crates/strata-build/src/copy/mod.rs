@@ -22,6 +22,68 @@ use crate::context;
 use crate::error::{Result, context, io, other};
 use crate::solver::{Solver, State, clean_abs};
 
+/// A COPY/ADD step's `created_by`, as BuildKit's `dispatchCopy` writes it:
+/// `--parents`, `--chown` and `--chmod` with their expanded values (never
+/// `--from`, `--link` or `--exclude`), the expanded sources with heredocs
+/// last as `<<NAME`, the destination, and ` # buildkit`.
+fn copy_history(
+    ins: &Instruction,
+    chown: Option<&str>,
+    chmod: Option<&str>,
+    parents: bool,
+    sources: &[String],
+    dest: &str,
+) -> String {
+    let mut text = ins.keyword.to_uppercase();
+    if parents {
+        text.push_str(" --parents");
+    }
+    if let Some(c) = chown.filter(|c| !c.is_empty()) {
+        text.push_str(&format!(" --chown={c}"));
+    }
+    if let Some(m) = chmod.filter(|m| !m.is_empty()) {
+        text.push_str(&format!(" --chmod={m}"));
+    }
+    let (heredocs, paths): (Vec<&String>, Vec<&String>) =
+        sources.iter().partition(|w| w.starts_with("<<"));
+    for p in paths {
+        text.push_str(&format!(" {p}"));
+    }
+    for h in heredocs {
+        let name = h[2..]
+            .trim_start_matches('-')
+            .trim_matches(|c| c == '"' || c == '\'');
+        text.push_str(&format!(" <<{name}"));
+    }
+    format!("{text} {dest} # buildkit")
+}
+
+/// A COPY heredoc's text with its quotes escaped, so that expanding it
+/// substitutes variables everywhere and keeps quotes as written, as
+/// BuildKit's `ExpandRaw` does (a lexer with `SkipProcessQuotes` and `\`
+/// as the escape, whatever the Dockerfile's): `'${name}'` gives `'world'`.
+/// An escape and the character after it are left as they are.
+fn quotes_as_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                out.push(c);
+                if let Some(n) = chars.next() {
+                    out.push(n);
+                }
+            }
+            '\'' | '"' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 impl Solver<'_> {
     pub(crate) fn copy_step(
         &self,
@@ -59,10 +121,13 @@ impl Solver<'_> {
             .clone()
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "/".into());
-        // `dir/`, `.` and `dir/.` name a directory; so does an existing
+        // `dir/`, `.`, `dir/.` and an empty word (the workdir, as BuildKit
+        // reads `COPY f $empty`) name a directory; so does an existing
         // directory in the image (checked once the lowers are known).
-        let mut dest_is_dir_syntax =
-            dest_word.ends_with('/') || dest_word == "." || dest_word.ends_with("/.");
+        let mut dest_is_dir_syntax = dest_word.is_empty()
+            || dest_word.ends_with('/')
+            || dest_word == "."
+            || dest_word.ends_with("/.");
         let dest_abs = if dest_word.starts_with('/') {
             dest_word.clone()
         } else {
@@ -127,14 +192,15 @@ impl Solver<'_> {
                 let content = if h.quoted {
                     h.content.clone()
                 } else {
-                    strata_frontend::expand_word(&h.content, &lookup, escape)
+                    strata_frontend::expand_word(&quotes_as_text(&h.content), &lookup, '\\')
                         .unwrap_or_else(|_| h.content.clone())
                 };
                 let p = inline_dir.join(name);
                 fs::write(&p, content).map_err(io("writing an inline file"))?;
-                // BuildKit makes inline files 0664 (`llb.Mkfile(f, 0664, ..)`),
-                // whatever the umask; COPY keeps that unless --chmod is given.
-                fs::set_permissions(&p, fs::Permissions::from_mode(0o664))
+                // BuildKit makes inline files 0644 (`llb.Mkfile(f, 0644, ..)`
+                // since moby/buildkit#3992), whatever the umask; COPY keeps
+                // that unless --chmod is given.
+                fs::set_permissions(&p, fs::Permissions::from_mode(0o644))
                     .map_err(io("chmod of an inline file"))?;
                 sources.push(Source {
                     path: p,
@@ -179,7 +245,9 @@ impl Solver<'_> {
                     };
                 }
             }
-            if matched.is_empty() {
+            // A wildcard may match nothing (BuildKit's `AllowEmptyWildcard`);
+            // a plain path must exist.
+            if matched.is_empty() && !rel.contains(['*', '?', '[']) {
                 return Err(self.fail(
                     ins,
                     &format!("failed to compute cache key: \"/{rel}\" not found"),
@@ -198,7 +266,12 @@ impl Solver<'_> {
             .map(|c| strata_frontend::expand_word(c, &lookup, escape))
             .transpose()
             .map_err(|e| self.fail(ins, &e.to_string()))?;
-        let chmod = ins.flag("chmod").map(str::to_owned);
+        // Expanded as --chown is (`COPY --chmod=${mode}`), as BuildKit does.
+        let chmod = ins
+            .flag("chmod")
+            .map(|c| strata_frontend::expand_word(c, &lookup, escape))
+            .transpose()
+            .map_err(|e| self.fail(ins, &e.to_string()))?;
         let mut h = blake3::Hasher::new();
         for s in &sources {
             h.update(s.rel.as_bytes());
@@ -242,11 +315,13 @@ impl Solver<'_> {
         } else {
             key
         };
-        let history = format!(
-            "{} {} {} # buildkit",
-            ins.keyword.to_uppercase(),
-            source_words.join(" "),
-            dest_word
+        let history = copy_history(
+            ins,
+            chown.as_deref(),
+            chmod.as_deref(),
+            parents,
+            source_words,
+            dest_word,
         );
         if self.cache_hit(&key, state)? {
             return Ok(true);

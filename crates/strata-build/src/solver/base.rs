@@ -1,6 +1,6 @@
 //! FROM: base images from the store or a registry, scratch, earlier stages.
 
-use strata_frontend::{DEFAULT_PATH, Instruction, Stage};
+use strata_frontend::{DEFAULT_PATH, Instruction, Stage, StageScope};
 use strata_image::registry::Naming;
 use strata_oci::image::ImageConfig;
 use strata_store::ImageRecord;
@@ -155,6 +155,9 @@ impl Solver<'_> {
             let mut config = ImageConfig::new(&p.os, &p.architecture);
             config.variant = p.variant.clone();
             config.config.env = Some(vec![DEFAULT_PATH.into()]);
+            // BuildKit's `emptyImage` starts at `/` (an image FROM an
+            // image without WorkingDir keeps none).
+            config.config.working_dir = Some("/".into());
             // The platform is in the key: the same steps on an empty base
             // make a different image config for each platform.
             return Ok(State {
@@ -164,6 +167,7 @@ impl Solver<'_> {
                 base_image: None,
                 stage: stage.index,
                 cmd_set: false,
+                args: StageScope::new(),
             });
         }
         let lower = stage.base.to_lowercase();
@@ -198,6 +202,7 @@ impl Solver<'_> {
             base_image: Some(img.id),
             stage: stage.index,
             cmd_set: false,
+            args: StageScope::new(),
         })
     }
 }

@@ -41,6 +41,10 @@ pub(crate) struct State {
     /// only a CMD inherited from the base (BuildKit's `cmdSet`).
     #[serde(skip)]
     pub(crate) cmd_set: bool,
+    /// The ARGs the stage has declared, passed on to a stage built FROM it
+    /// (see `StageScope`).
+    #[serde(skip)]
+    pub(crate) args: strata_frontend::StageScope,
 }
 
 /// Where a RUN heredoc script (`#!`) is mounted; its mount point, like every

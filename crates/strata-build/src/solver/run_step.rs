@@ -63,14 +63,9 @@ impl Solver<'_> {
                 }
             }
         };
-        let mut env = cfg.env.clone().unwrap_or_default();
-        let image_env = env.clone();
-        // ARGs are visible to RUN (and to its cache key) but never persisted.
-        for (k, v) in args.env() {
-            if env_get(&env, &k).is_none() {
-                env.push(format!("{k}={v}"));
-            }
-        }
+        // ARGs are visible to RUN (and to its cache key) but never persisted;
+        // one set after an ENV of its name wins (`StageScope::step_env`).
+        let mut env = args.step_env(&cfg.env.clone().unwrap_or_default());
         let cwd = cfg
             .working_dir
             .clone()
@@ -104,7 +99,7 @@ impl Solver<'_> {
                 ));
             }
         }
-        let mut mounts = self.run_mounts(ins, &cwd)?;
+        let mut mounts = self.run_mounts(&self.expand_mounts(ins, &env)?, &cwd)?;
         // Kept until the step has run: the script's read-only mount source.
         let _pipes = match &script {
             Some((name, content)) => {
@@ -140,7 +135,7 @@ impl Solver<'_> {
         ]);
         // `RUN |N K=V ... argv`, as the reference writes it; proxy build
         // args that no ARG declares are not in it.
-        let prefix = args.history_prefix(&|k| env_get(&image_env, k));
+        let prefix = args.history_prefix(&|k| env_get(&env, k));
         let history = if prefix.is_empty() {
             format!("RUN {} # buildkit", argv.join(" "))
         } else {
@@ -172,6 +167,8 @@ impl Solver<'_> {
             cwd,
             user,
             hostname: "buildkitsandbox".into(),
+            // BuildKit's RUN has no /etc/hostname and no $HOSTNAME.
+            provide_hostname: false,
             network,
             mounts: mounts.mounts,
             extra_hosts: self.opts.extra_hosts.clone(),
@@ -212,11 +209,9 @@ impl Solver<'_> {
             });
         }
         let changes = outcome.upper.changes()?;
-        let layer = if changes.is_empty() {
-            None
-        } else {
-            Some(self.write_layer(outcome.upper.root(), &changes)?)
-        };
+        // A RUN is a layer even when it changed nothing (an empty one), as
+        // BuildKit commits every RUN `withLayer`.
+        let layer = Some(self.write_layer(outcome.upper.root(), &changes)?);
         // The upperdir becomes the new layer's snapshot: the next step mounts
         // it as is, and its files are not deleted one by one now (on a disk
         // with online discard that is most of a big step's cost).

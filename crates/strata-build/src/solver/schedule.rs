@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
-use strata_frontend::{Instruction, Stage, StageScope};
+use strata_frontend::{Instruction, Stage};
 
 use super::{Solver, State};
 use crate::api::Event;
@@ -117,7 +117,8 @@ impl Solver<'_> {
             Some(n) => format!("[{pl}{n} {i}/{total}]"),
             None => format!("[{pl}stage-{} {i}/{total}]", stage.index),
         };
-        let mut args = StageScope::new();
+        // A stage FROM another stage starts with that stage's ARGs.
+        let mut args = std::mem::take(&mut state.args);
         for (i, (ins, trigger)) in steps.into_iter().enumerate() {
             if self.schedule.cancelled.load(Ordering::SeqCst) {
                 return Err(BuildError::Cancelled);
@@ -153,6 +154,7 @@ impl Solver<'_> {
                 }
             }
         }
+        state.args = args;
         Ok(state)
     }
 

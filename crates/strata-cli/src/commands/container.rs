@@ -236,6 +236,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             .or_else(|| c["User"].as_str().map(str::to_owned))
             .unwrap_or_default(),
         hostname: id[..12].to_owned(),
+        provide_hostname: true,
         network,
         mounts,
         extra_hosts: Vec::new(),

@@ -17,7 +17,7 @@ use super::context::err;
 use super::dev::setup_dev;
 use super::mounts::{bind, mask_kernel_files, setup_mounts};
 use super::net::loopback_up;
-use crate::protocol::{HelperSpec, PROVIDED_FILES, STDIN_FD};
+use crate::protocol::{HelperSpec, STDIN_FD, provided_files};
 use crate::spec::Network;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -56,7 +56,7 @@ pub(super) fn child(spec: &HelperSpec, merged: &Path) -> Result<std::convert::In
         // network gets a read-only view of the host's instead.
         bind(Path::new("/sys"), &sys, true)?;
     }
-    for f in PROVIDED_FILES {
+    for f in provided_files(&spec.step) {
         let name = f.trim_start_matches("etc/");
         bind(&spec.state.join(name), &merged.join(f), false)?;
     }
@@ -86,7 +86,7 @@ pub(super) fn child(spec: &HelperSpec, merged: &Path) -> Result<std::convert::In
     if !has(&env, "PATH") {
         env.push(format!("PATH={DEFAULT_PATH}"));
     }
-    if !has(&env, "HOSTNAME") {
+    if spec.step.provide_hostname && !has(&env, "HOSTNAME") {
         env.push(format!("HOSTNAME={}", spec.step.hostname));
     }
     if !has(&env, "HOME") {

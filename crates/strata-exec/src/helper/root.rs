@@ -9,7 +9,7 @@ use nix::mount::{MsFlags, mount};
 
 use super::context::err;
 use crate::overlay::{self, Mode};
-use crate::protocol::{HelperSpec, PROVIDED_FILES, STUBS_FILE, Stub, rel_target};
+use crate::protocol::{HelperSpec, STUBS_FILE, Stub, provided_files, rel_target};
 use crate::spec::{Mount, SnapshotMethod};
 
 /// Builds the step's root at `state/merged` and returns that path. `method`
@@ -83,7 +83,7 @@ fn stub_list(spec: &HelperSpec) -> Result<Vec<Stub>, String> {
             path: PathBuf::from(p),
             dir: true,
         })
-        .chain(PROVIDED_FILES.iter().map(|p| Stub {
+        .chain(provided_files(&spec.step).iter().map(|p| Stub {
             path: PathBuf::from(p),
             dir: false,
         }))

@@ -52,6 +52,7 @@ impl Fixture {
             cwd: "/".into(),
             user: String::new(),
             hostname: "strata-test".into(),
+            provide_hostname: true,
             network: Network::None,
             mounts: vec![],
             extra_hosts: vec![],
