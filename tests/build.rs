@@ -2080,3 +2080,65 @@ fn security_insecure_and_entitlements_are_refused_with_reasons() {
         stderr(&o)
     );
 }
+
+/// Rootless COPY, ADD, `--chown`, `--chmod` and WORKDIR (issue #14: they
+/// failed "chown …: Operation not permitted") give the same image, to the
+/// byte, as the same build run as root.
+#[test]
+fn rootless_copy_and_workdir_match_the_rootful_image() {
+    let t = "rootless_copy_and_workdir_match_the_rootful_image";
+    if !strata_testutil::require_root(t) {
+        return;
+    }
+    let (Some(user), Some(bb)) = (
+        strata_testutil::test_user(t),
+        strata_testutil::busybox_tar(t),
+    ) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let build = |dir: &Path, as_user: Option<&str>| -> String {
+        std::fs::create_dir_all(dir.join("ctx/sub")).unwrap();
+        std::fs::copy(&bb, dir.join("busybox.tar")).unwrap();
+        std::fs::write(dir.join("ctx/file"), "hello\n").unwrap();
+        std::fs::write(dir.join("ctx/sub/inner"), "inner\n").unwrap();
+        std::fs::write(
+            dir.join("ctx/Dockerfile"),
+            "FROM bb:1\nCOPY file /file\nCOPY --chown=1000:100 sub /app/sub/\n\
+             ADD --chmod=4755 file /suid\nWORKDIR /made/here\nUSER 1000\nWORKDIR /home/u/w\n\
+             USER root\nRUN ls -lnR /app /made /home/u /suid /file > /owners\n",
+        )
+        .unwrap();
+        let script = format!(
+            "set -e; export STRATA_ROOT={d}/store SOURCE_DATE_EPOCH=1600000000; cd {d}; \
+             {s} import busybox.tar bb:1 >/dev/null; {s} build -q -t rl:1 ctx",
+            d = dir.display(),
+            s = strata().display()
+        );
+        let o = match as_user {
+            Some(u) => {
+                let chown = Command::new("chown")
+                    .args(["-R", u, dir.to_str().unwrap()])
+                    .status()
+                    .unwrap();
+                assert!(chown.success());
+                Command::new("su")
+                    .args([u, "-s", "/bin/sh", "-c", &script])
+                    .output()
+                    .unwrap()
+            }
+            None => Command::new("sh").args(["-c", &script]).output().unwrap(),
+        };
+        assert!(o.status.success(), "{as_user:?}: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).trim().to_owned()
+    };
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let rootful = build(&tmp.path().join("rootful"), None);
+    let rootless = build(&tmp.path().join("rootless"), Some(&user));
+    assert!(rootful.starts_with("sha256:"), "{rootful}");
+    assert_eq!(rootless, rootful, "the rootless build made another image");
+}

@@ -26,6 +26,7 @@ mod flatten;
 mod diff;
 pub mod idmap;
 mod launch;
+pub mod owners;
 mod run;
 pub mod snapshot;
 // The in-namespace side.

@@ -34,6 +34,9 @@ pub(crate) const TASK_UNPACK: &str = "unpack";
 /// Remove the tree named by the fourth argument (rootless: files owned by
 /// subordinate IDs can only be removed from inside the user namespace).
 pub(crate) const TASK_REMOVE: &str = "remove";
+/// Set the owners (and modes) listed as JSON on stdin, under the tree named
+/// by the fourth argument (rootless: inside the user namespace).
+pub(crate) const TASK_OWNERS: &str = "owners";
 
 /// The parent's instructions, sent as JSON on the helper's stdin. The step
 /// travels as the caller's own [`RunSpec`] (its callbacks and descriptors

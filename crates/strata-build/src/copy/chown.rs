@@ -94,12 +94,11 @@ impl Solver<'_> {
             }
             fs::create_dir(&p).map_err(io(format!("creating {}", p.display())))?;
             let (mode, uid, gid, mtime) = match strata_exec::snapshot::lookup(lowers, &cur) {
-                Some(f) if f.meta.is_dir() => (
-                    f.meta.mode() & 0o7777,
-                    f.meta.uid(),
-                    f.meta.gid(),
-                    f.meta.mtime(),
-                ),
+                // On disk, rootless snapshots hold host IDs.
+                Some(f) if f.meta.is_dir() => {
+                    let (uid, gid) = super::owners::image_ids(f.meta.uid(), f.meta.gid());
+                    (f.meta.mode() & 0o7777, uid, gid, f.meta.mtime())
+                }
                 _ => {
                     let (uid, gid) = owner.unwrap_or((0, 0));
                     (0o755, uid, gid, self.dates.epoch)
@@ -107,8 +106,7 @@ impl Solver<'_> {
             };
             fs::set_permissions(&p, fs::Permissions::from_mode(mode))
                 .map_err(io(format!("chmod {}", p.display())))?;
-            std::os::unix::fs::lchown(&p, Some(uid), Some(gid))
-                .map_err(io(format!("chown {}", p.display())))?;
+            super::owners::set_owner(&p, uid, gid, Some(mode))?;
             set_mtime(&p, mtime)?;
         }
         Ok(())

@@ -3,6 +3,7 @@
 
 mod chmod;
 mod chown;
+mod owners;
 mod select;
 mod tree;
 
@@ -91,6 +92,7 @@ impl Solver<'_> {
         state: &mut State,
         args: &std::collections::BTreeMap<String, String>,
     ) -> Result<bool> {
+        owners::begin();
         let is_add = ins.keyword == "add";
         let env = state.config.config.env.clone().unwrap_or_default();
         let escape = self.plan.df.escape;
@@ -442,6 +444,7 @@ impl Solver<'_> {
                 )?;
             }
         }
+        owners::apply_pending(&layer_root)?;
         let changes = strata_oci::layer::changes_for_tree(&layer_root)
             .map_err(context("listing the layer"))?;
         let layer = if changes.is_empty() {
@@ -529,7 +532,9 @@ impl Solver<'_> {
         let scratch = self.scratch()?;
         let layer_root = scratch.path().join("root");
         fs::create_dir_all(&layer_root).map_err(io("creating a layer dir"))?;
+        owners::begin();
         self.make_parents_owned(&layer_root, &rel, &lowers, true, Some(owner))?;
+        owners::apply_pending(&layer_root)?;
         let changes = strata_oci::layer::changes_for_tree(&layer_root)
             .map_err(context("listing the layer"))?;
         let layer = self.write_layer(&layer_root, &changes)?;

@@ -62,7 +62,7 @@ pub(super) fn copy_tree(
     } = rules;
     let meta = fs::symlink_metadata(src).map_err(io(format!("reading {}", src.display())))?;
     let ft = meta.file_type();
-    let (uid, gid) = owner.unwrap_or((meta.uid(), meta.gid()));
+    let (uid, gid) = owner.unwrap_or_else(|| super::owners::image_ids(meta.uid(), meta.gid()));
     if ft.is_dir() {
         if !dst.exists() {
             fs::create_dir(dst).map_err(io(format!("creating {}", dst.display())))?;
@@ -117,8 +117,7 @@ pub(super) fn copy_tree(
         }
         std::os::unix::fs::symlink(&target, dst)
             .map_err(io(format!("creating link {}", dst.display())))?;
-        std::os::unix::fs::lchown(dst, Some(uid), Some(gid))
-            .map_err(io(format!("chown {}", dst.display())))?;
+        super::owners::set_owner(dst, uid, gid, None)?;
     } else if ft.is_file() {
         if dst.is_dir() {
             return Err(BuildError::Other(format!(
@@ -152,12 +151,11 @@ pub(super) fn finish_meta(
     gid: u32,
     chmod: Option<&Chmod>,
 ) -> Result<()> {
-    std::os::unix::fs::lchown(dst, Some(uid), Some(gid))
-        .map_err(io(format!("chown {}", dst.display())))?;
     let mode = match chmod {
         Some(c) => c.apply(meta.mode() & 0o7777, meta.is_dir()),
         None => meta.mode() & 0o7777,
     };
+    super::owners::set_owner(dst, uid, gid, Some(mode))?;
     fs::set_permissions(dst, fs::Permissions::from_mode(mode))
         .map_err(io(format!("chmod {}", dst.display())))?;
     set_mtime(dst, meta.mtime())

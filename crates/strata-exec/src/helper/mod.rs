@@ -32,8 +32,8 @@ use nix::sched::CloneFlags;
 
 use crate::overlay::Mode;
 use crate::protocol::{
-    HELPER_ARG, HelperResult, HelperSpec, RESULT_FILE, ROOTLESS_ARG, TASK_REMOVE, TASK_STEP,
-    TASK_UNPACK,
+    HELPER_ARG, HelperResult, HelperSpec, RESULT_FILE, ROOTLESS_ARG, TASK_OWNERS, TASK_REMOVE,
+    TASK_STEP, TASK_UNPACK,
 };
 use crate::spec::SnapshotMethod;
 
@@ -70,6 +70,7 @@ fn helper_main() -> i32 {
         };
         let res = match task {
             TASK_UNPACK => unpack_stdin(&dir, mode),
+            TASK_OWNERS => crate::owners::apply_stdin(&dir),
             // Rootless: stdin closes once the ID maps are written; before
             // that this process owns nothing it could remove.
             TASK_REMOVE => std::io::stdin()
