@@ -26,6 +26,7 @@ mod flatten;
 mod diff;
 pub mod idmap;
 mod launch;
+pub mod network;
 mod run;
 pub mod snapshot;
 // The in-namespace side.
@@ -36,6 +37,7 @@ pub use diff::Upper;
 pub use error::{ExecError, UnpackError};
 pub use helper::maybe_run_helper;
 pub use launch::set_helper_exe;
+pub use network::sandbox_network_helper;
 pub use protocol::HELPER_ENV;
 pub use run::{RunOptions, RunOutcome, run, run_with};
 pub use snapshot::Mode;

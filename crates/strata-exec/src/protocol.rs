@@ -50,6 +50,14 @@ pub(crate) struct HelperSpec<S = RunSpec> {
     /// The step's stdin arrives as fd [`STDIN_FD`] (else it gets /dev/null).
     #[serde(default)]
     pub stdin_fd: bool,
+    /// The default network's connector (see [`crate::network`]): `pasta`'s
+    /// path when the step gets a private network, `None` for the host's.
+    #[serde(default)]
+    pub pasta: Option<PathBuf>,
+    /// The address in the step's resolv.conf that pasta forwards to the
+    /// host's resolver (set when that resolver is on the host's loopback).
+    #[serde(default)]
+    pub dns_forward: Option<std::net::IpAddr>,
 }
 
 /// The descriptor the parent places the step's stdin on, when it has one.

@@ -18,7 +18,9 @@ use crate::overlay::Mode;
 use crate::protocol::{
     HelperResult, HelperSpec, PID_FILE, RESULT_FILE, STUBS_FILE, Stub, TASK_STEP, rel_target,
 };
-use crate::spec::{CacheSharing, ExitStatus, Mount, OutputStream, RunSpec, SnapshotMethod};
+use crate::spec::{
+    CacheSharing, ExitStatus, Mount, Network, OutputStream, RunSpec, SnapshotMethod,
+};
 
 /// A finished step. A non-zero exit is not an error: the caller reports the
 /// step, its command and `status`.
@@ -109,6 +111,15 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
         stubs: Vec::new(),
     };
 
+    // The default network is private when pasta is there to connect it.
+    let pasta = match spec.network {
+        Network::Sandbox => crate::network::sandbox_network_helper(),
+        Network::None | Network::Host => None,
+    };
+    let (resolv_conf, dns_forward) = match pasta {
+        Some(_) => crate::network::private_resolv_conf(&host_resolv_conf()),
+        None => (host_resolv_conf(), None),
+    };
     let mut hosts = format!(
         "127.0.0.1\tlocalhost {}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
         spec.hostname
@@ -118,7 +129,7 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
     }
     for (name, content) in [
         ("hosts", hosts),
-        ("resolv.conf", host_resolv_conf()),
+        ("resolv.conf", resolv_conf),
         ("hostname", format!("{}\n", spec.hostname)),
     ] {
         let p = state.join(name);
@@ -161,6 +172,8 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
         mode,
         force_copy: opts.force_copy,
         stdin_fd: spec.stdin.is_some(),
+        pasta,
+        dns_forward,
     })
     .map_err(ExecError::Encode)?;
 

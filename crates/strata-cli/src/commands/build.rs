@@ -200,6 +200,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             );
         }
     };
+    warn_if_default_network_is_the_hosts(network);
     let timestamp_now = match args.timestamp.as_deref() {
         None => false,
         Some("now") => true,
@@ -591,4 +592,21 @@ fn parse_binary_size(s: &str) -> Option<u64> {
         .ok()?
         .checked_mul(mult)
         .filter(|n| *n > 0)
+}
+
+/// The default network is a private namespace only where pasta can connect
+/// it; elsewhere steps share the host's network, which the user must know.
+pub(crate) fn warn_if_default_network_is_the_hosts(network: strata_exec::Network) {
+    if network == strata_exec::Network::Sandbox && strata_exec::sandbox_network_helper().is_none() {
+        #[expect(
+            clippy::print_stderr,
+            reason = "a warning for the user, before any progress"
+        )]
+        {
+            eprintln!(
+                "warning: pasta (Debian package passt) is not installed or cannot open {}: the default network is the host's (--network host), not a private one",
+                strata_exec::network::TUN_DEVICE
+            );
+        }
+    }
 }
