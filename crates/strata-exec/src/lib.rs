@@ -25,6 +25,7 @@ mod flatten;
 // The parent side.
 mod diff;
 pub mod idmap;
+pub mod interrupt;
 mod launch;
 pub mod network;
 mod run;

@@ -285,7 +285,11 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
+    // Ctrl-C cancels: steps are killed and cleaned up, then "cancelled", 130.
+    let cancel = strata_exec::interrupt::cancel_on_sigint()
+        .map_err(|e| anyhow::anyhow!("installing the Ctrl-C handler: {e}"))?;
     let opts = BuildOptions {
+        cancel: Some(cancel),
         context,
         dockerfile_name,
         dockerfile,
@@ -387,6 +391,13 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     crate::progress::print_warnings(&warnings, &progress);
     let result = match result {
         Ok(r) => r,
+        Err(_) if strata_exec::interrupt::interrupted() => {
+            #[expect(clippy::print_stderr, reason = "the CLI renders build errors")]
+            {
+                eprintln!("cancelled");
+            }
+            return Ok(ExitCode::from(strata_exec::interrupt::EXIT_INTERRUPTED));
+        }
         Err(BuildError::Dockerfile(d)) => {
             #[expect(clippy::print_stderr, reason = "the CLI renders build errors")]
             {
