@@ -78,6 +78,9 @@ pub(crate) enum HelperResult {
 }
 
 pub(crate) const RESULT_FILE: &str = "result.json";
+/// How the helper's last stderr line starts when it could not write its
+/// result (the line goes on with the path and the error, e.g. ENOSPC).
+pub(crate) const RESULT_WRITE_FAILED: &str = "strata step helper: cannot write ";
 /// The step's pid 1, as seen from strata's PID namespace.
 pub(crate) const PID_FILE: &str = "pid";
 /// Entries the helper placed only to mount over (never layer content).
