@@ -49,6 +49,10 @@ pub struct BuildOptions {
     pub shm_size: Option<u64>,
     /// `--platform A,B`: build once per platform; empty means the host.
     pub platforms: Vec<strata_frontend::Platform>,
+    /// Set from outside (Ctrl-C) to stop the build: running RUN steps are
+    /// killed and cleaned up, no new step starts, and [`crate::build`]
+    /// returns [`crate::BuildError::Cancelled`]. `None`: not cancellable.
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Progress, for the CLI to render.

@@ -25,7 +25,9 @@ mod flatten;
 // The parent side.
 mod diff;
 pub mod idmap;
+pub mod interrupt;
 mod launch;
+pub mod network;
 pub mod owners;
 mod run;
 pub mod snapshot;
@@ -37,6 +39,7 @@ pub use diff::Upper;
 pub use error::{ExecError, UnpackError};
 pub use helper::maybe_run_helper;
 pub use launch::set_helper_exe;
+pub use network::sandbox_network_helper;
 pub use protocol::HELPER_ENV;
 pub use run::{RunOptions, RunOutcome, run, run_with};
 pub use snapshot::Mode;

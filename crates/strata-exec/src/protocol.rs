@@ -53,6 +53,14 @@ pub(crate) struct HelperSpec<S = RunSpec> {
     /// The step's stdin arrives as fd [`STDIN_FD`] (else it gets /dev/null).
     #[serde(default)]
     pub stdin_fd: bool,
+    /// The default network's connector (see [`crate::network`]): `pasta`'s
+    /// path when the step gets a private network, `None` for the host's.
+    #[serde(default)]
+    pub pasta: Option<PathBuf>,
+    /// The address in the step's resolv.conf that pasta forwards to the
+    /// host's resolver (set when that resolver is on the host's loopback).
+    #[serde(default)]
+    pub dns_forward: Option<std::net::IpAddr>,
 }
 
 /// The descriptor the parent places the step's stdin on, when it has one.
@@ -73,6 +81,9 @@ pub(crate) enum HelperResult {
 }
 
 pub(crate) const RESULT_FILE: &str = "result.json";
+/// How the helper's last stderr line starts when it could not write its
+/// result (the line goes on with the path and the error, e.g. ENOSPC).
+pub(crate) const RESULT_WRITE_FAILED: &str = "strata step helper: cannot write ";
 /// The step's pid 1, as seen from strata's PID namespace.
 pub(crate) const PID_FILE: &str = "pid";
 /// Entries the helper placed only to mount over (never layer content).

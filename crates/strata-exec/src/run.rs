@@ -16,9 +16,12 @@ use crate::error::ExecError;
 use crate::launch::{helper_command, map_rootless_helper, spawn};
 use crate::overlay::Mode;
 use crate::protocol::{
-    HelperResult, HelperSpec, PID_FILE, RESULT_FILE, STUBS_FILE, Stub, TASK_STEP, rel_target,
+    HelperResult, HelperSpec, PID_FILE, RESULT_FILE, RESULT_WRITE_FAILED, STUBS_FILE, Stub,
+    TASK_STEP, rel_target,
 };
-use crate::spec::{CacheSharing, ExitStatus, Mount, OutputStream, RunSpec, SnapshotMethod};
+use crate::spec::{
+    CacheSharing, ExitStatus, Mount, Network, OutputStream, RunSpec, SnapshotMethod,
+};
 
 /// A finished step. A non-zero exit is not an error: the caller reports the
 /// step, its command and `status`.
@@ -109,6 +112,15 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
         stubs: Vec::new(),
     };
 
+    // The default network is private when pasta is there to connect it.
+    let pasta = match spec.network {
+        Network::Sandbox => crate::network::sandbox_network_helper(),
+        Network::None | Network::Host => None,
+    };
+    let (resolv_conf, dns_forward) = match pasta {
+        Some(_) => crate::network::private_resolv_conf(&host_resolv_conf()),
+        None => (host_resolv_conf(), None),
+    };
     let mut hosts = format!(
         "127.0.0.1\tlocalhost {}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
         spec.hostname
@@ -118,7 +130,7 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
     }
     for (name, content) in [
         ("hosts", hosts),
-        ("resolv.conf", host_resolv_conf()),
+        ("resolv.conf", resolv_conf),
         ("hostname", format!("{}\n", spec.hostname)),
     ] {
         let p = state.join(name);
@@ -161,6 +173,8 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
         mode,
         force_copy: opts.force_copy,
         stdin_fd: spec.stdin.is_some(),
+        pasta,
+        dns_forward,
     })
     .map_err(ExecError::Encode)?;
 
@@ -226,9 +240,18 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
     drop(tx);
     let mut cancelled = false;
     let mut step_pid = None;
+    // The end of the helper's stderr: where it says why a result is missing.
+    let mut stderr_tail: Vec<u8> = Vec::new();
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok((stream, bytes)) => (spec.output)(stream, &bytes),
+            Ok((stream, bytes)) => {
+                if stream == OutputStream::Stderr {
+                    stderr_tail.extend_from_slice(&bytes);
+                    let excess = stderr_tail.len().saturating_sub(4096);
+                    stderr_tail.drain(..excess);
+                }
+                (spec.output)(stream, &bytes)
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
@@ -270,8 +293,15 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
             source,
         })?,
         Err(_) => {
+            let tail = String::from_utf8_lossy(&stderr_tail);
+            let why = tail
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix(RESULT_WRITE_FAILED))
+                .map(|w| format!(": cannot write {w}"))
+                .unwrap_or_default();
             return Err(ExecError::Helper(format!(
-                "helper exited ({helper_status}) without a result"
+                "helper exited ({helper_status}) without a result{why}"
             )));
         }
     };

@@ -20,11 +20,13 @@ pub type OutputSink = Box<dyn FnMut(OutputStream, &[u8]) + Send>;
 /// `RUN --network=`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Network {
-    /// The default (`docker build`'s bridge). With no daemon to own a bridge,
-    /// strata shares the host's network namespace, as BuildKit's OCI worker
-    /// does when no CNI network is configured: RUN gets the host's
-    /// connectivity, while hostname, `/etc/hosts` and `/etc/resolv.conf`
-    /// are still the step's own (see docs/decisions.md).
+    /// The default (`docker build`'s bridge): a private network namespace
+    /// connected outwards by `pasta`, as rootless Podman's is, with no port
+    /// forwarded either way and the host's loopback out of reach. Where
+    /// pasta is not installed ([`crate::sandbox_network_helper`] is `None`),
+    /// the host's network namespace, as BuildKit's OCI worker without CNI;
+    /// the caller warns. Hostname, `/etc/hosts` and `/etc/resolv.conf` are
+    /// the step's own either way (see docs/decisions.md).
     #[default]
     Sandbox,
     /// A fresh network namespace with only loopback, up.

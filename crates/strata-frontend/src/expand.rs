@@ -90,6 +90,32 @@ fn raw_words(text: &str, escape: char) -> Vec<String> {
 /// frames, and the solver's threads have small stacks.
 const MAX_DEPTH: usize = 64;
 
+/// The most bytes one expanded word may hold. Every value a Dockerfile can
+/// build comes from words like this (ARG and ENV values are expanded
+/// words), so doubling chains (`ARG B=$A$A`, `ARG C=$B$B`, ...) stop here
+/// with an error instead of taking all memory: 39 doublings of a 10-byte
+/// value asked for 5 TB. 1 MiB is far above any real argument (Linux's
+/// own limit for one argument string is 128 KiB).
+pub const MAX_WORD_BYTES: usize = 1 << 20;
+
+/// The error for a word that grew past [`MAX_WORD_BYTES`].
+fn too_long(len: usize) -> ExpandError {
+    ExpandError(format!(
+        "expanded word is longer than {MAX_WORD_BYTES} bytes ({len} bytes so far): \
+         variables that repeat each other grow without bound"
+    ))
+}
+
+/// Appends `v` to the word being built, refusing past [`MAX_WORD_BYTES`].
+fn push_capped(cur: &mut String, v: &str) -> Result<(), ExpandError> {
+    let len = cur.len() + v.len();
+    if len > MAX_WORD_BYTES {
+        return Err(too_long(len));
+    }
+    cur.push_str(v);
+    Ok(())
+}
+
 fn expand(
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
@@ -161,7 +187,7 @@ fn expand(
                     }
                     Some('$') => {
                         let (v, next) = variable(&chars, i, lookup, escape, depth)?;
-                        cur.push_str(&v);
+                        push_capped(&mut cur, &v)?;
                         i = next;
                     }
                     Some(&o) => {
@@ -173,6 +199,9 @@ fn expand(
         } else if c == '$' {
             let (v, next) = variable(&chars, i, lookup, escape, depth)?;
             if split {
+                if cur.len() + v.len() > MAX_WORD_BYTES {
+                    return Err(too_long(cur.len() + v.len()));
+                }
                 // An unquoted value is itself split on whitespace.
                 for vc in v.chars() {
                     if vc.is_whitespace() {
@@ -186,7 +215,7 @@ fn expand(
                     }
                 }
             } else {
-                cur.push_str(&v);
+                push_capped(&mut cur, &v)?;
             }
             i = next;
         } else {
@@ -198,6 +227,18 @@ fn expand(
         out.push(cur);
     }
     Ok(out)
+}
+
+/// `${v//p/r}` (all matches) and `${v/p/r}` (`limit` 1), refused before it
+/// is built when the result would pass [`MAX_WORD_BYTES`] (an empty `p`
+/// matches between every character).
+fn replace_capped(v: &str, p: &str, r: &str, limit: usize) -> Result<String, ExpandError> {
+    let matches = v.matches(p).take(limit).count();
+    let len = (v.len() - matches * p.len()).saturating_add(matches.saturating_mul(r.len()));
+    if len > MAX_WORD_BYTES {
+        return Err(too_long(len));
+    }
+    Ok(v.replacen(p, r, limit))
 }
 
 fn find(chars: &[char], from: usize, c: char) -> Option<usize> {
@@ -298,10 +339,10 @@ fn variable(
                 trim_suffix(&val.unwrap_or_default(), &word(p)?, false)
             } else if let Some(rest) = op.strip_prefix("//") {
                 let (p, r) = rest.split_once('/').unwrap_or((rest, ""));
-                val.unwrap_or_default().replace(&word(p)?, &word(r)?)
+                replace_capped(&val.unwrap_or_default(), &word(p)?, &word(r)?, usize::MAX)?
             } else if let Some(rest) = op.strip_prefix('/') {
                 let (p, r) = rest.split_once('/').unwrap_or((rest, ""));
-                val.unwrap_or_default().replacen(&word(p)?, &word(r)?, 1)
+                replace_capped(&val.unwrap_or_default(), &word(p)?, &word(r)?, 1)?
             } else {
                 return Err(ExpandError(format!(
                     "unsupported modifier ({op}) in substitution"
@@ -472,6 +513,36 @@ mod tests {
         let w = split_words("E=$B", &spaced, '\\').unwrap();
         assert_eq!(w, vec!["E=x", "y"]);
         assert!(expand_words("E='open", &spaced, '\\').is_err());
+    }
+
+    #[test]
+    fn doubling_stops_at_the_word_cap() {
+        // The issue's case: ARG A0=xxxxxxxxxx, then An=${An-1}${An-1}.
+        let mut vars: Vec<(String, String)> = vec![("A0".into(), "x".repeat(10))];
+        let mut failed_at = None;
+        for n in 1..40 {
+            let lookup = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            let prev = format!("A{}", n - 1);
+            match expand_word(&format!("${{{prev}}}${{{prev}}}"), &lookup, '\\') {
+                Ok(v) => vars.push((format!("A{n}"), v)),
+                Err(e) => {
+                    assert!(e.0.contains("longer than 1048576 bytes"), "{e}");
+                    failed_at = Some(n);
+                    break;
+                }
+            }
+        }
+        // 10 * 2^17 > 1 MiB >= 10 * 2^16.
+        assert_eq!(failed_at, Some(17));
+        let big = |k: &str| (k == "B").then(|| "ab".repeat(1000));
+        // An empty pattern matches between every character.
+        let e = expand_word("${B///0123456789}", &big, '`').map(|v| v.len());
+        assert_eq!(e, Ok(2000 + 2001 * 10));
+        // 1000 matches of 1100 bytes each.
+        let e = expand_word(&format!("${{B//a/{}}}", "y".repeat(1100)), &big, '`');
+        assert!(e.is_err_and(|e| e.0.contains("longer than")));
+        let e = split_words(&format!("a ${{B}}{}", "${B}".repeat(600)), &big, '\\');
+        assert!(e.is_err_and(|e| e.0.contains("longer than")));
     }
 
     #[test]

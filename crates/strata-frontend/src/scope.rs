@@ -133,6 +133,7 @@ impl GlobalScope {
                 .map(|(k, v)| (k, Some(v)))
                 .collect(),
         };
+        let mut bytes = 0;
         for ins in df.instructions.iter().take_while(|i| i.keyword != "from") {
             if ins.keyword != "arg" {
                 continue;
@@ -148,6 +149,7 @@ impl GlobalScope {
                         None => None,
                     },
                 };
+                charge(&mut bytes, v.as_ref()).map_err(|e| df.error(ins, &e.to_string()))?;
                 scope.vars.push((k, v));
             }
         }
@@ -189,6 +191,25 @@ pub struct StageScope {
     /// Names whose ARG value was set after any ENV of the same name, so it
     /// beats the image's Env in the step environment.
     over_env: Vec<String>,
+    /// Bytes of every value declared so far, re-declarations included.
+    bytes: usize,
+}
+
+/// The most bytes the ARG values of one scope (the global one, or a stage)
+/// may add up to. Each value is capped by
+/// [`crate::expand::MAX_WORD_BYTES`]; this caps how many of them a
+/// Dockerfile can pile up (every stored value stays in memory for the
+/// whole build).
+pub const MAX_SCOPE_BYTES: usize = 16 << 20;
+
+fn charge(total: &mut usize, value: Option<&String>) -> Result<(), ExpandError> {
+    *total = total.saturating_add(value.map_or(0, String::len));
+    if *total > MAX_SCOPE_BYTES {
+        return Err(ExpandError(format!(
+            "ARG values add up to more than {MAX_SCOPE_BYTES} bytes ({total} bytes)"
+        )));
+    }
+    Ok(())
 }
 
 impl StageScope {
@@ -216,6 +237,7 @@ impl StageScope {
             } else {
                 global.get(&k).flatten().map(str::to_owned)
             };
+            charge(&mut self.bytes, v.as_ref())?;
             shown.push(match &v {
                 Some(v) => format!("{k}={v}"),
                 None => k.clone(),

@@ -234,7 +234,10 @@ pub(crate) fn build_platform(
             label,
         },
         counts: Counts::default(),
-        schedule: Schedule::default(),
+        schedule: Schedule {
+            cancelled: opts.cancel.clone().unwrap_or_default(),
+            ..Schedule::default()
+        },
         context_files: ContextFiles {
             ignore,
             hash_cache: context::HashCache::load(store, &opts.context)?,

@@ -79,6 +79,8 @@ impl Solver<'_> {
         });
         match failure.into_inner().expect("failure") {
             Some(e) => Err(e),
+            // Cancelled from outside (BuildOptions::cancel), nothing failed.
+            None if self.schedule.cancelled.load(Ordering::SeqCst) => Err(BuildError::Cancelled),
             None => Ok(()),
         }
     }

@@ -225,6 +225,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             );
         }
     };
+    warn_if_default_network_is_the_hosts(network);
     let timestamp_now = match args.timestamp.as_deref() {
         None => false,
         Some("now") => true,
@@ -309,7 +310,11 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
+    // Ctrl-C cancels: steps are killed and cleaned up, then "cancelled", 130.
+    let cancel = strata_exec::interrupt::cancel_on_sigint()
+        .map_err(|e| anyhow::anyhow!("installing the Ctrl-C handler: {e}"))?;
     let opts = BuildOptions {
+        cancel: Some(cancel),
         context,
         dockerfile_name,
         dockerfile,
@@ -411,6 +416,13 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     crate::progress::print_warnings(&warnings, &progress);
     let result = match result {
         Ok(r) => r,
+        Err(_) if strata_exec::interrupt::interrupted() => {
+            #[expect(clippy::print_stderr, reason = "the CLI renders build errors")]
+            {
+                eprintln!("cancelled");
+            }
+            return Ok(ExitCode::from(strata_exec::interrupt::EXIT_INTERRUPTED));
+        }
         Err(BuildError::Dockerfile(d)) => {
             #[expect(clippy::print_stderr, reason = "the CLI renders build errors")]
             {
@@ -646,4 +658,21 @@ fn parse_binary_size(s: &str) -> Option<u64> {
         .ok()?
         .checked_mul(mult)
         .filter(|n| *n > 0)
+}
+
+/// The default network is a private namespace only where pasta can connect
+/// it; elsewhere steps share the host's network, which the user must know.
+pub(crate) fn warn_if_default_network_is_the_hosts(network: strata_exec::Network) {
+    if network == strata_exec::Network::Sandbox && strata_exec::sandbox_network_helper().is_none() {
+        #[expect(
+            clippy::print_stderr,
+            reason = "a warning for the user, before any progress"
+        )]
+        {
+            eprintln!(
+                "warning: pasta (Debian package passt) is not installed or cannot open {}: the default network is the host's (--network host), not a private one",
+                strata_exec::network::TUN_DEVICE
+            );
+        }
+    }
 }

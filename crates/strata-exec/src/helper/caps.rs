@@ -1,7 +1,16 @@
-//! Privileges the step keeps: Docker's default capability set.
+//! Privileges the step keeps: Docker's default capability set without
+//! CAP_NET_RAW and CAP_MKNOD.
 
-/// Docker's default capability set; everything else leaves the bounding set.
-const DEFAULT_CAPS: [u32; 14] = [0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31];
+/// Docker's default capability set (CHOWN, DAC_OVERRIDE, FOWNER, FSETID,
+/// KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE, SYS_CHROOT, AUDIT_WRITE,
+/// SETFCAP) minus two; everything else leaves the bounding set.
+/// CAP_NET_RAW (13) would let a step forge packets on whatever network it
+/// has (Podman dropped it by default in 4.0; ping keeps working through
+/// `net.ipv4.ping_group_range`, which Docker 20.10 set for the same reason).
+/// CAP_MKNOD (27): Docker keeps it and stops device access with a device
+/// cgroup; strata has no cgroup per step, so a step may not create device
+/// nodes at all, and every writable mount is also `nodev`.
+const DEFAULT_CAPS: [u32; 12] = [0, 1, 3, 4, 5, 6, 7, 8, 10, 18, 29, 31];
 
 /// Drops every capability outside [`DEFAULT_CAPS`] from the bounding set
 /// and clears the ambient set.

@@ -1,12 +1,15 @@
-//! The step's `/dev`: a tmpfs with the host's harmless device nodes bound
-//! in, a private devpts, and `/dev/shm`.
+//! The step's `/dev`: a `nodev` tmpfs with the host's harmless device nodes
+//! bound in (runc's default set: null, zero, full, random, urandom, tty,
+//! and ptmx from a private devpts), and `/dev/shm`. The tmpfs itself is
+//! `nodev`, so a node made in `/dev` by other means cannot be opened; the
+//! bound nodes are mounts of their own and keep the host's flags.
 
 use std::path::Path;
 
 use nix::mount::{MsFlags, mount};
 
 use super::context::err;
-use super::mounts::bind;
+use super::mounts::bind_device;
 
 /// Mounts and fills `root/dev`; `shm_size` in bytes (default 64 MiB).
 pub(super) fn setup_dev(root: &Path, shm_size: Option<u64>) -> Result<(), String> {
@@ -15,14 +18,14 @@ pub(super) fn setup_dev(root: &Path, shm_size: Option<u64>) -> Result<(), String
         Some("tmpfs"),
         &dev,
         Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_STRICTATIME,
         Some("mode=755,size=65536k"),
     )
     .map_err(err("mount /dev"))?;
     for node in ["null", "zero", "full", "random", "urandom", "tty"] {
         let target = dev.join(node);
         std::fs::File::create(&target).map_err(err(target.display()))?;
-        bind(&Path::new("/dev").join(node), &target, false)?;
+        bind_device(&Path::new("/dev").join(node), &target)?;
     }
     let pts = dev.join("pts");
     std::fs::create_dir(&pts).map_err(err("mkdir /dev/pts"))?;

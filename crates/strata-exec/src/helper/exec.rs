@@ -15,8 +15,8 @@ use nix::unistd::{Gid, Uid};
 use super::caps::drop_capabilities;
 use super::context::err;
 use super::dev::setup_dev;
-use super::mounts::{bind, mask_kernel_files, setup_mounts};
-use super::net::loopback_up;
+use super::mounts::{bind, bind_tree_read_only, mask_kernel_files, setup_mounts};
+use super::net::{loopback_up, private_network};
 use crate::protocol::{HelperSpec, STDIN_FD, provided_files};
 use crate::spec::Network;
 
@@ -37,8 +37,11 @@ pub(super) fn child(spec: &HelperSpec, merged: &Path) -> Result<std::convert::In
     // Its own session: terminal signals (Ctrl-C) go to strata, which decides.
     let _ = nix::unistd::setsid();
     nix::unistd::sethostname(&spec.step.hostname).map_err(err("sethostname"))?;
-    if spec.step.network == Network::None {
-        loopback_up()?;
+    match (spec.step.network, &spec.pasta) {
+        (Network::None, _) => loopback_up()?,
+        (Network::Sandbox, Some(pasta)) => private_network(pasta, &spec.state, spec.dns_forward)?,
+        // No pasta: the host's network (the parent has warned).
+        (Network::Sandbox, None) | (Network::Host, _) => {}
     }
     mount(
         Some("proc"),
@@ -52,9 +55,10 @@ pub(super) fn child(spec: &HelperSpec, merged: &Path) -> Result<std::convert::In
     let sys = merged.join("sys");
     let ro = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY;
     if mount(Some("sysfs"), &sys, Some("sysfs"), ro, None::<&str>).is_err() {
-        // sysfs needs a network namespace we own; rootless with the host's
-        // network gets a read-only view of the host's instead.
-        bind(Path::new("/sys"), &sys, true)?;
+        // A fresh sysfs needs a network namespace we own; rootless with the
+        // host's network gets the host's, every mount in it (the cgroup v1
+        // hierarchies too) read-only.
+        bind_tree_read_only(Path::new("/sys"), &sys)?;
     }
     for f in provided_files(&spec.step) {
         let name = f.trim_start_matches("etc/");

@@ -32,8 +32,8 @@ use nix::sched::CloneFlags;
 
 use crate::overlay::Mode;
 use crate::protocol::{
-    HELPER_ARG, HelperResult, HelperSpec, RESULT_FILE, ROOTLESS_ARG, TASK_OWNERS, TASK_REMOVE,
-    TASK_STEP, TASK_UNPACK,
+    HELPER_ARG, HelperResult, HelperSpec, RESULT_FILE, RESULT_WRITE_FAILED, ROOTLESS_ARG,
+    TASK_OWNERS, TASK_REMOVE, TASK_STEP, TASK_UNPACK,
 };
 use crate::spec::SnapshotMethod;
 
@@ -112,17 +112,23 @@ fn helper_main() -> i32 {
         },
         Err(message) => HelperResult::Failed { message, method },
     };
+    // Written aside and renamed: a full disk leaves no result rather than a
+    // truncated one the parent would misreport as malformed.
+    let path = spec.state.join(RESULT_FILE);
+    let partial = spec.state.join(format!("{RESULT_FILE}.partial"));
     let written = serde_json::to_vec(&result)
         .map_err(std::io::Error::other)
-        .and_then(|bytes| std::fs::write(spec.state.join(RESULT_FILE), bytes));
+        .and_then(|bytes| std::fs::write(&partial, bytes))
+        .and_then(|()| std::fs::rename(&partial, &path));
     match written {
         Ok(()) => 0,
         Err(e) => {
-            // The parent reports a missing result; this line on the helper's
-            // stderr (the step's output stream) says why.
+            // The parent reports a missing result with the last line of the
+            // helper's stderr (the step's output stream): this one.
             let _ = writeln!(
                 std::io::stderr(),
-                "strata step helper: cannot write the result: {e}"
+                "{RESULT_WRITE_FAILED}{}: {e}",
+                path.display()
             );
             71
         }

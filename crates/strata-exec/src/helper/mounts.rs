@@ -5,13 +5,26 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use nix::mount::{MsFlags, mount};
+use nix::sys::statvfs::FsFlags;
 
 use super::context::err;
 use crate::protocol::{HelperSpec, rel_target};
 use crate::spec::Mount;
 
-/// Bind-mounts `src` on `dst`, read-only when asked.
+/// Bind-mounts `src` on `dst`, `nodev` (so a device node reached through
+/// it cannot be opened) and read-only when asked.
 pub(super) fn bind(src: &Path, dst: &Path, readonly: bool) -> Result<(), String> {
+    bind_device(src, dst)?;
+    let mut add = MsFlags::MS_NODEV;
+    if readonly {
+        add |= MsFlags::MS_RDONLY;
+    }
+    remount_adding(dst, add)
+}
+
+/// Bind-mounts `src` on `dst` as it is: only for the device nodes a step is
+/// given (`/dev/null` and friends) and `/dev/null` masks.
+pub(super) fn bind_device(src: &Path, dst: &Path) -> Result<(), String> {
     mount(
         Some(src),
         dst,
@@ -19,18 +32,79 @@ pub(super) fn bind(src: &Path, dst: &Path, readonly: bool) -> Result<(), String>
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None::<&str>,
     )
-    .map_err(err(format!("bind {} on {}", src.display(), dst.display())))?;
-    if readonly {
-        mount(
-            None::<&str>,
-            dst,
-            None::<&str>,
-            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(err(format!("make {} read-only", dst.display())))?;
+    .map_err(err(format!("bind {} on {}", src.display(), dst.display())))
+}
+
+/// Adds `add` to the per-mount flags of the mount at `dst`, keeping the ones
+/// it has: in a user namespace, flags inherited from a more privileged mount
+/// (nosuid, nodev, noexec, ro, atime) are locked and a remount that clears
+/// one fails with EPERM.
+pub(super) fn remount_adding(dst: &Path, add: MsFlags) -> Result<(), String> {
+    let have = nix::sys::statvfs::statvfs(dst)
+        .map_err(err(format!("statfs {}", dst.display())))?
+        .flags();
+    let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | add;
+    for (st, ms) in [
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if have.contains(st) {
+            flags |= ms;
+        }
+    }
+    mount(None::<&str>, dst, None::<&str>, flags, None::<&str>)
+        .map_err(err(format!("remount {} ({add:?})", dst.display())))
+}
+
+/// Binds the tree at `src` (with the mounts below it) on `dst`, every one of
+/// them read-only and `nodev`. A remount applies to one mount only, so the
+/// submounts (the host's cgroup v1 hierarchies under `/sys/fs/cgroup`) are
+/// found in mountinfo and remounted one by one.
+pub(super) fn bind_tree_read_only(src: &Path, dst: &Path) -> Result<(), String> {
+    bind_device(src, dst)?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(err("read mountinfo"))?;
+    let prefix = dst.to_string_lossy().into_owned();
+    for line in info.lines() {
+        // Field 5 is the mount point, with space, tab, newline and backslash
+        // written as octal escapes.
+        let Some(point) = line.split(' ').nth(4).map(unescape_mountinfo) else {
+            continue;
+        };
+        let under = point == prefix
+            || point
+                .strip_prefix(prefix.as_str())
+                .is_some_and(|rest| rest.starts_with('/'));
+        if under {
+            remount_adding(Path::new(&point), MsFlags::MS_RDONLY | MsFlags::MS_NODEV)?;
+        }
     }
     Ok(())
+}
+
+fn unescape_mountinfo(field: &str) -> String {
+    let mut out = Vec::with_capacity(field.len());
+    let bytes = field.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && let Some(v) = std::str::from_utf8(&bytes[i + 1..i + 4])
+                .ok()
+                .and_then(|digits| u8::from_str_radix(digits, 8).ok())
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Mounts the step's RUN `--mount`s (and `strata run -v` volumes) in `root`.
@@ -88,7 +162,7 @@ pub(super) fn setup_mounts(spec: &HelperSpec, root: &Path) -> Result<(), String>
                         Some("overlay"),
                         &target,
                         Some("overlay"),
-                        MsFlags::empty(),
+                        MsFlags::MS_NODEV,
                         Some(opts.as_str()),
                     )
                     .map_err(err(format!("writable bind of {}", source.display())))?;
@@ -175,7 +249,7 @@ pub(super) fn mask_kernel_files(root: &Path) -> Result<(), String> {
                 Some("size=0"),
             )
             .map_err(err(format!("mask /{rel}")))?,
-            Ok(_) => bind(Path::new("/dev/null"), &p, false)?,
+            Ok(_) => bind_device(Path::new("/dev/null"), &p)?,
             // Not present on this kernel: nothing to hide.
             Err(_) => {}
         }

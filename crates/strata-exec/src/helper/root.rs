@@ -62,6 +62,9 @@ pub(super) fn prepare(
             .map_err(err("bind the copied root"))?;
         }
     }
+    // Device nodes in the image or made by the step are never openable
+    // (runc's device cgroup does this for Docker; see caps.rs).
+    super::mounts::remount_adding(&merged, MsFlags::MS_NODEV)?;
 
     Ok(merged)
 }
