@@ -165,7 +165,7 @@ fn diff_commit_and_run_the_committed_image() {
     assert!(e.ok(&["check"]).contains(" 0 problem(s)"));
 }
 
-/// A FIFO (or device node) made in a container: `run` exits with the
+/// A FIFO made in a container: `run` exits with the
 /// command's code, `--rm` removes the container, and without `--rm` the
 /// FIFO is in the writable layer that `diff` and `commit` read. (It used to
 /// fail "paths in archives must be relative" and leave the container "Up".)
@@ -174,7 +174,8 @@ fn special_files_in_a_container_are_kept_and_rm_still_removes_it() {
     let Some(e) = setup("special_files_in_a_container_are_kept_and_rm_still_removes_it") else {
         return;
     };
-    let mk = "mkfifo /tmp/ff && mknod /tmp/null c 1 3";
+    // (Device nodes cannot be made: steps have no CAP_MKNOD, issue #14.)
+    let mk = "mkfifo /tmp/ff";
     e.ok(&["run", "--rm", "--network", "none", "bb:1", "sh", "-c", mk]);
     let ps = e.ok(&["ps", "-a", "-q"]);
     assert_eq!(ps.trim(), "", "--rm left a container: {ps}");
@@ -206,7 +207,7 @@ fn special_files_in_a_container_are_kept_and_rm_still_removes_it() {
         "pipes:1",
         "sh",
         "-c",
-        "test -p /tmp/ff && test -c /tmp/null && echo kept",
+        "test -p /tmp/ff && echo kept",
     ]);
     assert_eq!(o, "kept\n");
 }
