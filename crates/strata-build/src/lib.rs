@@ -26,7 +26,7 @@ use solver::{PlatformBuild, build_platform};
 
 pub use cache::remote as remote_cache;
 
-pub use api::{BuildOptions, BuildResult, Event};
+pub use api::{BuildOptions, BuildResult, Event, InternalWork};
 pub use checks::check;
 pub use error::BuildError;
 use error::{Result, other};
