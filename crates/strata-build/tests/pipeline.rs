@@ -87,6 +87,16 @@ impl Built {
             .sum()
     }
 
+    fn context_files_hashed(&self) -> usize {
+        self.internal
+            .iter()
+            .map(|w| match w {
+                InternalWork::HashingContext { files } => *files,
+                _ => 0,
+            })
+            .sum()
+    }
+
     fn indexed(&self) -> usize {
         self.internal
             .iter()
@@ -126,6 +136,8 @@ fn a_fully_cached_multi_stage_rebuild_unpacks_nothing() {
     assert!(first.unpacked() > 0, "{:?}", first.internal);
     // Layers written by this build were indexed as they were written.
     assert_eq!(first.indexed(), 0, "{:?}", first.internal);
+    // `COPY .` read the three context files; a rebuild reads none.
+    assert_eq!(first.context_files_hashed(), 3, "{:?}", first.internal);
 
     let again = build(&store, &opts);
     assert_eq!(again.result.image_id, first.result.image_id);
@@ -133,6 +145,7 @@ fn a_fully_cached_multi_stage_rebuild_unpacks_nothing() {
     assert_eq!(again.result.steps_cached, 7);
     assert_eq!(again.unpacked(), 0, "{:?}", again.internal);
     assert_eq!(again.indexed(), 0, "{:?}", again.internal);
+    assert_eq!(again.context_files_hashed(), 0, "{:?}", again.internal);
 
     // A store whose layers have no index yet (made before indexes
     // existed): they are indexed from their tars, still nothing unpacked.

@@ -310,9 +310,9 @@ impl Solver<'_> {
                     hash_tree_at(t, &s.path.to_string_lossy(), ex, &mut h)?;
                 }
                 None => {
-                    // Inline files are neither context files nor under its
-                    // ignore rules' reach (their relative path is empty).
-                    let in_context = req.from.is_none() && !s.rel.is_empty();
+                    // Inline files (heredocs) are not context files: their
+                    // hashes are not worth remembering across builds.
+                    let in_context = req.from.is_none() && s.path.starts_with(&self.opts.context);
                     let ignore = req.from.is_none().then_some(&self.context_files.ignore);
                     let cache = in_context.then_some(&self.context_files.hash_cache);
                     let ex = if s.path.is_dir() {
