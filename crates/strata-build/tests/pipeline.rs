@@ -136,6 +136,13 @@ fn a_fully_cached_multi_stage_rebuild_unpacks_nothing() {
     assert!(first.unpacked() > 0, "{:?}", first.internal);
     // Layers written by this build were indexed as they were written.
     assert_eq!(first.indexed(), 0, "{:?}", first.internal);
+    // One line per layer written, with its time.
+    let written = first
+        .internal
+        .iter()
+        .filter(|w| **w == InternalWork::WritingLayer)
+        .count();
+    assert_eq!(written, 7, "{:?}", first.internal);
     // `COPY .` read the three context files; a rebuild reads none.
     assert_eq!(first.context_files_hashed(), 3, "{:?}", first.internal);
 
@@ -233,6 +240,16 @@ fn image_ids_and_exports_are_byte_identical_to_before() {
             built.result.manifest_digest.to_string(),
             "sha256:f5ed9a2cff2b7113b880257bff941ac95c712b332b357c537ba869ab357b4fa1",
             "{round}"
+        );
+        // Exporting is reported as work of its own, with what it wrote.
+        let exported = format!("type=oci,dest={}", dest.display());
+        assert!(
+            built
+                .internal
+                .iter()
+                .any(|w| matches!(w, InternalWork::Exporting { output } if *output == exported)),
+            "{:?}",
+            built.internal
         );
         let tar = std::fs::read(&dest).unwrap();
         assert_eq!(
