@@ -78,9 +78,53 @@ pub enum Event {
         n: usize,
         message: String,
     },
+    /// Work done outside any step (unpacking, indexing, hashing the
+    /// context, writing layers, exporting), reported when it ends so that a
+    /// build whose steps were all cached still says where its time went:
+    /// `#n [internal] unpacking 3 layers` and its duration.
+    Internal {
+        n: usize,
+        work: InternalWork,
+        seconds: f64,
+    },
     /// A build check fired (BuildKit's lint rules); the CLI lists these
     /// after the build, as buildx does.
     Warning(strata_frontend::lint::Warning),
+}
+
+/// What an [`Event::Internal`] was doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InternalWork {
+    /// Layers unpacked from their tars (into snapshots, or into a scratch
+    /// root for a `COPY --from` or `RUN --mount=from=` that runs).
+    Unpacking { layers: usize },
+    /// Layers whose content index was made from their tar (once per layer).
+    Indexing { layers: usize },
+    /// Context files read and hashed (the others were known unchanged).
+    HashingContext { files: usize },
+    /// A step's changes written as a layer.
+    WritingLayer,
+    /// An output written (`type=oci`, `type=docker`, ...).
+    Exporting { output: String },
+}
+
+impl std::fmt::Display for InternalWork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let plural = |n: &usize| if *n == 1 { "" } else { "s" };
+        match self {
+            InternalWork::Unpacking { layers } => {
+                write!(f, "unpacking {layers} layer{}", plural(layers))
+            }
+            InternalWork::Indexing { layers } => {
+                write!(f, "indexing {layers} layer{}", plural(layers))
+            }
+            InternalWork::HashingContext { files } => {
+                write!(f, "hashing {files} context file{}", plural(files))
+            }
+            InternalWork::WritingLayer => f.write_str("writing layer"),
+            InternalWork::Exporting { output } => write!(f, "exporting to {output}"),
+        }
+    }
 }
 
 /// What a finished build produced.

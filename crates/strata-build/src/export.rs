@@ -266,6 +266,22 @@ pub(crate) fn export(
     }
 }
 
+/// An output as progress names it: `type=oci,dest=out.tar`.
+pub(crate) fn describe(out: &Output) -> String {
+    let kind = match out.kind {
+        OutputKind::Image => "image",
+        OutputKind::Docker => "docker",
+        OutputKind::Oci { tar: true } => "oci",
+        OutputKind::Oci { tar: false } => "oci,tar=false",
+        OutputKind::Local => "local",
+        OutputKind::Tar => "tar",
+    };
+    match &out.dest {
+        Some(d) => format!("type={kind},dest={}", d.display()),
+        None => format!("type={kind}"),
+    }
+}
+
 /// `type=local` / `type=tar`: the image's merged root filesystem.
 fn export_rootfs(
     store: &Store,

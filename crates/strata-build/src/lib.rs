@@ -26,7 +26,7 @@ use solver::{PlatformBuild, build_platform};
 
 pub use cache::remote as remote_cache;
 
-pub use api::{BuildOptions, BuildResult, Event};
+pub use api::{BuildOptions, BuildResult, Event, InternalWork};
 pub use checks::check;
 pub use error::BuildError;
 use error::{Result, other};
@@ -208,8 +208,19 @@ pub fn build(
             platform: p.clone(),
         });
     }
+    let mut result = result.ok_or_else(|| other("no platform was built"))?;
     for out in &opts.outputs {
+        let started = std::time::Instant::now();
         export::export(store, &lock, &images, &opts.tags, out, epoch)?;
+        // Its own progress line, numbered after the steps.
+        result.steps_numbered += 1;
+        events(Event::Internal {
+            n: result.steps_numbered,
+            work: InternalWork::Exporting {
+                output: export::describe(out),
+            },
+            seconds: started.elapsed().as_secs_f64(),
+        });
     }
-    result.ok_or_else(|| other("no platform was built"))
+    Ok(result)
 }

@@ -1,7 +1,7 @@
 //! `RUN --mount=type=cache|bind|tmpfs|secret|ssh,...`: parsing the spec,
 //! resolving its source, and its contribution to the step's cache key.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use strata_exec::{CacheSharing, Mount};
 use strata_frontend::Instruction;
@@ -13,6 +13,19 @@ use crate::solver::Solver;
 pub(crate) struct Resolved {
     pub mounts: Vec<Mount>,
     pub key: Vec<u8>,
+    /// Bind mounts from another stage or an image: their keys come from
+    /// the content index; their sources exist on disk only after
+    /// [`Solver::materialise_mounts`], which the step calls when it runs.
+    from_stage: Vec<StageBind>,
+}
+
+/// A `--mount=type=bind,from=...` whose source is not on disk yet.
+struct StageBind {
+    /// Its place in `Resolved::mounts`.
+    mount: usize,
+    from: String,
+    /// The source, resolved in the stage's tree.
+    path: String,
 }
 
 fn octal(v: &str) -> Option<u32> {
@@ -24,6 +37,7 @@ impl Solver<'_> {
         let mut out = Resolved {
             mounts: Vec::new(),
             key: Vec::new(),
+            from_stage: Vec::new(),
         };
         for spec in ins.flag_all("mount") {
             let mut kv = std::collections::BTreeMap::new();
@@ -106,34 +120,49 @@ impl Solver<'_> {
                         .or_else(|| kv.get("src"))
                         .cloned()
                         .unwrap_or_default();
-                    let root = match &from {
-                        Some(f) => self.rootfs_of(f, ins)?,
-                        None => self.opts.context.clone(),
-                    };
-                    let path = strata_oci::path::secure_join(&root, Path::new(&source))
-                        .map_err(|e| self.fail(ins, &format!("--mount source={source}: {e}")))?;
-                    if std::fs::symlink_metadata(&path).is_err() {
-                        return Err(
-                            self.fail(ins, &format!("--mount: source {source:?} not found"))
-                        );
-                    }
                     let mut h = blake3::Hasher::new();
-                    let (ignore, cache) = if from.is_none() {
-                        (
-                            Some(&self.context_files.ignore),
-                            Some(&self.context_files.hash_cache),
-                        )
-                    } else {
-                        (None, None)
+                    let path = match &from {
+                        Some(f) => {
+                            let tree = self.stage_tree(f, ins)?;
+                            let resolved = tree.resolve(&source, true).map_err(|e| {
+                                self.fail(ins, &format!("--mount source={source}: {e}"))
+                            })?;
+                            if tree.get(&resolved).is_none() {
+                                return Err(self
+                                    .fail(ins, &format!("--mount: source {source:?} not found")));
+                            }
+                            crate::copy::hash_tree_at(&tree, &resolved, None, &mut h)?;
+                            out.from_stage.push(StageBind {
+                                mount: out.mounts.len(),
+                                from: f.clone(),
+                                path: resolved,
+                            });
+                            // Set by `materialise_mounts` if the step runs.
+                            PathBuf::new()
+                        }
+                        None => {
+                            let path = strata_oci::path::secure_join(
+                                &self.opts.context,
+                                Path::new(&source),
+                            )
+                            .map_err(|e| {
+                                self.fail(ins, &format!("--mount source={source}: {e}"))
+                            })?;
+                            if std::fs::symlink_metadata(&path).is_err() {
+                                return Err(self
+                                    .fail(ins, &format!("--mount: source {source:?} not found")));
+                            }
+                            crate::context::hash_tree(
+                                &path,
+                                source.trim_matches('/'),
+                                Some(&self.context_files.ignore),
+                                None,
+                                Some(&self.context_files.hash_cache),
+                                &mut h,
+                            )?;
+                            path
+                        }
                     };
-                    crate::context::hash_tree(
-                        &path,
-                        source.trim_matches('/'),
-                        ignore,
-                        None,
-                        cache,
-                        &mut h,
-                    )?;
                     out.key.extend(
                         format!(
                             "bind {from:?} {source} {target} {}\0",
@@ -213,5 +242,17 @@ impl Solver<'_> {
             }
         }
         Ok(out)
+    }
+
+    /// Gives bind mounts from another stage or an image their source on
+    /// disk: that stage's tree, materialised (once per build).
+    pub(crate) fn materialise_mounts(&self, r: &mut Resolved, ins: &Instruction) -> Result<()> {
+        for b in &r.from_stage {
+            let root = self.rootfs_of(&b.from, ins)?;
+            if let Some(Mount::Bind { source, .. }) = r.mounts.get_mut(b.mount) {
+                *source = root.join(&b.path);
+            }
+        }
+        Ok(())
     }
 }

@@ -76,6 +76,7 @@ impl Plain {
             }
             // Listed after the build (`print_warnings`), as buildx does.
             Event::Warning(_) => {}
+            Event::Internal { n, work, seconds } => internal(n, work, seconds, |e| self.event(e)),
         }
     }
 }
@@ -139,6 +140,9 @@ impl RawJson {
                 serde_json::json!({"completed": Self::now(), "error": message}),
             ),
             Event::Warning(w) => serde_json::json!({"warnings": [vertex_warning(&w, None)]}),
+            Event::Internal { n, work, seconds } => {
+                return internal(n, work, seconds, |e| self.event(e));
+            }
         };
         eprintln!("{line}");
     }
@@ -248,8 +252,19 @@ impl Tty {
                 self.finish(n, &format!("ERROR: {first}"));
             }
             Event::Warning(_) => {}
+            Event::Internal { n, work, seconds } => internal(n, work, seconds, |e| self.event(e)),
         }
     }
+}
+
+/// Work outside the steps is drawn as a step of its own that is done at
+/// once: `#n [internal] unpacking 3 layers` then `#n DONE 1.2s`.
+fn internal(n: usize, work: strata_build::InternalWork, seconds: f64, mut show: impl FnMut(Event)) {
+    show(Event::Step {
+        n,
+        name: format!("[internal] {work}"),
+    });
+    show(Event::Done { n, seconds });
 }
 
 /// The renderer `--progress` picked.

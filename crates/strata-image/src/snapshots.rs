@@ -10,7 +10,18 @@ use crate::Result;
 /// returns them as overlay lowerdirs, top-most first. Shared by builds and
 /// `strata run`.
 pub fn lowers(store: &Store, lock: &WriteLock, layers: &[LayerRecord]) -> Result<Vec<PathBuf>> {
+    lowers_counted(store, lock, layers).map(|(l, _)| l)
+}
+
+/// [`lowers`], also saying how many layers had to be unpacked now (the
+/// others had snapshots already), for progress and for tests that count.
+pub fn lowers_counted(
+    store: &Store,
+    lock: &WriteLock,
+    layers: &[LayerRecord],
+) -> Result<(Vec<PathBuf>, usize)> {
     let mut lowers = Vec::new();
+    let mut unpacked = 0;
     for l in layers {
         let dir = store.snapshot_dir(&l.diff_id);
         if !store.snapshot_ready(&l.diff_id)? {
@@ -27,9 +38,10 @@ pub fn lowers(store: &Store, lock: &WriteLock, layers: &[LayerRecord]) -> Result
                 Some(&l.diff_id),
             )?;
             store.snapshot_done(lock, &l.diff_id)?;
+            unpacked += 1;
         }
         lowers.push(dir);
     }
     lowers.reverse();
-    Ok(lowers)
+    Ok((lowers, unpacked))
 }

@@ -103,6 +103,23 @@ impl Store {
         put_reader(&self.root, reader)
     }
 
+    /// Starts a blob whose digest is known only when it is written (a
+    /// layer being compressed); nothing is visible before
+    /// [`Store::commit_blob`]. The lock is held for as long as the writer is.
+    pub fn blob_writer(&self, _lock: &WriteLock) -> Result<strata_oci::blobs::BlobWriter> {
+        blob_store(&self.root)?.writer().map_err(map)
+    }
+
+    /// Finishes a [`Store::blob_writer`] blob; with `expected`, a different
+    /// digest is refused and nothing is stored.
+    pub fn commit_blob(
+        &self,
+        w: strata_oci::blobs::BlobWriter,
+        expected: Option<Digest>,
+    ) -> Result<(Digest, u64)> {
+        w.commit(expected).map_err(map)
+    }
+
     pub fn put_blob_bytes(&self, _lock: &WriteLock, data: &[u8]) -> Result<Digest> {
         put_reader(&self.root, data).map(|(d, _)| d)
     }

@@ -93,6 +93,7 @@ impl Store {
                 Ok(())
             })?;
         }
+        self.remove_dead_indexes(&live_layers)?;
         let cdir = self.root.join("containers");
         for e in fs_err::read_dir(&cdir).map_err(io_err(&cdir))? {
             let e = e.map_err(io_err(&cdir))?;

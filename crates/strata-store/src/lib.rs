@@ -22,7 +22,8 @@
 //! the lock, transactions), `records` (what the tables hold), `blobs` (the
 //! content store and where blobs are known to live remotely), `images`
 //! (image records and tags), `containers`, `cache` (build cache, context
-//! metadata, re-encoded layers), `snapshots`, `gc` (GC and `check`);
+//! metadata, re-encoded layers), `snapshots`, `layer_index` (each layer's
+//! content index and the tree a chain of them makes), `gc` (GC and `check`);
 //! `image` writes new images (layers, configs, import, commit), `layer`
 //! reads layer tars as trees and diffs, `archive` is `save`/`load` over
 //! strata-oci's archive codec, `reference` normalises image names.
@@ -36,6 +37,7 @@ mod gc;
 mod image;
 mod images;
 mod layer;
+mod layer_index;
 mod records;
 mod reference;
 mod snapshots;
@@ -51,6 +53,7 @@ pub use image::{
     write_image,
 };
 pub use layer::{DiffKind, DiffLine, diff_container, diff_images, diff_top_layer, tree_of};
+pub use layer_index::{EntryKind, IndexEntry, IndexItem, LayerIndex, MergedTree};
 pub use records::{
     CacheRecord, CheckReport, ContainerRecord, CtxMeta, EncodedLayer, GcReport, ImageRecord,
     LayerRecord, OwnerProcess, Problem, RmiEvent, RmiOptions,

@@ -1,10 +1,13 @@
-//! COPY and ADD: select sources (context, another stage, an image), build a
-//! fresh layer directory with docker's path rules, and write it as a layer.
+//! COPY and ADD: what the instruction asks (`CopyRequest`), the sources it
+//! selects (the context, or another stage's or image's content index), the
+//! step's cache key, and on a miss a fresh layer directory built with
+//! docker's path rules and written as a layer.
 
 mod chmod;
 mod chown;
 mod owners;
 mod select;
+mod stage_tree;
 mod tree;
 
 use std::fs;
@@ -12,41 +15,65 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use strata_frontend::{Args, Instruction};
-use strata_store::LayerRecord;
+use strata_store::{LayerRecord, MergedTree};
 
 use chmod::Chmod;
 use select::{Source, is_archive, resolve_in_image};
+pub(crate) use stage_tree::{hash_tree_at, tree_is_dir};
 use tree::{TreeRules, copy_tree};
 
+use crate::api::InternalWork;
 use crate::cache::key_of;
 use crate::context;
 use crate::error::{Result, context, io, other};
 use crate::solver::{Solver, State, clean_abs};
 
+/// A COPY/ADD instruction with its words and flags expanded.
+struct CopyRequest {
+    is_add: bool,
+    source_words: Vec<String>,
+    dest_word: String,
+    /// The destination as written, made absolute against WORKDIR.
+    dest_abs: String,
+    /// `dest_abs` cleaned and relative to the root.
+    dest_rel: String,
+    /// `dir/`, `.` and `dir/.` name a directory; so does an existing
+    /// directory in the image (checked once the lowers are known).
+    dest_is_dir_syntax: bool,
+    /// `--from`: a stage (name or index) or an image.
+    from: Option<String>,
+    /// `--exclude` patterns as written (for the key) and as rules.
+    excludes: Vec<String>,
+    exclude: Option<context::Ignore>,
+    parents: bool,
+    chown: Option<String>,
+    chmod: Option<String>,
+    link: bool,
+}
+
+impl CopyRequest {
+    fn keyword(&self) -> &'static str {
+        if self.is_add { "ADD" } else { "COPY" }
+    }
+}
+
 /// A COPY/ADD step's `created_by`, as BuildKit's `dispatchCopy` writes it:
 /// `--parents`, `--chown` and `--chmod` with their expanded values (never
 /// `--from`, `--link` or `--exclude`), the expanded sources with heredocs
 /// last as `<<NAME`, the destination, and ` # buildkit`.
-fn copy_history(
-    ins: &Instruction,
-    chown: Option<&str>,
-    chmod: Option<&str>,
-    parents: bool,
-    sources: &[String],
-    dest: &str,
-) -> String {
-    let mut text = ins.keyword.to_uppercase();
-    if parents {
+fn copy_history(req: &CopyRequest) -> String {
+    let mut text = req.keyword().to_owned();
+    if req.parents {
         text.push_str(" --parents");
     }
-    if let Some(c) = chown.filter(|c| !c.is_empty()) {
+    if let Some(c) = req.chown.as_deref().filter(|c| !c.is_empty()) {
         text.push_str(&format!(" --chown={c}"));
     }
-    if let Some(m) = chmod.filter(|m| !m.is_empty()) {
+    if let Some(m) = req.chmod.as_deref().filter(|m| !m.is_empty()) {
         text.push_str(&format!(" --chmod={m}"));
     }
     let (heredocs, paths): (Vec<&String>, Vec<&String>) =
-        sources.iter().partition(|w| w.starts_with("<<"));
+        req.source_words.iter().partition(|w| w.starts_with("<<"));
     for p in paths {
         text.push_str(&format!(" {p}"));
     }
@@ -56,7 +83,7 @@ fn copy_history(
             .trim_matches(|c| c == '"' || c == '\'');
         text.push_str(&format!(" <<{name}"));
     }
-    format!("{text} {dest} # buildkit")
+    format!("{text} {} # buildkit", req.dest_word)
 }
 
 /// A COPY heredoc's text with its quotes escaped, so that expanding it
@@ -93,357 +120,30 @@ impl Solver<'_> {
         args: &std::collections::BTreeMap<String, String>,
     ) -> Result<bool> {
         owners::begin();
-        let is_add = ins.keyword == "add";
         let env = state.config.config.env.clone().unwrap_or_default();
-        let escape = self.plan.df.escape;
         let lookup = |k: &str| strata_frontend::env_get(&env, k).or_else(|| args.get(k).cloned());
-        let words: Vec<String> = match &ins.args {
-            Args::Exec(v) => v
-                .iter()
-                .map(|w| strata_frontend::expand_word(w, &lookup, escape))
-                .collect::<Result<_, _>>()
-                .map_err(|e| self.fail(ins, &e.to_string()))?,
-            Args::Shell(s) => strata_frontend::split_words(s, &lookup, escape)
-                .map_err(|e| self.fail(ins, &e.to_string()))?,
-        };
-        if words.len() < 2 {
-            return Err(self.fail(
-                ins,
-                &format!(
-                    "{} requires at least two arguments: source(s) and destination",
-                    ins.keyword.to_uppercase()
-                ),
-            ));
-        }
-        let (dest_word, source_words) = words.split_last().ok_or_else(|| other("no arguments"))?;
-        let workdir = state
-            .config
-            .config
-            .working_dir
-            .clone()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "/".into());
-        // `dir/`, `.`, `dir/.` and an empty word (the workdir, as BuildKit
-        // reads `COPY f $empty`) name a directory; so does an existing
-        // directory in the image (checked once the lowers are known).
-        let mut dest_is_dir_syntax = dest_word.is_empty()
-            || dest_word.ends_with('/')
-            || dest_word == "."
-            || dest_word.ends_with("/.");
-        let dest_abs = if dest_word.starts_with('/') {
-            dest_word.clone()
-        } else {
-            format!("{}/{}", workdir.trim_end_matches('/'), dest_word)
-        };
-        let dest_rel = clean_abs(Path::new(&dest_abs))
-            .trim_start_matches('/')
-            .to_owned();
-
-        // Where sources come from.
-        let from = ins
-            .flag("from")
-            .map(|f| strata_frontend::expand_word(f, &lookup, escape))
-            .transpose()
-            .map_err(|e| self.fail(ins, &e.to_string()))?;
+        let req = self.copy_request(ins, state, &lookup)?;
         let scratch = self.scratch()?;
-        let inline_dir = scratch.path().join("inline");
-        let (src_root, use_ignore) = match &from {
-            None => (self.opts.context.clone(), true),
-            Some(f) => (self.rootfs_of(f, ins)?, false),
+        let tree = match &req.from {
+            Some(f) => Some(self.stage_tree(f, ins)?),
+            None => None,
         };
-
-        // `--exclude=PATTERN` (repeatable), matched like .dockerignore lines
-        // against paths relative to the source root.
-        let excludes: Vec<String> = ins
-            .flag_all("exclude")
-            .into_iter()
-            .map(|v| strata_frontend::expand_word(v, &lookup, escape))
-            .collect::<Result<_, _>>()
-            .map_err(|e| self.fail(ins, &e.to_string()))?;
-        // BuildKit matches them against paths inside each source (a
-        // directory's contents, or a file's name), as .dockerignore lines.
-        let exclude = if excludes.is_empty() {
-            None
-        } else {
-            Some(context::Ignore::parse(&excludes.join("\n"))?)
-        };
-        let ignore = if use_ignore {
-            Some(&self.context_files.ignore)
-        } else {
-            None
-        };
-        let parents = match ins.flag("parents") {
-            None | Some("false") => false,
-            Some("" | "true") => true,
-            Some(v) => {
-                return Err(self.fail(ins, &format!("--parents={v}: expected true or false")));
-            }
-        };
-        let mut sources: Vec<Source> = Vec::new();
-        for w in source_words {
-            if let Some(name) = w.strip_prefix("<<") {
-                let name = name
-                    .trim_start_matches('-')
-                    .trim_matches(|c| c == '"' || c == '\'');
-                let h = ins
-                    .heredocs
-                    .iter()
-                    .find(|h| h.name == name)
-                    .ok_or_else(|| self.fail(ins, &format!("no heredoc named {name}")))?;
-                fs::create_dir_all(&inline_dir).map_err(io("creating a scratch dir"))?;
-                let content = if h.quoted {
-                    h.content.clone()
-                } else {
-                    strata_frontend::expand_word(&quotes_as_text(&h.content), &lookup, '\\')
-                        .unwrap_or_else(|_| h.content.clone())
-                };
-                let p = inline_dir.join(name);
-                fs::write(&p, content).map_err(io("writing an inline file"))?;
-                // BuildKit makes inline files 0644 (`llb.Mkfile(f, 0644, ..)`
-                // since moby/buildkit#3992), whatever the umask; COPY keeps
-                // that unless --chmod is given.
-                fs::set_permissions(&p, fs::Permissions::from_mode(0o644))
-                    .map_err(io("chmod of an inline file"))?;
-                sources.push(Source {
-                    path: p,
-                    rel: String::new(),
-                    keep: String::new(),
-                });
-                continue;
-            }
-            if is_add
-                && (w.starts_with("http://") || w.starts_with("https://") || w.starts_with("git@"))
-            {
-                return Err(self.fail(ins, &format!("ADD {w}: remote sources are not supported by this version of strata; download the file into the context and COPY it")));
-            }
-            let rel = clean_abs(Path::new(&format!("/{w}")))
-                .trim_start_matches('/')
-                .to_owned();
-            let mut matched = self.select(&src_root, &rel, ignore)?;
-            if let Some(ex) = &exclude {
-                matched.retain(|m| {
-                    m.path.is_dir()
-                        || !m
-                            .path
-                            .file_name()
-                            .is_some_and(|n| ex.excluded(&n.to_string_lossy()))
-                });
-            }
-            // `--parents` keeps each source's path, from the `/./` pivot when
-            // the source names one (`src/./pkg/x` keeps `pkg/x`).
-            if parents {
-                let pivot = w
-                    .find("/./")
-                    .map(|i| clean_abs(Path::new(&format!("/{}", &w[..i]))))
-                    .map(|p| p.trim_start_matches('/').to_owned());
-                for m in &mut matched {
-                    m.keep = match &pivot {
-                        Some(p) if !p.is_empty() => m
-                            .rel
-                            .strip_prefix(p.as_str())
-                            .map(|r| r.trim_start_matches('/').to_owned())
-                            .unwrap_or_else(|| m.rel.clone()),
-                        _ => m.rel.clone(),
-                    };
-                }
-            }
-            // A wildcard may match nothing (BuildKit's `AllowEmptyWildcard`);
-            // a plain path must exist.
-            if matched.is_empty() && !rel.contains(['*', '?', '[']) {
-                return Err(self.fail(
-                    ins,
-                    &format!("failed to compute cache key: \"/{rel}\" not found"),
-                ));
-            }
-            sources.extend(matched);
-        }
-        let many = sources.len() > 1;
-        if (many || parents) && !dest_is_dir_syntax {
-            return Err(self.fail(ins, &format!("When using {} with more than one source file, the destination must be a directory and end with a /", ins.keyword.to_uppercase())));
-        }
-
-        // Cache key: parent, instruction, flags, dest, and source contents.
-        let chown = ins
-            .flag("chown")
-            .map(|c| strata_frontend::expand_word(c, &lookup, escape))
-            .transpose()
-            .map_err(|e| self.fail(ins, &e.to_string()))?;
-        // Expanded as --chown is (`COPY --chmod=${mode}`), as BuildKit does.
-        let chmod = ins
-            .flag("chmod")
-            .map(|c| strata_frontend::expand_word(c, &lookup, escape))
-            .transpose()
-            .map_err(|e| self.fail(ins, &e.to_string()))?;
-        let mut h = blake3::Hasher::new();
-        for s in &sources {
-            h.update(s.rel.as_bytes());
-            let cache = if use_ignore {
-                Some(&self.context_files.hash_cache)
-            } else {
-                None
-            };
-            let ex = if s.path.is_dir() {
-                exclude.as_ref()
-            } else {
-                None
-            };
-            context::hash_tree(&s.path, &s.rel, ignore, ex, cache, &mut h)?;
-        }
-        let flags = format!(
-            "{:?} {:?} {:?} {} {:?} {}",
-            chown,
-            chmod,
-            from,
-            ins.flag("link").is_some(),
-            excludes,
-            parents
-        );
-        let link = ins.flag("link").is_some();
-        let parent_key = if link {
-            String::new()
-        } else {
-            state.key.clone()
-        };
-        let key = key_of(&[
-            parent_key.as_bytes(),
-            ins.keyword.as_bytes(),
-            flags.as_bytes(),
-            dest_abs.as_bytes(),
-            source_words.join("\0").as_bytes(),
-            h.finalize().as_bytes(),
-        ]);
-        let key = if link {
-            key_of(&[state.key.as_bytes(), key.as_bytes()])
-        } else {
-            key
-        };
-        let history = copy_history(
-            ins,
-            chown.as_deref(),
-            chmod.as_deref(),
-            parents,
-            source_words,
-            dest_word,
-        );
+        // Absolute, so that an inline file is never taken for a path in a
+        // stage's tree (those are relative until materialised).
+        let inline_dir = std::path::absolute(scratch.path().join("inline"))
+            .map_err(io("resolving the scratch dir"))?;
+        let mut sources = self.copy_sources(ins, &req, tree.as_deref(), &lookup, &inline_dir)?;
+        let key = self.copy_key(&req, state, &sources, tree.as_deref())?;
+        let history = copy_history(&req);
         if self.cache_hit(&key, state)? {
             return Ok(true);
         }
-
-        let (uid, gid) = match &chown {
-            Some(c) => self.resolve_chown(c, state, ins)?,
-            None => (0, 0),
-        };
-        let chmod_mode = match &chmod {
-            Some(m) => {
-                Some(Chmod::parse(m).map_err(|e| self.fail(ins, &format!("--chmod={m}: {e}")))?)
-            }
-            None => None,
-        };
-        let chmod_bits = chmod_mode.as_ref();
+        if let Some(f) = &req.from {
+            self.materialise_sources(f, ins, &mut sources)?;
+        }
         let layer_root = scratch.path().join("root");
         fs::create_dir_all(&layer_root).map_err(io("creating a layer dir"))?;
-        let lowers = if link {
-            Vec::new()
-        } else {
-            self.lowers(&state.layers)?
-        };
-        // Symlinks in the image on the way to the destination are followed,
-        // within the root (BuildKit resolves the destination in the image).
-        let dest_rel = resolve_in_image(&lowers, &dest_rel)
-            .map_err(|e| self.fail(ins, &format!("destination {dest_abs}: {e}")))?;
-        if !dest_is_dir_syntax
-            && strata_exec::snapshot::lookup(&lowers, Path::new(&dest_rel))
-                .is_some_and(|f| f.meta.is_dir())
-        {
-            dest_is_dir_syntax = true;
-        }
-        let keep_owner = from.is_some() && chown.is_none();
-        let owner = if keep_owner { None } else { Some((uid, gid)) };
-        let rules = TreeRules {
-            ignore,
-            exclude: exclude.as_ref(),
-            owner,
-            chmod: chmod_bits,
-        };
-        let dest_path = layer_root.join(&dest_rel);
-        for s in &sources {
-            let meta = fs::symlink_metadata(&s.path)
-                .map_err(io(format!("reading {}", s.path.display())))?;
-            if parents && !s.keep.is_empty() {
-                let target_rel = format!("{}/{}", dest_rel, s.keep)
-                    .trim_start_matches('/')
-                    .to_owned();
-                let parent_rel = Path::new(&target_rel)
-                    .parent()
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                self.make_parents_owned(
-                    &layer_root,
-                    &parent_rel,
-                    &lowers,
-                    true,
-                    chown.as_ref().map(|_| (uid, gid)),
-                )?;
-                copy_tree(
-                    &s.path,
-                    &layer_root.join(&target_rel),
-                    &s.rel,
-                    "",
-                    rules,
-                    false,
-                )?;
-                continue;
-            }
-            if meta.is_dir() {
-                let created_owner = chown.as_ref().map(|_| (uid, gid));
-                self.make_parents_owned(&layer_root, &dest_rel, &lowers, true, created_owner)?;
-                copy_tree(&s.path, &dest_path, &s.rel, "", rules, true)?;
-            } else if is_add && !meta.file_type().is_symlink() && is_archive(&s.path) {
-                let created_owner = chown.as_ref().map(|_| (uid, gid));
-                self.make_parents_owned(&layer_root, &dest_rel, &lowers, true, created_owner)?;
-                let f =
-                    fs::File::open(&s.path).map_err(io(format!("opening {}", s.path.display())))?;
-                let (_, r) = strata_oci::compress::decompress(f)
-                    .map_err(io(format!("reading {}", s.path.display())))?;
-                strata_oci::apply::apply_layer(
-                    r,
-                    &dest_path,
-                    &mut strata_oci::apply::DeleteWhiteouts,
-                )
-                .map_err(|e| {
-                    self.fail(
-                        ins,
-                        &format!("extracting {}: {}", s.rel, crate::error::chain(&e)),
-                    )
-                })?;
-            } else {
-                let name = s.path.file_name().map(|n| n.to_owned()).unwrap_or_default();
-                let target_rel = if dest_is_dir_syntax || many {
-                    format!("{}/{}", dest_rel, name.to_string_lossy())
-                } else {
-                    dest_rel.clone()
-                };
-                let target_rel = target_rel.trim_start_matches('/').to_owned();
-                let parent_rel = Path::new(&target_rel)
-                    .parent()
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let created_owner = chown.as_ref().map(|_| (uid, gid));
-                self.make_parents_owned(&layer_root, &parent_rel, &lowers, true, created_owner)?;
-                copy_tree(
-                    &s.path,
-                    &layer_root.join(&target_rel),
-                    "",
-                    "",
-                    TreeRules {
-                        ignore: None,
-                        exclude: None,
-                        ..rules
-                    },
-                    false,
-                )?;
-            }
-        }
+        self.copy_into_layer(ins, &req, state, &sources, &layer_root)?;
         owners::apply_pending(&layer_root)?;
         let changes = strata_oci::layer::changes_for_tree(&layer_root)
             .map_err(context("listing the layer"))?;
@@ -462,42 +162,430 @@ impl Solver<'_> {
         Ok(false)
     }
 
+    /// Expands the instruction's words and flags and checks their shape.
+    fn copy_request(
+        &self,
+        ins: &Instruction,
+        state: &State,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<CopyRequest> {
+        let is_add = ins.keyword == "add";
+        let escape = self.plan.df.escape;
+        let expand = |w: &str| {
+            strata_frontend::expand_word(w, lookup, escape)
+                .map_err(|e| self.fail(ins, &e.to_string()))
+        };
+        let mut words: Vec<String> = match &ins.args {
+            Args::Exec(v) => v.iter().map(|w| expand(w)).collect::<Result<_>>()?,
+            Args::Shell(s) => strata_frontend::split_words(s, lookup, escape)
+                .map_err(|e| self.fail(ins, &e.to_string()))?,
+        };
+        if words.len() < 2 {
+            return Err(self.fail(
+                ins,
+                &format!(
+                    "{} requires at least two arguments: source(s) and destination",
+                    ins.keyword.to_uppercase()
+                ),
+            ));
+        }
+        let dest_word = words.pop().ok_or_else(|| other("no arguments"))?;
+        let workdir = state
+            .config
+            .config
+            .working_dir
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "/".into());
+        // `dir/`, `.`, `dir/.` and an empty word (the workdir, as BuildKit
+        // reads `COPY f $empty`) name a directory.
+        let dest_is_dir_syntax = dest_word.is_empty()
+            || dest_word.ends_with('/')
+            || dest_word == "."
+            || dest_word.ends_with("/.");
+        let dest_abs = if dest_word.starts_with('/') {
+            dest_word.clone()
+        } else {
+            format!("{}/{}", workdir.trim_end_matches('/'), dest_word)
+        };
+        let dest_rel = clean_abs(Path::new(&dest_abs))
+            .trim_start_matches('/')
+            .to_owned();
+        let from = ins.flag("from").map(expand).transpose()?;
+        // `--exclude=PATTERN` (repeatable), matched like .dockerignore lines;
+        // BuildKit matches them against paths inside each source (a
+        // directory's contents, or a file's name).
+        let excludes: Vec<String> = ins
+            .flag_all("exclude")
+            .into_iter()
+            .map(expand)
+            .collect::<Result<_>>()?;
+        let exclude = if excludes.is_empty() {
+            None
+        } else {
+            Some(context::Ignore::parse(&excludes.join("\n"))?)
+        };
+        let parents = match ins.flag("parents") {
+            None | Some("false") => false,
+            Some("" | "true") => true,
+            Some(v) => {
+                return Err(self.fail(ins, &format!("--parents={v}: expected true or false")));
+            }
+        };
+        Ok(CopyRequest {
+            is_add,
+            source_words: words,
+            dest_word,
+            dest_abs,
+            dest_rel,
+            dest_is_dir_syntax,
+            from,
+            excludes,
+            exclude,
+            parents,
+            chown: ins.flag("chown").map(expand).transpose()?,
+            // Expanded as --chown is (`COPY --chmod=${mode}`), as BuildKit does.
+            chmod: ins.flag("chmod").map(expand).transpose()?,
+            link: ins.flag("link").is_some(),
+        })
+    }
+
+    /// The sources the instruction names, in order: heredocs as inline
+    /// files, then paths and patterns in the context or in `tree` (`--from`).
+    fn copy_sources(
+        &self,
+        ins: &Instruction,
+        req: &CopyRequest,
+        tree: Option<&MergedTree>,
+        lookup: &dyn Fn(&str) -> Option<String>,
+        inline_dir: &Path,
+    ) -> Result<Vec<Source>> {
+        let mut sources: Vec<Source> = Vec::new();
+        for w in &req.source_words {
+            if let Some(name) = w.strip_prefix("<<") {
+                sources.push(self.inline_source(ins, name, lookup, inline_dir)?);
+                continue;
+            }
+            if req.is_add
+                && (w.starts_with("http://") || w.starts_with("https://") || w.starts_with("git@"))
+            {
+                return Err(self.fail(ins, &format!("ADD {w}: remote sources are not supported by this version of strata; download the file into the context and COPY it")));
+            }
+            let rel = clean_abs(Path::new(&format!("/{w}")))
+                .trim_start_matches('/')
+                .to_owned();
+            let mut matched = match tree {
+                Some(t) => stage_tree::select_in_tree(t, &rel)?,
+                None => self.select(&self.opts.context, &rel, Some(&self.context_files.ignore))?,
+            };
+            if let Some(ex) = &req.exclude {
+                matched.retain(|m| {
+                    let is_dir = match tree {
+                        Some(t) => tree_is_dir(t, &m.path.to_string_lossy()),
+                        None => m.path.is_dir(),
+                    };
+                    is_dir
+                        || !m
+                            .path
+                            .file_name()
+                            .is_some_and(|n| ex.excluded(&n.to_string_lossy()))
+                });
+            }
+            if req.parents {
+                keep_parents(w, &mut matched);
+            }
+            // A wildcard may match nothing (BuildKit's `AllowEmptyWildcard`);
+            // a plain path must exist.
+            if matched.is_empty() && !rel.contains(['*', '?', '[']) {
+                return Err(self.fail(
+                    ins,
+                    &format!("failed to compute cache key: \"/{rel}\" not found"),
+                ));
+            }
+            sources.extend(matched);
+        }
+        if (sources.len() > 1 || req.parents) && !req.dest_is_dir_syntax {
+            return Err(self.fail(ins, &format!("When using {} with more than one source file, the destination must be a directory and end with a /", ins.keyword.to_uppercase())));
+        }
+        Ok(sources)
+    }
+
+    /// A heredoc source (`<<EOF`) written to a file in `inline_dir`.
+    fn inline_source(
+        &self,
+        ins: &Instruction,
+        marker: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+        inline_dir: &Path,
+    ) -> Result<Source> {
+        let name = marker
+            .trim_start_matches('-')
+            .trim_matches(|c| c == '"' || c == '\'');
+        let h = ins
+            .heredocs
+            .iter()
+            .find(|h| h.name == name)
+            .ok_or_else(|| self.fail(ins, &format!("no heredoc named {name}")))?;
+        fs::create_dir_all(inline_dir).map_err(io("creating a scratch dir"))?;
+        let content = if h.quoted {
+            h.content.clone()
+        } else {
+            strata_frontend::expand_word(&quotes_as_text(&h.content), lookup, '\\')
+                .unwrap_or_else(|_| h.content.clone())
+        };
+        let p = inline_dir.join(name);
+        fs::write(&p, content).map_err(io("writing an inline file"))?;
+        // BuildKit makes inline files 0644 (`llb.Mkfile(f, 0644, ..)`
+        // since moby/buildkit#3992), whatever the umask; COPY keeps
+        // that unless --chmod is given.
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644))
+            .map_err(io("chmod of an inline file"))?;
+        Ok(Source {
+            path: p,
+            rel: String::new(),
+            keep: String::new(),
+        })
+    }
+
+    /// The step's cache key: parent (none with `--link`), instruction,
+    /// flags, destination, and the sources' contents.
+    fn copy_key(
+        &self,
+        req: &CopyRequest,
+        state: &State,
+        sources: &[Source],
+        tree: Option<&MergedTree>,
+    ) -> Result<String> {
+        let started = std::time::Instant::now();
+        let hashed_before = self.context_files.hash_cache.fresh_count();
+        let mut h = blake3::Hasher::new();
+        for s in sources {
+            h.update(s.rel.as_bytes());
+            match tree.filter(|_| s.in_tree()) {
+                Some(t) => {
+                    let ex = if tree_is_dir(t, &s.path.to_string_lossy()) {
+                        req.exclude.as_ref()
+                    } else {
+                        None
+                    };
+                    hash_tree_at(t, &s.path.to_string_lossy(), ex, &mut h)?;
+                }
+                None => {
+                    // Inline files (heredocs) are not context files: their
+                    // hashes are not worth remembering across builds.
+                    let in_context = req.from.is_none() && s.path.starts_with(&self.opts.context);
+                    let ignore = req.from.is_none().then_some(&self.context_files.ignore);
+                    let cache = in_context.then_some(&self.context_files.hash_cache);
+                    let ex = if s.path.is_dir() {
+                        req.exclude.as_ref()
+                    } else {
+                        None
+                    };
+                    context::hash_tree(&s.path, &s.rel, ignore, ex, cache, &mut h)?;
+                }
+            }
+        }
+        let hashed = self
+            .context_files
+            .hash_cache
+            .fresh_count()
+            .saturating_sub(hashed_before);
+        if hashed > 0 {
+            self.emit_internal(InternalWork::HashingContext { files: hashed }, started);
+        }
+        let flags = format!(
+            "{:?} {:?} {:?} {} {:?} {}",
+            req.chown, req.chmod, req.from, req.link, req.excludes, req.parents
+        );
+        let parent_key = if req.link { "" } else { state.key.as_str() };
+        let key = key_of(&[
+            parent_key.as_bytes(),
+            req.keyword().to_lowercase().as_bytes(),
+            flags.as_bytes(),
+            req.dest_abs.as_bytes(),
+            req.source_words.join("\0").as_bytes(),
+            h.finalize().as_bytes(),
+        ]);
+        Ok(if req.link {
+            key_of(&[state.key.as_bytes(), key.as_bytes()])
+        } else {
+            key
+        })
+    }
+
+    /// Builds the step's layer directory: each source copied to where the
+    /// destination rules put it, missing parents created (owned as
+    /// `--chown` says), `--chmod` and owners applied.
+    fn copy_into_layer(
+        &self,
+        ins: &Instruction,
+        req: &CopyRequest,
+        state: &State,
+        sources: &[Source],
+        layer_root: &Path,
+    ) -> Result<()> {
+        let (uid, gid) = match &req.chown {
+            Some(c) => self.resolve_chown(c, state, ins)?,
+            None => (0, 0),
+        };
+        let chmod = match &req.chmod {
+            Some(m) => {
+                Some(Chmod::parse(m).map_err(|e| self.fail(ins, &format!("--chmod={m}: {e}")))?)
+            }
+            None => None,
+        };
+        let lowers = if req.link {
+            Vec::new()
+        } else {
+            self.lowers(&state.layers)?
+        };
+        // Symlinks in the image on the way to the destination are followed,
+        // within the root (BuildKit resolves the destination in the image).
+        let dest_rel = resolve_in_image(&lowers, &req.dest_rel)
+            .map_err(|e| self.fail(ins, &format!("destination {}: {e}", req.dest_abs)))?;
+        let dest_is_dir = req.dest_is_dir_syntax
+            || strata_exec::snapshot::lookup(&lowers, Path::new(&dest_rel))
+                .is_some_and(|f| f.meta.is_dir());
+        let keep_owner = req.from.is_some() && req.chown.is_none();
+        let place = Placement {
+            layer_root,
+            dest_rel: &dest_rel,
+            dest_is_dir: dest_is_dir || sources.len() > 1,
+            lowers: &lowers,
+            created_owner: req.chown.as_ref().map(|_| (uid, gid)),
+            rules: TreeRules {
+                ignore: req.from.is_none().then_some(&self.context_files.ignore),
+                exclude: req.exclude.as_ref(),
+                owner: if keep_owner { None } else { Some((uid, gid)) },
+                chmod: chmod.as_ref(),
+            },
+        };
+        for s in sources {
+            self.place_source(ins, req, &place, s)?;
+        }
+        Ok(())
+    }
+
+    /// Copies one source into the layer directory.
+    fn place_source(
+        &self,
+        ins: &Instruction,
+        req: &CopyRequest,
+        place: &Placement<'_>,
+        s: &Source,
+    ) -> Result<()> {
+        let meta =
+            fs::symlink_metadata(&s.path).map_err(io(format!("reading {}", s.path.display())))?;
+        let dest_rel = place.dest_rel;
+        let dest_path = place.layer_root.join(dest_rel);
+        let parents_of = |target_rel: &str| {
+            Path::new(target_rel)
+                .parent()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        if req.parents && !s.keep.is_empty() {
+            let target_rel = format!("{dest_rel}/{}", s.keep)
+                .trim_start_matches('/')
+                .to_owned();
+            self.make_parents_owned(
+                place.layer_root,
+                &parents_of(&target_rel),
+                place.lowers,
+                true,
+                place.created_owner,
+            )?;
+            return copy_tree(
+                &s.path,
+                &place.layer_root.join(&target_rel),
+                &s.rel,
+                "",
+                place.rules,
+                false,
+            );
+        }
+        if meta.is_dir() {
+            self.make_parents_owned(
+                place.layer_root,
+                dest_rel,
+                place.lowers,
+                true,
+                place.created_owner,
+            )?;
+            return copy_tree(&s.path, &dest_path, &s.rel, "", place.rules, true);
+        }
+        if req.is_add && !meta.file_type().is_symlink() && is_archive(&s.path) {
+            self.make_parents_owned(
+                place.layer_root,
+                dest_rel,
+                place.lowers,
+                true,
+                place.created_owner,
+            )?;
+            let f = fs::File::open(&s.path).map_err(io(format!("opening {}", s.path.display())))?;
+            let (_, r) = strata_oci::compress::decompress(f)
+                .map_err(io(format!("reading {}", s.path.display())))?;
+            strata_oci::apply::apply_layer(r, &dest_path, &mut strata_oci::apply::DeleteWhiteouts)
+                .map_err(|e| {
+                    self.fail(
+                        ins,
+                        &format!("extracting {}: {}", s.rel, crate::error::chain(&e)),
+                    )
+                })?;
+            return Ok(());
+        }
+        let name = s.path.file_name().map(|n| n.to_owned()).unwrap_or_default();
+        let target_rel = if place.dest_is_dir {
+            format!("{dest_rel}/{}", name.to_string_lossy())
+        } else {
+            dest_rel.to_owned()
+        };
+        let target_rel = target_rel.trim_start_matches('/').to_owned();
+        self.make_parents_owned(
+            place.layer_root,
+            &parents_of(&target_rel),
+            place.lowers,
+            true,
+            place.created_owner,
+        )?;
+        copy_tree(
+            &s.path,
+            &place.layer_root.join(&target_rel),
+            "",
+            "",
+            TreeRules {
+                ignore: None,
+                exclude: None,
+                ..place.rules
+            },
+            false,
+        )
+    }
+
     /// The merged root filesystem of a stage (by name or index) or an image,
-    /// for COPY --from; materialised once per build.
+    /// for a COPY --from or RUN --mount=from= that runs; materialised once
+    /// per build.
     pub(crate) fn rootfs_of(&self, from: &str, ins: &Instruction) -> Result<PathBuf> {
         // Held throughout, so two stages asking at once materialise it once.
         let mut rootfs = self.shared.rootfs.lock().expect("rootfs map");
         if let Some(d) = rootfs.get(from) {
             return Ok(d.path().to_owned());
         }
-        let lower = from.to_lowercase();
-        let stage_state = {
-            let done = self.schedule.done.lock().expect("done map");
-            from.parse::<usize>()
-                .ok()
-                .and_then(|i| done.get(&i))
-                .or_else(|| {
-                    let s = self
-                        .plan
-                        .stages
-                        .iter()
-                        .find(|s| s.name.as_deref() == Some(lower.as_str()))?;
-                    done.get(&s.index)
-                })
-                .cloned()
-        };
-        let layers = match stage_state {
-            Some(s) => s.layers,
-            None => {
-                let want = self.plan.inputs.target_platform.clone();
-                self.image(from, ins, &want)?.layers
-            }
-        };
+        let layers = self.source_layers(from, ins)?;
+        let started = std::time::Instant::now();
         let dir = self.scratch()?;
         for l in &layers {
             let r = self.store.open_layer_tar(l)?;
             strata_oci::apply::apply_layer(r, dir.path(), &mut strata_oci::apply::DeleteWhiteouts)
                 .map_err(context(format!("unpacking {}", l.diff_id)))?;
+        }
+        if !layers.is_empty() {
+            self.emit_internal(
+                InternalWork::Unpacking {
+                    layers: layers.len(),
+                },
+                started,
+            );
         }
         let p = dir.path().to_owned();
         rootfs.insert(from.to_owned(), dir);
@@ -540,5 +628,37 @@ impl Solver<'_> {
         let layer = self.write_layer(&layer_root, &changes)?;
         self.adopt_snapshot(&layer, &layer_root)?;
         Ok(Some(layer))
+    }
+}
+
+/// Where sources land in the layer directory, and how.
+struct Placement<'a> {
+    layer_root: &'a Path,
+    /// The destination, symlinks in the image resolved.
+    dest_rel: &'a str,
+    /// A file source goes inside the destination rather than becoming it.
+    dest_is_dir: bool,
+    lowers: &'a [PathBuf],
+    /// Owner of directories the copy creates (`--chown`), else root.
+    created_owner: Option<(u32, u32)>,
+    rules: TreeRules<'a>,
+}
+
+/// `--parents` keeps each source's path, from the `/./` pivot when the
+/// source names one (`src/./pkg/x` keeps `pkg/x`).
+fn keep_parents(word: &str, matched: &mut [Source]) {
+    let pivot = word
+        .find("/./")
+        .map(|i| clean_abs(Path::new(&format!("/{}", &word[..i]))))
+        .map(|p| p.trim_start_matches('/').to_owned());
+    for m in matched {
+        m.keep = match &pivot {
+            Some(p) if !p.is_empty() => m
+                .rel
+                .strip_prefix(p.as_str())
+                .map(|r| r.trim_start_matches('/').to_owned())
+                .unwrap_or_else(|| m.rel.clone()),
+            _ => m.rel.clone(),
+        };
     }
 }

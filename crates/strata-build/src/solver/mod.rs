@@ -14,7 +14,7 @@ use strata_oci::compress::Compression;
 use strata_oci::image::ImageConfig;
 use strata_store::{ImageRecord, LayerRecord, Store, WriteLock};
 
-use crate::api::{BuildOptions, Event};
+use crate::api::{BuildOptions, Event, InternalWork};
 use crate::cache::remote as remote_cache;
 use crate::context;
 use crate::error::{BuildError, Result, context, io, other};
@@ -130,8 +130,12 @@ pub(crate) struct ContextFiles {
 /// What stages share while they run.
 #[derive(Default)]
 pub(crate) struct Shared {
-    /// Merged root filesystems of stages/images used by COPY --from.
+    /// Merged root filesystems of stages/images used by COPY --from, made
+    /// only for steps that run.
     pub(crate) rootfs: Mutex<HashMap<String, tempfile::TempDir>>,
+    /// Merged content indexes of stages/images used by COPY --from and
+    /// RUN --mount=from=: what their cache keys are computed from.
+    pub(crate) trees: Mutex<HashMap<String, std::sync::Arc<strata_store::MergedTree>>>,
     /// Images already pulled in this build (`--pull` pulls each once).
     pub(crate) pulled: Mutex<HashMap<String, ImageRecord>>,
     /// Step results from `--cache-from`.
@@ -357,10 +361,25 @@ impl Solver<'_> {
         BuildError::Dockerfile(Box::new(self.plan.df.error(ins, msg)))
     }
 
+    /// Reports work done outside the steps, as its own progress line.
+    pub(crate) fn emit_internal(&self, work: InternalWork, started: std::time::Instant) {
+        let n = self.next_step();
+        self.emit(Event::Internal {
+            n,
+            work,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+
     /// Unpacks the state's layers into snapshots (once each); top-most first.
     pub(crate) fn lowers(&self, layers: &[LayerRecord]) -> Result<Vec<PathBuf>> {
         let _one_at_a_time = self.shared.unpacking.lock().expect("unpack lock");
-        Ok(strata_image::lowers(self.store, self.lock, layers)?)
+        let started = std::time::Instant::now();
+        let (lowers, unpacked) = strata_image::lowers_counted(self.store, self.lock, layers)?;
+        if unpacked > 0 {
+            self.emit_internal(InternalWork::Unpacking { layers: unpacked }, started);
+        }
+        Ok(lowers)
     }
 
     /// Makes `dir` (an unpacked copy of layer `l`, on the store's
@@ -388,39 +407,56 @@ impl Solver<'_> {
             .map_err(io(format!("creating a scratch dir in {}", dir.display())))
     }
 
-    /// Writes `changes` under `root` as a gzip layer into the store.
+    /// Writes `changes` under `root` as a gzip layer into the store, with
+    /// its content index. The tar is written once, uncompressed, to a
+    /// scratch file; that file is then read for the index and compressed
+    /// into the blob store (the gzip bytes are those `write_layer` would
+    /// have produced directly: same tar, same encoder).
     pub(crate) fn write_layer(
         &self,
         root: &Path,
         changes: &[strata_oci::Change],
     ) -> Result<LayerRecord> {
+        let started = std::time::Instant::now();
         let scratch = self.scratch()?;
-        let path = scratch.path().join("layer");
+        let path = scratch.path().join("layer.tar");
         let mut file = fs_err::OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .open(&path)?;
-        let opts = strata_oci::layer::LayerOptions {
-            compression: Compression::default(),
+        let tar_opts = strata_oci::layer::LayerOptions {
+            compression: Compression::Uncompressed,
             epoch: Some(self.dates.epoch),
-            threads: 0,
+            threads: 1,
             // Rootless, RUN leaves files owned by host sub-IDs; the layer
             // records the IDs the image sees.
             owners: strata_exec::idmap::IdMapping::current().owner_map(),
         };
-        let info = strata_oci::layer::write_layer(root, changes, &opts, &mut file)
+        let tar = strata_oci::layer::write_layer(root, changes, &tar_opts, &mut file)
             .map_err(context("writing a layer"))?;
         file.rewind()?;
-        let (digest, size) = self
-            .store
-            .put_blob_reader(self.lock, BufReader::new(file))?;
-        if digest != info.digest {
+        let index = strata_store::LayerIndex::from_tar(BufReader::new(&mut file))
+            .map_err(io(format!("indexing the layer in {}", path.display())))?;
+        file.rewind()?;
+        let blob_opts = strata_oci::layer::LayerOptions {
+            compression: Compression::default(),
+            threads: 0,
+            ..tar_opts
+        };
+        let mut blob = self.store.blob_writer(self.lock)?;
+        let info =
+            strata_oci::layer::layer_from_tar(BufReader::new(&mut file), &blob_opts, &mut blob)
+                .map_err(context("compressing a layer"))?;
+        if info.diff_id != tar.diff_id {
             return Err(other(format!(
-                "layer changed while being stored: {digest} != {}",
-                info.digest
+                "layer changed while being compressed: {} != {}",
+                info.diff_id, tar.diff_id
             )));
         }
+        let (digest, size) = self.store.commit_blob(blob, Some(info.digest))?;
+        self.store.put_layer_index(&info.diff_id, &index)?;
+        self.emit_internal(InternalWork::WritingLayer, started);
         Ok(LayerRecord {
             diff_id: info.diff_id,
             blob: digest,

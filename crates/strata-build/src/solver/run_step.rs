@@ -144,6 +144,7 @@ impl Solver<'_> {
         if self.cache_hit(&key, state)? {
             return Ok(true);
         }
+        self.materialise_mounts(&mut mounts, ins)?;
         // Proxy build args reach the step without an ARG, in both cases, and
         // stay out of its cache key as in the reference (`ProxyEnv`).
         for p in self.plan.inputs.proxy_env() {

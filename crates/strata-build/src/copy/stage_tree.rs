@@ -1,0 +1,242 @@
+//! Sources in another stage or an image (`COPY --from`, `RUN
+//! --mount=from=`), read from the layers' content indexes: selecting paths
+//! and hashing them for a cache key needs no unpacking. The tree is
+//! materialised on disk ([`Solver::rootfs_of`]) only when a step really runs.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use strata_frontend::Instruction;
+use strata_store::{EntryKind, IndexEntry, LayerRecord, MergedTree};
+
+use super::select::Source;
+use crate::api::InternalWork;
+use crate::context;
+use crate::error::{Result, other};
+use crate::solver::Solver;
+
+impl Source {
+    /// Whether this source is a path in a stage's tree (relative, to be
+    /// joined to the materialised root) rather than a file on disk.
+    pub(super) fn in_tree(&self) -> bool {
+        self.path.is_relative()
+    }
+}
+
+impl Solver<'_> {
+    /// The layers of a stage (by name or index) or, failing that, an image.
+    pub(crate) fn source_layers(&self, from: &str, ins: &Instruction) -> Result<Vec<LayerRecord>> {
+        let lower = from.to_lowercase();
+        let stage_state = {
+            let done = self.schedule.done.lock().expect("done map");
+            from.parse::<usize>()
+                .ok()
+                .and_then(|i| done.get(&i))
+                .or_else(|| {
+                    let s = self
+                        .plan
+                        .stages
+                        .iter()
+                        .find(|s| s.name.as_deref() == Some(lower.as_str()))?;
+                    done.get(&s.index)
+                })
+                .cloned()
+        };
+        Ok(match stage_state {
+            Some(s) => s.layers,
+            None => {
+                let want = self.plan.inputs.target_platform.clone();
+                self.image(from, ins, &want)?.layers
+            }
+        })
+    }
+
+    /// The merged content index of `from`'s layers; made once per build.
+    /// Layers without a stored index get one from their tar now.
+    pub(crate) fn stage_tree(&self, from: &str, ins: &Instruction) -> Result<Arc<MergedTree>> {
+        if let Some(t) = self.shared.trees.lock().expect("trees").get(from) {
+            return Ok(t.clone());
+        }
+        let layers = self.source_layers(from, ins)?;
+        let started = Instant::now();
+        let mut indexes = Vec::with_capacity(layers.len());
+        let mut made = 0;
+        for l in &layers {
+            let (index, fresh) = self.store.layer_index(l)?;
+            made += usize::from(fresh);
+            indexes.push(index);
+        }
+        if made > 0 {
+            self.emit_internal(InternalWork::Indexing { layers: made }, started);
+        }
+        let tree = Arc::new(MergedTree::merge(&indexes));
+        self.shared
+            .trees
+            .lock()
+            .expect("trees")
+            .insert(from.to_owned(), tree.clone());
+        Ok(tree)
+    }
+
+    /// Turns tree sources into paths under `from`'s materialised root.
+    pub(super) fn materialise_sources(
+        &self,
+        from: &str,
+        ins: &Instruction,
+        sources: &mut [Source],
+    ) -> Result<()> {
+        if !sources.iter().any(Source::in_tree) {
+            return Ok(());
+        }
+        let root = self.rootfs_of(from, ins)?;
+        for s in sources.iter_mut().filter(|s| s.in_tree()) {
+            s.path = root.join(&s.path);
+        }
+        Ok(())
+    }
+}
+
+/// Sources matching `rel` in `tree`, by the rules of `Solver::select` (glob
+/// components matched against directory entries, symlinks followed inside
+/// the tree, a final name a pattern matched taken as it is). Each source's
+/// path is its resolved path in the tree, relative.
+pub(super) fn select_in_tree(tree: &MergedTree, rel: &str) -> Result<Vec<Source>> {
+    let join = |dir: &str, name: &str| {
+        if dir.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{dir}/{name}")
+        }
+    };
+    let resolve = |p: &str, follow_last: bool| {
+        tree.resolve(p, follow_last)
+            .map_err(|e| other(format!("{p}: {e}")))
+    };
+    let mut candidates = vec![String::new()];
+    let mut last_is_glob = false;
+    for comp in rel.split('/').filter(|c| !c.is_empty()) {
+        last_is_glob = comp.contains(['*', '?', '[']);
+        if !last_is_glob {
+            candidates = candidates.iter().map(|dir| join(dir, comp)).collect();
+            continue;
+        }
+        let glob = globset::GlobBuilder::new(comp)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| other(format!("bad pattern {rel}: {e}")))?
+            .compile_matcher();
+        let mut next = Vec::new();
+        for dir in &candidates {
+            let d = resolve(dir, true)?;
+            if !tree.get(&d).is_some_and(|e| e.kind == EntryKind::Dir) {
+                continue;
+            }
+            next.extend(
+                tree.children(&d)
+                    .iter()
+                    .filter(|n| glob.is_match(n.as_str()))
+                    .map(|n| join(dir, n)),
+            );
+        }
+        candidates = next;
+    }
+    let mut out = Vec::new();
+    for r in candidates {
+        let p = match r.rsplit_once('/').filter(|_| last_is_glob) {
+            Some((dir, name)) => join(&resolve(dir, true)?, name),
+            None if last_is_glob => r.clone(),
+            None => resolve(&r, true)?,
+        };
+        if tree.get(&p).is_none() {
+            continue;
+        }
+        out.push(Source {
+            path: PathBuf::from(p),
+            rel: r,
+            keep: String::new(),
+        });
+    }
+    Ok(out)
+}
+
+/// Whether `path` is a directory in `tree`, following symlinks.
+pub(crate) fn tree_is_dir(tree: &MergedTree, path: &str) -> bool {
+    tree.resolve(path, true)
+        .ok()
+        .and_then(|p| tree.get(&p))
+        .is_some_and(|e| e.kind == EntryKind::Dir)
+}
+
+/// Hashes what is at `path` in `tree` and everything under it, for a cache
+/// key: relative path, type, mode, owner, size, link target and content
+/// hash of each entry, in walk order (a directory, then its entries by
+/// name). Entries `exclude` matches (relative to `path`) are left out. A
+/// symlink at `path` is hashed as a link and, as a directory walk follows
+/// its root, with what it leads to.
+pub(crate) fn hash_tree_at(
+    tree: &MergedTree,
+    path: &str,
+    exclude: Option<&context::Ignore>,
+    hasher: &mut blake3::Hasher,
+) -> Result<()> {
+    let Some(top) = tree.get(path) else {
+        return Err(other(format!("{path}: not found in the source")));
+    };
+    let start = if top.kind == EntryKind::Symlink {
+        hash_entry("", &top, hasher);
+        let target = tree
+            .resolve(path, true)
+            .map_err(|e| other(format!("{path}: {e}")))?;
+        match tree.get(&target) {
+            Some(_) => target,
+            None => return Ok(()),
+        }
+    } else {
+        path.to_owned()
+    };
+    let mut stack = vec![(start, String::new())];
+    while let Some((at, rel)) = stack.pop() {
+        let Some(e) = tree.get(&at) else { continue };
+        let excluded = !rel.is_empty() && exclude.is_some_and(|ex| ex.excluded(&rel));
+        if !excluded {
+            hash_entry(&rel, &e, hasher);
+        }
+        if e.kind == EntryKind::Dir {
+            // Pushed in reverse so they pop in name order.
+            for name in tree.children(&at).into_iter().rev() {
+                let child_at = if at.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{at}/{name}")
+                };
+                let child_rel = if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                };
+                stack.push((child_at, child_rel));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn hash_entry(rel: &str, e: &IndexEntry, hasher: &mut blake3::Hasher) {
+    hasher.update(rel.as_bytes());
+    hasher.update(&[0, e.kind.tag()]);
+    hasher.update(&e.mode.to_le_bytes());
+    hasher.update(&e.uid.to_le_bytes());
+    hasher.update(&e.gid.to_le_bytes());
+    match e.kind {
+        EntryKind::Symlink => {
+            hasher.update(e.link.as_deref().unwrap_or_default().as_bytes());
+        }
+        EntryKind::File => {
+            hasher.update(&e.size.to_le_bytes());
+            hasher.update(e.content.as_deref().unwrap_or_default().as_bytes());
+        }
+        _ => {}
+    }
+    hasher.update(&[1]);
+}
