@@ -6,13 +6,14 @@
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
+use std::sync::{OnceLock, mpsc};
 use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::diff::Upper;
 use crate::error::ExecError;
+use crate::isolation::Isolation;
 use crate::launch::{helper_command, map_rootless_helper, spawn};
 use crate::overlay::Mode;
 use crate::protocol::{
@@ -37,7 +38,13 @@ pub struct RunOutcome {
 pub struct RunOptions {
     /// Use the copying fallback even where overlayfs works (tests, diagnosis).
     pub force_copy: bool,
+    /// How the step is isolated; `Auto` is decided once per process (see
+    /// [`crate::isolation::choose`]).
+    pub isolation: Isolation,
 }
+
+/// What `Auto` resolved to, probed once per process.
+static AUTO: OnceLock<Result<Isolation, String>> = OnceLock::new();
 
 /// Runs one step; see [`RunSpec`].
 pub fn run(spec: RunSpec) -> Result<RunOutcome, ExecError> {
@@ -94,6 +101,27 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
     for m in &spec.mounts {
         rel_target(m.target()).map_err(ExecError::Invalid)?;
     }
+    let isolation = match opts.isolation {
+        Isolation::Auto => AUTO
+            .get_or_init(|| crate::isolation::choose(Isolation::Auto).map(|c| c.isolation))
+            .clone()
+            .map_err(ExecError::Setup)?,
+        Isolation::None => {
+            return Err(ExecError::Invalid(
+                crate::isolation::NONE_REFUSED.to_string(),
+            ));
+        }
+        explicit => explicit,
+    };
+    if isolation == Isolation::Chroot {
+        let (status, upper) = crate::chroot::run(spec)?;
+        return Ok(RunOutcome {
+            status,
+            upper,
+            method: SnapshotMethod::Copy,
+            fallback_reason: Some("--isolation chroot copies the layers".into()),
+        });
+    }
     let mode = Mode::current();
     let state = tempfile::Builder::new()
         .prefix("step-")
@@ -107,6 +135,7 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
         lowers: spec.lowers.clone(),
         method: SnapshotMethod::Overlay,
         stubs: Vec::new(),
+        marked_dirs: false,
     };
 
     let mut hosts = format!(
