@@ -73,13 +73,18 @@ fn context(dir: &Path, dockerfile: &str) -> PathBuf {
 }
 
 /// RUN steps that create, modify and delete files, directories, links and
-/// owners, in two stages joined by COPY --from; writes to the runtime's own
-/// files (/etc/hosts, /dev) that must stay out of the layers; a directory
-/// removed and made again; a hard link made in one step and one of its
-/// names rewritten in the next.
-const DOCKERFILE: &str = r#"FROM strata-test/busybox:latest AS build
+/// owners, in the exported stage (a stage before it is joined by COPY
+/// --from); writes to the runtime's own files (/etc/hosts, /dev) that must
+/// stay out of the layers; a directory removed and made again; a hard link
+/// made in one step and one of its names rewritten in the next (overlayfs's
+/// copy-up breaks the link: the other name keeps the old content).
+const DOCKERFILE: &str = r#"FROM strata-test/busybox:latest AS tool
+RUN echo built > /tool && chmod 700 /tool
+
+FROM strata-test/busybox:latest
 WORKDIR /src
 COPY data.txt .
+COPY --from=tool /tool /usr/local/bin/tool
 RUN mkdir -p /app/sub /app/empty && echo one > /app/a && echo two > /app/sub/b \
  && ln -s a /app/link && ln /app/a /app/hard && chmod 600 /app/sub/b \
  && chown 1:2 /app/sub && mkfifo /app/fifo && cp data.txt /app/ \
@@ -89,11 +94,8 @@ RUN echo changed > /app/a && rm /app/sub/b && rm -rf /app/empty && mkdir /app/em
  && grep -q buildkitsandbox /etc/hosts && test -c /dev/null && test -d /dev/shm
 USER nobody
 RUN echo "$(id -u)" > /tmp/uid
-
-FROM strata-test/busybox:latest
-COPY --from=build /app /app
-COPY --from=build /tmp/uid /uid
-RUN cat /app/a /app/hard /uid > /summary && rm -f /app/fifo && ln -s /summary /s
+USER root
+RUN cat /app/a /app/hard /tmp/uid > /summary && rm -f /app/fifo && ln -s /summary /s
 "#;
 
 #[test]
