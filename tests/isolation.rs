@@ -124,8 +124,21 @@ fn chroot_builds_the_image_namespaces_build() {
         text(&b.stderr)
     );
     // The image's content, as built in the chroot.
-    let out = ch.strata(&["run", "--rm", "--network", "none", &ch.image_id(), "cat", "/summary"]);
-    assert_eq!(text(&out.stdout), "changed\none\n65534\n", "{}", text(&out.stderr));
+    let out = ch.strata(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &ch.image_id(),
+        "cat",
+        "/summary",
+    ]);
+    assert_eq!(
+        text(&out.stdout),
+        "changed\none\n65534\n",
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -185,7 +198,8 @@ fn chroot_provides_dev_proc_and_hosts() {
         "buildkitsandbox",
     ] {
         assert!(
-            err.lines().any(|l| l.split_once(' ').map(|x| x.1) == Some(want)),
+            err.lines()
+                .any(|l| l.split_once(' ').map(|x| x.1) == Some(want)),
             "no step output line {want:?} in:\n{err}"
         );
     }
@@ -212,13 +226,14 @@ fn chroot_refuses_what_needs_mounts_or_namespaces() {
         ),
     ] {
         let dir = tmp.path().join(format!("{}", run.len()));
-        let ctx = context(
-            &dir,
-            &format!("FROM strata-test/busybox:latest\n{run}\n"),
-        );
+        let ctx = context(&dir, &format!("FROM strata-test/busybox:latest\n{run}\n"));
         let o = store.build(&ctx, "chroot");
         assert_eq!(o.status.code(), Some(1), "{run}: {}", text(&o.stderr));
-        assert!(text(&o.stderr).contains(message), "{run}: {}", text(&o.stderr));
+        assert!(
+            text(&o.stderr).contains(message),
+            "{run}: {}",
+            text(&o.stderr)
+        );
     }
 }
 
@@ -227,7 +242,12 @@ fn isolation_none_is_refused() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let ctx = context(tmp.path(), "FROM scratch\n");
     let o = Command::new(strata())
-        .args(["build", "--isolation", "none", ctx.to_str().expect("utf-8 path")])
+        .args([
+            "build",
+            "--isolation",
+            "none",
+            ctx.to_str().expect("utf-8 path"),
+        ])
         .env("STRATA_ROOT", tmp.path().join("store"))
         .output()
         .expect("spawn strata");
@@ -238,7 +258,12 @@ fn isolation_none_is_refused() {
         text(&o.stderr)
     );
     let o = Command::new(strata())
-        .args(["build", "--isolation", "jail", ctx.to_str().expect("utf-8 path")])
+        .args([
+            "build",
+            "--isolation",
+            "jail",
+            ctx.to_str().expect("utf-8 path"),
+        ])
         .env("STRATA_ROOT", tmp.path().join("store"))
         .output()
         .expect("spawn strata");

@@ -362,11 +362,11 @@ impl Provided {
             hosts.push_str(&format!("{ip}\t{name}\n"));
         }
         let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        for (rel, content) in PROVIDED_FILES.iter().zip([
-            hosts,
-            resolv,
-            format!("{}\n", spec.hostname),
-        ]) {
+        for (rel, content) in
+            PROVIDED_FILES
+                .iter()
+                .zip([hosts, resolv, format!("{}\n", spec.hostname)])
+        {
             let p = self.fresh(Path::new(rel))?;
             std::fs::write(&p, content).map_err(io_err(&p))?;
             chmod(&p, 0o644)?;

@@ -18,6 +18,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 /// `--isolation`: what the caller asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -109,6 +110,13 @@ pub fn choose(requested: Isolation) -> Result<Choice, String> {
             },
         },
     }
+}
+
+/// What `Auto` resolves to in this process, probed once.
+pub(crate) fn auto() -> Result<Isolation, String> {
+    static AUTO: OnceLock<Result<Isolation, String>> = OnceLock::new();
+    AUTO.get_or_init(|| choose(Isolation::Auto).map(|c| c.isolation))
+        .clone()
 }
 
 /// Whether this process may create the namespaces a step needs: as root, a

@@ -153,6 +153,9 @@ pub(crate) fn run_task_rootless(
     path: &Path,
     input: Option<&mut dyn Read>,
 ) -> Result<(), ExecError> {
+    // Where user namespaces are refused (a container as --user 1000), the
+    // helper cannot start: say what is missing instead.
+    crate::isolation::auto().map_err(ExecError::Setup)?;
     let mut child = spawn(&mut helper_command(Mode::Rootless, task, Some(path), None))?;
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();

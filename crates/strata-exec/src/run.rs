@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::{OnceLock, mpsc};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
@@ -42,9 +42,6 @@ pub struct RunOptions {
     /// [`crate::isolation::choose`]).
     pub isolation: Isolation,
 }
-
-/// What `Auto` resolved to, probed once per process.
-static AUTO: OnceLock<Result<Isolation, String>> = OnceLock::new();
 
 /// Runs one step; see [`RunSpec`].
 pub fn run(spec: RunSpec) -> Result<RunOutcome, ExecError> {
@@ -102,10 +99,7 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
         rel_target(m.target()).map_err(ExecError::Invalid)?;
     }
     let isolation = match opts.isolation {
-        Isolation::Auto => AUTO
-            .get_or_init(|| crate::isolation::choose(Isolation::Auto).map(|c| c.isolation))
-            .clone()
-            .map_err(ExecError::Setup)?,
+        Isolation::Auto => crate::isolation::auto().map_err(ExecError::Setup)?,
         Isolation::None => {
             return Err(ExecError::Invalid(
                 crate::isolation::NONE_REFUSED.to_string(),
