@@ -258,7 +258,7 @@ fn multi_stage_dockerfile(base: &str) -> String {
     format!(
         "FROM {base} AS build\n\
          RUN mkdir /out && echo built in a container > /out/msg && rm -rf /root /bin/vi\n\
-         RUN test ! -e /root && test ! -e /bin/vi && test -s /proc/cpuinfo && cp /out/msg /out/again\n\
+         RUN test ! -e /root && test ! -e /bin/vi && grep -q . /proc/cpuinfo && cp /out/msg /out/again\n\
          FROM {base}\n\
          COPY --from=build /out /out\n\
          RUN cat /out/msg > /copy && rm /out/again\n\

@@ -180,8 +180,8 @@ fn chroot_provides_dev_proc_and_hosts() {
         tmp.path(),
         "FROM strata-test/busybox:latest\n\
          RUN --mount=type=bind,target=/ctx --mount=type=tmpfs,target=/scratch \
-             head -c 16 /dev/urandom | wc -c && grep -c processor /proc/cpuinfo >/dev/null \
-             && test -s /proc/meminfo && test -s /proc/sys/kernel/osrelease \
+             head -c 16 /dev/urandom | wc -c && grep -q processor /proc/cpuinfo \
+             && grep -q MemTotal /proc/meminfo && grep -q . /proc/sys/kernel/osrelease \
              && cat /ctx/data.txt && touch /scratch/x && test -w /dev/shm \
              && grep buildkitsandbox /etc/hosts | cut -f2 && echo $HOSTNAME\n",
     );
