@@ -250,3 +250,164 @@ fn loopback_registry_needs_no_ca_certificates() {
     assert_ok("strata push", &strata("a", &["push", &remote]));
     assert_ok("strata pull", &strata("b", &["pull", &remote]));
 }
+
+/// A multi-stage build with RUN steps that delete files (whiteouts in the
+/// layers the next step's root is made from), FROM an image in the test
+/// registry.
+fn multi_stage_dockerfile(base: &str) -> String {
+    format!(
+        "FROM {base} AS build\n\
+         RUN mkdir /out && echo built in a container > /out/msg && rm -rf /root /bin/vi\n\
+         RUN test ! -e /root && test ! -e /bin/vi && grep -q . /proc/cpuinfo && cp /out/msg /out/again\n\
+         FROM {base}\n\
+         COPY --from=build /out /out\n\
+         RUN cat /out/msg > /copy && rm /out/again\n\
+         CMD [\"cat\", \"/copy\"]\n"
+    )
+}
+
+/// Runs `args` in the test dockerd as `docker run --rm --network host` with
+/// Docker's defaults otherwise (seccomp profile, capabilities: no
+/// --privileged, no --cap-add, no --security-opt), with the dist binary at
+/// /dist/strata and `mounts` (host, container) bind-mounted.
+fn in_container(host: &str, extra: &[&str], mounts: &[(&Path, &str)], args: &[&str]) -> Output {
+    let mut all: Vec<String> = ["run", "--rm", "--network", "host"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    all.extend(extra.iter().map(|s| s.to_string()));
+    for (from, to) in mounts {
+        all.push("-v".into());
+        all.push(format!("{}:{to}", from.display()));
+    }
+    all.push(RUNNER.into());
+    all.extend(args.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    docker(host, &refs)
+}
+
+/// The busybox fixture as a dockerd image: the container strata runs in.
+const RUNNER: &str = "strata-dist/runner:isolation";
+
+#[test]
+fn dist_binary_builds_in_an_unprivileged_container() {
+    const T: &str = "dist_binary_builds_in_an_unprivileged_container";
+    let Some(context) = dist_context(T) else {
+        return;
+    };
+    let Some(host) = strata_testutil::docker_host(T) else {
+        return;
+    };
+    let Some(registry) = strata_testutil::registry(T) else {
+        return;
+    };
+    let Some(busybox) = strata_testutil::busybox_tar(T) else {
+        return;
+    };
+    let bin = context.join("strata");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let busybox = busybox.to_str().expect("utf-8 path");
+    assert_ok(
+        "docker import of the runner",
+        &docker(&host, &["import", busybox, RUNNER]),
+    );
+    let base = format!("{registry}/strata-dist/busybox:isolation");
+    let store = tmp.path().join("host");
+    assert_ok(
+        "strata import",
+        &bare(&bin, &store, &["import", busybox, &base]),
+    );
+    assert_ok("strata push", &bare(&bin, &store, &["push", &base]));
+
+    // Readable by any user: the --user 1000 run reads it too.
+    let shared = tmp.path().join("shared");
+    let ctx = shared.join("ctx");
+    std::fs::create_dir_all(&ctx).expect("mkdir ctx");
+    std::fs::write(ctx.join("Dockerfile"), multi_stage_dockerfile(&base)).expect("Dockerfile");
+    use std::os::unix::fs::PermissionsExt;
+    for d in [tmp.path(), &shared, &ctx] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let dist = bin.parent().expect("dist dir");
+    let built = format!("{registry}/strata-dist/built:isolation");
+    let cache = format!("type=registry,ref={registry}/strata-dist/cache:isolation");
+    let cache_to = format!("{cache},mode=max");
+
+    // As root in the container, with the store in the container's own
+    // overlayfs (/var/lib/strata): namespaces are refused, chroot works.
+    let o = in_container(
+        &host,
+        &[],
+        &[(dist, "/dist:ro"), (&ctx, "/ctx:ro")],
+        &[
+            "/dist/strata",
+            "build",
+            "--progress",
+            "plain",
+            "--push",
+            "-t",
+            &built,
+            "--cache-to",
+            &cache_to,
+            "/ctx",
+        ],
+    );
+    assert_ok("strata build --push in an unprivileged container", &o);
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "isolation: chroot (namespaces do not work here (unshare(mount, PID namespaces): EPERM"
+        ),
+        "auto did not say it picked chroot, and why:\n{err}"
+    );
+    // A second ephemeral runner (a fresh store) takes every step from the
+    // registry cache the first one wrote.
+    let o = in_container(
+        &host,
+        &[],
+        &[(dist, "/dist:ro"), (&ctx, "/ctx:ro")],
+        &[
+            "/dist/strata",
+            "build",
+            "--progress",
+            "plain",
+            "--cache-from",
+            &cache,
+            "/ctx",
+        ],
+    );
+    assert_ok("strata build --cache-from in a fresh container", &o);
+    assert!(
+        stderr(&o).contains("steps run: 0"),
+        "the registry cache was not used:\n{}",
+        stderr(&o)
+    );
+    let _ = docker(&host, &["rmi", &built]);
+    assert_ok("docker pull", &docker(&host, &["pull", &built]));
+    let run = docker(&host, &["run", "--rm", "--network", "none", &built]);
+    let _ = docker(&host, &["rmi", &built]);
+    assert_ok("docker run of the image built in a container", &run);
+    assert_eq!(stdout(&run), "built in a container\n");
+
+    // As uid 1000 with a writable store: neither user namespaces nor chroot
+    // is allowed, and the first RUN says so.
+    let store = shared.join("store1000");
+    std::fs::create_dir(&store).expect("mkdir store");
+    std::os::unix::fs::chown(&store, Some(1000), Some(1000)).expect("chown store");
+    let o = in_container(
+        &host,
+        &["--user", "1000", "-e", "STRATA_ROOT=/store"],
+        &[(dist, "/dist:ro"), (&ctx, "/ctx:ro"), (&store, "/store")],
+        &["/dist/strata", "build", "--progress", "plain", "/ctx"],
+    );
+    let _ = docker(&host, &["rmi", RUNNER]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    for missing in [
+        "no isolation for RUN steps works here",
+        "unshare(user namespace): EPERM",
+        "strata runs as uid 1000, and chroot needs root with CAP_SYS_CHROOT (run the container as root, without --user)",
+    ] {
+        assert!(err.contains(missing), "no {missing:?} in:\n{err}");
+    }
+}

@@ -24,6 +24,8 @@ pub struct BuildOptions {
     pub no_cache_filter: Vec<String>,
     pub outputs: Vec<Output>,
     pub network: strata_exec::Network,
+    /// `--isolation`: how RUN steps are kept apart from the machine.
+    pub isolation: strata_exec::Isolation,
     pub labels: BTreeMap<String, String>,
     /// `--timestamp=now`: wall-clock dates instead of the build epoch.
     pub timestamp_now: bool,

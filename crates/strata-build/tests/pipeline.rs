@@ -68,6 +68,7 @@ fn options(ctx: &Path, dockerfile: &str) -> BuildOptions {
         shm_size: None,
         platforms: Vec::new(),
         cancel: None,
+        isolation: strata_exec::Isolation::Namespaces,
     }
 }
 

@@ -33,6 +33,10 @@ pub struct Upper {
     pub(crate) lowers: Vec<PathBuf>,
     pub(crate) method: SnapshotMethod,
     pub(crate) stubs: Vec<Stub>,
+    /// The copied root's directories carry [`overlay::COPIED_DIR_XATTR`]
+    /// (chroot steps): one without it where the lowers have an entry was
+    /// made by the step in place of that entry.
+    pub(crate) marked_dirs: bool,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ExecError + '_ {
@@ -185,7 +189,16 @@ impl Upper {
                 continue;
             }
             let lower = overlay::lookup(&self.lowers, &rel);
-            if meta.is_dir() {
+            if meta.is_dir()
+                && self.marked_dirs
+                && lower.is_some()
+                && !matches!(xattr::get(&path, overlay::COPIED_DIR_XATTR), Ok(Some(_)))
+            {
+                // Removed and made again: overlayfs would hold an opaque
+                // directory with everything below it new.
+                out.push(Change::opaque_dir(rel.clone()));
+                self.walk_upper(&rel, true, out)?;
+            } else if meta.is_dir() {
                 if !lower
                     .as_ref()
                     .is_some_and(|l| same(&l.path, &l.meta, &path, &meta).unwrap_or(false))

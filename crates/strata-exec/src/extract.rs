@@ -17,6 +17,10 @@ use strata_oci::{Digest, DigestingReader};
 use crate::error::UnpackError;
 use crate::overlay::Mode;
 
+/// The whiteout xattr of the empty-file form (`user.*`: no CAP_SYS_ADMIN
+/// needed to set it).
+const WHITEOUT_XATTR: &str = "user.overlay.whiteout";
+
 /// Whiteouts as overlayfs lowerdirs hold them: a deleted path becomes a
 /// `0:0` character device, an opaque directory gets the opaque xattr of
 /// `mode`. Nothing below is removed: a snapshot holds one layer alone.
@@ -51,19 +55,37 @@ impl WhiteoutHandler for OverlayWhiteouts {
             make_dirs(parent)?;
         }
         remove_any(target)?;
-        nix::sys::stat::mknod(
+        match nix::sys::stat::mknod(
             target,
             nix::sys::stat::SFlag::S_IFCHR,
             nix::sys::stat::Mode::empty(),
             0,
-        )
-        .map_err(io::Error::from)
+        ) {
+            Ok(()) => Ok(()),
+            // overlayfs (a store inside a container's own filesystem) refuses
+            // to make a 0:0 device, and so may a device cgroup: the snapshot
+            // gets the other form `is_whiteout` reads, an empty file with
+            // the whiteout xattr. Only the copying paths read such a
+            // snapshot: its filesystem cannot be an overlay upperdir.
+            Err(nix::errno::Errno::EPERM) => {
+                std::fs::File::create(target)?;
+                xattr::set(target, WHITEOUT_XATTR, b"y")
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn opaque(&mut self, dir: &Path, _written: &dyn Fn(&Path) -> bool) -> io::Result<()> {
         make_dirs(dir)?;
         if dir != self.root {
-            xattr::set(dir, self.mode.opaque_xattr(), b"y")?;
+            match xattr::set(dir, self.mode.opaque_xattr(), b"y") {
+                // trusted.* needs CAP_SYS_ADMIN, which a container lacks;
+                // `is_opaque` reads the user.* name too.
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                    xattr::set(dir, Mode::Rootless.opaque_xattr(), b"y")?
+                }
+                other => other?,
+            }
         }
         Ok(())
     }

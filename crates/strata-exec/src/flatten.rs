@@ -18,13 +18,22 @@ use crate::overlay::{is_opaque, is_overlay_xattr, is_whiteout};
 /// or checked, so no symlink in the image is followed.
 pub(crate) fn apply_lower(lower: &Path, root: &Path) -> io::Result<()> {
     let mut links = HashMap::new();
-    apply_dir(lower, root, &mut links)
+    apply_dir(lower, root, &mut Some(&mut links))
+}
+
+/// [`apply_lower`] with every file a copy of its own, also where the lower
+/// has hard links: a step writing one name must not change another, as on
+/// overlayfs, whose copy-up breaks hard links (without `index=on`). Files
+/// with several links after the step were then linked by the step, which is
+/// what the differ's rule for them assumes.
+pub(crate) fn apply_lower_unlinked(lower: &Path, root: &Path) -> io::Result<()> {
+    apply_dir(lower, root, &mut None)
 }
 
 fn apply_dir(
     src: &Path,
     dst: &Path,
-    links: &mut HashMap<(u64, u64), std::path::PathBuf>,
+    links: &mut Option<&mut HashMap<(u64, u64), std::path::PathBuf>>,
 ) -> io::Result<()> {
     for entry in std::fs::read_dir(src)? {
         let entry = entry?;
@@ -50,7 +59,10 @@ fn apply_dir(
         }
         remove_any(&to)?;
         let ft = meta.file_type();
-        if ft.is_file() && meta.nlink() > 1 {
+        if let Some(links) = links.as_deref_mut()
+            && ft.is_file()
+            && meta.nlink() > 1
+        {
             if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
                 std::fs::hard_link(first, &to)?;
                 continue;

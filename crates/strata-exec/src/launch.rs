@@ -1,8 +1,12 @@
 //! Starting the step helper, in the parent: which binary, with which
-//! arguments and descriptors, and the short rootless tasks (unpack, remove)
-//! that need nothing more than the helper's user namespace.
+//! arguments and descriptors (the namespaces helper, or the process that
+//! becomes a chroot step), and the short rootless tasks (unpack, remove)
+//! that need nothing more than the helper's user namespace. Which isolation
+//! a step gets is decided in [`crate::run::run_with`] from
+//! [`crate::isolation`].
 
 use std::io::Read;
+use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -10,7 +14,9 @@ use std::sync::OnceLock;
 
 use crate::error::ExecError;
 use crate::overlay::Mode;
-use crate::protocol::{HELPER_ARG, HELPER_ENV, ROOTFUL_ARG, ROOTLESS_ARG, STDIN_FD};
+use crate::protocol::{
+    CHROOT_ARG, ERROR_FD, HELPER_ARG, HELPER_ENV, ROOTFUL_ARG, ROOTLESS_ARG, STDIN_FD,
+};
 
 static HELPER_EXE: OnceLock<PathBuf> = OnceLock::new();
 
@@ -40,7 +46,7 @@ pub(crate) fn helper_command(
     mode: Mode,
     task: &str,
     path: Option<&Path>,
-    step_stdin: Option<std::os::fd::RawFd>,
+    step_stdin: Option<RawFd>,
 ) -> Command {
     let mut cmd = Command::new(helper_exe());
     cmd.arg(HELPER_ARG)
@@ -52,6 +58,24 @@ pub(crate) fn helper_command(
     if let Some(p) = path {
         cmd.arg(p);
     }
+    prepare(&mut cmd, step_stdin, None);
+    cmd
+}
+
+/// The process that becomes an `--isolation chroot` step (see
+/// [`crate::chroot_step`]), with piped stdio. `step_stdin` as for
+/// [`helper_command`]; `error_fd` (close-on-exec, at least 10) becomes fd
+/// [`ERROR_FD`], where the process reports a failure before `execve`.
+pub(crate) fn chroot_command(step_stdin: Option<RawFd>, error_fd: RawFd) -> Command {
+    let mut cmd = Command::new(helper_exe());
+    cmd.arg(CHROOT_ARG);
+    prepare(&mut cmd, step_stdin, Some(error_fd));
+    cmd
+}
+
+/// What every helper gets: its own process group, a parent-death signal,
+/// piped stdio, no inherited environment, and the descriptors it is handed.
+fn prepare(cmd: &mut Command, step_stdin: Option<RawFd>, error_fd: Option<RawFd>) {
     // Its own process group: a terminal's Ctrl-C reaches strata alone, which
     // either cancels the step (RunSpec::cancel) or dies, taking the helper
     // with it through the parent-death signal below.
@@ -77,14 +101,16 @@ pub(crate) fn helper_command(
             {
                 return Err(std::io::Error::last_os_error());
             }
-            // The descriptor must end up as STDIN_FD without close-on-exec:
-            // dup2 gives that, except when it already is STDIN_FD (dup2 onto
-            // itself keeps the flag).
-            if let Some(fd) = step_stdin {
-                let ok = if fd == STDIN_FD {
+            // Each descriptor must end up at its number without close-on-exec:
+            // dup2 gives that, except when it already is there (dup2 onto
+            // itself keeps the flag). The step's stdin first: the error
+            // descriptor is at least 10, so placing stdin cannot clobber it.
+            for (fd, at) in [(step_stdin, STDIN_FD), (error_fd, ERROR_FD)] {
+                let Some(fd) = fd else { continue };
+                let ok = if fd == at {
                     libc::fcntl(fd, libc::F_SETFD, 0) >= 0
                 } else {
-                    libc::dup2(fd, STDIN_FD) >= 0
+                    libc::dup2(fd, at) >= 0
                 };
                 if !ok {
                     return Err(std::io::Error::last_os_error());
@@ -93,7 +119,6 @@ pub(crate) fn helper_command(
             Ok(())
         })
     };
-    cmd
 }
 
 /// Spawns `cmd`, naming the helper binary when that fails.
@@ -128,6 +153,9 @@ pub(crate) fn run_task_rootless(
     path: &Path,
     input: Option<&mut dyn Read>,
 ) -> Result<(), ExecError> {
+    // Where user namespaces are refused (a container as --user 1000), the
+    // helper cannot start: say what is missing instead.
+    crate::isolation::auto().map_err(ExecError::Setup)?;
     let mut child = spawn(&mut helper_command(Mode::Rootless, task, Some(path), None))?;
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();

@@ -1,6 +1,7 @@
 //! The executor: runs a process in fresh Linux namespaces on an overlayfs
-//! snapshot (rootful or rootless through a user namespace) and turns what it
-//! changed into layer changes.
+//! snapshot (rootful or rootless through a user namespace), or where those
+//! are not allowed (a container with Docker's default profile) chrooted into
+//! a copy of its layers, and turns what it changed into layer changes.
 //!
 //! This is the only crate with `unsafe` and raw syscalls; each `unsafe` block
 //! carries a `// SAFETY:` comment. Nothing mounted or spawned here outlives the
@@ -11,7 +12,8 @@
 //! `strata_oci::apply` with overlay whiteouts; [`snapshot::unpack_layer_verified`]
 //! also checks the diffID), and
 //! [`maybe_run_helper`], which the `strata` binary calls first thing in
-//! `main` because steps re-execute it as their namespace helper.
+//! `main` because steps re-execute it as their namespace helper (or as the
+//! chroot step). [`isolation::choose`] says which isolation works here.
 
 // Leaves: rules and types, no processes, no writes.
 mod error;
@@ -23,21 +25,24 @@ pub mod user;
 mod extract;
 mod flatten;
 // The parent side.
+mod chroot;
 mod diff;
 pub mod idmap;
 pub mod interrupt;
+pub mod isolation;
 mod launch;
 pub mod network;
 pub mod owners;
 mod run;
 pub mod snapshot;
 // The in-namespace side.
+mod chroot_step;
 mod helper;
 mod seccomp;
 
 pub use diff::Upper;
 pub use error::{ExecError, UnpackError};
-pub use helper::maybe_run_helper;
+pub use isolation::Isolation;
 pub use launch::set_helper_exe;
 pub use network::sandbox_network_helper;
 pub use protocol::HELPER_ENV;
@@ -46,3 +51,11 @@ pub use snapshot::Mode;
 pub use spec::{
     CacheSharing, ExitStatus, Mount, Network, OutputSink, OutputStream, RunSpec, SnapshotMethod,
 };
+
+/// Must be the first thing `main` calls: when this process was started as a
+/// step helper or a chroot step, runs it and exits; otherwise returns
+/// immediately.
+pub fn maybe_run_helper() {
+    chroot_step::maybe_run();
+    helper::maybe_run_helper();
+}

@@ -42,6 +42,13 @@ impl Mode {
     }
 }
 
+/// Marks each directory of a chroot step's copied root that was there before
+/// the step ran, so that the differ can tell a directory the step removed
+/// and made again (an opaque directory, as overlayfs records it) from one it
+/// only emptied. In the overlay namespace, so it is never compared nor
+/// written to a layer.
+pub(crate) const COPIED_DIR_XATTR: &str = "user.overlay.strata-copied";
+
 /// Every xattr name overlayfs uses to mark an opaque directory.
 const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
 /// Xattr-based whiteouts (kernel 6.7+ "xwhiteouts").

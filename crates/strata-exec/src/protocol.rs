@@ -19,6 +19,14 @@ pub(crate) const HELPER_ARG: &str = "__strata-exec-helper";
 /// at the `strata` binary or at `strata-exec-helper`.
 pub const HELPER_ENV: &str = "STRATA_EXEC_HELPER";
 
+/// The first argument of the process that becomes an `--isolation chroot`
+/// step ([`crate::chroot_step`]).
+pub(crate) const CHROOT_ARG: &str = "__strata-exec-chroot";
+
+/// Where a chroot step process reports a failure before `execve` (the
+/// descriptor is close-on-exec there, so a successful exec reads as EOF).
+pub(crate) const ERROR_FD: i32 = 4;
+
 /// Second argument of a rootless helper: it creates its user namespace itself
 /// (so it holds every capability there), writes one byte to stdout, and
 /// waits for the parent to write the ID maps before the spec arrives.
@@ -61,6 +69,16 @@ pub(crate) struct HelperSpec<S = RunSpec> {
     /// host's resolver (set when that resolver is on the host's loopback).
     #[serde(default)]
     pub dns_forward: Option<std::net::IpAddr>,
+}
+
+/// What the parent sends an `--isolation chroot` step process on stdin: the
+/// step and the prepared root to `chroot(2)` into.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ChrootSpec<S = RunSpec> {
+    pub step: S,
+    pub root: PathBuf,
+    /// The step's stdin arrives as fd [`STDIN_FD`] (else it gets /dev/null).
+    pub stdin_fd: bool,
 }
 
 /// The descriptor the parent places the step's stdin on, when it has one.

@@ -13,6 +13,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::diff::Upper;
 use crate::error::ExecError;
+use crate::isolation::Isolation;
 use crate::launch::{helper_command, map_rootless_helper, spawn};
 use crate::overlay::Mode;
 use crate::protocol::{
@@ -40,6 +41,9 @@ pub struct RunOutcome {
 pub struct RunOptions {
     /// Use the copying fallback even where overlayfs works (tests, diagnosis).
     pub force_copy: bool,
+    /// How the step is isolated; `Auto` is decided once per process (see
+    /// [`crate::isolation::choose`]).
+    pub isolation: Isolation,
 }
 
 /// Runs one step; see [`RunSpec`].
@@ -97,6 +101,24 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
     for m in &spec.mounts {
         rel_target(m.target()).map_err(ExecError::Invalid)?;
     }
+    let isolation = match opts.isolation {
+        Isolation::Auto => crate::isolation::auto().map_err(ExecError::Setup)?,
+        Isolation::None => {
+            return Err(ExecError::Invalid(
+                crate::isolation::NONE_REFUSED.to_string(),
+            ));
+        }
+        explicit => explicit,
+    };
+    if isolation == Isolation::Chroot {
+        let (status, upper) = crate::chroot::run(spec)?;
+        return Ok(RunOutcome {
+            status,
+            upper,
+            method: SnapshotMethod::Copy,
+            fallback_reason: Some("--isolation chroot copies the layers".into()),
+        });
+    }
     let mode = Mode::current();
     let state = tempfile::Builder::new()
         .prefix("step-")
@@ -110,6 +132,7 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
         lowers: spec.lowers.clone(),
         method: SnapshotMethod::Overlay,
         stubs: Vec::new(),
+        marked_dirs: false,
     };
 
     // The default network is private when pasta is there to connect it.

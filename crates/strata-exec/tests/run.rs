@@ -466,7 +466,13 @@ both!(
                   cp /etc/passwd /tmp/p && cp /tmp/p /etc/passwd && rm /tmp/p && ln -s /new /sym && echo more >> /etc/group";
         let (ov, _) = fx.run_ok(script);
         let (spec, out) = fx.spec(script);
-        let r = strata_exec::run_with(spec, &strata_exec::RunOptions { force_copy: true });
+        let r = strata_exec::run_with(
+            spec,
+            &strata_exec::RunOptions {
+                force_copy: true,
+                ..Default::default()
+            },
+        );
         let text = String::from_utf8_lossy(&out.lock().expect("out")).into_owned();
         let r = r.unwrap_or_else(|e| panic!("{e}: {text}"));
         assert!(r.status.success(), "{text}");

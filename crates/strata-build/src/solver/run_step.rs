@@ -183,7 +183,11 @@ impl Solver<'_> {
             seccomp: true,
         };
         let outcome = std::thread::scope(|s| {
-            let h = s.spawn(move || strata_exec::run(spec));
+            let opts = strata_exec::RunOptions {
+                isolation: self.opts.isolation,
+                ..Default::default()
+            };
+            let h = s.spawn(move || strata_exec::run_with(spec, &opts));
             for data in rx {
                 self.emit(Event::Output { n, data });
             }

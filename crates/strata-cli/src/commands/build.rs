@@ -41,6 +41,13 @@ pub struct BuildArgs {
     /// Networking mode for RUN instructions: default, none, host
     #[arg(long, default_value = "default")]
     pub network: String,
+    /// How RUN steps are isolated: `auto` (the strongest that works here;
+    /// the progress output says which and why), `namespaces`, `chroot` (for
+    /// unprivileged containers: needs only Docker's default capabilities,
+    /// as root; see docs/ci.md), or `none` (refused: it would run steps in
+    /// strata's own root filesystem)
+    #[arg(long, default_value = "auto", value_name = "MODE")]
+    pub isolation: String,
     /// Set metadata for the image (`KEY=VALUE`)
     #[arg(long = "label")]
     pub labels: Vec<String>,
@@ -128,6 +135,33 @@ pub struct BuildArgs {
     pub format: Option<String>,
     #[command(flatten)]
     pub registry: super::registry::RegistryFlags,
+}
+
+/// Resolves `--isolation` once for the whole build. `auto` says what it
+/// picked and why on the progress output; where nothing works it stays
+/// `auto`, so that a build without RUN steps still succeeds and the first
+/// RUN fails naming what is missing. An explicit mode that does not work
+/// here is a usage error at once.
+fn choose_isolation(
+    requested: strata_exec::Isolation,
+    progress: &crate::progress::Progress,
+) -> anyhow::Result<strata_exec::Isolation> {
+    match strata_exec::isolation::choose(requested) {
+        Ok(choice) => {
+            if requested == strata_exec::Isolation::Auto
+                && !progress.is_quiet()
+                && progress.wants_summary()
+            {
+                #[expect(clippy::print_stderr, reason = "progress goes to stderr")]
+                {
+                    eprintln!("isolation: {} ({})", choice.isolation, choice.reason);
+                }
+            }
+            Ok(choice.isolation)
+        }
+        Err(_) if requested == strata_exec::Isolation::Auto => Ok(requested),
+        Err(e) => Err(UsageError(e).into()),
+    }
 }
 
 /// `--secret id=ID,src=FILE|env=VAR` (`type=file|env` accepted; a bare `env=`
@@ -226,6 +260,10 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         }
     };
     warn_if_default_network_is_the_hosts(network);
+    let requested: strata_exec::Isolation = args.isolation.parse().map_err(UsageError)?;
+    if requested == strata_exec::Isolation::None {
+        return Err(UsageError(strata_exec::isolation::NONE_REFUSED.into()).into());
+    }
     let timestamp_now = match args.timestamp.as_deref() {
         None => false,
         Some("now") => true,
@@ -325,6 +363,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         no_cache_filter: args.no_cache_filter.clone(),
         outputs: outputs.clone(),
         network,
+        isolation: requested,
         labels,
         timestamp_now,
         secrets: read_secrets(&args.secrets)?,
@@ -406,6 +445,10 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     }
     let quiet = args.quiet || args.progress == "quiet";
     let mut progress = crate::progress::Progress::new(&args.progress, quiet).map_err(UsageError)?;
+    let opts = BuildOptions {
+        isolation: choose_isolation(requested, &progress)?,
+        ..opts
+    };
     let mut warnings = Vec::new();
     let result = strata_build::build(&store, &opts, &mut |e: Event| {
         if let Event::Warning(w) = &e {

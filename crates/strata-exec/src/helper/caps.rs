@@ -14,7 +14,7 @@ const DEFAULT_CAPS: [u32; 12] = [0, 1, 3, 4, 5, 6, 7, 8, 10, 18, 29, 31];
 
 /// Drops every capability outside [`DEFAULT_CAPS`] from the bounding set
 /// and clears the ambient set.
-pub(super) fn drop_capabilities() -> Result<(), String> {
+pub(crate) fn drop_capabilities() -> Result<(), String> {
     let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())

@@ -156,7 +156,7 @@ pub(super) fn child(spec: &HelperSpec, merged: &Path) -> Result<std::convert::In
 /// `mkdir -p` after pivot_root, following symlinks the way the step would
 /// (they can only resolve inside the new root), including dangling ones,
 /// whose targets are created.
-fn mkdir_all_in_root(path: &Path, depth: u32) -> std::io::Result<()> {
+pub(crate) fn mkdir_all_in_root(path: &Path, depth: u32) -> std::io::Result<()> {
     if depth > 40 {
         return Err(std::io::Error::from_raw_os_error(libc::ELOOP));
     }
@@ -186,7 +186,7 @@ fn mkdir_all_in_root(path: &Path, depth: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-fn resolve_program(argv0: &str, path: &str) -> Result<PathBuf, String> {
+pub(crate) fn resolve_program(argv0: &str, path: &str) -> Result<PathBuf, String> {
     if argv0.contains('/') {
         return Ok(PathBuf::from(argv0));
     }

@@ -16,10 +16,10 @@
 //! lives in the helper's mount namespace, so it disappears with the helper and
 //! the step; both die with strata through `PR_SET_PDEATHSIG`.
 
-mod caps;
+pub(crate) mod caps;
 mod context;
 mod dev;
-mod exec;
+pub(crate) mod exec;
 mod mounts;
 mod net;
 mod root;
