@@ -49,6 +49,12 @@ pub struct BuildOptions {
     pub shm_size: Option<u64>,
     /// `--platform A,B`: build once per platform; empty means the host.
     pub platforms: Vec<strata_frontend::Platform>,
+    /// Named contexts that are images (`strata bake`'s
+    /// `contexts = { NAME = "target:OTHER" }`, OTHER's image ID): `FROM
+    /// NAME` and `COPY --from=NAME` use that image from the store instead
+    /// of resolving NAME. A stage named NAME still wins, as it does for
+    /// any image name.
+    pub named_contexts: BTreeMap<String, String>,
 }
 
 /// Progress, for the CLI to render.

@@ -248,6 +248,7 @@ impl Solver<'_> {
             source_words.join(" "),
             dest_word
         );
+        let _once = crate::solver::once::claim(&key);
         if self.cache_hit(&key, state)? {
             return Ok(true);
         }
