@@ -186,11 +186,13 @@ fn compact(a: FuncArgs) -> R {
             .collect(),
     ))
 }
+/// cty's coalesce: the first argument that is not null (an empty string
+/// counts, unlike Terraform's).
 fn coalesce(a: FuncArgs) -> R {
     a.iter()
-        .find(|v| !matches!(v, Value::Null) && **v != Value::String(String::new()))
+        .find(|v| !matches!(v, Value::Null))
         .cloned()
-        .ok_or_else(|| "coalesce: no non-null, non-empty-string arguments".to_owned())
+        .ok_or_else(|| "coalesce: no non-null arguments".to_owned())
 }
 fn element(a: FuncArgs) -> R {
     let list = a[0].as_array().cloned().unwrap_or_default();

@@ -261,7 +261,12 @@ fn job_for(t: &Target, cwd: &Path, registry: &std::sync::Arc<strata_registry::Cl
         context,
         dockerfile_name,
         dockerfile,
-        tags: t.tags.clone().unwrap_or_default(),
+        // A linked target's output is the cache only: it names nothing.
+        tags: if t.linked {
+            Vec::new()
+        } else {
+            t.tags.clone().unwrap_or_default()
+        },
         build_args: t
             .args
             .iter()
