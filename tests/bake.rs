@@ -18,9 +18,11 @@ fn cases_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/bake")
 }
 
-/// Every case folder, with its command-line arguments (CASE/args, one per
-/// line) and environment (CASE/env, KEY=VALUE lines).
-fn cases() -> Vec<(String, Vec<String>, Vec<(String, String)>)> {
+/// A case folder's name, command-line arguments (CASE/args, one per line)
+/// and environment (CASE/env, KEY=VALUE lines).
+type Case = (String, Vec<String>, Vec<(String, String)>);
+
+fn cases() -> Vec<Case> {
     let mut out = Vec::new();
     let mut names: Vec<_> = std::fs::read_dir(cases_dir())
         .unwrap()
@@ -151,7 +153,10 @@ fn print_errors_name_what_is_wrong() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("couldn't find a bake definition"));
 
-    write("docker-bake.hcl", "target \"a\" {\n  inherits = [\"b\"]\n}\n");
+    write(
+        "docker-bake.hcl",
+        "target \"a\" {\n  inherits = [\"b\"]\n}\n",
+    );
     let out = bake(&["--print", "a"]);
     assert!(!out.status.success());
     assert!(
@@ -167,9 +172,15 @@ fn print_errors_name_what_is_wrong() {
     write("docker-bake.hcl", "target \"a\" {\n  tags = [nope]\n}\n");
     let out = bake(&["--print", "a"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("target a: tags") && err.contains("nope"), "{err}");
+    assert!(
+        err.contains("target a: tags") && err.contains("nope"),
+        "{err}"
+    );
 
-    write("docker-bake.hcl", "target \"a\" {\n  contexts = { x = \"target:a\" }\n}\n");
+    write(
+        "docker-bake.hcl",
+        "target \"a\" {\n  contexts = { x = \"target:a\" }\n}\n",
+    );
     let out = bake(&["--print", "a"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot link to itself"));
 }
@@ -194,8 +205,16 @@ impl Env {
             _tmp: tmp,
         };
         std::fs::create_dir_all(&env.dir).unwrap();
-        let out = env.strata(&["import", tar.to_str().unwrap(), "strata-test/busybox:latest"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = env.strata(&[
+            "import",
+            tar.to_str().unwrap(),
+            "strata-test/busybox:latest",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Some(env)
     }
 
@@ -268,12 +287,21 @@ fn shared_base_runs_once_and_images_equal_separate_builds() {
         ("three.txt", "three\n"),
         ("docker-bake.hcl", SHARED_BAKE),
     ]);
-    let out = env.strata(&["bake", "--progress", "plain", "--metadata-file", "meta.json"]);
+    let out = env.strata(&[
+        "bake",
+        "--progress",
+        "plain",
+        "--metadata-file",
+        "meta.json",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let ran_lines = stderr
         .lines()
-        .filter(|l| l.split_once(' ').is_some_and(|(n, rest)| n.starts_with('#') && rest == "shared-step-ran"))
+        .filter(|l| {
+            l.split_once(' ')
+                .is_some_and(|(n, rest)| n.starts_with('#') && rest == "shared-step-ran")
+        })
         .count();
     assert_eq!(ran_lines, 1, "the shared RUN's output:\n{stderr}");
     let meta = env.metadata("meta.json");
@@ -286,7 +314,9 @@ fn shared_base_runs_once_and_images_equal_separate_builds() {
     assert_eq!(runs, 3, "{meta:?}");
 
     // The same targets built one by one in a fresh store.
-    let Some(separate) = Env::new(test) else { return };
+    let Some(separate) = Env::new(test) else {
+        return;
+    };
     separate.write(&[("Dockerfile", SHARED_DOCKERFILE), ("three.txt", "three\n")]);
     for target in ["one", "two", "three"] {
         let out = separate.strata(&[
@@ -301,7 +331,11 @@ fn shared_base_runs_once_and_images_equal_separate_builds() {
             "iid",
             ".",
         ]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let id = std::fs::read_to_string(separate.dir.join("iid")).unwrap();
         assert_eq!(
             meta[target]["containerimage.config.digest"].as_str(),
@@ -319,8 +353,14 @@ fn target_context_builds_the_other_target_first() {
     let test = "target_context_builds_the_other_target_first";
     let Some(env) = Env::new(test) else { return };
     env.write(&[
-        ("Dockerfile", "FROM strata-test/busybox\nRUN echo one > /one.txt\n"),
-        ("app.Dockerfile", "FROM base\nRUN cat /one.txt > /copied.txt\n"),
+        (
+            "Dockerfile",
+            "FROM strata-test/busybox\nRUN echo one > /one.txt\n",
+        ),
+        (
+            "app.Dockerfile",
+            "FROM base\nRUN cat /one.txt > /copied.txt\n",
+        ),
         (
             "docker-bake.hcl",
             r#"
@@ -335,15 +375,31 @@ target "app" {
 "#,
         ),
     ]);
-    let out = env.strata(&["bake", "--progress", "plain", "--metadata-file", "meta.json", "app"]);
+    let out = env.strata(&[
+        "bake",
+        "--progress",
+        "plain",
+        "--metadata-file",
+        "meta.json",
+        "app",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let meta = env.metadata("meta.json");
-    assert!(meta.contains_key("one") && meta.contains_key("app"), "{meta:?}");
-    let one_id = meta["one"]["containerimage.config.digest"].as_str().unwrap();
+    assert!(
+        meta.contains_key("one") && meta.contains_key("app"),
+        "{meta:?}"
+    );
+    let one_id = meta["one"]["containerimage.config.digest"]
+        .as_str()
+        .unwrap();
     let inspect = |name: &str| -> serde_json::Value {
         let out = env.strata(&["inspect", name]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     };
     let layers = |v: &serde_json::Value| -> Vec<String> {
@@ -360,7 +416,11 @@ target "app" {
     assert_eq!(app_layers.len(), one_layers.len() + 1);
     assert_eq!(app_layers[..one_layers.len()], one_layers[..]);
     // A linked target's output is the cache only: its tag is not set.
-    assert!(!env.strata(&["inspect", "bake-test/linked"]).status.success());
+    assert!(
+        !env.strata(&["inspect", "bake-test/linked"])
+            .status
+            .success()
+    );
 }
 
 /// One target fails; the independent one still finishes, the one built on
@@ -370,7 +430,10 @@ fn a_failing_target_does_not_stop_independent_ones() {
     let test = "a_failing_target_does_not_stop_independent_ones";
     let Some(env) = Env::new(test) else { return };
     env.write(&[
-        ("good.Dockerfile", "FROM strata-test/busybox\nRUN sleep 1 && echo good > /good\n"),
+        (
+            "good.Dockerfile",
+            "FROM strata-test/busybox\nRUN sleep 1 && echo good > /good\n",
+        ),
         ("bad.Dockerfile", "FROM strata-test/busybox\nRUN exit 3\n"),
         ("after.Dockerfile", "FROM bad\nRUN true\n"),
         (
@@ -392,11 +455,20 @@ target "after" {
 "#,
         ),
     ]);
-    let out = env.strata(&["bake", "--progress", "plain", "--metadata-file", "meta.json"]);
+    let out = env.strata(&[
+        "bake",
+        "--progress",
+        "plain",
+        "--metadata-file",
+        "meta.json",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("ERROR: target bad:"), "{stderr}");
-    assert!(stderr.contains("ERROR: target after: target bad (contexts.bad) failed"), "{stderr}");
+    assert!(
+        stderr.contains("ERROR: target after: target bad (contexts.bad) failed"),
+        "{stderr}"
+    );
     let meta = env.metadata("meta.json");
     assert_eq!(meta.keys().collect::<Vec<_>>(), ["good"], "{meta:?}");
 }
@@ -410,7 +482,10 @@ fn unsupported_keys_are_refused() {
         ("annotations = [\"a=b\"]", "annotations are not supported"),
         ("attest = [\"type=sbom\"]", "attestations are not supported"),
         ("ulimits = [\"nofile=1024\"]", "ulimits are not supported"),
-        ("contexts = { x = \"./dir\" }", "only target:NAME and docker-image://REF"),
+        (
+            "contexts = { x = \"./dir\" }",
+            "only target:NAME and docker-image://REF",
+        ),
         ("output = [\"type=docker\"]", "without dest"),
     ] {
         std::fs::write(
@@ -426,6 +501,9 @@ fn unsupported_keys_are_refused() {
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{key}: {err}");
-        assert!(err.contains("target default:") && err.contains(needle), "{key}: {err}");
+        assert!(
+            err.contains("target default:") && err.contains(needle),
+            "{key}: {err}"
+        );
     }
 }

@@ -15,9 +15,9 @@ use crate::model::{Config, Group, NullableMap, Target};
 /// buildx tries compose first for every other name.
 pub fn looks_like_compose(text: &str) -> bool {
     match YamlLoader::load_from_str(text) {
-        Ok(docs) => docs
-            .first()
-            .is_some_and(|d| matches!(d, Yaml::Hash(h) if h.contains_key(&Yaml::String("services".into())))),
+        Ok(docs) => docs.first().is_some_and(
+            |d| matches!(d, Yaml::Hash(h) if h.contains_key(&Yaml::String("services".into()))),
+        ),
         Err(_) => false,
     }
 }
@@ -76,7 +76,11 @@ fn interpolate(s: &str, env: &BTreeMap<String, String>) -> Result<String> {
             let piece = if op.is_empty() {
                 val.cloned().unwrap_or_default()
             } else if let Some(d) = op.strip_prefix(":-") {
-                if set_nonempty { val.cloned().unwrap_or_default() } else { interpolate(d, env)? }
+                if set_nonempty {
+                    val.cloned().unwrap_or_default()
+                } else {
+                    interpolate(d, env)?
+                }
             } else if let Some(d) = op.strip_prefix('-') {
                 match val {
                     Some(v) => v.clone(),
@@ -84,7 +88,9 @@ fn interpolate(s: &str, env: &BTreeMap<String, String>) -> Result<String> {
                 }
             } else if let Some(m) = op.strip_prefix(":?") {
                 if !set_nonempty {
-                    return Err(invalid(format!("required variable {name} is missing a value: {m}")));
+                    return Err(invalid(format!(
+                        "required variable {name} is missing a value: {m}"
+                    )));
                 }
                 val.cloned().unwrap_or_default()
             } else if let Some(m) = op.strip_prefix('?') {
@@ -92,9 +98,17 @@ fn interpolate(s: &str, env: &BTreeMap<String, String>) -> Result<String> {
                     invalid(format!("required variable {name} is missing a value: {m}"))
                 })?
             } else if let Some(a) = op.strip_prefix(":+") {
-                if set_nonempty { interpolate(a, env)? } else { String::new() }
+                if set_nonempty {
+                    interpolate(a, env)?
+                } else {
+                    String::new()
+                }
             } else if let Some(a) = op.strip_prefix('+') {
-                if val.is_some() { interpolate(a, env)? } else { String::new() }
+                if val.is_some() {
+                    interpolate(a, env)?
+                } else {
+                    String::new()
+                }
             } else {
                 return Err(invalid(format!("invalid interpolation format for {s:?}")));
             };
@@ -283,7 +297,13 @@ pub fn parse(files: &[(String, String)], env: &BTreeMap<String, String>) -> Resu
         let service_env = mapping(def.get("environment"));
         let mut args = NullableMap::new();
         for (k, v) in mapping(build.get("args")) {
-            let v = v.or_else(|| service_env.get(&k).cloned().flatten().or_else(|| env.get(&k).cloned()));
+            let v = v.or_else(|| {
+                service_env
+                    .get(&k)
+                    .cloned()
+                    .flatten()
+                    .or_else(|| env.get(&k).cloned())
+            });
             if let Some(v) = v {
                 args.insert(k, Some(v));
             }
@@ -301,7 +321,8 @@ pub fn parse(files: &[(String, String)], env: &BTreeMap<String, String>) -> Resu
         t.tags = (!tags.is_empty()).then_some(tags);
         let mut cache_from = Vec::new();
         for c in strings(build.get("cache_from")) {
-            cache_from.extend(entries::parse_cache(&c).map_err(|e| invalid(format!("{what}: {e}")))?);
+            cache_from
+                .extend(entries::parse_cache(&c).map_err(|e| invalid(format!("{what}: {e}")))?);
         }
         t.cache_from = (!cache_from.is_empty()).then_some(cache_from);
         let mut cache_to = Vec::new();
@@ -321,17 +342,30 @@ pub fn parse(files: &[(String, String)], env: &BTreeMap<String, String>) -> Resu
         ssh.sort_by(|a, b| a.id.cmp(&b.id));
         t.ssh = (!ssh.is_empty()).then_some(ssh);
         let mut secrets = Vec::new();
-        for s in build.get("secrets").and_then(J::as_array).into_iter().flatten() {
+        for s in build
+            .get("secrets")
+            .and_then(J::as_array)
+            .into_iter()
+            .flatten()
+        {
             let source = match s {
                 J::String(src) => src.clone(),
                 J::Object(o) => o.get("source").and_then(scalar).unwrap_or_default(),
                 _ => String::new(),
             };
             let d = secrets_def.get(&source);
-            if d.and_then(|d| d.get("external")).is_some_and(|e| e == &J::Bool(true)) {
-                return Err(invalid(format!("{what}: unsupported external secret {source}")));
+            if d.and_then(|d| d.get("external"))
+                .is_some_and(|e| e == &J::Bool(true))
+            {
+                return Err(invalid(format!(
+                    "{what}: unsupported external secret {source}"
+                )));
             }
-            let field = |k: &str| d.and_then(|d| d.get(k)).and_then(scalar).unwrap_or_default();
+            let field = |k: &str| {
+                d.and_then(|d| d.get(k))
+                    .and_then(scalar)
+                    .unwrap_or_default()
+            };
             secrets.push(entries::Secret {
                 id: source.clone(),
                 src: field("file"),
@@ -353,7 +387,15 @@ pub fn parse(files: &[(String, String)], env: &BTreeMap<String, String>) -> Resu
         if build.get("pull") == Some(&J::Bool(true)) {
             t.pull = Some(true);
         }
-        for unsupported in ["shm_size", "ulimits", "isolation", "privileged", "sbom", "provenance", "entitlements"] {
+        for unsupported in [
+            "shm_size",
+            "ulimits",
+            "isolation",
+            "privileged",
+            "sbom",
+            "provenance",
+            "entitlements",
+        ] {
             if build.get(unsupported).is_some() {
                 return Err(invalid(format!(
                     "{what}: build.{unsupported} is not supported by strata bake"
@@ -391,7 +433,11 @@ fn x_bake(t: &mut Target, x: &J, what: &str) -> Result<()> {
             parsed.extend(entries::parse_cache(&c).map_err(err)?);
         }
         if !parsed.is_empty() {
-            let target = if slot == 0 { &mut t.cache_from } else { &mut t.cache_to };
+            let target = if slot == 0 {
+                &mut t.cache_from
+            } else {
+                &mut t.cache_to
+            };
             let mut all = target.take().unwrap_or_default();
             all.extend(parsed);
             *target = Some(entries::dedup(all));
@@ -458,8 +504,17 @@ fn x_bake(t: &mut Target, x: &J, what: &str) -> Result<()> {
         && let Some(k) = o.keys().find(|k| {
             !matches!(
                 k.as_str(),
-                "tags" | "cache-from" | "cache-to" | "secret" | "ssh" | "platforms" | "output"
-                    | "pull" | "no-cache" | "no-cache-filter" | "contexts"
+                "tags"
+                    | "cache-from"
+                    | "cache-to"
+                    | "secret"
+                    | "ssh"
+                    | "platforms"
+                    | "output"
+                    | "pull"
+                    | "no-cache"
+                    | "no-cache-filter"
+                    | "contexts"
             )
         })
     {
@@ -474,7 +529,10 @@ mod tests {
 
     #[test]
     fn interpolation_forms() {
-        let env = BTreeMap::from([("A".to_owned(), "x".to_owned()), ("E".to_owned(), String::new())]);
+        let env = BTreeMap::from([
+            ("A".to_owned(), "x".to_owned()),
+            ("E".to_owned(), String::new()),
+        ]);
         let i = |s: &str| interpolate(s, &env).unwrap_or_else(|e| e.to_string());
         assert_eq!(i("$A-${A}-$$A"), "x-x-$A");
         assert_eq!(i("${B:-d}|${E:-d}|${E-d}|${A:+y}"), "d|d||y");

@@ -273,8 +273,14 @@ mod tests {
 
     #[test]
     fn output_shorthands() {
-        assert_eq!(parse_output("out").ok().map(|e| e["type"].clone()), Some("local".into()));
-        assert_eq!(parse_output("-").ok().map(|e| e["type"].clone()), Some("tar".into()));
+        assert_eq!(
+            parse_output("out").ok().map(|e| e["type"].clone()),
+            Some("local".into())
+        );
+        assert_eq!(
+            parse_output("-").ok().map(|e| e["type"].clone()),
+            Some("tar".into())
+        );
     }
 
     #[test]

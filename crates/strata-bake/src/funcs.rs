@@ -8,10 +8,20 @@ use hcl::eval::{Context, FuncArgs, FuncDef, ParamType};
 
 type R = Result<Value, String>;
 
+/// Plain text of a scalar value, as cty converts it to a string.
+pub fn value_to_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
 fn s(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        other => crate::hcl_file::value_to_string(other).unwrap_or_default(),
+        other => value_to_string(other).unwrap_or_default(),
     }
 }
 
@@ -21,7 +31,10 @@ fn num(v: &Value) -> f64 {
 
 fn number(f: f64) -> R {
     if f.fract() == 0.0 && f.abs() < 9.0e15 {
-        #[expect(clippy::cast_possible_truncation, reason = "checked integral and in range")]
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "checked integral and in range"
+        )]
         return Ok(Value::from(f as i64));
     }
     hcl::Number::from_f64(f)
@@ -36,10 +49,14 @@ fn notequal(a: FuncArgs) -> R {
     Ok(Value::Bool(a[0] != a[1]))
 }
 fn and(a: FuncArgs) -> R {
-    Ok(Value::Bool(a[0] == Value::Bool(true) && a[1] == Value::Bool(true)))
+    Ok(Value::Bool(
+        a[0] == Value::Bool(true) && a[1] == Value::Bool(true),
+    ))
 }
 fn or(a: FuncArgs) -> R {
-    Ok(Value::Bool(a[0] == Value::Bool(true) || a[1] == Value::Bool(true)))
+    Ok(Value::Bool(
+        a[0] == Value::Bool(true) || a[1] == Value::Bool(true),
+    ))
 }
 fn not(a: FuncArgs) -> R {
     Ok(Value::Bool(a[0] != Value::Bool(true)))
@@ -85,7 +102,9 @@ fn trimsuffix(a: FuncArgs) -> R {
 }
 fn trim(a: FuncArgs) -> R {
     let cut: Vec<char> = s(&a[1]).chars().collect();
-    Ok(Value::String(s(&a[0]).trim_matches(cut.as_slice()).to_owned()))
+    Ok(Value::String(
+        s(&a[0]).trim_matches(cut.as_slice()).to_owned(),
+    ))
 }
 fn replace(a: FuncArgs) -> R {
     let sub = s(&a[1]);
@@ -97,7 +116,10 @@ fn replace(a: FuncArgs) -> R {
 fn substr(a: FuncArgs) -> R {
     let chars: Vec<char> = s(&a[0]).chars().collect();
     let len = i64::try_from(chars.len()).map_err(|e| e.to_string())?;
-    #[expect(clippy::cast_possible_truncation, reason = "cty takes whole numbers here")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "cty takes whole numbers here"
+    )]
     let (mut off, mut n) = (num(&a[1]) as i64, num(&a[2]) as i64);
     if off < 0 {
         off += len;
@@ -199,7 +221,10 @@ fn element(a: FuncArgs) -> R {
     if list.is_empty() {
         return Err("element: cannot use element function with an empty list".into());
     }
-    #[expect(clippy::cast_possible_truncation, reason = "cty takes whole numbers here")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "cty takes whole numbers here"
+    )]
     let i = num(&a[1]) as i64;
     if i < 0 {
         return Err("element: cannot use a negative index".into());
@@ -340,7 +365,9 @@ fn dirname(a: FuncArgs) -> R {
     }))
 }
 fn homedir(_: FuncArgs) -> R {
-    std::env::var("HOME").map(Value::String).map_err(|_| "homedir: HOME is not set".into())
+    std::env::var("HOME")
+        .map(Value::String)
+        .map_err(|_| "homedir: HOME is not set".into())
 }
 
 /// `timestamp()`: now, UTC, RFC 3339 with seconds (Go's `time.RFC3339`).
@@ -517,7 +544,11 @@ pub fn declare_all(ctx: &mut Context<'_>) {
     def("int", vec![Number], int);
     def("greaterthan", vec![Number, Number], greaterthan);
     def("lessthan", vec![Number, Number], lessthan);
-    def("greaterthanorequalto", vec![Number, Number], greaterthanorequalto);
+    def(
+        "greaterthanorequalto",
+        vec![Number, Number],
+        greaterthanorequalto,
+    );
     def("lessthanorequalto", vec![Number, Number], lessthanorequalto);
     def("basename", vec![Str], basename);
     def("dirname", vec![Str], dirname);
@@ -527,7 +558,10 @@ pub fn declare_all(ctx: &mut Context<'_>) {
     let mut variadic = |name: &str, params: Vec<ParamType>, rest: ParamType, f: hcl::eval::Func| {
         ctx.declare_func(
             name,
-            FuncDef::builder().params(params).variadic_param(rest).build(f),
+            FuncDef::builder()
+                .params(params)
+                .variadic_param(rest)
+                .build(f),
         );
     };
     variadic("join", vec![Str], str_list(), join);

@@ -10,6 +10,7 @@ use hcl::{Body, Expression, Value};
 
 use crate::entries::{self, Entry, parse_bool};
 use crate::error::{BakeError, Result, invalid};
+use crate::funcs::value_to_string;
 use crate::model::{Config, Group, NullableMap, Target};
 
 /// One parsed file.
@@ -37,16 +38,6 @@ pub fn parse(name: &str, text: &str) -> Result<Source> {
         name: name.to_owned(),
         body,
     })
-}
-
-/// Plain text of a scalar value, as cty converts it to a string.
-pub fn value_to_string(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
 }
 
 /// A variable as declared: where, and its default expression.
@@ -85,10 +76,7 @@ fn resolve_variables(
     for (k, v) in inputs.builtins {
         done.insert(k.clone(), Value::String(v.clone()));
     }
-    let mut pending: Vec<&String> = declared
-        .keys()
-        .filter(|k| !done.contains_key(*k))
-        .collect();
+    let mut pending: Vec<&String> = declared.keys().filter(|k| !done.contains_key(*k)).collect();
     while !pending.is_empty() {
         let mut ctx = base.clone();
         for (k, v) in &done {
@@ -99,7 +87,11 @@ fn resolve_variables(
         let mut still = Vec::new();
         for name in pending {
             let d = &declared[name];
-            let env = if d.is_var { (inputs.lookup)(name) } else { None };
+            let env = if d.is_var {
+                (inputs.lookup)(name)
+            } else {
+                None
+            };
             let value = match &d.default {
                 None => Ok(Value::String(env.clone().unwrap_or_default())),
                 Some(expr) => eval(expr, &ctx, &|| format!("{}: variable {name}", d.file)),
@@ -120,8 +112,9 @@ fn resolve_variables(
             progressed = true;
         }
         if !progressed {
-            return Err(last_err
-                .unwrap_or_else(|| invalid("variables could not be resolved (a cycle?)")));
+            return Err(
+                last_err.unwrap_or_else(|| invalid("variables could not be resolved (a cycle?)"))
+            );
         }
         pending = still;
     }
@@ -157,9 +150,10 @@ fn override_value(name: &str, default: &Value, env: String) -> Result<Value> {
             ))
         })?),
         Value::Number(_) => {
-            let f: f64 = env.trim().parse().map_err(|_| {
-                invalid(format!("failed to parse {name} as number: {env:?}"))
-            })?;
+            let f: f64 = env
+                .trim()
+                .parse()
+                .map_err(|_| invalid(format!("failed to parse {name} as number: {env:?}")))?;
             hcl::Number::from_f64(f)
                 .map(Value::Number)
                 .ok_or_else(|| invalid(format!("{name}: {env:?} is not a finite number")))?
@@ -333,7 +327,9 @@ pub fn evaluate(files: &[Source], inputs: &Inputs<'_>) -> Result<Config> {
                     match a.key() {
                         "targets" => g.targets = string_list(&v, &what)?.unwrap_or_default(),
                         "description" => g.description = value_to_string(&v),
-                        k => return Err(invalid(format!("{}: unsupported argument {k:?}", what()))),
+                        k => {
+                            return Err(invalid(format!("{}: unsupported argument {k:?}", what())));
+                        }
                     }
                 }
                 cfg.groups.push(g);
@@ -529,7 +525,10 @@ fn entry_list<T>(
             Value::Null => {}
             other => {
                 let s = value_to_string(other).ok_or_else(|| {
-                    invalid(format!("{}: expected strings or objects, got {other}", what()))
+                    invalid(format!(
+                        "{}: expected strings or objects, got {other}",
+                        what()
+                    ))
                 })?;
                 out.extend(from_str(&s).map_err(|e| invalid(format!("{}: {e}", what())))?);
             }
@@ -607,20 +606,15 @@ pub(crate) fn set_field(
             )?;
         }
         "ssh" => {
-            t.ssh = entry_list(
-                v,
-                what,
-                &|s| Ok(vec![entries::parse_ssh(s)]),
-                &|e| {
-                    Ok(entries::Ssh {
-                        id: e.get("id").cloned().unwrap_or_default(),
-                        paths: e
-                            .get("paths")
-                            .map(|p| p.split(',').map(str::to_owned).collect())
-                            .unwrap_or_default(),
-                    })
-                },
-            )?;
+            t.ssh = entry_list(v, what, &|s| Ok(vec![entries::parse_ssh(s)]), &|e| {
+                Ok(entries::Ssh {
+                    id: e.get("id").cloned().unwrap_or_default(),
+                    paths: e
+                        .get("paths")
+                        .map(|p| p.split(',').map(str::to_owned).collect())
+                        .unwrap_or_default(),
+                })
+            })?;
         }
         "platforms" => t.platforms = string_list(v, what)?,
         "output" => {

@@ -27,7 +27,10 @@ fn expr(v: &serde_json::Value) -> Expression {
         serde_json::Value::Object(o) => {
             let mut obj = Object::new();
             for (k, v) in o {
-                obj.insert(ObjectKey::Expression(Expression::String(k.clone())), expr(v));
+                obj.insert(
+                    ObjectKey::Expression(Expression::String(k.clone())),
+                    expr(v),
+                );
             }
             Expression::Object(obj)
         }
@@ -45,8 +48,7 @@ pub fn parse(name: &str, text: &str) -> Result<Source> {
         file: name.to_owned(),
         message,
     };
-    let doc: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+    let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
     let serde_json::Value::Object(top) = doc else {
         return Err(bad("the document is not a JSON object".into()));
     };

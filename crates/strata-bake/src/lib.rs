@@ -137,7 +137,8 @@ fn dot_env(dir: &Path, vars: &mut BTreeMap<String, String>) -> Result<()> {
             .and_then(|v| v.strip_suffix('"'))
             .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
             .unwrap_or(v);
-        vars.entry(k.trim().to_owned()).or_insert_with(|| v.to_owned());
+        vars.entry(k.trim().to_owned())
+            .or_insert_with(|| v.to_owned());
     }
     Ok(())
 }

@@ -30,12 +30,7 @@ fn strs(v: &[String], f: impl Fn(&str) -> String) -> J {
 fn nullable(m: &NullableMap) -> J {
     J::Obj(
         m.iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    v.as_deref().map_or(J::Null, |s| J::Str(esc(s))),
-                )
-            })
+            .map(|(k, v)| (k.clone(), v.as_deref().map_or(J::Null, |s| J::Str(esc(s)))))
             .collect(),
     )
 }

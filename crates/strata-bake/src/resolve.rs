@@ -128,7 +128,11 @@ impl Config {
         Ok(names)
     }
 
-    fn overrides(&self, sets: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Overrides> {
+    fn overrides(
+        &self,
+        sets: &[String],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Overrides> {
         let mut m = Overrides::new();
         for v in sets {
             let (key, value) = match v.split_once('=') {
@@ -305,7 +309,8 @@ fn add_overrides(t: &mut Target, overrides: &BTreeMap<String, Override>) -> Resu
         };
         let list = |l: &mut Option<Vec<String>>| {
             if o.append {
-                l.get_or_insert_with(Vec::new).extend(o.list.iter().cloned());
+                l.get_or_insert_with(Vec::new)
+                    .extend(o.list.iter().cloned());
             } else {
                 *l = Some(o.list.clone());
             }
@@ -315,15 +320,21 @@ fn add_overrides(t: &mut Target, overrides: &BTreeMap<String, Override>) -> Resu
             "dockerfile" => t.dockerfile = Some(value),
             "args" => {
                 let k = need_sub("args")?;
-                t.args.get_or_insert_with(BTreeMap::new).insert(k, Some(value));
+                t.args
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(k, Some(value));
             }
             "contexts" => {
                 let k = need_sub("contexts")?;
-                t.contexts.get_or_insert_with(BTreeMap::new).insert(k, value);
+                t.contexts
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(k, value);
             }
             "labels" => {
                 let k = need_sub("labels")?;
-                t.labels.get_or_insert_with(BTreeMap::new).insert(k, Some(value));
+                t.labels
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(k, Some(value));
             }
             "extra-hosts" => {
                 let k = need_sub("extra-hosts")?;
@@ -348,7 +359,11 @@ fn add_overrides(t: &mut Target, overrides: &BTreeMap<String, Override>) -> Resu
                 for c in &o.list {
                     parsed.extend(entries::parse_cache(c)?);
                 }
-                let slot = if head == "cache-from" { &mut t.cache_from } else { &mut t.cache_to };
+                let slot = if head == "cache-from" {
+                    &mut t.cache_from
+                } else {
+                    &mut t.cache_to
+                };
                 if o.append {
                     let mut all = slot.take().unwrap_or_default();
                     all.extend(parsed);
@@ -443,7 +458,10 @@ fn set_push_load(t: &mut Target, key: &str, on: bool) {
     if key == "push" {
         let mut found = false;
         for o in outs.iter_mut() {
-            if matches!(o.get("type").map(String::as_str), Some("image" | "registry")) {
+            if matches!(
+                o.get("type").map(String::as_str),
+                Some("image" | "registry")
+            ) {
                 found = true;
                 o.insert("push".into(), on.to_string());
             }
@@ -454,7 +472,11 @@ fn set_push_load(t: &mut Target, key: &str, on: bool) {
                 ("push".into(), "true".into()),
             ]));
         }
-    } else if on && !outs.iter().any(|o| o.get("type").map(String::as_str) == Some("docker")) {
+    } else if on
+        && !outs
+            .iter()
+            .any(|o| o.get("type").map(String::as_str) == Some("docker"))
+    {
         outs.push(entries::Entry::from([("type".into(), "docker".into())]));
     }
 }

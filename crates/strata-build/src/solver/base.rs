@@ -30,9 +30,10 @@ impl Solver<'_> {
         want: &strata_frontend::Platform,
     ) -> Result<ImageRecord> {
         if let Some(id) = self.opts.named_contexts.get(name) {
-            return self.store.resolve(id).map_err(|e| {
-                self.fail(ins, &format!("named context {name} (image {id}): {e}"))
-            });
+            return self
+                .store
+                .resolve(id)
+                .map_err(|e| self.fail(ins, &format!("named context {name} (image {id}): {e}")));
         }
         // Held throughout: two stages pulling the same image at once would
         // write the same download file.

@@ -86,7 +86,12 @@ fn resolve(args: &BakeArgs, cwd: &Path) -> anyhow::Result<Resolved> {
     if args.pull {
         sets.push("*.pull=true".into());
     }
-    Ok(strata_bake::resolve(&cfg, &args.targets, &sets, &env_lookup)?)
+    Ok(strata_bake::resolve(
+        &cfg,
+        &args.targets,
+        &sets,
+        &env_lookup,
+    )?)
 }
 
 /// What a target needs besides its `BuildOptions`: the targets it links
@@ -119,13 +124,19 @@ fn entry_csv(e: &Entry) -> String {
 
 /// Maps one resolved target to build options; any key strata cannot honour
 /// is an error naming the target and the key.
-fn job_for(t: &Target, cwd: &Path, registry: &std::sync::Arc<strata_registry::Client>) -> anyhow::Result<Job> {
+fn job_for(
+    t: &Target,
+    cwd: &Path,
+    registry: &std::sync::Arc<strata_registry::Client>,
+) -> anyhow::Result<Job> {
     let name = &t.name;
     let context_text = t.context.clone().unwrap_or_else(|| ".".into());
     if context_text.contains("://") || context_text.starts_with("git@") {
         return Err(refuse(
             name,
-            &format!("context {context_text:?}: only local directories are supported by strata bake"),
+            &format!(
+                "context {context_text:?}: only local directories are supported by strata bake"
+            ),
         ));
     }
     let context = cwd.join(&context_text);
@@ -153,7 +164,9 @@ fn job_for(t: &Target, cwd: &Path, registry: &std::sync::Arc<strata_registry::Cl
         } else {
             return Err(refuse(
                 name,
-                &format!("contexts.{k} = {v:?}: only target:NAME and docker-image://REF contexts are supported by strata"),
+                &format!(
+                    "contexts.{k} = {v:?}: only target:NAME and docker-image://REF contexts are supported by strata"
+                ),
             ));
         }
     }
@@ -187,7 +200,10 @@ fn job_for(t: &Target, cwd: &Path, registry: &std::sync::Arc<strata_registry::Cl
     {
         return Err(refuse(
             name,
-            &format!("attest {}: attestations are not supported by strata", entry_csv(a)),
+            &format!(
+                "attest {}: attestations are not supported by strata",
+                entry_csv(a)
+            ),
         ));
     }
     if t.annotations.as_ref().is_some_and(|a| !a.is_empty()) {
@@ -199,7 +215,9 @@ fn job_for(t: &Target, cwd: &Path, registry: &std::sync::Arc<strata_registry::Cl
     if let Some(c) = t.call.as_deref().filter(|c| *c != "build") {
         return Err(refuse(
             name,
-            &format!("call = {c:?}: only build is supported by strata bake (use `strata build --check` for checks)"),
+            &format!(
+                "call = {c:?}: only build is supported by strata bake (use `strata build --check` for checks)"
+            ),
         ));
     }
     if let Some(e) = t
@@ -208,13 +226,21 @@ fn job_for(t: &Target, cwd: &Path, registry: &std::sync::Arc<strata_registry::Cl
         .flatten()
         .find(|e| e.as_str() != "network.host")
     {
-        return Err(refuse(name, &format!("entitlement {e:?} is not supported by strata")));
+        return Err(refuse(
+            name,
+            &format!("entitlement {e:?} is not supported by strata"),
+        ));
     }
     let network = match t.network.as_deref() {
         None | Some("default") => strata_exec::Network::Sandbox,
         Some("none") => strata_exec::Network::None,
         Some("host") => strata_exec::Network::Host,
-        Some(o) => return Err(refuse(name, &format!("network {o:?}: expected default, none or host"))),
+        Some(o) => {
+            return Err(refuse(
+                name,
+                &format!("network {o:?}: expected default, none or host"),
+            ));
+        }
     };
     let secrets = read_secrets(
         &t.secrets
@@ -236,26 +262,36 @@ fn job_for(t: &Target, cwd: &Path, registry: &std::sync::Arc<strata_registry::Cl
     let ssh_socket = match t.ssh.as_deref() {
         None | Some([]) => None,
         Some([s]) if s.id == "default" => match s.paths.as_slice() {
-            [] => Some(PathBuf::from(std::env::var("SSH_AUTH_SOCK").map_err(|_| {
-                refuse(name, "ssh default: SSH_AUTH_SOCK is not set")
-            })?)),
+            [] => Some(PathBuf::from(std::env::var("SSH_AUTH_SOCK").map_err(
+                |_| refuse(name, "ssh default: SSH_AUTH_SOCK is not set"),
+            )?)),
             [p] => Some(PathBuf::from(p)),
-            _ => return Err(refuse(name, "ssh: only one agent socket is supported by strata")),
+            _ => {
+                return Err(refuse(
+                    name,
+                    "ssh: only one agent socket is supported by strata",
+                ));
+            }
         },
         Some(_) => {
-            return Err(refuse(name, "ssh: only the `default` id is supported by strata"));
+            return Err(refuse(
+                name,
+                "ssh: only the `default` id is supported by strata",
+            ));
         }
     };
     let shm_size = match t.shm_size.as_deref() {
         None => None,
         Some(v) => Some(parse_binary_size(v).ok_or_else(|| {
-            refuse(name, &format!("shm-size {v}: expected a size such as 64m or 1g"))
+            refuse(
+                name,
+                &format!("shm-size {v}: expected a size such as 64m or 1g"),
+            )
         })?),
     };
     let platforms = match t.platforms.as_deref() {
         None | Some([]) => Vec::new(),
-        Some(list) => parse_platforms(&list.join(","))
-            .with_context(|| format!("target {name}"))?,
+        Some(list) => parse_platforms(&list.join(",")).with_context(|| format!("target {name}"))?,
     };
     let opts = BuildOptions {
         context,
@@ -410,14 +446,24 @@ fn run_all(
                                 },
                             },
                             Event::Cached { n } => Event::Cached { n: renumber(n) },
-                            Event::Output { n, data } => Event::Output { n: renumber(n), data },
-                            Event::Done { n, seconds } => Event::Done { n: renumber(n), seconds },
-                            Event::Error { n, message } => Event::Error { n: renumber(n), message },
+                            Event::Output { n, data } => Event::Output {
+                                n: renumber(n),
+                                data,
+                            },
+                            Event::Done { n, seconds } => Event::Done {
+                                n: renumber(n),
+                                seconds,
+                            },
+                            Event::Error { n, message } => Event::Error {
+                                n: renumber(n),
+                                message,
+                            },
                             w @ Event::Warning(_) => w,
                         };
                         progress.lock().unwrap_or_else(|e| e.into_inner()).event(e);
                     };
-                    let r = strata_build::build_with_lock(store, Some(lock), &job.opts, &mut events);
+                    let r =
+                        strata_build::build_with_lock(store, Some(lock), &job.opts, &mut events);
                     let outcome = match r {
                         Ok(r) => Outcome::Built(Box::new(r)),
                         Err(strata_build::BuildError::Dockerfile(d)) => Outcome::Failed(d.render()),
@@ -434,7 +480,10 @@ fn run_all(
                     let missing: Vec<&str> = job.links.iter().map(|(_, o)| o.as_str()).collect();
                     done.insert(
                         name,
-                        Outcome::Failed(format!("waits for targets that cannot be built: {}", missing.join(", "))),
+                        Outcome::Failed(format!(
+                            "waits for targets that cannot be built: {}",
+                            missing.join(", ")
+                        )),
                     );
                 }
                 break;
@@ -465,9 +514,8 @@ pub fn run(args: BakeArgs) -> anyhow::Result<ExitCode> {
     }
     let store = strata_store::Store::open(&strata_store::Store::default_root())
         .context("opening the store")?;
-    let progress = Mutex::new(
-        crate::progress::Progress::new(&args.progress, false).map_err(UsageError)?,
-    );
+    let progress =
+        Mutex::new(crate::progress::Progress::new(&args.progress, false).map_err(UsageError)?);
     let pushes: BTreeMap<String, Vec<String>> = jobs
         .iter()
         .filter(|(_, j)| j.push)
