@@ -51,17 +51,8 @@ struct Declared {
 }
 
 fn eval(expr: &Expression, ctx: &Context<'_>, what: &dyn Fn() -> String) -> Result<Value> {
-    expr.evaluate(ctx).map_err(|e| {
-        let msg = e.to_string();
-        if msg.contains("undefined variable `target`") {
-            invalid(format!(
-                "{}: references to other targets (target.NAME.KEY) are not supported by strata",
-                what()
-            ))
-        } else {
-            invalid(format!("{}: {msg}", what()))
-        }
-    })
+    expr.evaluate(ctx)
+        .map_err(|e| invalid(format!("{}: {e}", what())))
 }
 
 /// Resolves every variable: defaults may use other variables, so values
@@ -287,8 +278,11 @@ pub fn evaluate(files: &[Source], inputs: &Inputs<'_>) -> Result<Config> {
         ctx.declare_var(k.as_str(), v.clone());
     }
 
-    let mut cfg = Config::default();
-    let mut renamed: Vec<(String, Vec<String>)> = Vec::new();
+    // Targets may read other targets' attributes (`target.NAME.KEY`):
+    // blocks are evaluated in passes, each pass seeing the attributes of
+    // the blocks evaluated so far as the variable `target`, until all are
+    // done or a pass makes no progress (then its first error stands).
+    let mut blocks = Vec::new();
     for f in files {
         for block in f.body.blocks() {
             let kind = block.identifier();
@@ -301,100 +295,90 @@ pub fn evaluate(files: &[Source], inputs: &Inputs<'_>) -> Result<Config> {
                     f.name
                 )));
             };
-            let label = label.as_str().to_owned();
-            check_target_name(&label)?;
-            let attr = |k: &str| block.body().attributes().find(|a| a.key() == k);
-            if kind == "group" {
-                if attr("matrix").is_some() {
-                    return Err(invalid(format!(
-                        "{}: group {label}: matrix is not supported for groups",
-                        f.name
-                    )));
-                }
-                if attr("name").is_some() {
-                    return Err(invalid(format!(
-                        "{}: group {label}: name is not supported for groups",
-                        f.name
-                    )));
-                }
-                let mut g = Group {
-                    name: label.clone(),
-                    ..Group::default()
-                };
-                for a in block.body().attributes() {
-                    let what = || format!("{}: group {label}: {}", f.name, a.key());
-                    let v = eval(a.expr(), &ctx, &what)?;
-                    match a.key() {
-                        "targets" => g.targets = string_list(&v, &what)?.unwrap_or_default(),
-                        "description" => g.description = value_to_string(&v),
-                        k => {
-                            return Err(invalid(format!("{}: unsupported argument {k:?}", what())));
-                        }
-                    }
-                }
-                cfg.groups.push(g);
+            check_target_name(label.as_str())?;
+            blocks.push((f, block, label.as_str().to_owned()));
+        }
+    }
+    let targets: Vec<usize> = (0..blocks.len())
+        .filter(|i| blocks[*i].1.identifier() == "target")
+        .collect();
+    let mut evaluated: BTreeMap<usize, Vec<(Target, hcl::Map<String, Value>)>> = BTreeMap::new();
+    let mut attrs_by_name: hcl::Map<String, Value> = hcl::Map::new();
+    loop {
+        let mut c = ctx.clone();
+        if !attrs_by_name.is_empty() {
+            c.declare_var("target", Value::Object(attrs_by_name.clone()));
+        }
+        let mut first_err = None;
+        let mut progressed = false;
+        for &i in &targets {
+            if evaluated.contains_key(&i) {
                 continue;
             }
-            let combos = match attr("matrix") {
-                None => vec![BTreeMap::new()],
-                Some(m) => {
-                    let what = || format!("{}: target {label}: matrix", f.name);
-                    matrix_combinations(&eval(m.expr(), &ctx, &what)?, &what)?
-                }
-            };
-            if attr("name").is_some() && attr("matrix").is_none() {
-                return Err(invalid(format!(
-                    "{}: target {label}: name requires matrix",
-                    f.name
-                )));
-            }
-            let mut names = Vec::new();
-            for combo in combos {
-                let mut c = ctx.clone();
-                for (k, v) in &combo {
-                    c.declare_var(k.as_str(), v.clone());
-                }
-                let name = match attr("name") {
-                    None => label.clone(),
-                    Some(n) => {
-                        let what = || format!("{}: target {label}: name", f.name);
-                        value_to_string(&eval(n.expr(), &c, &what)?)
-                            .ok_or_else(|| invalid(format!("{}: not a string", what())))?
+            let (f, block, label) = &blocks[i];
+            match eval_target(&f.name, block, label, &c) {
+                Ok(list) => {
+                    for (t, attrs) in &list {
+                        attrs_by_name.insert(t.name.clone(), Value::Object(attrs.clone()));
                     }
-                };
-                check_target_name(&name)?;
-                if names.contains(&name) {
-                    return Err(invalid(format!(
-                        "{}: target {label}: duplicate name {name:?}",
-                        f.name
-                    )));
+                    evaluated.insert(i, list);
+                    progressed = true;
                 }
-                let mut t = Target {
-                    name: name.clone(),
-                    ..Target::default()
-                };
-                for a in block.body().attributes() {
-                    if matches!(a.key(), "name" | "matrix") {
-                        continue;
-                    }
-                    let what = || format!("{}: target {name}: {}", f.name, a.key());
-                    let v = eval(a.expr(), &c, &what)?;
-                    set_field(&mut t, a.key(), &v, &what)?;
+                Err(e) => {
+                    first_err.get_or_insert(e);
                 }
-                if let Some(b) = block.body().blocks().next() {
-                    return Err(invalid(format!(
-                        "{}: target {name}: unsupported block {:?}",
-                        f.name,
-                        b.identifier()
-                    )));
-                }
-                names.push(name);
-                cfg.targets.push(t);
-            }
-            if attr("matrix").is_some() {
-                renamed.push((label, names));
             }
         }
+        match first_err {
+            None => break,
+            Some(e) if !progressed => return Err(e),
+            Some(_) => {}
+        }
+    }
+    if !attrs_by_name.is_empty() {
+        ctx.declare_var("target", Value::Object(attrs_by_name));
+    }
+
+    let mut cfg = Config::default();
+    let mut renamed: Vec<(String, Vec<String>)> = Vec::new();
+    for (i, (f, block, label)) in blocks.iter().enumerate() {
+        if let Some(list) = evaluated.remove(&i) {
+            let names: Vec<String> = list.iter().map(|(t, _)| t.name.clone()).collect();
+            cfg.targets.extend(list.into_iter().map(|(t, _)| t));
+            if block.body().attributes().any(|a| a.key() == "matrix") {
+                renamed.push((label.clone(), names));
+            }
+            continue;
+        }
+        let attr = |k: &str| block.body().attributes().find(|a| a.key() == k);
+        if attr("matrix").is_some() {
+            return Err(invalid(format!(
+                "{}: group {label}: matrix is not supported for groups",
+                f.name
+            )));
+        }
+        if attr("name").is_some() {
+            return Err(invalid(format!(
+                "{}: group {label}: name is not supported for groups",
+                f.name
+            )));
+        }
+        let mut g = Group {
+            name: label.clone(),
+            ..Group::default()
+        };
+        for a in block.body().attributes() {
+            let what = || format!("{}: group {label}: {}", f.name, a.key());
+            let v = eval(a.expr(), &ctx, &what)?;
+            match a.key() {
+                "targets" => g.targets = string_list(&v, &what)?.unwrap_or_default(),
+                "description" => g.description = value_to_string(&v),
+                k => {
+                    return Err(invalid(format!("{}: unsupported argument {k:?}", what())));
+                }
+            }
+        }
+        cfg.groups.push(g);
     }
     for (old, new) in renamed {
         let new = entries::dedup(new);
@@ -408,6 +392,73 @@ pub fn evaluate(files: &[Source], inputs: &Inputs<'_>) -> Result<Config> {
         });
     }
     Ok(cfg)
+}
+
+/// One target block: a target per matrix combination (one without a
+/// matrix), each with its evaluated attributes as written (what
+/// `target.NAME.KEY` reads).
+fn eval_target(
+    file: &str,
+    block: &hcl::Block,
+    label: &str,
+    ctx: &Context<'_>,
+) -> Result<Vec<(Target, hcl::Map<String, Value>)>> {
+    let attr = |k: &str| block.body().attributes().find(|a| a.key() == k);
+    let combos = match attr("matrix") {
+        None => vec![BTreeMap::new()],
+        Some(m) => {
+            let what = || format!("{file}: target {label}: matrix");
+            matrix_combinations(&eval(m.expr(), ctx, &what)?, &what)?
+        }
+    };
+    if attr("name").is_some() && attr("matrix").is_none() {
+        return Err(invalid(format!(
+            "{file}: target {label}: name requires matrix"
+        )));
+    }
+    if let Some(b) = block.body().blocks().next() {
+        return Err(invalid(format!(
+            "{file}: target {label}: unsupported block {:?}",
+            b.identifier()
+        )));
+    }
+    let mut out: Vec<(Target, hcl::Map<String, Value>)> = Vec::new();
+    for combo in combos {
+        let mut c = ctx.clone();
+        for (k, v) in &combo {
+            c.declare_var(k.as_str(), v.clone());
+        }
+        let name = match attr("name") {
+            None => label.to_owned(),
+            Some(n) => {
+                let what = || format!("{file}: target {label}: name");
+                value_to_string(&eval(n.expr(), &c, &what)?)
+                    .ok_or_else(|| invalid(format!("{}: not a string", what())))?
+            }
+        };
+        check_target_name(&name)?;
+        if out.iter().any(|(t, _)| t.name == name) {
+            return Err(invalid(format!(
+                "{file}: target {label}: duplicate name {name:?}"
+            )));
+        }
+        let mut t = Target {
+            name: name.clone(),
+            ..Target::default()
+        };
+        let mut attrs = hcl::Map::new();
+        for a in block.body().attributes() {
+            if matches!(a.key(), "name" | "matrix") {
+                continue;
+            }
+            let what = || format!("{file}: target {name}: {}", a.key());
+            let v = eval(a.expr(), &c, &what)?;
+            set_field(&mut t, a.key(), &v, &what)?;
+            attrs.insert(a.key().to_owned(), v);
+        }
+        out.push((t, attrs));
+    }
+    Ok(out)
 }
 
 /// `matrix = { a = [...], b = [...] }`: every combination, built as

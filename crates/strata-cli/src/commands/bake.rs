@@ -71,7 +71,7 @@ fn resolve(args: &BakeArgs, cwd: &Path) -> anyhow::Result<Resolved> {
         vars: std::env::vars().collect(),
         dir: cwd,
         builtins: BTreeMap::from([
-            ("BAKE_CMD_CONTEXT".to_owned(), ".".to_owned()),
+            ("BAKE_CMD_CONTEXT".to_owned(), "cwd://".to_owned()),
             (
                 "BAKE_LOCAL_PLATFORM".to_owned(),
                 strata_frontend::Platform::host().to_string(),
