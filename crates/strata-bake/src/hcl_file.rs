@@ -302,7 +302,7 @@ pub fn evaluate(files: &[Source], inputs: &Inputs<'_>) -> Result<Config> {
     let targets: Vec<usize> = (0..blocks.len())
         .filter(|i| blocks[*i].1.identifier() == "target")
         .collect();
-    let mut evaluated: BTreeMap<usize, Vec<(Target, hcl::Map<String, Value>)>> = BTreeMap::new();
+    let mut evaluated: BTreeMap<usize, Vec<Evaluated>> = BTreeMap::new();
     let mut attrs_by_name: hcl::Map<String, Value> = hcl::Map::new();
     loop {
         let mut c = ctx.clone();
@@ -394,6 +394,10 @@ pub fn evaluate(files: &[Source], inputs: &Inputs<'_>) -> Result<Config> {
     Ok(cfg)
 }
 
+/// A target as evaluated, with its attributes as written (what
+/// `target.NAME.KEY` reads).
+type Evaluated = (Target, hcl::Map<String, Value>);
+
 /// One target block: a target per matrix combination (one without a
 /// matrix), each with its evaluated attributes as written (what
 /// `target.NAME.KEY` reads).
@@ -402,7 +406,7 @@ fn eval_target(
     block: &hcl::Block,
     label: &str,
     ctx: &Context<'_>,
-) -> Result<Vec<(Target, hcl::Map<String, Value>)>> {
+) -> Result<Vec<Evaluated>> {
     let attr = |k: &str| block.body().attributes().find(|a| a.key() == k);
     let combos = match attr("matrix") {
         None => vec![BTreeMap::new()],
@@ -422,7 +426,7 @@ fn eval_target(
             b.identifier()
         )));
     }
-    let mut out: Vec<(Target, hcl::Map<String, Value>)> = Vec::new();
+    let mut out: Vec<Evaluated> = Vec::new();
     for combo in combos {
         let mut c = ctx.clone();
         for (k, v) in &combo {
