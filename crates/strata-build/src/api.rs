@@ -55,6 +55,12 @@ pub struct BuildOptions {
     /// killed and cleaned up, no new step starts, and [`crate::build`]
     /// returns [`crate::BuildError::Cancelled`]. `None`: not cancellable.
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// Named contexts that are images (`strata bake`'s
+    /// `contexts = { NAME = "target:OTHER" }`, OTHER's image ID): `FROM
+    /// NAME` and `COPY --from=NAME` use that image from the store instead
+    /// of resolving NAME. A stage named NAME still wins, as it does for
+    /// any image name.
+    pub named_contexts: BTreeMap<String, String>,
 }
 
 /// Progress, for the CLI to render.

@@ -97,6 +97,19 @@ pub fn build(
     opts: &BuildOptions,
     events: &mut (dyn FnMut(Event) + Send),
 ) -> Result<BuildResult> {
+    build_with_lock(store, None, opts, events)
+}
+
+/// [`build`] under a store write lock the caller already holds: several
+/// builds in one process (`strata bake`) share one lock and run in
+/// parallel, where each taking its own would run them one at a time.
+/// `None` takes the lock for this build, once its checks have passed.
+pub fn build_with_lock(
+    store: &Store,
+    held: Option<&strata_store::WriteLock>,
+    opts: &BuildOptions,
+    events: &mut (dyn FnMut(Event) + Send),
+) -> Result<BuildResult> {
     let host = strata_frontend::Platform::host();
     let platforms = if opts.platforms.is_empty() {
         vec![host.clone()]
@@ -134,7 +147,14 @@ pub fn build(
         return Err(other(e.message));
     }
     let (epoch, epoch_source) = build_epoch(&opts.context, &opts.build_args);
-    let lock = store.lock()?;
+    let own_lock;
+    let lock = match held {
+        Some(l) => l,
+        None => {
+            own_lock = store.lock()?;
+            &own_lock
+        }
+    };
     let tags = opts
         .tags
         .iter()
@@ -168,7 +188,7 @@ pub fn build(
             .map_or(0, |r: &BuildResult| r.steps_numbered);
         let (image, stats) = build_platform(
             store,
-            &lock,
+            lock,
             opts,
             PlatformBuild {
                 inputs,
@@ -211,7 +231,7 @@ pub fn build(
     let mut result = result.ok_or_else(|| other("no platform was built"))?;
     for out in &opts.outputs {
         let started = std::time::Instant::now();
-        export::export(store, &lock, &images, &opts.tags, out, epoch)?;
+        export::export(store, lock, &images, &opts.tags, out, epoch)?;
         // Its own progress line, numbered after the steps.
         result.steps_numbered += 1;
         events(Event::Internal {

@@ -69,6 +69,7 @@ fn options(ctx: &Path, dockerfile: &str) -> BuildOptions {
         platforms: Vec::new(),
         cancel: None,
         isolation: strata_exec::Isolation::Namespaces,
+        named_contexts: BTreeMap::new(),
     }
 }
 

@@ -33,6 +33,8 @@ struct Cli {
 enum Command {
     /// Build an image from a Dockerfile and a context
     Build(Box<commands::build::BuildArgs>),
+    /// Build the targets of a bake file (HCL, JSON or compose), as `docker buildx bake`
+    Bake(Box<commands::bake::BakeArgs>),
     /// Download an image from a registry
     Pull(commands::registry::PullArgs),
     /// Upload an image to a registry
@@ -100,6 +102,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Build(a) => commands::build::run(*a),
+        Command::Bake(a) => commands::bake::run(*a),
         Command::Pull(a) => commands::registry::pull(a),
         Command::Push(a) => commands::registry::push(a),
         Command::Login(a) => commands::registry::login(a),

@@ -135,6 +135,7 @@ impl Solver<'_> {
         let mut sources = self.copy_sources(ins, &req, tree.as_deref(), &lookup, &inline_dir)?;
         let key = self.copy_key(&req, state, &sources, tree.as_deref())?;
         let history = copy_history(&req);
+        let _once = crate::solver::once::claim(&key);
         if self.cache_hit(&key, state)? {
             return Ok(true);
         }

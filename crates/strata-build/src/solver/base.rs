@@ -29,6 +29,12 @@ impl Solver<'_> {
         ins: &Instruction,
         want: &strata_frontend::Platform,
     ) -> Result<ImageRecord> {
+        if let Some(id) = self.opts.named_contexts.get(name) {
+            return self
+                .store
+                .resolve(id)
+                .map_err(|e| self.fail(ins, &format!("named context {name} (image {id}): {e}")));
+        }
         // Held throughout: two stages pulling the same image at once would
         // write the same download file.
         let mut pulled_map = self.shared.pulled.lock().expect("pulled map");

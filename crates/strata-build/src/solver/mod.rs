@@ -21,6 +21,7 @@ use crate::error::{BuildError, Result, context, io, other};
 
 mod base;
 mod dispatch;
+pub(crate) mod once;
 mod run_step;
 mod schedule;
 mod shared_cache;

@@ -141,6 +141,7 @@ impl Solver<'_> {
         } else {
             format!("RUN {prefix} {} # buildkit", argv.join(" "))
         };
+        let _once = super::once::claim(&key);
         if self.cache_hit(&key, state)? {
             return Ok(true);
         }

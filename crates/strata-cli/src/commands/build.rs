@@ -166,7 +166,7 @@ fn choose_isolation(
 
 /// `--secret id=ID,src=FILE|env=VAR` (`type=file|env` accepted; a bare `env=`
 /// with no id takes the variable's name as the id).
-fn read_secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+pub(super) fn read_secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
     let mut out = BTreeMap::new();
     for spec in specs {
         let mut id = None;
@@ -404,6 +404,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             .map(|c| strata_build::remote_cache::parse_cache_to(c))
             .collect::<Result<_, _>>()
             .map_err(|e| UsageError(e.to_string()))?,
+        named_contexts: BTreeMap::new(),
     };
     let check = check_call(&CheckFlags {
         check: args.check,
@@ -619,7 +620,7 @@ fn load_into_daemon(
 }
 
 /// `--platform linux/amd64,linux/arm64`: each once, linux only.
-fn parse_platforms(list: &str) -> anyhow::Result<Vec<strata_frontend::Platform>> {
+pub(super) fn parse_platforms(list: &str) -> anyhow::Result<Vec<strata_frontend::Platform>> {
     let mut out: Vec<strata_frontend::Platform> = Vec::new();
     for p in list.split(',').map(str::trim) {
         let parsed: strata_frontend::Platform =
@@ -672,7 +673,7 @@ fn check_entitlements(allow: &[String]) -> Result<(), UsageError> {
 
 /// `--add-host name:ip` (docker) or `name=ip` (buildx); an IPv6 address
 /// may follow the first `:`.
-fn parse_add_host(spec: &str) -> anyhow::Result<(String, std::net::IpAddr)> {
+pub(super) fn parse_add_host(spec: &str) -> anyhow::Result<(String, std::net::IpAddr)> {
     let (name, ip) = spec
         .split_once('=')
         .or_else(|| spec.split_once(':'))
@@ -688,7 +689,7 @@ fn parse_add_host(spec: &str) -> anyhow::Result<(String, std::net::IpAddr)> {
 }
 
 /// `64m`, `1g`, `512k`, `1048576`: binary units, as docker's `--shm-size`.
-fn parse_binary_size(s: &str) -> Option<u64> {
+pub(super) fn parse_binary_size(s: &str) -> Option<u64> {
     let t = s.trim().to_ascii_lowercase();
     let t = t.strip_suffix('b').unwrap_or(&t);
     let (num, mult) = match t.chars().last()? {

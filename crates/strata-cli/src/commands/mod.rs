@@ -1,6 +1,7 @@
 //! One module per group of subcommands; each owns its clap arguments and
 //! rendering.
 
+pub mod bake;
 pub mod build;
 mod build_context;
 mod check;

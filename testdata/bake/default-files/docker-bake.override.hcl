@@ -1,0 +1,3 @@
+target "default" {
+  args = { FROM_OVERRIDE = "yes" }
+}
