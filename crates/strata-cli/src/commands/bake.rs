@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use strata_bake::{Entry, Resolved, Target};
 use strata_build::{BuildOptions, BuildResult, Event};
 
-use super::build::{parse_add_host, parse_binary_size, parse_platforms, read_secrets};
+use super::build_flags::{parse_add_host, parse_binary_size, parse_platforms, read_secrets};
 use crate::exit::UsageError;
 
 #[derive(clap::Args)]

@@ -10,6 +10,10 @@ use anyhow::Context;
 use strata_build::{BuildError, BuildOptions, Event, Output, OutputKind};
 
 use super::build_context::{is_git_url, read_inputs};
+use super::build_flags::{
+    check_entitlements, parse_add_host, parse_binary_size, parse_platforms, read_secrets,
+    warn_if_default_network_is_the_hosts,
+};
 use super::check::{CheckFlags, check_call, clean_path, run_check};
 use crate::exit::UsageError;
 
@@ -162,53 +166,6 @@ fn choose_isolation(
         Err(_) if requested == strata_exec::Isolation::Auto => Ok(requested),
         Err(e) => Err(UsageError(e).into()),
     }
-}
-
-/// `--secret id=ID,src=FILE|env=VAR` (`type=file|env` accepted; a bare `env=`
-/// with no id takes the variable's name as the id).
-pub(super) fn read_secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
-    let mut out = BTreeMap::new();
-    for spec in specs {
-        let mut id = None;
-        let mut src = None;
-        let mut env = None;
-        for part in spec.split(',') {
-            match part.split_once('=') {
-                Some(("id", v)) => id = Some(v.to_owned()),
-                Some(("src" | "source", v)) => src = Some(v.to_owned()),
-                Some(("env", v)) => env = Some(v.to_owned()),
-                Some(("type", _)) => {}
-                _ => {
-                    return Err(UsageError(format!(
-                        "--secret {spec:?}: expected id=ID,src=FILE or id=ID,env=VAR"
-                    ))
-                    .into());
-                }
-            }
-        }
-        let id = id
-            .or_else(|| env.clone())
-            .ok_or_else(|| UsageError(format!("--secret {spec:?}: id= is required")))?;
-        let data = match (src, env) {
-            (Some(f), _) => {
-                fs_err::read(&f).map_err(|e| UsageError(format!("--secret {id}: {e}")))?
-            }
-            (None, Some(v)) => std::env::var(&v)
-                .map_err(|_| {
-                    UsageError(format!(
-                        "--secret {id}: environment variable {v} is not set"
-                    ))
-                })?
-                .into_bytes(),
-            (None, None) => {
-                return Err(
-                    UsageError(format!("--secret {spec:?}: src= or env= is required")).into(),
-                );
-            }
-        };
-        out.insert(id, data);
-    }
-    Ok(out)
 }
 
 pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
@@ -617,106 +574,4 @@ fn load_into_daemon(
         }
     }
     Ok(())
-}
-
-/// `--platform linux/amd64,linux/arm64`: each once, linux only.
-pub(super) fn parse_platforms(list: &str) -> anyhow::Result<Vec<strata_frontend::Platform>> {
-    let mut out: Vec<strata_frontend::Platform> = Vec::new();
-    for p in list.split(',').map(str::trim) {
-        let parsed: strata_frontend::Platform =
-            p.parse()
-                .map_err(|e: strata_oci::platform::PlatformError| {
-                    UsageError(format!("--platform: {e}"))
-                })?;
-        if parsed.os != "linux" {
-            return Err(
-                UsageError(format!("--platform {p}: only linux images can be built")).into(),
-            );
-        }
-        if out.contains(&parsed) {
-            return Err(UsageError(format!("--platform {p} is given twice")).into());
-        }
-        out.push(parsed);
-    }
-    Ok(out)
-}
-
-/// `--allow`: buildx's entitlements. A shared BuildKit grants them per
-/// build; strata runs steps itself, so `network.host` (`--network host`,
-/// `RUN --network=host`) needs no grant, and what it cannot give safely is
-/// refused rather than accepted and ignored.
-fn check_entitlements(allow: &[String]) -> Result<(), UsageError> {
-    for e in allow.iter().flat_map(|a| a.split(',')) {
-        match e.trim() {
-            "network.host" => {}
-            "security.insecure" => {
-                return Err(UsageError(
-                    "--allow security.insecure: strata has no privileged mode; every RUN step \
-                     runs with Docker's default capabilities"
-                        .into(),
-                ));
-            }
-            d if d == "device" || d.starts_with("device=") => {
-                return Err(UsageError(format!(
-                    "--allow {d}: strata gives steps no host devices"
-                )));
-            }
-            other => {
-                return Err(UsageError(format!(
-                    "--allow {other}: unknown entitlement (network.host, security.insecure, device)"
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// `--add-host name:ip` (docker) or `name=ip` (buildx); an IPv6 address
-/// may follow the first `:`.
-pub(super) fn parse_add_host(spec: &str) -> anyhow::Result<(String, std::net::IpAddr)> {
-    let (name, ip) = spec
-        .split_once('=')
-        .or_else(|| spec.split_once(':'))
-        .ok_or_else(|| UsageError(format!("--add-host {spec}: expected HOST:IP")))?;
-    let ip = ip.trim_start_matches('[').trim_end_matches(']');
-    let ip = ip
-        .parse()
-        .map_err(|_| UsageError(format!("--add-host {spec}: {ip:?} is not an IP address")))?;
-    if name.is_empty() {
-        return Err(UsageError(format!("--add-host {spec}: empty host name")).into());
-    }
-    Ok((name.to_owned(), ip))
-}
-
-/// `64m`, `1g`, `512k`, `1048576`: binary units, as docker's `--shm-size`.
-pub(super) fn parse_binary_size(s: &str) -> Option<u64> {
-    let t = s.trim().to_ascii_lowercase();
-    let t = t.strip_suffix('b').unwrap_or(&t);
-    let (num, mult) = match t.chars().last()? {
-        'k' => (&t[..t.len() - 1], 1u64 << 10),
-        'm' => (&t[..t.len() - 1], 1 << 20),
-        'g' => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
-    };
-    num.parse::<u64>()
-        .ok()?
-        .checked_mul(mult)
-        .filter(|n| *n > 0)
-}
-
-/// The default network is a private namespace only where pasta can connect
-/// it; elsewhere steps share the host's network, which the user must know.
-pub(crate) fn warn_if_default_network_is_the_hosts(network: strata_exec::Network) {
-    if network == strata_exec::Network::Sandbox && strata_exec::sandbox_network_helper().is_none() {
-        #[expect(
-            clippy::print_stderr,
-            reason = "a warning for the user, before any progress"
-        )]
-        {
-            eprintln!(
-                "warning: pasta (Debian package passt) is not installed or cannot open {}: the default network is the host's (--network host), not a private one",
-                strata_exec::network::TUN_DEVICE
-            );
-        }
-    }
 }

@@ -162,7 +162,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             );
         }
     };
-    super::build::warn_if_default_network_is_the_hosts(network);
+    super::build_flags::warn_if_default_network_is_the_hosts(network);
     let mut mounts = Vec::new();
     for v in &a.volume {
         let parts: Vec<&str> = v.split(':').collect();

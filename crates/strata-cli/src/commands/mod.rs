@@ -4,6 +4,7 @@
 pub mod bake;
 pub mod build;
 mod build_context;
+mod build_flags;
 mod check;
 pub mod container;
 pub mod debug;
