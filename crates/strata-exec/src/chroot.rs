@@ -50,7 +50,7 @@ use crate::error::ExecError;
 use crate::launch::{chroot_command, spawn};
 use crate::overlay;
 use crate::protocol::{ChrootSpec, provided_files, rel_target};
-use crate::spec::{ExitStatus, Mount, Network, OutputStream, RunSpec, SnapshotMethod};
+use crate::spec::{ExitStatus, Mount, Network, RunSpec, SnapshotMethod};
 
 /// Files of this container's `/proc` copied into the step's `/proc`: the
 /// machine's description and limits, the same for every process. Missing
@@ -217,41 +217,16 @@ fn run_chrooted(spec: &mut RunSpec, root: &Path) -> Result<ExitStatus, ExecError
         });
     }
 
-    let (tx, rx) = mpsc::channel::<(OutputStream, Vec<u8>)>();
-    let mut readers = Vec::new();
-    for (stream, pipe) in [
-        (
-            OutputStream::Stdout,
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ),
-        (
-            OutputStream::Stderr,
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ),
-    ] {
-        let Some(mut pipe) = pipe else { continue };
-        let tx = tx.clone();
-        readers.push(std::thread::spawn(move || {
-            let mut buf = vec![0u8; 32 * 1024];
-            loop {
-                match pipe.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if tx.send((stream, buf[..n].to_vec())).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        }));
-    }
-    drop(tx);
+    let (rx, readers) = crate::run::read_outputs(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
     let mut cancelled = false;
     let kill_group = || {
         let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);

@@ -14,8 +14,8 @@ use std::path::Path;
 use nix::sys::signal::Signal;
 use nix::unistd::{Gid, Uid};
 
-use crate::helper::exec::{mkdir_all_in_root, resolve_program};
-use crate::protocol::{CHROOT_ARG, ChrootSpec, ERROR_FD, STDIN_FD};
+use crate::helper::exec::{mkdir_all_in_root, stdin_in_place, step_env_and_program};
+use crate::protocol::{CHROOT_ARG, ChrootSpec, ERROR_FD};
 
 /// Called first thing by the crate's `maybe_run_helper`: when this process was started as
 /// a chroot step, runs it (never returning); otherwise returns.
@@ -40,8 +40,6 @@ fn err<E: std::fmt::Display>(what: impl std::fmt::Display) -> impl FnOnce(E) -> 
 fn cstring(s: &str) -> Result<CString, String> {
     CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"))
 }
-
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 fn become_step() -> Result<std::convert::Infallible, String> {
     // The step must not inherit the error pipe; our own messages use it
@@ -75,45 +73,8 @@ fn become_step() -> Result<std::convert::Infallible, String> {
         .map_err(err(format!("create WORKDIR {}", step.cwd)))?;
     std::env::set_current_dir(&step.cwd).map_err(err(format!("chdir to {}", step.cwd)))?;
 
-    // The environment the namespaces executor gives (helper/exec.rs).
-    let mut env: Vec<String> = step.env.clone();
-    let has = |env: &[String], k: &str| {
-        env.iter()
-            .any(|e| e.split_once('=').is_some_and(|(n, _)| n == k))
-    };
-    if !has(&env, "PATH") {
-        env.push(format!("PATH={DEFAULT_PATH}"));
-    }
-    if step.provide_hostname && !has(&env, "HOSTNAME") {
-        env.push(format!("HOSTNAME={}", step.hostname));
-    }
-    if !has(&env, "HOME") {
-        env.push(format!(
-            "HOME={}",
-            id.home.clone().unwrap_or_else(|| "/".into())
-        ));
-    }
-    let path_var = env
-        .iter()
-        .rev()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or(DEFAULT_PATH)
-        .to_string();
-    let argv0 = step.argv.first().ok_or("empty command")?;
-    let program = resolve_program(argv0, &path_var)?;
-
-    if spec.stdin_fd {
-        // SAFETY: dup2 and close on plain integers; fd STDIN_FD was placed
-        // by the parent for this process and nothing else here owns it.
-        if unsafe { libc::dup2(STDIN_FD, 0) } < 0 {
-            return Err(format!("stdin: {}", std::io::Error::last_os_error()));
-        }
-        // SAFETY: as above; the step must not inherit a second copy.
-        unsafe { libc::close(STDIN_FD) };
-    } else {
-        let devnull = std::fs::File::open("/dev/null").map_err(err("/dev/null"))?;
-        nix::unistd::dup2_stdin(&devnull).map_err(err("stdin"))?;
-    }
+    let (env, program) = step_env_and_program(step, id.home.as_deref())?;
+    stdin_in_place(spec.stdin_fd)?;
 
     crate::helper::caps::drop_capabilities()?;
     nix::sys::prctl::set_no_new_privs().map_err(err("no_new_privs"))?;
@@ -135,6 +96,6 @@ fn become_step() -> Result<std::convert::Infallible, String> {
         .map_err(|_| "program path contains NUL".to_string())?;
     match nix::unistd::execve(&prog, &args, &envs) {
         Ok(never) => match never {},
-        Err(e) => Err(format!("exec {argv0}: {e}")),
+        Err(e) => Err(format!("exec {}: {e}", program.display())),
     }
 }

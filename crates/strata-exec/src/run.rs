@@ -232,35 +232,10 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
         return Err(e);
     }
 
-    let (tx, rx) = mpsc::channel::<(OutputStream, Vec<u8>)>();
-    let mut readers = Vec::new();
-    for (stream, pipe) in [
-        (
-            OutputStream::Stdout,
-            stdout.map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ),
-        (
-            OutputStream::Stderr,
-            stderr.map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ),
-    ] {
-        let Some(mut pipe) = pipe else { continue };
-        let tx = tx.clone();
-        readers.push(std::thread::spawn(move || {
-            let mut buf = vec![0u8; 32 * 1024];
-            loop {
-                match pipe.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if tx.send((stream, buf[..n].to_vec())).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        }));
-    }
-    drop(tx);
+    let (rx, readers) = read_outputs(
+        stdout.map(|s| Box::new(s) as Box<dyn Read + Send>),
+        stderr.map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
     let mut cancelled = false;
     let mut step_pid = None;
     // The end of the helper's stderr: where it says why a result is missing.
@@ -347,4 +322,39 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
         }
         HelperResult::Failed { message, .. } => Err(ExecError::Setup(message)),
     }
+}
+
+/// What a step wrote, a chunk at a time, from either stream.
+pub(crate) type OutputChunks = mpsc::Receiver<(OutputStream, Vec<u8>)>;
+
+/// A thread per output pipe of a step, sending what it reads as it comes
+/// (32 KiB at most at a time) until the pipe closes; the receiver ends
+/// once both have.
+pub(crate) fn read_outputs(
+    stdout: Option<Box<dyn Read + Send>>,
+    stderr: Option<Box<dyn Read + Send>>,
+) -> (OutputChunks, Vec<std::thread::JoinHandle<()>>) {
+    let (tx, rx) = mpsc::channel::<(OutputStream, Vec<u8>)>();
+    let mut readers = Vec::new();
+    for (stream, pipe) in [
+        (OutputStream::Stdout, stdout),
+        (OutputStream::Stderr, stderr),
+    ] {
+        let Some(mut pipe) = pipe else { continue };
+        let tx = tx.clone();
+        readers.push(std::thread::spawn(move || {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match pipe.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.send((stream, buf[..n].to_vec())).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    (rx, readers)
 }

@@ -82,44 +82,8 @@ pub(super) fn child(spec: &HelperSpec, merged: &Path) -> Result<std::convert::In
     std::env::set_current_dir(&spec.step.cwd)
         .map_err(err(format!("chdir to {}", spec.step.cwd)))?;
 
-    let mut env: Vec<String> = spec.step.env.clone();
-    let has = |env: &[String], k: &str| {
-        env.iter()
-            .any(|e| e.split_once('=').is_some_and(|(n, _)| n == k))
-    };
-    if !has(&env, "PATH") {
-        env.push(format!("PATH={DEFAULT_PATH}"));
-    }
-    if spec.step.provide_hostname && !has(&env, "HOSTNAME") {
-        env.push(format!("HOSTNAME={}", spec.step.hostname));
-    }
-    if !has(&env, "HOME") {
-        env.push(format!(
-            "HOME={}",
-            id.home.clone().unwrap_or_else(|| "/".into())
-        ));
-    }
-    let path_var = env
-        .iter()
-        .rev()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or(DEFAULT_PATH)
-        .to_string();
-    let argv0 = spec.step.argv.first().ok_or("empty command")?;
-    let program = resolve_program(argv0, &path_var)?;
-
-    if spec.stdin_fd {
-        // SAFETY: dup2 and close on plain integers; fd STDIN_FD was placed
-        // by the parent for this process and nothing else here owns it.
-        if unsafe { libc::dup2(STDIN_FD, 0) } < 0 {
-            return Err(format!("stdin: {}", std::io::Error::last_os_error()));
-        }
-        // SAFETY: as above; the step must not inherit a second copy.
-        unsafe { libc::close(STDIN_FD) };
-    } else {
-        let devnull = std::fs::File::open("/dev/null").map_err(err("/dev/null"))?;
-        nix::unistd::dup2_stdin(&devnull).map_err(err("stdin"))?;
-    }
+    let (env, program) = step_env_and_program(&spec.step, id.home.as_deref())?;
+    stdin_in_place(spec.stdin_fd)?;
 
     drop_capabilities()?;
     nix::sys::prctl::set_no_new_privs().map_err(err("no_new_privs"))?;
@@ -146,7 +110,8 @@ pub(super) fn child(spec: &HelperSpec, merged: &Path) -> Result<std::convert::In
     let envs: Vec<CString> = env.iter().map(|a| cstring(a)).collect::<Result<_, _>>()?;
     let prog = CString::new(program.as_os_str().as_bytes())
         .map_err(|_| "program path contains NUL".to_string())?;
-    let e = nix::unistd::execve(&prog, &args, &envs).map_err(err(format!("exec {argv0}")));
+    let e = nix::unistd::execve(&prog, &args, &envs)
+        .map_err(err(format!("exec {}", program.display())));
     match e {
         Ok(never) => match never {},
         Err(e) => Err(e),
@@ -182,6 +147,57 @@ pub(crate) fn mkdir_all_in_root(path: &Path, depth: u32) -> std::io::Result<()> 
                 _ => std::fs::DirBuilder::new().mode(0o755).create(&cur)?,
             },
         }
+    }
+    Ok(())
+}
+
+/// The step's environment as runc gives it (PATH, HOSTNAME when asked for,
+/// and HOME from the user's passwd entry filled in when the image sets
+/// none) and the program its `argv[0]` names on that PATH. Both executors
+/// (namespaces and chroot) start the step with these.
+pub(crate) fn step_env_and_program(
+    step: &crate::spec::RunSpec,
+    home: Option<&str>,
+) -> Result<(Vec<String>, PathBuf), String> {
+    let mut env: Vec<String> = step.env.clone();
+    let has = |env: &[String], k: &str| {
+        env.iter()
+            .any(|e| e.split_once('=').is_some_and(|(n, _)| n == k))
+    };
+    if !has(&env, "PATH") {
+        env.push(format!("PATH={DEFAULT_PATH}"));
+    }
+    if step.provide_hostname && !has(&env, "HOSTNAME") {
+        env.push(format!("HOSTNAME={}", step.hostname));
+    }
+    if !has(&env, "HOME") {
+        env.push(format!("HOME={}", home.unwrap_or("/")));
+    }
+    let path_var = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH)
+        .to_string();
+    let argv0 = step.argv.first().ok_or("empty command")?;
+    let program = resolve_program(argv0, &path_var)?;
+    Ok((env, program))
+}
+
+/// The step's stdin on fd 0: what the parent placed on [`STDIN_FD`], else
+/// /dev/null.
+pub(crate) fn stdin_in_place(from_parent: bool) -> Result<(), String> {
+    if from_parent {
+        // SAFETY: dup2 and close on plain integers; fd STDIN_FD was placed
+        // by the parent for this process and nothing else here owns it.
+        if unsafe { libc::dup2(STDIN_FD, 0) } < 0 {
+            return Err(format!("stdin: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: as above; the step must not inherit a second copy.
+        unsafe { libc::close(STDIN_FD) };
+    } else {
+        let devnull = std::fs::File::open("/dev/null").map_err(err("/dev/null"))?;
+        nix::unistd::dup2_stdin(&devnull).map_err(err("stdin"))?;
     }
     Ok(())
 }
