@@ -183,7 +183,7 @@ fn chroot_provides_dev_proc_and_hosts() {
              head -c 16 /dev/urandom | wc -c && grep -q processor /proc/cpuinfo \
              && grep -q MemTotal /proc/meminfo && grep -q . /proc/sys/kernel/osrelease \
              && cat /ctx/data.txt && touch /scratch/x && test -w /dev/shm \
-             && grep buildkitsandbox /etc/hosts | cut -f2 && echo $HOSTNAME\n",
+             && grep buildkitsandbox /etc/hosts | cut -f2\n",
     );
     let Some(store) = Store::new(T, tmp.path(), "store") else {
         return;
@@ -191,12 +191,9 @@ fn chroot_provides_dev_proc_and_hosts() {
     let o = store.build(&ctx, "chroot");
     let err = text(&o.stderr);
     assert!(o.status.success(), "{err}");
-    for want in [
-        "16",
-        "from the context",
-        "localhost buildkitsandbox",
-        "buildkitsandbox",
-    ] {
+    // (No `$HOSTNAME`: a RUN step gets none, as in BuildKit, and a chroot
+    // has no UTS namespace of its own to name.)
+    for want in ["16", "from the context", "localhost buildkitsandbox"] {
         assert!(
             err.lines()
                 .any(|l| l.split_once(' ').map(|x| x.1) == Some(want)),
