@@ -62,6 +62,10 @@ impl Solver<'_> {
             };
             let uid = kv.get("uid").and_then(|v| v.parse().ok()).unwrap_or(0);
             let gid = kv.get("gid").and_then(|v| v.parse().ok()).unwrap_or(0);
+            // Secret and ssh mounts: may the build go on without the
+            // secret or agent, and the mode of the file or socket.
+            let required = kv.get("required").is_some_and(|v| v != "false");
+            let mode_or = |default: u32| kv.get("mode").and_then(|m| octal(m)).unwrap_or(default);
             let ro = kv
                 .get("ro")
                 .or_else(|| kv.get("readonly"))
@@ -194,14 +198,13 @@ impl Solver<'_> {
                             .map(|n| n.to_string_lossy().into_owned())
                             .unwrap_or_default()
                     });
-                    let required = kv.get("required").is_some_and(|v| v != "false");
                     let Some(data) = self.opts.secrets.get(&id).cloned() else {
                         if required {
                             return Err(self.fail(ins, &format!("secret {id} is required but was not given (strata build --secret id={id},src=FILE)")));
                         }
                         continue;
                     };
-                    let mode = kv.get("mode").and_then(|m| octal(m)).unwrap_or(0o400);
+                    let mode = mode_or(0o400);
                     // The secret's value never enters the key or any layer.
                     out.key
                         .extend(format!("secret {id} {target} {uid} {gid} {mode}\0").as_bytes());
@@ -215,12 +218,12 @@ impl Solver<'_> {
                 }
                 "ssh" => {
                     let Some(socket) = self.opts.ssh_socket.clone() else {
-                        if kv.get("required").is_some_and(|v| v != "false") {
+                        if required {
                             return Err(self.fail(ins, "an ssh mount is required but no agent was given (strata build --ssh default)"));
                         }
                         continue;
                     };
-                    let mode = kv.get("mode").and_then(|m| octal(m)).unwrap_or(0o600);
+                    let mode = mode_or(0o600);
                     out.key
                         .extend(format!("ssh {target} {uid} {gid} {mode}\0").as_bytes());
                     out.mounts.push(Mount::Ssh {
