@@ -39,7 +39,6 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -237,12 +236,7 @@ fn run_chrooted(spec: &mut RunSpec, root: &Path) -> Result<ExitStatus, ExecError
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        if !cancelled
-            && spec
-                .cancel
-                .as_ref()
-                .is_some_and(|c| c.load(Ordering::SeqCst))
-        {
+        if !cancelled && spec.cancelled() {
             cancelled = true;
             kill_group();
         }

@@ -5,10 +5,8 @@
 //! before that is written to fd [`ERROR_FD`] (close-on-exec, so a successful
 //! exec leaves it empty). See [`crate::chroot`] for the parent's side.
 
-use std::ffi::CString;
 use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use nix::sys::signal::Signal;
@@ -35,10 +33,6 @@ pub(crate) fn maybe_run() {
 
 fn err<E: std::fmt::Display>(what: impl std::fmt::Display) -> impl FnOnce(E) -> String {
     move |e| format!("{what}: {e}")
-}
-
-fn cstring(s: &str) -> Result<CString, String> {
-    CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"))
 }
 
 fn become_step() -> Result<std::convert::Infallible, String> {
@@ -86,16 +80,5 @@ fn become_step() -> Result<std::convert::Infallible, String> {
         crate::seccomp::install(&crate::seccomp::default_filters()?)?;
     }
 
-    let args: Vec<CString> = step
-        .argv
-        .iter()
-        .map(|a| cstring(a))
-        .collect::<Result<_, _>>()?;
-    let envs: Vec<CString> = env.iter().map(|a| cstring(a)).collect::<Result<_, _>>()?;
-    let prog = CString::new(program.as_os_str().as_bytes())
-        .map_err(|_| "program path contains NUL".to_string())?;
-    match nix::unistd::execve(&prog, &args, &envs) {
-        Ok(never) => match never {},
-        Err(e) => Err(format!("exec {}: {e}", program.display())),
-    }
+    Err(crate::helper::exec::exec_step(&program, &step.argv, &env))
 }

@@ -166,6 +166,15 @@ fn discard_output() -> OutputSink {
     Box::new(|_, _| {})
 }
 
+impl RunSpec {
+    /// Whether the caller asked for the step to stop.
+    pub(crate) fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
 impl std::fmt::Debug for RunSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunSpec")

@@ -101,20 +101,23 @@ pub(super) fn child(spec: &HelperSpec, merged: &Path) -> Result<std::convert::In
         crate::seccomp::install(&crate::seccomp::default_filters()?)?;
     }
 
-    let args: Vec<CString> = spec
-        .step
-        .argv
-        .iter()
-        .map(|a| cstring(a))
-        .collect::<Result<_, _>>()?;
-    let envs: Vec<CString> = env.iter().map(|a| cstring(a)).collect::<Result<_, _>>()?;
-    let prog = CString::new(program.as_os_str().as_bytes())
-        .map_err(|_| "program path contains NUL".to_string())?;
-    let e = nix::unistd::execve(&prog, &args, &envs)
-        .map_err(err(format!("exec {}", program.display())));
-    match e {
+    Err(exec_step(&program, &spec.step.argv, &env))
+}
+
+/// Replaces this process with the step's program; returns only why it
+/// could not.
+pub(crate) fn exec_step(program: &Path, argv: &[String], env: &[String]) -> String {
+    let run = || -> Result<std::convert::Infallible, String> {
+        let args: Vec<CString> = argv.iter().map(|a| cstring(a)).collect::<Result<_, _>>()?;
+        let envs: Vec<CString> = env.iter().map(|a| cstring(a)).collect::<Result<_, _>>()?;
+        let prog = CString::new(program.as_os_str().as_bytes())
+            .map_err(|_| "program path contains NUL".to_string())?;
+        nix::unistd::execve(&prog, &args, &envs)
+            .map_err(|e| format!("exec {}: {e}", program.display()))
+    };
+    match run() {
         Ok(never) => match never {},
-        Err(e) => Err(e),
+        Err(e) => e,
     }
 }
 
