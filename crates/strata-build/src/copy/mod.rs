@@ -485,17 +485,22 @@ impl Solver<'_> {
                 .map(|p| p.to_string_lossy().into_owned())
                 .unwrap_or_default()
         };
+        // The directories above what is copied: made as the image would
+        // have them (existing ones' metadata kept, new ones 0755).
+        let make_dirs = |rel: &str| {
+            self.make_parents_owned(
+                place.layer_root,
+                rel,
+                place.lowers,
+                true,
+                place.created_owner,
+            )
+        };
         if req.parents && !s.keep.is_empty() {
             let target_rel = format!("{dest_rel}/{}", s.keep)
                 .trim_start_matches('/')
                 .to_owned();
-            self.make_parents_owned(
-                place.layer_root,
-                &parents_of(&target_rel),
-                place.lowers,
-                true,
-                place.created_owner,
-            )?;
+            make_dirs(&parents_of(&target_rel))?;
             return copy_tree(
                 &s.path,
                 &place.layer_root.join(&target_rel),
@@ -506,23 +511,11 @@ impl Solver<'_> {
             );
         }
         if meta.is_dir() {
-            self.make_parents_owned(
-                place.layer_root,
-                dest_rel,
-                place.lowers,
-                true,
-                place.created_owner,
-            )?;
+            make_dirs(dest_rel)?;
             return copy_tree(&s.path, &dest_path, &s.rel, "", place.rules, true);
         }
         if req.is_add && !meta.file_type().is_symlink() && is_archive(&s.path) {
-            self.make_parents_owned(
-                place.layer_root,
-                dest_rel,
-                place.lowers,
-                true,
-                place.created_owner,
-            )?;
+            make_dirs(dest_rel)?;
             let f = fs::File::open(&s.path).map_err(io(format!("opening {}", s.path.display())))?;
             let (_, r) = strata_oci::compress::decompress(f)
                 .map_err(io(format!("reading {}", s.path.display())))?;
@@ -542,13 +535,7 @@ impl Solver<'_> {
             dest_rel.to_owned()
         };
         let target_rel = target_rel.trim_start_matches('/').to_owned();
-        self.make_parents_owned(
-            place.layer_root,
-            &parents_of(&target_rel),
-            place.lowers,
-            true,
-            place.created_owner,
-        )?;
+        make_dirs(&parents_of(&target_rel))?;
         copy_tree(
             &s.path,
             &place.layer_root.join(&target_rel),
