@@ -5,7 +5,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum BakeError {
     /// A file could not be read.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Read {
         path: String,
         #[source]
