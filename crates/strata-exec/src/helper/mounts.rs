@@ -35,6 +35,10 @@ pub(super) fn bind_device(src: &Path, dst: &Path) -> Result<(), String> {
     .map_err(err(format!("bind {} on {}", src.display(), dst.display())))
 }
 
+/// `ST_RELATIME` in a `statvfs` `f_flag` (linux/statfs.h); glibc's libc
+/// has it, musl's does not.
+const ST_RELATIME: libc::c_ulong = 0x1000;
+
 /// Adds `add` to the per-mount flags of the mount at `dst`, keeping the ones
 /// it has: in a user namespace, flags inherited from a more privileged mount
 /// (nosuid, nodev, noexec, ro, atime) are locked and a remount that clears
@@ -51,7 +55,8 @@ pub(super) fn remount_adding(dst: &Path, add: MsFlags) -> Result<(), String> {
         (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
         (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
         (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        // Not in nix's FsFlags for musl: Linux's statfs flag value.
+        (FsFlags::from_bits_retain(ST_RELATIME), MsFlags::MS_RELATIME),
     ] {
         if have.contains(st) {
             flags |= ms;
