@@ -141,9 +141,6 @@ pub(crate) struct Shared {
     pub(crate) pulled: Mutex<HashMap<String, ImageRecord>>,
     /// Step results from `--cache-from`.
     pub(crate) imported: Mutex<remote_cache::ImportedCache>,
-    /// Held while layers are unpacked into snapshots, so that two stages on
-    /// the same base never unpack into the same directory at once.
-    pub(crate) unpacking: Mutex<()>,
     /// Every step key this build ended with, by stage (for `--cache-to`).
     pub(crate) step_keys: Mutex<Vec<(usize, String)>>,
 }
@@ -374,7 +371,6 @@ impl Solver<'_> {
 
     /// Unpacks the state's layers into snapshots (once each); top-most first.
     pub(crate) fn lowers(&self, layers: &[LayerRecord]) -> Result<Vec<PathBuf>> {
-        let _one_at_a_time = self.shared.unpacking.lock().expect("unpack lock");
         let started = std::time::Instant::now();
         let (lowers, unpacked) = strata_image::lowers_counted(self.store, self.lock, layers)?;
         if unpacked > 0 {
@@ -389,7 +385,11 @@ impl Solver<'_> {
         if self.store.snapshot_ready(&l.diff_id)? {
             return Ok(());
         }
-        let _one_at_a_time = self.shared.unpacking.lock().expect("unpack lock");
+        let _making = strata_image::snapshot_guard();
+        if self.store.snapshot_ready(&l.diff_id)? {
+            // Another build in this process made it meanwhile.
+            return Ok(());
+        }
         let dest = self.store.snapshot_dir(&l.diff_id);
         if dest.exists() {
             strata_exec::snapshot::remove_tree(&dest)?;

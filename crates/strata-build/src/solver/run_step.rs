@@ -223,13 +223,18 @@ impl Solver<'_> {
         // with online discard that is most of a big step's cost).
         match &layer {
             Some(l) if !self.store.snapshot_ready(&l.diff_id)? => {
-                let _one_at_a_time = self.shared.unpacking.lock().expect("unpack lock");
-                let dir = self.store.snapshot_dir(&l.diff_id);
-                if dir.exists() {
-                    strata_exec::snapshot::remove_tree(&dir)?;
-                }
-                if outcome.upper.into_snapshot(&dir)? {
-                    self.store.snapshot_done(self.lock, &l.diff_id)?;
+                let _making = strata_image::snapshot_guard();
+                if self.store.snapshot_ready(&l.diff_id)? {
+                    // Another build in this process made it meanwhile.
+                    drop(outcome);
+                } else {
+                    let dir = self.store.snapshot_dir(&l.diff_id);
+                    if dir.exists() {
+                        strata_exec::snapshot::remove_tree(&dir)?;
+                    }
+                    if outcome.upper.into_snapshot(&dir)? {
+                        self.store.snapshot_done(self.lock, &l.diff_id)?;
+                    }
                 }
             }
             _ => drop(outcome),
