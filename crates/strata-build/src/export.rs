@@ -290,12 +290,7 @@ fn export_rootfs(
     dest: &Path,
     epoch: i64,
 ) -> Result<()> {
-    let tmp_parent = store.root().join("tmp");
-    fs_err::create_dir_all(&tmp_parent)?;
-    let tmp = tempfile::Builder::new()
-        .prefix("rootfs-")
-        .tempdir_in(&tmp_parent)
-        .map_err(io("creating a scratch dir"))?;
+    let tmp = store.scratch_dir("rootfs")?;
     for l in &image.layers {
         let r = store.open_layer_tar(l)?;
         strata_oci::apply::apply_layer(r, tmp.path(), &mut strata_oci::apply::DeleteWhiteouts)

@@ -155,6 +155,11 @@ pub fn build_with_lock(
             &own_lock
         }
     };
+    // What killed builds and runs left in the store's scratch space goes
+    // now; a live build's scratch (its owner lock held) stays.
+    store.sweep_scratch_with(lock, &|p| {
+        strata_exec::snapshot::remove_tree(p).map_err(|e| e.to_string())
+    })?;
     let tags = opts
         .tags
         .iter()

@@ -69,7 +69,12 @@ impl Store {
             db_path: root.join("metadata.redb"),
         };
         if !store.db_path.exists() {
-            store.create_db()?;
+            // Under the writer lock: loose files in `tmp/` are only ever
+            // made under it, so a sweep holding it may remove them.
+            let _lock = store.lock()?;
+            if !store.db_path.exists() {
+                store.create_db()?;
+            }
         }
         // Create every table once so that readers never meet a missing table
         // (a database made by an older strata may lack the newer ones).

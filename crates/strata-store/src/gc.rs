@@ -55,7 +55,7 @@ impl Store {
 
     /// Frees exactly what no image, container or cache record refers to:
     /// layer records, blobs, snapshots and leftover temporary files.
-    pub fn gc(&self, _lock: &WriteLock) -> Result<GcReport> {
+    pub fn gc(&self, lock: &WriteLock) -> Result<GcReport> {
         self.write(|txn| prune_layer_table(txn, &self.root).map(|_| ()))?;
         let (live_blobs, live_layers) = self.live_set()?;
         let mut report = GcReport::default();
@@ -78,6 +78,7 @@ impl Store {
                 .unwrap_or(false);
             if !live {
                 dead_snaps.push(name);
+                report.snapshot_bytes += crate::scratch::disk_usage(&e.path());
                 remove_any(&e.path())?;
                 report.snapshots_removed += 1;
             }
@@ -104,12 +105,8 @@ impl Store {
         // Temporary files are only ever written under the lock we hold, so
         // any left here belong to an interrupted writer.
         report.temp_files_removed += blobs::sweep_temp(&self.root)?;
-        let tmp = self.root.join("tmp");
-        for e in fs_err::read_dir(&tmp).map_err(io_err(&tmp))? {
-            let e = e.map_err(io_err(&tmp))?;
-            remove_any(&e.path())?;
-            report.temp_files_removed += 1;
-        }
+        // Scratch whose owner is alive (a build running now) stays.
+        report.scratch = self.sweep_scratch(lock)?;
         Ok(report)
     }
 
@@ -203,6 +200,7 @@ impl Store {
                 repaired: repair,
             });
         }
+        report.stale_scratch = self.stale_scratch()?;
         let (live, _) = self.live_set()?;
         report.unreferenced_blobs = blobs::list(&self.root)?
             .iter()

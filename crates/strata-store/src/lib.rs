@@ -22,7 +22,8 @@
 //! the lock, transactions), `records` (what the tables hold), `blobs` (the
 //! content store and where blobs are known to live remotely), `images`
 //! (image records and tags), `containers`, `cache` (build cache, context
-//! metadata, re-encoded layers), `snapshots`, `layer_index` (each layer's
+//! metadata, re-encoded layers), `snapshots`, `scratch` (owned scratch directories under `tmp/`, and
+//! finding what killed processes left there), `layer_index` (each layer's
 //! content index and the tree a chain of them makes), `gc` (GC and `check`);
 //! `image` writes new images (layers, configs, import, commit), `layer`
 //! reads layer tars as trees and diffs, `archive` is `save`/`load` over
@@ -40,6 +41,7 @@ mod layer;
 mod layer_index;
 mod records;
 mod reference;
+mod scratch;
 mod snapshots;
 mod time;
 
@@ -59,6 +61,7 @@ pub use records::{
     LayerRecord, OwnerProcess, Problem, RmiEvent, RmiOptions,
 };
 pub use reference::{familiar, normalize_reference, split_repo_tag};
+pub use scratch::{Remover, ScratchDir, ScratchEntry, ScratchReport, disk_usage};
 pub use time::{now_unix, parse_rfc3339, rfc3339};
 
 /// Media type of an uncompressed layer tar.

@@ -181,9 +181,15 @@ pub struct RmiOptions {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct GcReport {
     pub blobs_removed: Vec<Digest>,
+    /// Bytes of the removed blobs.
     pub bytes_freed: u64,
     pub snapshots_removed: usize,
+    /// Bytes of the removed snapshots (allocated on disk).
+    pub snapshot_bytes: u64,
+    /// Leftover `.tmp-*` files of interrupted blob writes.
     pub temp_files_removed: usize,
+    /// Stale scratch (see `scratch`) removed.
+    pub scratch: crate::ScratchReport,
 }
 
 /// One thing `check` found wrong.
@@ -202,5 +208,8 @@ pub struct CheckReport {
     /// Files nothing refers to (left by an interrupted write; not an error:
     /// GC frees them, as `--repair` does).
     pub unreferenced_blobs: usize,
+    /// Scratch left by killed builds and runs (not an error either:
+    /// the next build, `prune` and `--repair` remove it).
+    pub stale_scratch: crate::ScratchReport,
     pub gc: Option<GcReport>,
 }

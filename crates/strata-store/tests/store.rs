@@ -482,3 +482,69 @@ fn load_names_the_target_of_a_link_out_of_the_archive() {
         "{msg}"
     );
 }
+
+/// Scratch of a live owner survives GC; what a killed owner left (its lock
+/// file no longer held, or no lock file at all) is reported by `check`,
+/// removed by GC, and counted with its kind and size.
+#[test]
+fn gc_removes_stale_scratch_and_keeps_live_scratch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let live = store.scratch_dir("build").expect("scratch");
+    std::fs::write(live.path().join("data"), vec![1u8; 10_000]).expect("write");
+    // What a SIGKILLed build leaves: the directory and its lock file,
+    // which nobody holds any more.
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(tmp.join("build-dead1")).expect("mkdir");
+    std::fs::write(tmp.join("build-dead1/data"), vec![1u8; 20_000]).expect("write");
+    std::fs::write(tmp.join("build-dead1.lock"), b"").expect("lock file");
+    // An older strata's scratch: no lock file at all.
+    std::fs::create_dir(tmp.join("rootfs-old")).expect("mkdir");
+
+    let lock = store.lock().expect("lock");
+    let check = store.check(&lock, false).expect("check");
+    let kinds: Vec<&str> = check
+        .stale_scratch
+        .entries
+        .iter()
+        .map(|e| e.kind.as_str())
+        .collect();
+    assert_eq!(kinds.len(), 2, "{check:?}");
+    assert!(
+        kinds.contains(&"build") && kinds.contains(&"rootfs"),
+        "{kinds:?}"
+    );
+    assert!(check.stale_scratch.bytes() >= 20_000, "{check:?}");
+
+    let report = store.gc(&lock).expect("gc");
+    assert_eq!(report.scratch.entries.len(), 2, "{report:?}");
+    assert!(report.scratch.bytes() >= 20_000, "{report:?}");
+    assert!(live.path().join("data").is_file(), "live scratch kept");
+    let mut left: Vec<String> = std::fs::read_dir(&tmp)
+        .expect("tmp")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    let name = live
+        .path()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    assert_eq!(left, vec![name.clone(), format!("{name}.lock")]);
+
+    drop(live);
+    let left: Vec<_> = std::fs::read_dir(&tmp).expect("tmp").flatten().collect();
+    assert!(
+        left.is_empty(),
+        "dropping removes the dir and its lock: {left:?}"
+    );
+    assert!(
+        store
+            .check(&lock, false)
+            .expect("check")
+            .stale_scratch
+            .entries
+            .is_empty()
+    );
+}

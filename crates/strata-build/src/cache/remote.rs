@@ -266,11 +266,10 @@ pub fn export(
                 client.push_blob(&repo, l, sibling.as_deref(), &open)?;
                 store.add_blob_source(lock, &l.digest, &repo.to_string())?;
             }
-            let tmp = tempfile::NamedTempFile::new_in(store.root().join("tmp"))
+            let tmp = store.scratch_dir("cache-push")?;
+            let p = tmp.path().join("config.json");
+            fs_err::write(&p, &config_bytes)
                 .map_err(crate::error::io("writing the cache config"))?;
-            fs_err::write(tmp.path(), &config_bytes)
-                .map_err(crate::error::io("writing the cache config"))?;
-            let p = tmp.path().to_owned();
             client.push_blob(&repo, &config_desc, None, &|| std::fs::File::open(&p))?;
             client.put_manifest(&repo, &tag, MEDIA_TYPE_OCI_MANIFEST, &manifest_bytes)?;
         }

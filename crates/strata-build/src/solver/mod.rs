@@ -133,7 +133,7 @@ pub(crate) struct ContextFiles {
 pub(crate) struct Shared {
     /// Merged root filesystems of stages/images used by COPY --from, made
     /// only for steps that run.
-    pub(crate) rootfs: Mutex<HashMap<String, tempfile::TempDir>>,
+    pub(crate) rootfs: Mutex<HashMap<String, strata_store::ScratchDir>>,
     /// Merged content indexes of stages/images used by COPY --from and
     /// RUN --mount=from=: what their cache keys are computed from.
     pub(crate) trees: Mutex<HashMap<String, std::sync::Arc<strata_store::MergedTree>>>,
@@ -399,13 +399,10 @@ impl Solver<'_> {
         Ok(())
     }
 
-    pub(crate) fn scratch(&self) -> Result<tempfile::TempDir> {
-        let dir = self.store.root().join("tmp");
-        fs_err::create_dir_all(&dir)?;
-        tempfile::Builder::new()
-            .prefix("build-")
-            .tempdir_in(&dir)
-            .map_err(io(format!("creating a scratch dir in {}", dir.display())))
+    /// A scratch directory owned by this build (its lock tells a later
+    /// build's sweep that it is live); removed when dropped.
+    pub(crate) fn scratch(&self) -> Result<strata_store::ScratchDir> {
+        Ok(self.store.scratch_dir("build")?)
     }
 
     /// Writes `changes` under `root` as a gzip layer into the store, with

@@ -11,7 +11,7 @@ use crate::exit::UsageError;
 
 /// The context directory and the Dockerfile (name for messages, contents).
 /// A context fetched from a URL lives in a temporary directory for the build.
-pub(super) type Fetched = Option<tempfile::TempDir>;
+pub(super) type Fetched = Option<strata_store::ScratchDir>;
 
 /// Whether `s` names a git repository the way `docker build` recognises one.
 pub(super) fn is_git_url(s: &str) -> bool {
@@ -125,10 +125,10 @@ pub(super) fn read_inputs(
     let mut fetched: Fetched = None;
     let mut dockerfile_from_url = None;
     let context = if from_stdin || remote {
-        // A private scratch directory, removed when the build ends.
-        let tmp = tempfile::Builder::new()
-            .prefix("strata-context-")
-            .tempdir()
+        // A scratch directory in the store, removed when the build ends
+        // (and by the next build's sweep if this one is killed).
+        let tmp = super::image::open_store()?
+            .scratch_dir("context")
             .context("creating a directory for the context")?;
         let ctx = if from_stdin {
             // No context: an empty directory, so COPY finds nothing.

@@ -66,12 +66,21 @@ pub fn check(a: CheckArgs) -> anyhow::Result<ExitCode> {
         r.problems.len(),
         r.unreferenced_blobs
     ));
-    if let Some(gc) = &r.gc {
+    // Reported before --repair's GC removes it, so the user sees what it was.
+    if !r.stale_scratch.entries.is_empty() {
         s.push_str(&format!(
-            "freed {} blob(s), {}\n",
-            gc.blobs_removed.len(),
-            human_size(gc.bytes_freed)
+            "stale scratch left by interrupted builds or runs: {} ({}){}\n",
+            scratch_kinds(&r.stale_scratch),
+            human_size(r.stale_scratch.bytes()),
+            if a.repair {
+                ""
+            } else {
+                "; the next build, `prune` or `check --repair` removes it"
+            }
         ));
+    }
+    if let Some(gc) = &r.gc {
+        s.push_str(&format!("freed {}\n", freed_summary(gc)));
     }
     out(&s)?;
     Ok(if r.problems.is_empty() || a.repair {
@@ -79,6 +88,50 @@ pub fn check(a: CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(crate::exit::EXIT_FAILURE)
     })
+}
+
+/// "3 build dir(s), 1 container step": how many of each kind.
+fn scratch_kinds(r: &strata_store::ScratchReport) -> String {
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in &r.entries {
+        *kinds.entry(e.kind.as_str()).or_default() += 1;
+    }
+    kinds
+        .iter()
+        .map(|(k, n)| format!("{n} {k} {}", if *n == 1 { "entry" } else { "entries" }))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What a GC removed, by kind, with the bytes each took and the total.
+pub(super) fn freed_summary(gc: &strata_store::GcReport) -> String {
+    let mut parts = vec![format!(
+        "{} blob(s) {}",
+        gc.blobs_removed.len(),
+        human_size(gc.bytes_freed)
+    )];
+    if gc.snapshots_removed > 0 {
+        parts.push(format!(
+            "{} snapshot(s) {}",
+            gc.snapshots_removed,
+            human_size(gc.snapshot_bytes)
+        ));
+    }
+    if !gc.scratch.entries.is_empty() {
+        parts.push(format!(
+            "scratch: {} {}",
+            scratch_kinds(&gc.scratch),
+            human_size(gc.scratch.bytes())
+        ));
+    }
+    if gc.temp_files_removed > 0 {
+        parts.push(format!(
+            "{} unfinished blob write(s)",
+            gc.temp_files_removed
+        ));
+    }
+    let total = gc.bytes_freed + gc.snapshot_bytes + gc.scratch.bytes();
+    format!("{}: {} in all", parts.join(", "), human_size(total))
 }
 
 /// `512MB`, `2GB`, `1.5gb`, `100k`, plain bytes; decimal units as Docker's
@@ -152,13 +205,26 @@ pub fn builder(c: BuilderCommand) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    store.gc(&lock)?;
+    let gc = store.gc(&lock)?;
     let after: u64 = store.blob_sizes()?.values().sum();
-    out(&format!(
-        "Deleted build cache records: {removed}\nRemaining build cache: {}\nTotal:\t{}\n",
-        human_size(cache_size),
-        human_size(before.saturating_sub(after))
-    ))?;
+    // Scratch killed builds left is build space too: counted in the total.
+    let scratch = gc.scratch.bytes();
+    let mut s = format!(
+        "Deleted build cache records: {removed}\nRemaining build cache: {}\n",
+        human_size(cache_size)
+    );
+    if !gc.scratch.entries.is_empty() {
+        s.push_str(&format!(
+            "Removed stale scratch: {} ({})\n",
+            scratch_kinds(&gc.scratch),
+            human_size(scratch)
+        ));
+    }
+    s.push_str(&format!(
+        "Total:\t{}\n",
+        human_size(before.saturating_sub(after) + gc.snapshot_bytes + scratch)
+    ));
+    out(&s)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -182,6 +248,27 @@ fn dir_size(p: &std::path::Path) -> u64 {
         }
     }
     total
+}
+
+/// Entries of `tmp/` (owner locks aside) that are not stale: scratch of
+/// builds running now, and the bytes they take.
+fn live_scratch(store: &strata_store::Store, stale: &strata_store::ScratchReport) -> (usize, u64) {
+    let tmp = store.root().join("tmp");
+    let mut n = 0;
+    let mut bytes = 0;
+    if let Ok(rd) = std::fs::read_dir(&tmp) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_name().to_string_lossy().ends_with(".lock")
+                || stale.entries.iter().any(|s| s.path == p)
+            {
+                continue;
+            }
+            n += 1;
+            bytes += strata_store::disk_usage(&p);
+        }
+    }
+    (n, bytes)
 }
 
 pub fn system(c: SystemCommand) -> anyhow::Result<ExitCode> {
@@ -271,6 +358,17 @@ pub fn system(c: SystemCommand) -> anyhow::Result<ExitCode> {
     );
     row("Local Volumes", 0, 0, 0, 0);
     row("Build Cache", cache.len(), 0, cache_size, cache_size);
+    // Not a Docker row: scratch space of builds running now (active) and
+    // what killed builds and runs left (all of it reclaimable).
+    let stale = store.stale_scratch()?;
+    let (live_n, live_bytes) = live_scratch(&store, &stale);
+    row(
+        "Build Scratch",
+        live_n + stale.entries.len(),
+        live_n,
+        live_bytes + stale.bytes(),
+        stale.bytes(),
+    );
     let cols = [
         ("TYPE", "Type"),
         ("TOTAL", "TotalCount"),
