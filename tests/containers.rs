@@ -440,3 +440,142 @@ fn steps_run_under_dockers_default_seccomp_restrictions() {
         "true",
     ]);
 }
+
+/// Starts `strata run --name NAME bb:1 ARGV` in the background and waits
+/// until its process runs (its pid file is written).
+fn start_container(e: &Env, name: &str, argv: &[&str]) -> std::process::Child {
+    let exe =
+        std::env::var_os("STRATA_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_strata").into());
+    let mut child = Command::new(exe)
+        .args(["run", "--name", name, "--network", "none", "bb:1"])
+        .args(argv)
+        .env("STRATA_ROOT", &e.root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn strata run");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let started = std::fs::read_dir(e.root.join("containers"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|c| std::fs::read_dir(c.path()).into_iter().flatten().flatten())
+            .any(|s| s.path().join("pid").is_file());
+        if started && e.ok(&["ps"]).contains(name) {
+            // The shell's trap is set up by its first command.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            return child;
+        }
+        if std::time::Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+            let _ = child.kill();
+            panic!("container {name} never started");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The `ps -a` status of container `name`.
+fn status_of(e: &Env, name: &str) -> String {
+    e.ok(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"])
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// `docker stop`: the stop signal first (a shell trapping it exits with its
+/// own code at once), SIGKILL after `-t` seconds when it is ignored (a PID 1
+/// without a handler ignores SIGTERM); afterwards `ps -a` shows the exit
+/// code, `strata run` exits with it, and `rm` needs no `-f`.
+#[test]
+fn stop_sends_the_stop_signal_then_sigkill_after_the_timeout() {
+    let Some(e) = setup("stop_sends_the_stop_signal_then_sigkill_after_the_timeout") else {
+        return;
+    };
+    let mut trapping = start_container(
+        &e,
+        "trapping",
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 7' TERM; while :; do sleep 0.1; done",
+        ],
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(e.ok(&["stop", "trapping"]), "trapping\n");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(
+        status_of(&e, "trapping").starts_with("Exited (7)"),
+        "{}",
+        status_of(&e, "trapping")
+    );
+    assert_eq!(trapping.wait().expect("wait").code(), Some(7));
+    e.ok(&["rm", "trapping"]);
+
+    let mut ignoring = start_container(&e, "ignoring", &["sleep", "300"]);
+    let started = std::time::Instant::now();
+    assert_eq!(e.ok(&["stop", "--time", "1", "ignoring"]), "ignoring\n");
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_secs(1) && took < std::time::Duration::from_secs(8),
+        "{took:?}"
+    );
+    assert!(
+        status_of(&e, "ignoring").starts_with("Exited (137)"),
+        "{}",
+        status_of(&e, "ignoring")
+    );
+    assert_eq!(ignoring.wait().expect("wait").code(), Some(137));
+    // Stopping a stopped container is not an error (as in Docker).
+    assert_eq!(e.ok(&["stop", "ignoring"]), "ignoring\n");
+    e.ok(&["rm", "ignoring"]);
+
+    let o = e.run(&["stop", "-s", "NOPE", "x"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("invalid signal: NOPE"));
+}
+
+/// `docker kill`: SIGKILL by default (exit 137), `-s` another signal; a
+/// container that is not running is an error.
+#[test]
+fn kill_sends_sigkill_or_the_given_signal() {
+    let Some(e) = setup("kill_sends_sigkill_or_the_given_signal") else {
+        return;
+    };
+    let mut victim = start_container(&e, "victim", &["sleep", "300"]);
+    assert_eq!(e.ok(&["kill", "victim"]), "victim\n");
+    assert!(
+        status_of(&e, "victim").starts_with("Exited (137)"),
+        "{}",
+        status_of(&e, "victim")
+    );
+    assert_eq!(victim.wait().expect("wait").code(), Some(137));
+    let o = e.run(&["kill", "victim"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("container")
+            && String::from_utf8_lossy(&o.stderr).contains("is not running"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    e.ok(&["rm", "victim"]);
+
+    let mut usr1 = start_container(
+        &e,
+        "usr1",
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 42' USR1; while :; do sleep 0.1; done",
+        ],
+    );
+    assert_eq!(e.ok(&["kill", "--signal", "usr1", "usr1"]), "usr1\n");
+    assert_eq!(usr1.wait().expect("wait").code(), Some(42));
+    assert!(
+        status_of(&e, "usr1").starts_with("Exited (42)"),
+        "{}",
+        status_of(&e, "usr1")
+    );
+    e.ok(&["rm", "usr1"]);
+}

@@ -80,6 +80,10 @@ enum Command {
     Ps(commands::container::PsArgs),
     /// Remove one or more containers
     Rm(commands::container::RmArgs),
+    /// Stop one or more running containers (the stop signal, then SIGKILL after a timeout)
+    Stop(commands::container::StopArgs),
+    /// Kill one or more running containers (SIGKILL, or the signal given)
+    Kill(commands::container::KillArgs),
     /// Create a new image from a container's changes
     Commit(commands::container::CommitArgs),
     /// Developer tools: dump the parser's AST and other internals
@@ -124,6 +128,8 @@ pub fn main() -> ExitCode {
         Command::Run(a) => commands::container::run(a),
         Command::Ps(a) => commands::container::ps(a),
         Command::Rm(a) => commands::container::rm(a),
+        Command::Stop(a) => commands::container::stop(a),
+        Command::Kill(a) => commands::container::kill(a),
         Command::Commit(a) => commands::container::commit(a),
         Command::Debug(c) => commands::debug::run(c),
     };

@@ -202,6 +202,14 @@ fn run_chrooted(spec: &mut RunSpec, root: &Path) -> Result<ExitStatus, ExecError
     drop(step_stdin);
     drop(err_w);
     let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // For `strata stop`/`kill` (see `signal`): the step is this child. Its
+    // state directory holds `root` (the step's upper directory).
+    if let Some(state) = root.parent() {
+        let _ = std::fs::write(
+            state.join(crate::protocol::PID_FILE),
+            child.id().to_string(),
+        );
+    }
     let sent = child
         .stdin
         .take()

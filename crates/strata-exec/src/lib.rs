@@ -34,6 +34,7 @@ mod launch;
 pub mod network;
 pub mod owners;
 mod run;
+pub mod signal;
 pub mod snapshot;
 // The in-namespace side.
 mod chroot_step;

@@ -1,5 +1,6 @@
 //! Containers: `run` (an image plus a writable layer, on the executor),
-//! `ps`, `rm` and `commit`. A finished container's writable layer is kept as a
+//! `ps`, `stop`/`kill` (a signal to the process a `strata run` started,
+//! which records the exit), `rm` and `commit`. A finished container's writable layer is kept as a
 //! layer tar under the store (`containers/<id>/layer.tar`), which `diff` reads
 //! and `commit` turns into an image layer.
 
@@ -80,6 +81,35 @@ pub struct RmArgs {
     /// Remove even if running
     #[arg(short, long)]
     pub force: bool,
+}
+
+#[derive(clap::Args)]
+pub struct StopArgs {
+    /// Containers to stop
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+    /// Signal to send to the container (default: the image's STOPSIGNAL, else SIGTERM)
+    #[arg(short, long)]
+    pub signal: Option<String>,
+    /// Seconds to wait before killing the container (-1: wait forever)
+    #[arg(
+        short = 't',
+        long = "time",
+        visible_alias = "timeout",
+        default_value_t = 10,
+        allow_negative_numbers = true
+    )]
+    pub time: i64,
+}
+
+#[derive(clap::Args)]
+pub struct KillArgs {
+    /// Containers to kill
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+    /// Signal to send to the container
+    #[arg(short, long, default_value = "KILL")]
+    pub signal: String,
 }
 
 #[derive(clap::Args)]
@@ -395,6 +425,129 @@ pub fn rm(a: RmArgs) -> anyhow::Result<ExitCode> {
             }
             store.remove_container(&lock, &c.id)
         });
+        if r.is_ok() {
+            out(&format!("{name}\n"))?;
+        }
+        Ok(r)
+    })
+}
+
+/// Whether `c` has a live `strata run` and so a process to signal.
+fn is_running(c: &ContainerRecord) -> bool {
+    c.state == "running" && c.owner.is_some_and(|o| o.is_alive())
+}
+
+/// Waits until the container's `strata run` has recorded its exit (or
+/// died), for at most `limit` (None: forever); says whether it has.
+fn wait_stopped(
+    store: &strata_store::Store,
+    id: &str,
+    limit: Option<std::time::Duration>,
+) -> anyhow::Result<bool> {
+    let start = std::time::Instant::now();
+    loop {
+        let c = match store.resolve_container(id) {
+            Ok(c) => c,
+            // `run --rm` removed it.
+            Err(strata_store::StoreError::NoSuchContainer(_)) => return Ok(true),
+            Err(e) => return Err(e.into()),
+        };
+        if !is_running(&c) {
+            return Ok(true);
+        }
+        if limit.is_some_and(|l| start.elapsed() >= l) {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Sends `sig` to the container's process.
+fn signal_container(
+    store: &strata_store::Store,
+    c: &ContainerRecord,
+    sig: strata_exec::signal::Signal,
+) -> anyhow::Result<()> {
+    let owner = c
+        .owner
+        .ok_or_else(|| anyhow::anyhow!("container {} has no owning process", c.id))?;
+    strata_exec::signal::signal_step(&store.container_dir(&c.id), owner.pid, sig)
+        .with_context(|| format!("sending {sig} to container {}", c.name))
+}
+
+/// The image's STOPSIGNAL, or SIGTERM.
+fn stop_signal(store: &strata_store::Store, c: &ContainerRecord) -> anyhow::Result<String> {
+    let Some(img) = store.get_image(&c.image)? else {
+        return Ok("SIGTERM".into());
+    };
+    let config = store.image_config(&img)?;
+    Ok(config["config"]["StopSignal"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("SIGTERM")
+        .to_owned())
+}
+
+fn parse_signal(s: &str) -> anyhow::Result<strata_exec::signal::Signal> {
+    strata_exec::signal::parse_signal(s).map_err(|e| UsageError(e).into())
+}
+
+/// `docker stop`: the stop signal, up to `--time` seconds for the container
+/// to exit, then SIGKILL. A container that is not running is left as it is.
+pub fn stop(a: StopArgs) -> anyhow::Result<ExitCode> {
+    if let Some(s) = &a.signal {
+        parse_signal(s)?;
+    }
+    let store = open_store()?;
+    super::per_item::each_reporting_errors(&a.containers, |name| {
+        let r = (|| -> anyhow::Result<()> {
+            let c = store.resolve_container(name)?;
+            if !is_running(&c) {
+                return Ok(());
+            }
+            let sig = match &a.signal {
+                Some(s) => parse_signal(s)?,
+                None => parse_signal(&stop_signal(&store, &c)?)?,
+            };
+            signal_container(&store, &c, sig)?;
+            let limit = u64::try_from(a.time)
+                .ok()
+                .map(std::time::Duration::from_secs);
+            if !wait_stopped(&store, &c.id, limit)? {
+                // It may exit between the wait and the kill: then there is
+                // no process left to signal, which is what we wanted.
+                let _ = signal_container(&store, &c, strata_exec::signal::Signal::SIGKILL);
+                wait_stopped(&store, &c.id, None)?;
+            }
+            Ok(())
+        })();
+        if r.is_ok() {
+            out(&format!("{name}\n"))?;
+        }
+        Ok(r)
+    })
+}
+
+/// `docker kill`: a signal (SIGKILL by default) to the container's process;
+/// with SIGKILL, returns once the container has exited.
+pub fn kill(a: KillArgs) -> anyhow::Result<ExitCode> {
+    let sig = parse_signal(&a.signal)?;
+    let store = open_store()?;
+    super::per_item::each_reporting_errors(&a.containers, |name| {
+        let r = (|| -> anyhow::Result<()> {
+            let c = store.resolve_container(name)?;
+            if !is_running(&c) {
+                anyhow::bail!(
+                    "cannot kill container: {name}: container {} is not running",
+                    c.id
+                );
+            }
+            signal_container(&store, &c, sig)?;
+            if sig == strata_exec::signal::Signal::SIGKILL {
+                wait_stopped(&store, &c.id, None)?;
+            }
+            Ok(())
+        })();
         if r.is_ok() {
             out(&format!("{name}\n"))?;
         }
