@@ -66,7 +66,7 @@ pub(crate) fn other(msg: impl Into<String>) -> BuildError {
 /// an error as text (progress events, Dockerfile diagnostics). A cause whose
 /// text the line already ends with (an error that also prints its source)
 /// is not repeated.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

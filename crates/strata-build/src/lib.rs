@@ -28,7 +28,7 @@ pub use cache::remote as remote_cache;
 
 pub use api::{BuildOptions, BuildResult, Event, InternalWork};
 pub use checks::check;
-pub use error::BuildError;
+pub use error::{BuildError, chain as error_chain};
 use error::{Result, other};
 pub use export::{Output, OutputKind, check_outputs, parse_output};
 

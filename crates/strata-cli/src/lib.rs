@@ -138,7 +138,7 @@ pub fn main() -> ExitCode {
         Err(err) => {
             #[expect(clippy::print_stderr, reason = "the CLI is where errors are rendered")]
             {
-                eprintln!("error: {err:#}");
+                eprintln!("error: {}", strata_build::error_chain(err.as_ref()));
             }
             if err.downcast_ref::<UsageError>().is_some() {
                 ExitCode::from(EXIT_USAGE)

@@ -33,11 +33,13 @@ pub struct LoadedImage {
 const MEDIA_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
 /// Writes `images` (each with the normalised tags to record for it) as one
-/// archive. Each blob is written once however many images share it; each
-/// manifest as stored, so the archive's digests are the store's.
+/// archive to `out`, which errors name `dest` (a path, or what stands for
+/// stdout or a daemon). Each blob is written once however many images share
+/// it; each manifest as stored, so the archive's digests are the store's.
 pub fn save_archive(
     store: &Store,
     images: &[(ImageRecord, Vec<String>)],
+    dest: &Path,
     out: impl Write,
 ) -> Result<()> {
     let stored: Vec<StoredImage> = images
@@ -50,7 +52,7 @@ pub fn save_archive(
     let blob_store = blobs::blob_store(store.root())?;
     archive::write_stored_archive(out, &blob_store, &stored, ArchiveFormat::Docker).map_err(
         |source| StoreError::Archive {
-            path: "<output>".into(),
+            path: dest.to_path_buf(),
             source,
         },
     )

@@ -432,9 +432,11 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(crate::exit::EXIT_FAILURE));
         }
         Err(e) => {
+            // The whole chain: the cause (`No space left on device` and
+            // its path) is what the user needs, not only the context.
             #[expect(clippy::print_stderr, reason = "the CLI renders build errors")]
             {
-                eprintln!("ERROR: {e}");
+                eprintln!("ERROR: {}", strata_build::error_chain(&e));
             }
             return Ok(ExitCode::from(crate::exit::EXIT_FAILURE));
         }
@@ -564,7 +566,7 @@ fn load_into_daemon(
         .collect::<Result<Vec<_>, _>>()?;
     let chosen = [(image, names)];
     let loaded = crate::daemon::load(endpoint, |w| {
-        strata_store::save_archive(store, &chosen, w)?;
+        strata_store::save_archive(store, &chosen, std::path::Path::new("<docker daemon>"), w)?;
         Ok(())
     })?;
     if !quiet {

@@ -320,6 +320,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         Ok(())
     } else {
         save_writable_layer(&outcome, &rec.upper)
+            .with_context(|| format!("writing {}", rec.upper.display()))
     };
     drop(outcome);
     rec.state = format!("exited({code})");

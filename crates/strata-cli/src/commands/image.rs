@@ -584,7 +584,7 @@ pub fn save(a: SaveArgs) -> anyhow::Result<ExitCode> {
         Some(p) => {
             let mut f = strata_oci::AtomicFile::create_shared(p)
                 .with_context(|| format!("creating {}", p.display()))?;
-            strata_store::save_archive(&store, &chosen, std::io::BufWriter::new(f.file()))?;
+            strata_store::save_archive(&store, &chosen, p, std::io::BufWriter::new(f.file()))?;
             f.commit()
                 .with_context(|| format!("writing {}", p.display()))?;
         }
@@ -595,7 +595,12 @@ pub fn save(a: SaveArgs) -> anyhow::Result<ExitCode> {
                 )
                 .into());
             }
-            strata_store::save_archive(&store, &chosen, std::io::stdout().lock())?;
+            strata_store::save_archive(
+                &store,
+                &chosen,
+                std::path::Path::new("<stdout>"),
+                std::io::stdout().lock(),
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -178,7 +178,16 @@ impl Files {
             .strip_prefix("blobs/sha256/")
             .and_then(|h| Digest::from_hex(h).ok());
         let mut w = store.writer()?;
-        io::copy(r, &mut w).map_err(io_err("reading", name))?;
+        io::copy(r, &mut w).map_err(|e| {
+            // A full disk is the store's, not the archive's fault: say so
+            // (the error names the blob file being written).
+            let op = if e.kind() == io::ErrorKind::StorageFull {
+                "storing"
+            } else {
+                "reading"
+            };
+            ArchiveError::Io(IoError::at(op, name)(e))
+        })?;
         let (d, n) = match w.commit(expected) {
             Err(BlobError::Mismatch { expected, actual }) => {
                 return Err(ArchiveError::Mismatch {
