@@ -296,3 +296,175 @@ fn killed_build_scratch_is_reported_and_removed() {
     let (ok, out, _) = strata_at(&root, &["check"]);
     assert!(ok && !out.contains("stale scratch"), "{out}");
 }
+
+/// xorshift64*: a seeded, printed sequence of kill points, so a failing run
+/// can be replayed with STRATA_CRASH_SEED.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// 50 SIGKILLs and 20 SIGINTs, in a seeded random order, at random points
+/// (0 to an undisturbed build's duration) of builds with COPY, RUN and a
+/// cache mount on one store. Afterwards `check` finds no problem, the next
+/// build leaves no scratch, nothing is mounted under the store and no step
+/// process is left, and a rebuild gives the undisturbed build's image ID.
+#[test]
+fn crash_test_kills_and_interrupts_builds_at_random_points() {
+    let test = "crash_test_kills_and_interrupts_builds_at_random_points";
+    if !strata_testutil::require_root(test) {
+        return;
+    }
+    let Some(tar) = strata_testutil::busybox_tar(test) else {
+        return;
+    };
+    let seed = std::env::var("STRATA_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+                | 1
+        });
+    println!("crash test seed: {seed} (STRATA_CRASH_SEED={seed} replays it)");
+    let mut rng = Rng(seed);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir_all(&ctx).expect("ctx");
+    let data: Vec<u8> = (0..400_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(ctx.join("data"), &data).expect("data");
+    let mark = format!("crash-mark-{}", std::process::id());
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM strata-test/busybox\n\
+             COPY data /data\n\
+             RUN --mount=type=cache,target=/cache sh -c 'cat /data >> /cache/log; cp /data /out; sleep 0.3; : {mark}'\n\
+             RUN head -c 100000 /data > /out2 && sleep 0.2 && : {mark}\n"
+        ),
+    )
+    .expect("Dockerfile");
+    let build = |root: &Path, extra: &[&str]| -> std::process::Child {
+        Command::new(strata())
+            .args(["build", "-q", "--network", "none", "--no-cache"])
+            .args(extra)
+            .arg(&ctx)
+            .env("STRATA_ROOT", root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn strata build")
+    };
+    let image_id = |root: &Path| -> (String, Duration) {
+        let started = Instant::now();
+        let out = build(root, &[]).wait_with_output().expect("build");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            started.elapsed(),
+        )
+    };
+
+    // The undisturbed build, twice: the first unpacks the base, the second
+    // gives the usual duration of a build, over which the kill points are
+    // spread, and shows the ID is reproducible at all.
+    let root = tmp.path().join("store");
+    let (ok, _, err) = strata_at(
+        &root,
+        &[
+            "import",
+            &tar.to_string_lossy(),
+            "strata-test/busybox:latest",
+        ],
+    );
+    assert!(ok, "{err}");
+    let (expected, _) = image_id(&root);
+    assert!(expected.starts_with("sha256:"), "{expected}");
+    let (again, took) = image_id(&root);
+    assert_eq!(again, expected, "an undisturbed rebuild");
+    println!("an undisturbed build takes {took:?}");
+    let mut signals: Vec<bool> = std::iter::repeat_n(true, 50)
+        .chain(std::iter::repeat_n(false, 20))
+        .collect();
+    // Fisher-Yates with the seeded generator: true = SIGKILL, false = SIGINT.
+    for i in (1..signals.len()).rev() {
+        let j = (rng.next() % (i as u64 + 1)) as usize;
+        signals.swap(i, j);
+    }
+    let span = took.as_millis().max(1) as u64;
+    let mut finished_first = 0;
+    for kill in signals {
+        let delay = Duration::from_millis(rng.next() % span);
+        let mut child = build(&root, &[]);
+        std::thread::sleep(delay);
+        if child.try_wait().expect("try_wait").is_some() {
+            finished_first += 1;
+            continue;
+        }
+        if kill {
+            let _ = child.kill();
+        } else {
+            let _ = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().expect("try_wait").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("seed {seed}: strata did not stop within 30 s of SIGINT");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    println!("{finished_first} of 70 builds finished before their signal");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !processes_with(&mark).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: step processes left: {:?}",
+            processes_with(&mark)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let (ok, out, err) = strata_at(&root, &["check"]);
+    assert!(
+        ok && out.contains(" 0 problem(s)"),
+        "seed {seed}: {out}{err}"
+    );
+    let (id, _) = image_id(&root);
+    assert_eq!(id, expected, "seed {seed}: the rebuild's image ID");
+    let left: Vec<_> = std::fs::read_dir(root.join("tmp"))
+        .expect("tmp")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "seed {seed}: scratch left after the next build: {left:?}"
+    );
+    assert!(
+        mounts_under(&root).is_empty(),
+        "seed {seed}: {:?}",
+        mounts_under(&root)
+    );
+    let (ok, out, err) = strata_at(&root, &["check"]);
+    assert!(
+        ok && out.contains(" 0 problem(s)") && !out.contains("stale scratch"),
+        "seed {seed}: {out}{err}"
+    );
+}
