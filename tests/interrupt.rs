@@ -316,6 +316,10 @@ impl Rng {
 /// build leaves no scratch, nothing is mounted under the store and no step
 /// process is left, and a rebuild gives the undisturbed build's image ID.
 #[test]
+#[expect(
+    clippy::print_stdout,
+    reason = "the seed and the timing are printed so a failure can be replayed"
+)]
 fn crash_test_kills_and_interrupts_builds_at_random_points() {
     let test = "crash_test_kills_and_interrupts_builds_at_random_points";
     if !strata_testutil::require_root(test) {

@@ -200,11 +200,9 @@ impl Store {
         let with_lock: std::collections::BTreeSet<PathBuf> =
             stale_locks.iter().map(|(_, d, _)| d.clone()).collect();
         for (lock_path, dir, _held) in &stale_locks {
-            if std::fs::symlink_metadata(dir).is_ok() {
-                if !report.take(entry(dir), remove) {
-                    // Keep the lock file: the directory still needs it.
-                    continue;
-                }
+            // A failed removal keeps the lock file: the directory needs it.
+            if std::fs::symlink_metadata(dir).is_ok() && !report.take(entry(dir), remove) {
+                continue;
             }
             if remove.is_some() {
                 let _ = std::fs::remove_file(lock_path);
