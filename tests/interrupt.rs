@@ -174,8 +174,8 @@ fn mounts_under(root: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Starts `strata build` of `ctx` and SIGKILLs it once its step (a process
-/// whose command line holds `mark`) runs; waits until the step is gone too.
+/// Starts `strata build` of `ctx` and SIGKILLs it once its step's command
+/// `mark` runs; waits until the step is gone too.
 fn kill_build_mid_step(root: &Path, ctx: &Path, mark: &str) {
     let mut child = Command::new(strata())
         .args(["build", "--progress", "plain", "--network", "none"])
@@ -186,7 +186,9 @@ fn kill_build_mid_step(root: &Path, ctx: &Path, mark: &str) {
         .spawn()
         .expect("spawn strata build");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while processes_with(mark).is_empty() {
+    // The command itself, not the shell whose command line also holds it:
+    // what comes before it in the step has finished.
+    while !processes_with(mark).iter().any(|c| c.trim() == mark) {
         if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
             let _ = child.kill();
             panic!("the step never started");
@@ -267,6 +269,17 @@ fn killed_build_scratch_is_reported_and_removed() {
         .find(|l| l.starts_with("freed "))
         .unwrap_or_else(|| panic!("{out}"));
     assert!(freed.contains("scratch: 1 build entry 2."), "{freed}");
+    assert!(entries_named(&root.join("tmp"), "build-").is_empty());
+
+    // Killed again: `system prune` removes it and counts it.
+    kill_build_mid_step(&root, &ctx, &mark);
+    let (ok, out, err) = strata_at(&root, &["system", "prune", "-f"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("Removed stale scratch: 1 entries (2."),
+        "{out}"
+    );
+    assert!(!out.contains("Total reclaimed space: 0B"), "{out}");
     assert!(entries_named(&root.join("tmp"), "build-").is_empty());
 
     // Killed again; the next build (any build) removes what it left.

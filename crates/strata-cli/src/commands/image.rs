@@ -530,6 +530,8 @@ pub fn rmi(a: RmiArgs) -> anyhow::Result<ExitCode> {
 pub fn prune(a: PruneArgs) -> anyhow::Result<ExitCode> {
     let store = open_store()?;
     let lock = store.lock()?;
+    // Scratch killed builds left is swept first, so its size is known.
+    let scratch = store.sweep_scratch(&lock)?;
     let before: u64 = store.blob_sizes()?.values().sum();
     let ev = store.prune_images(&lock, a.all)?;
     let after: u64 = store.blob_sizes()?.values().sum();
@@ -538,9 +540,16 @@ pub fn prune(a: PruneArgs) -> anyhow::Result<ExitCode> {
         print_events(&ev)?;
         out("\n")?;
     }
+    if !scratch.entries.is_empty() {
+        out(&format!(
+            "Removed stale scratch: {} entries ({})\n",
+            scratch.entries.len(),
+            human_size(scratch.bytes())
+        ))?;
+    }
     out(&format!(
         "Total reclaimed space: {}\n",
-        human_size(before.saturating_sub(after))
+        human_size(before.saturating_sub(after) + scratch.bytes())
     ))?;
     Ok(ExitCode::SUCCESS)
 }
