@@ -23,7 +23,8 @@
 //! content store and where blobs are known to live remotely), `images`
 //! (image records and tags), `containers`, `cache` (build cache, context
 //! metadata, re-encoded layers), `snapshots`, `layer_index` (each layer's
-//! content index and the tree a chain of them makes), `gc` (GC and `check`);
+//! content index and the tree a chain of them makes), `gc` (GC and `check`), `ship` (layers
+//! in the encoding they are shipped in, made on first need);
 //! `image` writes new images (layers, configs, import, commit), `layer`
 //! reads layer tars as trees and diffs, `archive` is `save`/`load` over
 //! strata-oci's archive codec, `reference` normalises image names.
@@ -40,6 +41,7 @@ mod layer;
 mod layer_index;
 mod records;
 mod reference;
+mod ship;
 mod snapshots;
 mod time;
 
@@ -59,6 +61,7 @@ pub use records::{
     LayerRecord, OwnerProcess, Problem, RmiEvent, RmiOptions,
 };
 pub use reference::{familiar, normalize_reference, split_repo_tag};
+pub use ship::Shipped;
 pub use time::{now_unix, parse_rfc3339, rfc3339};
 
 /// Media type of an uncompressed layer tar.

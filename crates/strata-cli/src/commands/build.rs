@@ -471,8 +471,14 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &args.metadata_file {
+        // The manifest as shipped, as before layers were kept uncompressed
+        // (compressing them now if no output has).
+        let manifest_digest = match store.get_image(&result.image_id)? {
+            Some(img) => super::image::shipped_digest(&store, &img)?,
+            None => result.manifest_digest,
+        };
         let mut meta = serde_json::json!({
-            "containerimage.digest": result.manifest_digest.to_string(),
+            "containerimage.digest": manifest_digest.to_string(),
             "containerimage.config.digest": result.image_id.to_string(),
             "image.name": tags.join(","),
         });
@@ -562,6 +568,7 @@ fn load_into_daemon(
         .iter()
         .map(|t| strata_store::normalize_reference(t))
         .collect::<Result<Vec<_>, _>>()?;
+    super::image::ship_all(store, [&image])?;
     let chosen = [(image, names)];
     let loaded = crate::daemon::load(endpoint, |w| {
         strata_store::save_archive(store, &chosen, w)?;
