@@ -513,6 +513,19 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         let mut o = std::io::stdout().lock();
         writeln!(o, "{}", result.image_id)?;
     } else if !stdout_used && progress.wants_summary() {
+        // The manifest digest is that of the image as shipped, known once
+        // its layers are compressed for shipping; a build compresses
+        // nothing just to print it.
+        let shipped = match store.get_image(&result.image_id)? {
+            Some(img) => store.shipped(&img)?.is_some(),
+            None => true,
+        };
+        let digest = if shipped {
+            result.manifest_digest.to_string()
+        } else {
+            "made when the image is first pushed, saved or exported (layers are compressed then)"
+                .to_owned()
+        };
         #[expect(clippy::print_stderr, reason = "the build summary is progress output")]
         {
             eprintln!(
@@ -527,7 +540,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
                     tags.join(", ")
                 },
                 result.image_id,
-                result.manifest_digest,
+                digest,
                 result.size,
                 result.layers_built,
                 result.steps_cached,
