@@ -160,9 +160,12 @@ pub struct PruneArgs {
 /// The digest of `img`'s manifest as shipped (`save`, `push`): for an
 /// image a build stored with uncompressed layers, the manifest over their
 /// compressed forms, made now (under the store lock) if nothing has shipped
-/// them yet; the same digest a build storing gzip layers recorded.
+/// them yet; the same digest a build storing gzip layers recorded. As
+/// before, the manifest it names is a blob in the store.
 pub(crate) fn shipped_digest(store: &Store, img: &ImageRecord) -> anyhow::Result<Digest> {
-    if let Some(s) = store.shipped(img)? {
+    if let Some(s) = store.shipped(img)?
+        && store.has_blob(&s.manifest)
+    {
         return Ok(s.manifest);
     }
     let lock = store.lock()?;
