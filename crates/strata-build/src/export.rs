@@ -361,10 +361,10 @@ fn encode_layers(
         let current = rec
             .ship_as
             .or_else(|| Compression::from_media_type(&l.media_type));
+        // The asked codec, unless the layer is in it already and nothing
+        // forces a re-encoding; else as it ships.
         let to = match want {
-            Some(w) if !(current.is_some_and(|c| c.name() == w.to.name()) && !w.same_codec_too) => {
-                w.to
-            }
+            Some(w) if w.same_codec_too || current.is_none_or(|c| c.name() != w.to.name()) => w.to,
             _ => match rec.ship_as {
                 Some(c) => c,
                 None => continue,
