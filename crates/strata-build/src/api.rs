@@ -114,6 +114,9 @@ pub enum InternalWork {
     WritingLayer,
     /// An output written (`type=oci`, `type=docker`, ...).
     Exporting { output: String },
+    /// Layers stored uncompressed, compressed because an output ships
+    /// them (once per layer and encoding; kept for the next one).
+    Compressing { layers: usize },
 }
 
 impl std::fmt::Display for InternalWork {
@@ -131,6 +134,9 @@ impl std::fmt::Display for InternalWork {
             }
             InternalWork::WritingLayer => f.write_str("writing layer"),
             InternalWork::Exporting { output } => write!(f, "exporting to {output}"),
+            InternalWork::Compressing { layers } => {
+                write!(f, "compressing {layers} layer{}", plural(layers))
+            }
         }
     }
 }
@@ -139,6 +145,11 @@ impl std::fmt::Display for InternalWork {
 #[derive(Debug, Clone)]
 pub struct BuildResult {
     pub image_id: Digest,
+    /// The image's manifest as shipped (`push`, `save`, `-o type=oci`),
+    /// when its layers have been compressed for shipping (by an output of
+    /// this build or earlier); else the manifest of the image as stored,
+    /// over its uncompressed layers. A build never compresses just to
+    /// print this (`Store::ship` does, for whoever needs it).
     pub manifest_digest: Digest,
     pub size: u64,
     pub layers_built: usize,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use strata_oci::Compression;
 use strata_oci::archive::{ArchiveFormat, ArchiveImage, ArchiveIndex};
 use strata_oci::image::{Manifest, Platform};
-use strata_store::{EncodedLayer, ImageRecord, Store, WriteLock};
+use strata_store::{ImageRecord, Store, WriteLock};
 
 use crate::error::{BuildError, Result, context, io, other};
 
@@ -179,6 +179,9 @@ pub fn check_outputs(outputs: &[Output], platforms: usize) -> Result<()> {
     Ok(())
 }
 
+/// Writes one output. Layers compressed for it (made on demand, see
+/// `Store::encode_layers`) are reported through `compressed` (how many, and
+/// the seconds it took) before the output is written.
 pub(crate) fn export(
     store: &Store,
     lock: &WriteLock,
@@ -186,6 +189,7 @@ pub(crate) fn export(
     tags: &[String],
     out: &Output,
     epoch: i64,
+    compressed: &mut dyn FnMut(usize, f64),
 ) -> Result<()> {
     let Some(dest) = &out.dest else { return Ok(()) };
     let [first, ..] = images else {
@@ -197,18 +201,21 @@ pub(crate) fn export(
             let blobs = strata_oci::blobs::BlobStore::open(store.root().join("blobs"))
                 .map_err(context("opening the blob store"))?;
             let mut manifests = Vec::new();
+            let started = std::time::Instant::now();
+            let mut made = 0;
             for pi in images {
                 let raw = store.read_blob(&pi.image.manifest)?;
                 let mut manifest = Manifest::from_json(&raw)
                     .map_err(context(format!("manifest {}", pi.image.manifest)))?;
-                if let Some(c) = out.compression {
-                    let reencode = ReEncode {
-                        to: c,
-                        same_codec_too: out.force_compression || out.explicit_level,
-                    };
-                    reencode_layers(store, lock, &blobs, &pi.image, &mut manifest, reencode)?;
-                }
+                let reencode = out.compression.map(|c| ReEncode {
+                    to: c,
+                    same_codec_too: out.force_compression || out.explicit_level,
+                });
+                made += encode_layers(store, lock, &pi.image, &mut manifest, reencode)?;
                 manifests.push((manifest, pi.platform.clone()));
+            }
+            if made > 0 {
+                compressed(made, started.elapsed().as_secs_f64());
             }
             let tar = out.kind != (OutputKind::Oci { tar: false });
             if manifests.len() > 1 {
@@ -316,21 +323,22 @@ struct ReEncode {
     same_codec_too: bool,
 }
 
-/// Points `manifest`'s layers at blobs encoded as asked: the stored blob
-/// when it already is, else a re-encoding made once and kept in the store
-/// (keyed by diffID and encoding, see `Store::layer_encoding`), so a repeat
-/// export only looks it up. Each re-encoding decompresses the stored blob
-/// and compresses it again in one pass (parallel, deterministic), hashing
-/// both sides; the tar must hash to the layer's diffID, so the config's
-/// diff_ids stay true.
-fn reencode_layers(
+/// Points `manifest`'s layers at blobs encoded as shipped: a layer a build
+/// stored uncompressed gets the encoding it ships in (`ship_as`), and with
+/// `compression=` asked, every layer whose codec differs (or every layer,
+/// with `same_codec_too`) gets the asked one; other layers stay as stored.
+/// Encodings are made once (all of the image's at once, in parallel) and
+/// kept in the store by diffID and encoding (`Store::encode_layers`), so a
+/// repeat export only looks them up; each is checked to decompress to the
+/// layer's diffID, so the config's diff_ids stay true. Returns how many
+/// layers were compressed now.
+fn encode_layers(
     store: &Store,
     lock: &WriteLock,
-    blobs: &strata_oci::BlobStore,
     image: &ImageRecord,
     manifest: &mut Manifest,
-    want: ReEncode,
-) -> Result<()> {
+    want: Option<ReEncode>,
+) -> Result<usize> {
     if manifest.layers.len() != image.layers.len() {
         return Err(other(format!(
             "image {}: its manifest lists {} layers, its record {}; run `strata check`",
@@ -339,27 +347,33 @@ fn reencode_layers(
             image.layers.len()
         )));
     }
-    let to = want.to;
     let docker = manifest.media_type == strata_oci::image::MEDIA_TYPE_DOCKER_MANIFEST;
-    for (l, rec) in manifest.layers.iter_mut().zip(&image.layers) {
-        let current = Compression::from_media_type(&l.media_type);
-        if current.is_some_and(|c| c.name() == to.name()) && !want.same_codec_too {
-            continue;
-        }
-        let enc = match store.layer_encoding(&rec.diff_id, to)? {
-            Some(e) => e,
-            None => {
-                let enc = reencode_blob(blobs, &l.digest, to)?;
-                if enc.diff_id != rec.diff_id {
-                    return Err(other(format!(
-                        "layer blob {} decompresses to a tar with digest {}, but the image says {}; run `strata check`",
-                        l.digest, enc.diff_id, rec.diff_id
-                    )));
-                }
-                store.put_layer_encoding(lock, to, &enc)?;
-                enc
-            }
+    let mut wanted = Vec::new();
+    let mut which = Vec::new();
+    for (i, (l, rec)) in manifest.layers.iter().zip(&image.layers).enumerate() {
+        // A layer kept uncompressed until shipped counts as being in the
+        // codec it ships in, as it was when builds stored it so.
+        let current = rec
+            .ship_as
+            .or_else(|| Compression::from_media_type(&l.media_type));
+        // The asked codec, unless the layer is in it already and nothing
+        // forces a re-encoding; else as it ships.
+        let to = match want {
+            Some(w) if w.same_codec_too || current.is_none_or(|c| c.name() != w.to.name()) => w.to,
+            _ => match rec.ship_as {
+                Some(c) => c,
+                None => continue,
+            },
         };
+        wanted.push((rec.clone(), to));
+        which.push(i);
+    }
+    let (encs, made) = store.encode_layers(lock, &wanted).map_err(context(format!(
+        "compressing the layers of image {}",
+        image.id
+    )))?;
+    for ((i, (_, to)), enc) in which.into_iter().zip(&wanted).zip(encs) {
+        let l = &mut manifest.layers[i];
         l.digest = enc.blob;
         l.size = enc.size;
         l.media_type = if docker {
@@ -368,29 +382,7 @@ fn reencode_layers(
             to.oci_layer_media_type().to_owned()
         };
     }
-    Ok(())
-}
-
-/// Re-encodes one stored layer blob as `to` into `blobs`.
-fn reencode_blob(
-    blobs: &strata_oci::BlobStore,
-    from: &strata_oci::Digest,
-    to: Compression,
-) -> Result<EncodedLayer> {
-    let what = format!("re-encoding layer {from} as {to}");
-    let mut src = blobs.open_verified(from).map_err(context(what.clone()))?;
-    let mut w = blobs.writer().map_err(context(what.clone()))?;
-    let (diff_id, digest, size) = match strata_oci::compress::recompress(&mut src, to, 0, &mut w) {
-        Ok(v) => v,
-        // A corrupt source blob says so by name.
-        Err(e) => return Err(context(what.clone())(src.take_error(e))),
-    };
-    w.commit(Some(digest)).map_err(context(what))?;
-    Ok(EncodedLayer {
-        diff_id,
-        blob: digest,
-        size,
-    })
+    Ok(made)
 }
 
 /// Writes to a file atomically, or to stdout for `-`.

@@ -236,7 +236,26 @@ pub fn build_with_lock(
     let mut result = result.ok_or_else(|| other("no platform was built"))?;
     for out in &opts.outputs {
         let started = std::time::Instant::now();
-        export::export(store, lock, &images, &opts.tags, out, epoch)?;
+        let mut compressing = 0.0;
+        export::export(
+            store,
+            lock,
+            &images,
+            &opts.tags,
+            out,
+            epoch,
+            &mut |layers, seconds| {
+                // Layers are compressed when first shipped: that time is
+                // its own line, before the export's.
+                compressing = seconds;
+                result.steps_numbered += 1;
+                events(Event::Internal {
+                    n: result.steps_numbered,
+                    work: InternalWork::Compressing { layers },
+                    seconds,
+                });
+            },
+        )?;
         // Its own progress line, numbered after the steps.
         result.steps_numbered += 1;
         events(Event::Internal {
@@ -244,8 +263,23 @@ pub fn build_with_lock(
             work: InternalWork::Exporting {
                 output: export::describe(out),
             },
-            seconds: started.elapsed().as_secs_f64(),
+            seconds: (started.elapsed().as_secs_f64() - compressing).max(0.0),
         });
+    }
+    // The digest of each image's manifest as shipped once its layers have
+    // been compressed for shipping (by an output here, or an earlier
+    // export, `save` or `push`): what `push`, `save` and `images --digests`
+    // show. Until then, the manifest of the image as stored (layers
+    // uncompressed); nothing is compressed just to name it.
+    for (i, pi) in images.iter().enumerate() {
+        if let Some(shipped) = store.shipped(&pi.image)? {
+            if pi.image.id == result.image_id {
+                result.manifest_digest = shipped.manifest;
+            }
+            if let Some(p) = result.platforms.get_mut(i) {
+                p.2 = shipped.manifest;
+            }
+        }
     }
     Ok(result)
 }

@@ -263,3 +263,116 @@ fn image_ids_and_exports_are_byte_identical_to_before() {
         );
     }
 }
+
+/// Whether any blob in the store is gzip data.
+fn gzip_blobs(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(root.join("blobs/sha256")).unwrap() {
+        let p = e.unwrap().path();
+        let mut head = [0u8; 2];
+        let n = std::io::Read::read(&mut std::fs::File::open(&p).unwrap(), &mut head).unwrap();
+        if n == 2 && head == [0x1f, 0x8b] {
+            out.push(p.display().to_string());
+        }
+    }
+    out
+}
+
+fn compressed(built: &Built) -> usize {
+    built
+        .internal
+        .iter()
+        .map(|w| match w {
+            InternalWork::Compressing { layers } => *layers,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Layers are stored uncompressed and compressed only when an output ships
+/// them: a build into the store leaves no gzip blob; the first export
+/// compresses the image's layers (its own progress line) into exactly the
+/// bytes recorded before layers were kept uncompressed (the pins of
+/// `image_ids_and_exports_are_byte_identical_to_before`); a second export
+/// reuses them; GC keeps them with their layers.
+#[test]
+fn layers_are_compressed_only_when_an_export_needs_them() {
+    if !strata_testutil::require_root("layers_are_compressed_only_when_an_export_needs_them") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    context(&ctx);
+    let root = tmp.path().join("root");
+    let store = Store::open(&root).unwrap();
+    let mut opts = options(&ctx, DOCKERFILE);
+
+    let stored = build(&store, &opts);
+    assert_eq!(
+        stored.result.image_id.to_string(),
+        "sha256:e6886fae04bf15a3589b3cac49b5799c7bb3cd283bed3ba0b5273aecc44ab601"
+    );
+    assert_eq!(compressed(&stored), 0, "{:?}", stored.internal);
+    assert_eq!(gzip_blobs(&root), Vec::<String>::new());
+    let image = store
+        .get_image(&stored.result.image_id)
+        .unwrap()
+        .expect("the built image is in the store");
+    assert_eq!(image.layers.len(), 3);
+    for l in &image.layers {
+        // Stored as the plain tar: the blob is named by the diffID.
+        assert_eq!(l.blob, l.diff_id);
+        assert_eq!(l.media_type, strata_store::MEDIA_LAYER_TAR);
+        assert_eq!(l.ship_as, Some(strata_oci::Compression::default()));
+    }
+    assert_eq!(store.shipped(&image).unwrap(), None);
+
+    let dest = tmp.path().join("image.tar");
+    opts.outputs =
+        vec![strata_build::parse_output(&format!("type=oci,dest={}", dest.display())).unwrap()];
+    let exported = build(&store, &opts);
+    assert_eq!(exported.result.layers_built, 0);
+    assert_eq!(compressed(&exported), 3, "{:?}", exported.internal);
+    assert_eq!(gzip_blobs(&root).len(), 3);
+    let pinned_tar = "sha256:ebfbd78230fb4e09a2b488156e8034655d567c4f76e23b445f7b6230c45e9832";
+    let pinned_manifest = "sha256:bff64dd6c45d8f87a8d6b0e5b4b292eec67fcd24f2a805b73f00262bc419c37c";
+    assert_eq!(
+        strata_oci::Digest::of(&std::fs::read(&dest).unwrap()).to_string(),
+        pinned_tar
+    );
+    assert_eq!(exported.result.manifest_digest.to_string(), pinned_manifest);
+
+    // Kept: the next export compresses nothing and writes the same bytes.
+    std::fs::remove_file(&dest).unwrap();
+    let again = build(&store, &opts);
+    assert_eq!(compressed(&again), 0, "{:?}", again.internal);
+    assert_eq!(
+        strata_oci::Digest::of(&std::fs::read(&dest).unwrap()).to_string(),
+        pinned_tar
+    );
+
+    // GC keeps the encodings while the image needs its layers; the
+    // shipped manifest is the one recorded before.
+    let lock = store.lock().unwrap();
+    store.gc(&lock).unwrap();
+    let (shipped, made) = store.ship(&lock, &image).unwrap();
+    assert_eq!(made, 0);
+    assert_eq!(shipped.manifest.to_string(), pinned_manifest);
+    assert_eq!(gzip_blobs(&root).len(), 3);
+    // ...and frees them with the image and its cache records.
+    store
+        .remove_image(
+            &lock,
+            &image.id.to_string(),
+            strata_store::RmiOptions {
+                force: true,
+                no_prune: false,
+            },
+        )
+        .unwrap();
+    for (k, _) in store.cache_list().unwrap() {
+        store.cache_remove(&lock, &k).unwrap();
+    }
+    store.gc(&lock).unwrap();
+    assert_eq!(gzip_blobs(&root), Vec::<String>::new());
+}

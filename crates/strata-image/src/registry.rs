@@ -208,12 +208,15 @@ pub fn push(
         .tag
         .clone()
         .ok_or_else(|| ImageError::NoTag(target.to_string()))?;
-    let manifest = store.read_blob(&image.manifest)?;
+    // Layers a build kept uncompressed are pushed as they ship (compressed
+    // now, once, if nothing has shipped them yet).
+    let (shipped, _) = store.ship(lock, image)?;
+    let manifest = store.read_blob(&shipped.manifest)?;
     let media_type = serde_json::from_slice::<serde_json::Value>(&manifest)
         .ok()
         .and_then(|v| v["mediaType"].as_str().map(str::to_owned))
         .unwrap_or_else(|| strata_oci::image::MEDIA_TYPE_OCI_MANIFEST.to_owned());
-    let mut blobs: Vec<(Descriptor, String)> = image
+    let mut blobs: Vec<(Descriptor, String)> = shipped
         .layers
         .iter()
         .map(|l: &LayerRecord| {

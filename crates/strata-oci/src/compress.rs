@@ -20,7 +20,8 @@ use std::io::{self, Read, Write};
 use std::str::FromStr;
 
 /// How layer blobs are compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Compression {
     /// Deflate level 0-9.
     Gzip {

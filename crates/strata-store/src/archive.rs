@@ -35,7 +35,9 @@ const MEDIA_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 /// Writes `images` (each with the normalised tags to record for it) as one
 /// archive to `out`, which errors name `dest` (a path, or what stands for
 /// stdout or a daemon). Each blob is written once however many images share
-/// it; each manifest as stored, so the archive's digests are the store's.
+/// it; each manifest as shipped (for layers kept uncompressed until shipped,
+/// the encodings [`Store::ship`] made, which must exist: call it first), so
+/// the archive's digests are the ones `push` and `images --digests` show.
 pub fn save_archive(
     store: &Store,
     images: &[(ImageRecord, Vec<String>)],
@@ -44,11 +46,19 @@ pub fn save_archive(
 ) -> Result<()> {
     let stored: Vec<StoredImage> = images
         .iter()
-        .map(|(img, tags)| StoredImage {
-            manifest: img.manifest,
-            names: tags.clone(),
+        .map(|(img, tags)| {
+            let shipped = store.shipped(img)?.ok_or_else(|| {
+                StoreError::InvalidImage(format!(
+                    "image {}: its layers are not compressed for shipping yet (Store::ship)",
+                    img.id
+                ))
+            })?;
+            Ok(StoredImage {
+                manifest: shipped.manifest,
+                names: tags.clone(),
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let blob_store = blobs::blob_store(store.root())?;
     archive::write_stored_archive(out, &blob_store, &stored, ArchiveFormat::Docker).map_err(
         |source| StoreError::Archive {
@@ -136,6 +146,7 @@ fn record_of(
             media_type: media_type.to_owned(),
             size: desc.size,
             uncompressed_size: layer.uncompressed_size,
+            ship_as: None,
         });
     }
     let id = image.manifest.config.digest;

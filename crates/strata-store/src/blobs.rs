@@ -19,7 +19,7 @@ pub(crate) fn blob_store(root: &Path) -> Result<BlobStore> {
     BlobStore::open(root.join("blobs")).map_err(map)
 }
 
-fn map(e: BlobError) -> StoreError {
+pub(crate) fn map(e: BlobError) -> StoreError {
     match e {
         BlobError::NotFound { digest, .. } => StoreError::MissingBlob { digest },
         BlobError::Corrupt {

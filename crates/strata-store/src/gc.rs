@@ -18,12 +18,20 @@ impl Store {
             let mut blobs = BTreeSet::new();
             let mut layers = BTreeSet::new();
             let imgs = txn.open_table(IMAGES)?;
+            let encodings = txn.open_table(LAYER_ENCODINGS)?;
             for i in all_images(&imgs)? {
                 blobs.insert(i.id);
                 blobs.insert(i.manifest);
                 for l in &i.layers {
                     blobs.insert(l.blob);
                     layers.insert(l.diff_id);
+                }
+                // The manifest over the shipped encodings (`Store::ship`)
+                // lives with the image and those encodings.
+                if i.layers.iter().any(|l| l.ship_as.is_some())
+                    && let Some(s) = crate::ship::shipped_in(&encodings, &i, &|d| self.has_blob(d))?
+                {
+                    blobs.insert(s.manifest);
                 }
             }
             let cache = txn.open_table(CACHE)?;

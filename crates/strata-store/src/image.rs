@@ -98,6 +98,7 @@ pub fn put_layer(store: &Store, lock: &WriteLock, reader: impl Read) -> Result<L
             media_type: MEDIA_LAYER_TAR.into(),
             size,
             uncompressed_size: size,
+            ship_as: None,
         });
     };
     let (diff_id, uncompressed_size) = gunzip_digest(&store.blob_path(&blob))?;
@@ -107,6 +108,7 @@ pub fn put_layer(store: &Store, lock: &WriteLock, reader: impl Read) -> Result<L
         media_type: media_type.into(),
         size,
         uncompressed_size,
+        ship_as: None,
     })
 }
 
@@ -134,6 +136,7 @@ pub fn layer_record_for_blob(
         media_type: media_type.to_owned(),
         size,
         uncompressed_size,
+        ship_as: None,
     })
 }
 

@@ -118,7 +118,23 @@ impl Store {
     /// (manifest digest).
     pub fn resolve(&self, name: &str) -> Result<ImageRecord> {
         let images = self.images()?;
-        resolve_in(&images, name)?.ok_or_else(|| StoreError::NoSuchImage(name.to_owned()))
+        if let Some(i) = resolve_in(&images, name)? {
+            return Ok(i);
+        }
+        // `name@sha256:…` may name the manifest of an image as shipped
+        // (what `images --digests` prints for a built image).
+        if let Some((_, dg)) = name.split_once('@')
+            && let Ok(d) = dg.parse::<Digest>()
+        {
+            for (i, _) in &images {
+                if i.layers.iter().any(|l| l.ship_as.is_some())
+                    && self.shipped(i)?.is_some_and(|s| s.manifest == d)
+                {
+                    return Ok(i.clone());
+                }
+            }
+        }
+        Err(StoreError::NoSuchImage(name.to_owned()))
     }
 
     /// Points `target` at the image `source` names.

@@ -24,7 +24,8 @@
 //! (image records and tags), `containers`, `cache` (build cache, context
 //! metadata, re-encoded layers), `snapshots`, `scratch` (owned scratch directories under `tmp/`, and
 //! finding what killed processes left there), `layer_index` (each layer's
-//! content index and the tree a chain of them makes), `gc` (GC and `check`);
+//! content index and the tree a chain of them makes), `gc` (GC and `check`), `ship` (layers
+//! in the encoding they are shipped in, made on first need);
 //! `image` writes new images (layers, configs, import, commit), `layer`
 //! reads layer tars as trees and diffs, `archive` is `save`/`load` over
 //! strata-oci's archive codec, `reference` normalises image names.
@@ -42,6 +43,7 @@ mod layer_index;
 mod records;
 mod reference;
 mod scratch;
+mod ship;
 mod snapshots;
 mod time;
 
@@ -62,6 +64,7 @@ pub use records::{
 };
 pub use reference::{familiar, normalize_reference, split_repo_tag};
 pub use scratch::{Remover, ScratchDir, ScratchEntry, ScratchReport, disk_usage};
+pub use ship::Shipped;
 pub use time::{now_unix, parse_rfc3339, rfc3339};
 
 /// Media type of an uncompressed layer tar.

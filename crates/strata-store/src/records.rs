@@ -18,6 +18,30 @@ pub struct LayerRecord {
     pub size: u64,
     /// Uncompressed tar size (what `images` SIZE adds up).
     pub uncompressed_size: u64,
+    /// Set on a layer a build wrote: it is stored uncompressed (`blob` is
+    /// the diffID) and shipped (manifests, exports, `save`, `push`,
+    /// `--cache-to`) in this encoding, made the first time something ships
+    /// it and kept as an [`EncodedLayer`] (see `Store::ship`). `None`: the
+    /// layer is shipped as stored (pulled, loaded, imported layers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ship_as: Option<strata_oci::Compression>,
+}
+
+impl LayerRecord {
+    /// The record as it is shipped once its encoding `enc` exists: what
+    /// manifests and cache exports name (and byte for byte what a build
+    /// recorded before layers were kept uncompressed).
+    pub fn shipped(&self, enc: &EncodedLayer) -> LayerRecord {
+        let to = self.ship_as.unwrap_or_default();
+        LayerRecord {
+            diff_id: self.diff_id,
+            blob: enc.blob,
+            media_type: to.oci_layer_media_type().to_owned(),
+            size: enc.size,
+            uncompressed_size: self.uncompressed_size,
+            ship_as: None,
+        }
+    }
 }
 
 /// A layer's blob in another encoding than the one it is stored in (made

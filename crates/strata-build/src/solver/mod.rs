@@ -2,7 +2,7 @@
 //! build from it; each concern of a step has its own module.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufReader, Seek};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -405,24 +405,21 @@ impl Solver<'_> {
         Ok(self.store.scratch_dir("build")?)
     }
 
-    /// Writes `changes` under `root` as a gzip layer into the store, with
-    /// its content index. The tar is written once, uncompressed, to a
-    /// scratch file; that file is then read for the index and compressed
-    /// into the blob store (the gzip bytes are those `write_layer` would
-    /// have produced directly: same tar, same encoder).
+    /// Writes `changes` under `root` as a layer into the store, with its
+    /// content index, in one pass over the bytes: the tar writer's output
+    /// goes to the blob writer (the layer is stored uncompressed, so the
+    /// blob is named by its diffID) and through a pipe to a thread indexing
+    /// it. The index is made by the same tar reader that indexes pulled and
+    /// loaded layers (`LayerIndex::from_tar`), fed the stream as it is
+    /// written, so a layer's index is the same however the layer arrived,
+    /// and nothing is written to scratch or read back. The gzip form is
+    /// made only when the layer is shipped (`Store::ship`).
     pub(crate) fn write_layer(
         &self,
         root: &Path,
         changes: &[strata_oci::Change],
     ) -> Result<LayerRecord> {
         let started = std::time::Instant::now();
-        let scratch = self.scratch()?;
-        let path = scratch.path().join("layer.tar");
-        let mut file = fs_err::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
         let tar_opts = strata_oci::layer::LayerOptions {
             compression: Compression::Uncompressed,
             epoch: Some(self.dates.epoch),
@@ -431,36 +428,44 @@ impl Solver<'_> {
             // records the IDs the image sees.
             owners: strata_exec::idmap::IdMapping::current().owner_map(),
         };
-        let tar = strata_oci::layer::write_layer(root, changes, &tar_opts, &mut file)
-            .map_err(context("writing a layer"))?;
-        file.rewind()?;
-        let index = strata_store::LayerIndex::from_tar(BufReader::new(&mut file))
-            .map_err(io(format!("indexing the layer in {}", path.display())))?;
-        file.rewind()?;
-        let blob_opts = strata_oci::layer::LayerOptions {
-            compression: Compression::default(),
-            threads: 0,
-            ..tar_opts
-        };
         let mut blob = self.store.blob_writer(self.lock)?;
-        let info =
-            strata_oci::layer::layer_from_tar(BufReader::new(&mut file), &blob_opts, &mut blob)
-                .map_err(context("compressing a layer"))?;
-        if info.diff_id != tar.diff_id {
-            return Err(other(format!(
-                "layer changed while being compressed: {} != {}",
-                info.diff_id, tar.diff_id
-            )));
-        }
-        let (digest, size) = self.store.commit_blob(blob, Some(info.digest))?;
-        self.store.put_layer_index(&info.diff_id, &index)?;
+        let (to_index, from_tar) =
+            std::io::pipe().map_err(io("making a pipe for the layer index"))?;
+        let (tar, index) = std::thread::scope(|s| {
+            let indexer = s.spawn(move || strata_store::LayerIndex::from_tar(to_index));
+            let mut out = std::io::BufWriter::with_capacity(
+                1 << 20,
+                Tee {
+                    first: &mut blob,
+                    second: Some(from_tar),
+                },
+            );
+            let tar = strata_oci::layer::write_layer(root, changes, &tar_opts, &mut out)
+                .map_err(context("writing a layer"))
+                .and_then(|tar| {
+                    out.flush().map_err(io("writing a layer"))?;
+                    Ok(tar)
+                });
+            // Dropping the pipe's end ends the indexer's stream.
+            drop(out);
+            let index = indexer
+                .join()
+                .map_err(|_| other("the layer indexer panicked"))
+                .and_then(|r| r.map_err(io("indexing a layer as it was written")));
+            (tar, index)
+        });
+        let tar = tar?;
+        let index = index?;
+        let (digest, size) = self.store.commit_blob(blob, Some(tar.diff_id))?;
+        self.store.put_layer_index(&tar.diff_id, &index)?;
         self.emit_internal(InternalWork::WritingLayer, started);
         Ok(LayerRecord {
-            diff_id: info.diff_id,
+            diff_id: tar.diff_id,
             blob: digest,
-            media_type: info.media_type.to_string(),
+            media_type: strata_store::MEDIA_LAYER_TAR.to_owned(),
             size,
-            uncompressed_size: info.uncompressed_size,
+            uncompressed_size: tar.uncompressed_size,
+            ship_as: Some(Compression::default()),
         })
     }
 
@@ -482,5 +487,36 @@ impl Solver<'_> {
         );
         state.key = key.to_owned();
         self.cache_store(key, layer.as_ref(), state)
+    }
+}
+
+/// Writes everything to `first` and a copy to `second` while `second` takes
+/// it: the layer indexer stops reading at the tar's end-of-archive blocks
+/// (or at an error, which its own result reports), so a closed pipe only
+/// ends the copy.
+struct Tee<A: Write, B: Write> {
+    first: A,
+    second: Option<B>,
+}
+
+impl<A: Write, B: Write> Write for Tee<A, B> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.first.write(buf)?;
+        if let Some(second) = &mut self.second
+            && second.write_all(&buf[..n]).is_err()
+        {
+            self.second = None;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.first.flush()?;
+        if let Some(second) = &mut self.second
+            && second.flush().is_err()
+        {
+            self.second = None;
+        }
+        Ok(())
     }
 }

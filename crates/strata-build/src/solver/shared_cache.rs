@@ -4,10 +4,10 @@
 use std::time::Instant;
 
 use super::Solver;
-use crate::api::Event;
+use crate::api::{Event, InternalWork};
 use crate::cache::CachedStep;
 use crate::cache::remote::{CacheExport, CacheLocation, ImportedCache, export};
-use crate::error::Result;
+use crate::error::{BuildError, Result, other};
 
 impl Solver<'_> {
     /// Reads the `--cache-from` manifests (not their layers).
@@ -79,9 +79,43 @@ impl Solver<'_> {
             let Some(rec) = self.store.cache_get(key)? else {
                 continue;
             };
-            let layers = serde_json::from_value::<CachedStep>(rec.value.clone())
+            let layer = serde_json::from_value::<CachedStep>(rec.value.clone())
                 .ok()
-                .and_then(|s| s.layer)
+                .and_then(|s| s.layer);
+            records.push((key.clone(), rec.value, layer));
+        }
+        // Layers kept uncompressed are exported as they ship (compressed
+        // now if no output has yet), so the cache's bytes and the records
+        // in it are what they were when builds stored gzip layers.
+        let lazy: Vec<(strata_store::LayerRecord, strata_oci::Compression)> = records
+            .iter()
+            .filter_map(|(_, _, l)| l.as_ref())
+            .filter_map(|l| l.ship_as.map(|c| (l.clone(), c)))
+            .collect();
+        let compress_start = Instant::now();
+        let (encs, made) = self.store.encode_layers(self.lock, &lazy)?;
+        if made > 0 {
+            self.emit_internal(InternalWork::Compressing { layers: made }, compress_start);
+        }
+        let mut encs = encs.into_iter();
+        let mut records_out = Vec::with_capacity(records.len());
+        for (key, mut value, layer) in records {
+            let layer = match layer {
+                Some(l) if l.ship_as.is_some() => {
+                    let enc = encs
+                        .next()
+                        .ok_or_else(|| other(format!("no shipped form of layer {}", l.diff_id)))?;
+                    let shipped = l.shipped(&enc);
+                    value["layer"] =
+                        serde_json::to_value(&shipped).map_err(|source| BuildError::Json {
+                            what: "a cache record",
+                            source,
+                        })?;
+                    Some(shipped)
+                }
+                other => other,
+            };
+            let descriptors = layer
                 .map(|l| {
                     vec![strata_oci::image::Descriptor::new(
                         l.media_type.clone(),
@@ -90,8 +124,9 @@ impl Solver<'_> {
                     )]
                 })
                 .unwrap_or_default();
-            records.push((key.clone(), rec.value, layers));
+            records_out.push((key, value, descriptors));
         }
+        let records = records_out;
         let client = self.opts.registry.clone();
         let digest = export(
             self.store,

@@ -558,10 +558,30 @@ pub fn run(args: BakeArgs) -> anyhow::Result<ExitCode> {
                         r.image_id, r.steps_run, r.steps_cached
                     );
                 }
+                // The manifest as shipped, compressing the layers for it
+                // only when the metadata is written.
+                let shipped = match &args.metadata_file {
+                    Some(_) => store
+                        .get_image(&r.image_id)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|img| match img {
+                            Some(img) => super::image::shipped_digest(&store, &img),
+                            None => Ok(r.manifest_digest),
+                        }),
+                    None => Ok(r.manifest_digest),
+                };
+                let manifest_digest = match shipped {
+                    Ok(d) => d,
+                    Err(e) => {
+                        eprintln!("ERROR: target {name}: the manifest digest: {e:#}");
+                        failed = true;
+                        r.manifest_digest
+                    }
+                };
                 meta.insert(
                     name.clone(),
                     serde_json::json!({
-                        "containerimage.digest": r.manifest_digest.to_string(),
+                        "containerimage.digest": manifest_digest.to_string(),
                         "containerimage.config.digest": r.image_id.to_string(),
                         "image.name": tags.get(name).map(|t| t.join(",")).unwrap_or_default(),
                         "strata.steps.run": r.steps_run,

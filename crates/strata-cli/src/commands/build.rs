@@ -473,8 +473,14 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &args.metadata_file {
+        // The manifest as shipped, as before layers were kept uncompressed
+        // (compressing them now if no output has).
+        let manifest_digest = match store.get_image(&result.image_id)? {
+            Some(img) => super::image::shipped_digest(&store, &img)?,
+            None => result.manifest_digest,
+        };
         let mut meta = serde_json::json!({
-            "containerimage.digest": result.manifest_digest.to_string(),
+            "containerimage.digest": manifest_digest.to_string(),
             "containerimage.config.digest": result.image_id.to_string(),
             "image.name": tags.join(","),
         });
@@ -509,6 +515,19 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         let mut o = std::io::stdout().lock();
         writeln!(o, "{}", result.image_id)?;
     } else if !stdout_used && progress.wants_summary() {
+        // The manifest digest is that of the image as shipped, known once
+        // its layers are compressed for shipping; a build compresses
+        // nothing just to print it.
+        let shipped = match store.get_image(&result.image_id)? {
+            Some(img) => store.shipped(&img)?.is_some(),
+            None => true,
+        };
+        let digest = if shipped {
+            result.manifest_digest.to_string()
+        } else {
+            "made when the image is first pushed, saved or exported (layers are compressed then)"
+                .to_owned()
+        };
         #[expect(clippy::print_stderr, reason = "the build summary is progress output")]
         {
             eprintln!(
@@ -523,7 +542,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
                     tags.join(", ")
                 },
                 result.image_id,
-                result.manifest_digest,
+                digest,
                 result.size,
                 result.layers_built,
                 result.steps_cached,
@@ -564,6 +583,7 @@ fn load_into_daemon(
         .iter()
         .map(|t| strata_store::normalize_reference(t))
         .collect::<Result<Vec<_>, _>>()?;
+    super::image::ship_all(store, [&image])?;
     let chosen = [(image, names)];
     let loaded = crate::daemon::load(endpoint, |w| {
         strata_store::save_archive(store, &chosen, std::path::Path::new("<docker daemon>"), w)?;

@@ -157,6 +157,51 @@ pub struct PruneArgs {
     pub force: bool,
 }
 
+/// The digest of `img`'s manifest as shipped (`save`, `push`): for an
+/// image a build stored with uncompressed layers, the manifest over their
+/// compressed forms, made now (under the store lock) if nothing has shipped
+/// them yet; the same digest a build storing gzip layers recorded. As
+/// before, the manifest it names is a blob in the store.
+pub(crate) fn shipped_digest(store: &Store, img: &ImageRecord) -> anyhow::Result<Digest> {
+    if let Some(s) = store.shipped(img)?
+        && store.has_blob(&s.manifest)
+    {
+        return Ok(s.manifest);
+    }
+    let lock = store.lock()?;
+    let (shipped, _) = store
+        .ship(&lock, img)
+        .with_context(|| format!("compressing the layers of image {}", img.id))?;
+    Ok(shipped.manifest)
+}
+
+/// Makes sure each image's shipped form (layers compressed as they ship,
+/// and the manifest over them) is stored, before it is written out.
+pub(crate) fn ship_all<'a>(
+    store: &Store,
+    images: impl IntoIterator<Item = &'a ImageRecord>,
+) -> anyhow::Result<()> {
+    let mut pending = Vec::new();
+    for img in images {
+        let ready = store
+            .shipped(img)?
+            .is_some_and(|s| store.has_blob(&s.manifest));
+        if !ready {
+            pending.push(img);
+        }
+    }
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let lock = store.lock()?;
+    for img in pending {
+        store
+            .ship(&lock, img)
+            .with_context(|| format!("compressing the layers of image {}", img.id))?;
+    }
+    Ok(())
+}
+
 pub(crate) fn open_store() -> anyhow::Result<Store> {
     let root = Store::default_root();
     Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))
@@ -201,6 +246,14 @@ fn ref_matches(pat: &str, tag: &str) -> bool {
 pub fn images(a: ImagesArgs) -> anyhow::Result<ExitCode> {
     let store = open_store()?;
     let all = store.images()?;
+    // Only a shown digest is worth compressing layers for: `--digests`,
+    // JSON rows (every field) or a template naming it.
+    let wants_digest = a.digests
+        || match Format::parse(a.format.as_deref()) {
+            Format::Table => false,
+            Format::Json => true,
+            Format::Template { template, .. } => template.contains("Digest"),
+        };
     let parents: BTreeSet<Digest> = all.iter().filter_map(|(i, _)| i.parent).collect();
     let mut dangling_filter = None;
     let mut ref_filters = Vec::new();
@@ -253,7 +306,12 @@ pub fn images(a: ImagesArgs) -> anyhow::Result<ExitCode> {
             r.insert("Repository".to_owned(), repo);
             r.insert("Tag".to_owned(), tag);
             r.insert("ID".to_owned(), id_str(&img.id, a.no_trunc));
-            r.insert("Digest".to_owned(), img.manifest.to_string());
+            let digest = if wants_digest {
+                shipped_digest(&store, img)?.to_string()
+            } else {
+                img.manifest.to_string()
+            };
+            r.insert("Digest".to_owned(), digest);
             r.insert("CreatedSince".to_owned(), ago(img.created, now));
             r.insert("CreatedAt".to_owned(), strata_store::rfc3339(img.created));
             r.insert("Size".to_owned(), human_size_prec(img.size(), 3));
@@ -305,9 +363,14 @@ pub fn image(c: ImageCommand) -> anyhow::Result<ExitCode> {
 
 fn inspect_json(store: &Store, img: &ImageRecord, tags: &[String]) -> anyhow::Result<Value> {
     let cfg = store.image_config(img)?;
+    let manifest = if tags.is_empty() {
+        img.manifest
+    } else {
+        shipped_digest(store, img)?
+    };
     let repo_digests: Vec<String> = tags
         .iter()
-        .map(|t| format!("{}@{}", split_repo_tag(&familiar(t)).0, img.manifest))
+        .map(|t| format!("{}@{}", split_repo_tag(&familiar(t)).0, manifest))
         .chain(img.repo_digests.iter().map(|d| familiar(d)))
         .collect::<BTreeSet<_>>()
         .into_iter()
@@ -589,6 +652,7 @@ pub fn save(a: SaveArgs) -> anyhow::Result<ExitCode> {
             None => chosen.push((img, norm.into_iter().collect())),
         }
     }
+    ship_all(&store, chosen.iter().map(|(i, _)| i))?;
     match &a.output {
         Some(p) => {
             let mut f = strata_oci::AtomicFile::create_shared(p)

@@ -218,7 +218,10 @@ pub(crate) fn push_image(
     let render = render_transfer(quiet, true);
     let digest = strata_image::registry::push(store, &lock, client, &image, &reference, &render)?;
     if !quiet {
-        let size = store.read_blob(&image.manifest)?.len();
+        let size = match store.shipped(&image)? {
+            Some(s) => s.manifest_size,
+            None => image.manifest_size,
+        };
         eprintln!(
             "{}: digest: {digest} size: {size}",
             reference.tag.as_deref().unwrap_or("latest")
