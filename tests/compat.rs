@@ -86,7 +86,7 @@ impl Times {
     /// (relative to the context, "" for the context itself), so that a
     /// case's files and directories have both.
     fn of_context_path(&self, rel: &Path) -> u64 {
-        if fnv(rel.as_os_str().as_encoded_bytes()) % 2 == 0 {
+        if fnv(rel.as_os_str().as_encoded_bytes()).is_multiple_of(2) {
             self.older
         } else {
             self.newer
