@@ -28,6 +28,33 @@ struct StageBind {
     path: String,
 }
 
+/// A tmpfs `size=` as BuildKit reads it (`units.RAMInBytes` of
+/// docker/go-units): a number, a decimal fraction allowed, then an optional
+/// binary unit `k`, `m`, `g`, `t` or `p` (any case, `i` and `b` after it
+/// optional): `128m` is 128 MiB.
+fn ram_in_bytes(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let digits_end = v
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(v.len());
+    let (number, unit) = v.split_at(digits_end);
+    let number: f64 = number.parse().ok()?;
+    let unit = unit.trim_start().to_ascii_lowercase();
+    let unit = unit.strip_suffix('b').unwrap_or(&unit);
+    let unit = unit.strip_suffix('i').unwrap_or(unit);
+    let shift = match unit {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        "p" => 50,
+        _ => return None,
+    };
+    let bytes = number * (1u64 << shift) as f64;
+    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
 fn octal(v: &str) -> Option<u32> {
     u32::from_str_radix(v.trim_start_matches("0o"), 8).ok()
 }
@@ -186,7 +213,18 @@ impl Solver<'_> {
                     });
                 }
                 "tmpfs" => {
-                    let size = kv.get("size").and_then(|s| s.parse().ok());
+                    let size = match kv.get("size") {
+                        Some(v) => Some(ram_in_bytes(v).ok_or_else(|| {
+                            self.fail(
+                                ins,
+                                &format!(
+                                    "--mount={spec}: size={v}: expected a size in bytes, \
+                                     optionally with a unit (128m, 1g)"
+                                ),
+                            )
+                        })?),
+                        None => None,
+                    };
                     out.key
                         .extend(format!("tmpfs {target} {size:?}\0").as_bytes());
                     out.mounts.push(Mount::Tmpfs { target, size });
@@ -257,5 +295,23 @@ impl Solver<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ram_in_bytes;
+
+    #[test]
+    fn tmpfs_sizes_read_as_buildkit_reads_them() {
+        assert_eq!(ram_in_bytes("128m"), Some(128 << 20));
+        assert_eq!(ram_in_bytes("64MiB"), Some(64 << 20));
+        assert_eq!(ram_in_bytes("1g"), Some(1 << 30));
+        assert_eq!(ram_in_bytes("4096"), Some(4096));
+        assert_eq!(ram_in_bytes("1.5k"), Some(1536));
+        assert_eq!(ram_in_bytes("10 kb"), Some(10 << 10));
+        assert_eq!(ram_in_bytes("12x"), None);
+        assert_eq!(ram_in_bytes("m"), None);
+        assert_eq!(ram_in_bytes("-1"), None);
     }
 }

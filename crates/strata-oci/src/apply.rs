@@ -235,8 +235,13 @@ pub fn apply_layer(
                     return Err(bad());
                 }
                 std::fs::hard_link(&src, &target).map_err(ioerr("creating hard link", &target))?;
-                written.insert(target);
-                continue;
+                // Docker's untar (and containerd's) then gives the shared
+                // inode the link header's owner, mode, xattrs and mtime,
+                // unless it is a symlink's.
+                if std::fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink()) {
+                    written.insert(target);
+                    continue;
+                }
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 use nix::sys::stat::{Mode, SFlag, makedev, mknod};

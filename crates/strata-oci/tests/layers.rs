@@ -398,3 +398,34 @@ fn gnu_tar_fifo_with_nul_device_fields_applies() {
     let err = apply_layer(&bad_tar[..], dst.path(), &mut DeleteWhiteouts).unwrap_err();
     assert!(err.to_string().contains("\"bad\""), "{err}");
 }
+
+/// A hard link's own header decides the shared inode's mode and mtime (and
+/// owner, as root), as Docker's untar does: the last header written wins.
+#[test]
+fn hard_link_header_sets_the_inode_metadata() {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, kind, mode, mtime, data) in [
+        ("secret", tar::EntryType::Regular, 0o600, 100, &b"s"[..]),
+        ("hard", tar::EntryType::Link, 0o644, 200, &b""[..]),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_mtime(mtime);
+        h.set_size(data.len() as u64);
+        if kind == tar::EntryType::Link {
+            h.set_link_name("secret").unwrap();
+        }
+        b.append_data(&mut h, name, data).unwrap();
+    }
+    let tar = b.into_inner().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    apply_layer(&tar[..], dest.path(), &mut DeleteWhiteouts).unwrap();
+    let m = std::fs::metadata(dest.path().join("secret")).unwrap();
+    assert_eq!(m.permissions().mode() & 0o7777, 0o644);
+    assert_eq!(m.mtime(), 200);
+    assert_eq!(
+        m.ino(),
+        std::fs::metadata(dest.path().join("hard")).unwrap().ino()
+    );
+}

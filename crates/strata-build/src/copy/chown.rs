@@ -69,8 +69,8 @@ impl Solver<'_> {
 
     /// Creates `rel`'s directories in the layer dir, each with the metadata
     /// it has in the image (so the layer doesn't change existing parents);
-    /// new ones are 0755 and owned by `owner`, else root (COPY --chown
-    /// applies to the directories it creates, as in BuildKit).
+    /// new ones get `new_mode` and are owned by `owner`, else root (COPY
+    /// --chown applies to the directories it creates, as in BuildKit).
     pub(super) fn make_parents_owned(
         &self,
         layer_root: &Path,
@@ -78,6 +78,7 @@ impl Solver<'_> {
         lowers: &[PathBuf],
         include_self: bool,
         owner: Option<(u32, u32)>,
+        new_mode: u32,
     ) -> Result<()> {
         let mut cur = PathBuf::new();
         let comps: Vec<_> = Path::new(rel).components().collect();
@@ -101,7 +102,7 @@ impl Solver<'_> {
                 }
                 _ => {
                     let (uid, gid) = owner.unwrap_or((0, 0));
-                    (0o755, uid, gid, self.dates.epoch)
+                    (new_mode, uid, gid, self.dates.epoch)
                 }
             };
             fs::set_permissions(&p, fs::Permissions::from_mode(mode))

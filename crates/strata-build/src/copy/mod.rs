@@ -11,7 +11,7 @@ mod stage_tree;
 mod tree;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use strata_frontend::{Args, Instruction};
@@ -486,16 +486,19 @@ impl Solver<'_> {
                 .unwrap_or_default()
         };
         // The directories above what is copied: made as the image would
-        // have them (existing ones' metadata kept, new ones 0755).
-        let make_dirs = |rel: &str| {
+        // have them (existing ones' metadata kept, new ones as `--chmod`
+        // says, see `created_dir_mode`).
+        let make_dirs_with = |rel: &str, mode: u32| {
             self.make_parents_owned(
                 place.layer_root,
                 rel,
                 place.lowers,
                 true,
                 place.created_owner,
+                mode,
             )
         };
+        let make_dirs = |rel: &str| make_dirs_with(rel, created_dir_mode(place.rules.chmod));
         if req.parents && !s.keep.is_empty() {
             let target_rel = format!("{dest_rel}/{}", s.keep)
                 .trim_start_matches('/')
@@ -512,10 +515,17 @@ impl Solver<'_> {
         }
         if meta.is_dir() {
             make_dirs(dest_rel)?;
-            return copy_tree(&s.path, &dest_path, &s.rel, "", place.rules, true);
+            copy_tree(&s.path, &dest_path, &s.rel, "", place.rules, true)?;
+            // The destination takes the source directory's mtime, made or
+            // already there, but keeps its own mode and owner (fsutil's
+            // copy with CopyDirContentsOnly restores the "timestamp" of a
+            // directory it did not create from the source's stat).
+            return tree::set_mtime(&dest_path, meta.mtime());
         }
         if req.is_add && !meta.file_type().is_symlink() && is_archive(&s.path) {
-            make_dirs(dest_rel)?;
+            // BuildKit's unpack makes the destination 0755 whatever
+            // `--chmod` says (which it does not apply to archives either).
+            make_dirs_with(dest_rel, 0o755)?;
             let f = fs::File::open(&s.path).map_err(io(format!("opening {}", s.path.display())))?;
             let (_, r) = strata_oci::compress::decompress(f)
                 .map_err(io(format!("reading {}", s.path.display())))?;
@@ -526,9 +536,23 @@ impl Solver<'_> {
                         &format!("extracting {}: {}", s.rel, crate::error::chain(&e)),
                     )
                 })?;
+            // `--chown` owns everything the archive held, as Docker's untar
+            // does with ChownOpts (BuildKit's unpack).
+            if let Some((uid, gid)) = place.created_owner {
+                chown_extracted(&dest_path, uid, gid)?;
+            }
             return Ok(());
         }
-        let name = s.path.file_name().map(|n| n.to_owned()).unwrap_or_default();
+        // The name the source was given (a symlink's, not its target's:
+        // `COPY foo /` with foo -> bar makes /foo); an inline file's own.
+        let name = s
+            .rel
+            .rsplit('/')
+            .next()
+            .filter(|n| !n.is_empty() && *n != "." && *n != "..")
+            .map(std::ffi::OsString::from)
+            .or_else(|| s.path.file_name().map(|n| n.to_owned()))
+            .unwrap_or_default();
         let target_rel = if place.dest_is_dir {
             format!("{dest_rel}/{}", name.to_string_lossy())
         } else {
@@ -609,13 +633,45 @@ impl Solver<'_> {
         let layer_root = scratch.path().join("root");
         fs::create_dir_all(&layer_root).map_err(io("creating a layer dir"))?;
         owners::begin();
-        self.make_parents_owned(&layer_root, &rel, &lowers, true, Some(owner))?;
+        self.make_parents_owned(&layer_root, &rel, &lowers, true, Some(owner), 0o755)?;
         owners::apply_pending(&layer_root)?;
         let changes = strata_oci::layer::changes_for_tree(&layer_root)
             .map_err(context("listing the layer"))?;
         let layer = self.write_layer(&layer_root, &changes)?;
         self.adopt_snapshot(&layer, &layer_root)?;
         Ok(Some(layer))
+    }
+}
+
+/// Gives every entry below `dir` (not `dir` itself, whose owner the
+/// directory rules decide) the owner `uid:gid`, modes kept (a chown clears
+/// set-id bits; they are set again).
+fn chown_extracted(dir: &Path, uid: u32, gid: u32) -> Result<()> {
+    for entry in walkdir::WalkDir::new(dir).min_depth(1) {
+        let entry = entry.map_err(|e| other(format!("walking {}: {e}", dir.display())))?;
+        let path = entry.path();
+        let meta = fs::symlink_metadata(path).map_err(io(format!("reading {}", path.display())))?;
+        if meta.file_type().is_symlink() {
+            owners::set_owner(path, uid, gid, None)?;
+            continue;
+        }
+        let mode = meta.mode() & 0o7777;
+        owners::set_owner(path, uid, gid, Some(mode))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .map_err(io(format!("chmod {}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// The mode of a directory COPY/ADD creates on the way to its destination:
+/// 0755, or an octal `--chmod`'s permission bits (special bits dropped) less
+/// the umask 022, as BuildKit's `MkdirAll` makes them (fsutil's copy passes
+/// the octal mode to `os.Mkdir`, in dockerd whose umask is 022). A symbolic
+/// `--chmod` leaves them 0755.
+fn created_dir_mode(chmod: Option<&Chmod>) -> u32 {
+    match chmod {
+        Some(Chmod::Octal(m)) => m & 0o777 & !0o022,
+        _ => 0o755,
     }
 }
 

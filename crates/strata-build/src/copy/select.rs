@@ -37,11 +37,9 @@ impl Solver<'_> {
         // Candidate paths after each component; a glob component is matched
         // against the entries of each candidate directory.
         let mut candidates = vec![String::new()];
-        let mut last_is_glob = false;
         for comp in rel.split('/').filter(|c| !c.is_empty()) {
             let mut next = Vec::new();
-            last_is_glob = comp.contains(['*', '?', '[']);
-            if !last_is_glob {
+            if !comp.contains(['*', '?', '[']) {
                 next.extend(candidates.iter().map(|dir| join(dir, comp)));
                 candidates = next;
                 continue;
@@ -69,16 +67,11 @@ impl Solver<'_> {
         }
         let mut out = Vec::new();
         for r in candidates {
-            // A name a pattern matched is taken as it is (a symlink stays a
-            // symlink); a name written out is followed, as before.
-            let p = match r.rsplit_once('/').filter(|_| last_is_glob) {
-                Some((dir, name)) => {
-                    strata_oci::path::secure_join(root, Path::new(dir)).map(|d| d.join(name))
-                }
-                None if last_is_glob => Ok(root.join(&r)),
-                None => strata_oci::path::secure_join(root, Path::new(&r)),
-            }
-            .map_err(context(r.clone()))?;
+            // Every source is followed, a name a pattern matched too
+            // (BuildKit's COPY has FollowSymlinks: fsutil's copy resolves
+            // each match); it keeps its own name in the destination.
+            let p =
+                strata_oci::path::secure_join(root, Path::new(&r)).map_err(context(r.clone()))?;
             // An excluded directory an exception may re-include from is
             // still a source (`*`, `subdir`, `!*/sub1*`: `COPY subdir`).
             let reincluded = || ignore.is_some_and(|i| i.descend_excluded(&r));

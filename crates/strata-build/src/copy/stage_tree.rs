@@ -114,10 +114,8 @@ pub(super) fn select_in_tree(tree: &MergedTree, rel: &str) -> Result<Vec<Source>
             .map_err(|e| other(format!("{p}: {e}")))
     };
     let mut candidates = vec![String::new()];
-    let mut last_is_glob = false;
     for comp in rel.split('/').filter(|c| !c.is_empty()) {
-        last_is_glob = comp.contains(['*', '?', '[']);
-        if !last_is_glob {
+        if !comp.contains(['*', '?', '[']) {
             candidates = candidates.iter().map(|dir| join(dir, comp)).collect();
             continue;
         }
@@ -143,11 +141,8 @@ pub(super) fn select_in_tree(tree: &MergedTree, rel: &str) -> Result<Vec<Source>
     }
     let mut out = Vec::new();
     for r in candidates {
-        let p = match r.rsplit_once('/').filter(|_| last_is_glob) {
-            Some((dir, name)) => join(&resolve(dir, true)?, name),
-            None if last_is_glob => r.clone(),
-            None => resolve(&r, true)?,
-        };
+        // Followed, a name a pattern matched too, as from the context.
+        let p = resolve(&r, true)?;
         if tree.get(&p).is_none() {
             continue;
         }

@@ -48,9 +48,9 @@ pub(crate) struct State {
     pub(crate) args: strata_frontend::StageScope,
 }
 
-/// Where a RUN heredoc script (`#!`) is mounted; its mount point, like every
-/// RUN mount's, never reaches the step's layer.
-pub(crate) const PIPES: &str = "/.strata-pipes";
+/// Where a RUN heredoc script (`#!`) is mounted, as in BuildKit; inside the
+/// step's own /dev (a tmpfs), so it never reaches the step's layer.
+pub(crate) const PIPES: &str = "/dev/pipes";
 
 /// One build's shared state. Stages run on their own threads, so everything
 /// that changes during a build sits behind a lock or is atomic; a stage's own

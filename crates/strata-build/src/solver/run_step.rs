@@ -26,9 +26,7 @@ impl Solver<'_> {
             .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
         // A lone heredoc that starts with `#!` is a script run by its own
         // interpreter: BuildKit mounts it read-only at /dev/pipes/NAME and
-        // runs that path instead of handing the text to the shell. Our /dev
-        // is a fresh tmpfs with no mount points of its own, so the script
-        // sits in PIPES instead (only the script's `$0` tells).
+        // hands that path to the shell instead of the text.
         let mut script: Option<(String, String)> = None;
         let argv: Vec<String> = match &ins.args {
             Args::Exec(v) => v.clone(),
@@ -57,10 +55,10 @@ impl Solver<'_> {
                         t
                     };
                 }
-                match &script {
-                    Some((name, _)) => vec![format!("{PIPES}/{name}")],
-                    None => shell.iter().cloned().chain(std::iter::once(text)).collect(),
+                if let Some((name, _)) = &script {
+                    text = format!("{PIPES}/{name}");
                 }
+                shell.iter().cloned().chain(std::iter::once(text)).collect()
             }
         };
         // ARGs are visible to RUN (and to its cache key) but never persisted;

@@ -11,8 +11,11 @@ use nix::mount::{MsFlags, mount};
 use super::context::err;
 use super::mounts::bind_device;
 
-/// Mounts and fills `root/dev`; `shm_size` in bytes (default 64 MiB).
-pub(super) fn setup_dev(root: &Path, shm_size: Option<u64>) -> Result<(), String> {
+/// Mounts and fills `root/dev`; `shm_size` in bytes (default 64 MiB), or
+/// `None` for the outer: `/dev/shm` is left an empty mount point when the
+/// step mounts a tmpfs of its own there (one mount, as runc's spec keeps
+/// one per destination).
+pub(super) fn setup_dev(root: &Path, shm_size: Option<Option<u64>>) -> Result<(), String> {
     let dev = root.join("dev");
     mount(
         Some("tmpfs"),
@@ -40,15 +43,17 @@ pub(super) fn setup_dev(root: &Path, shm_size: Option<u64>) -> Result<(), String
     std::os::unix::fs::symlink("pts/ptmx", dev.join("ptmx")).map_err(err("/dev/ptmx"))?;
     let shm = dev.join("shm");
     std::fs::create_dir(&shm).map_err(err("mkdir /dev/shm"))?;
-    let shm_opts = format!("mode=1777,size={}", shm_size.unwrap_or(64 << 20));
-    mount(
-        Some("shm"),
-        &shm,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some(shm_opts.as_str()),
-    )
-    .map_err(err("mount /dev/shm"))?;
+    if let Some(shm_size) = shm_size {
+        let shm_opts = format!("mode=1777,size={}", shm_size.unwrap_or(64 << 20));
+        mount(
+            Some("shm"),
+            &shm,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some(shm_opts.as_str()),
+        )
+        .map_err(err("mount /dev/shm"))?;
+    }
     for (name, to) in [
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),

@@ -17,7 +17,7 @@ use super::context::err;
 use super::dev::setup_dev;
 use super::mounts::{bind, bind_tree_read_only, mask_kernel_files, setup_mounts};
 use super::net::{loopback_up, private_network};
-use crate::protocol::{HelperSpec, STDIN_FD, provided_files};
+use crate::protocol::{HelperSpec, STDIN_FD, provided_files, rel_target};
 use crate::spec::Network;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -51,7 +51,12 @@ pub(super) fn child(spec: &HelperSpec, merged: &Path) -> Result<std::convert::In
         None::<&str>,
     )
     .map_err(err("mount /proc"))?;
-    setup_dev(merged, spec.step.shm_size)?;
+    let own_shm = spec
+        .step
+        .mounts
+        .iter()
+        .any(|m| rel_target(m.target()).is_ok_and(|t| t == Path::new("dev/shm")));
+    setup_dev(merged, (!own_shm).then_some(spec.step.shm_size))?;
     let sys = merged.join("sys");
     let ro = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY;
     if mount(Some("sysfs"), &sys, Some("sysfs"), ro, None::<&str>).is_err() {

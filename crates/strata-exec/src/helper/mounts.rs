@@ -11,6 +11,17 @@ use super::context::err;
 use crate::protocol::{HelperSpec, rel_target};
 use crate::spec::Mount;
 
+/// Whether a mount's point is a file (else a directory).
+pub(super) fn mount_is_file(m: &Mount) -> bool {
+    match m {
+        Mount::Secret { .. } | Mount::Ssh { .. } => true,
+        Mount::Bind { source, .. } | Mount::Volume { source, .. } => std::fs::metadata(source)
+            .map(|m| !m.is_dir())
+            .unwrap_or(false),
+        Mount::Cache { .. } | Mount::Tmpfs { .. } => false,
+    }
+}
+
 /// Bind-mounts `src` on `dst`, `nodev` (so a device node reached through
 /// it cannot be opened) and read-only when asked.
 pub(super) fn bind(src: &Path, dst: &Path, readonly: bool) -> Result<(), String> {
@@ -117,6 +128,19 @@ pub(super) fn setup_mounts(spec: &HelperSpec, root: &Path) -> Result<(), String>
     let secrets = spec.state.join("secrets");
     for (i, m) in spec.step.mounts.iter().enumerate() {
         let target = root.join(rel_target(m.target())?);
+        // /dev is the step's own tmpfs (`setup_dev`), mounted over the
+        // stubs layer: a mount point in it (BuildKit's /dev/pipes for a
+        // `#!` heredoc script) is made there.
+        if target.starts_with(root.join("dev")) && std::fs::symlink_metadata(&target).is_err() {
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(err(parent.display()))?;
+            }
+            if mount_is_file(m) {
+                std::fs::File::create(&target).map_err(err(target.display()))?;
+            } else {
+                std::fs::create_dir(&target).map_err(err(target.display()))?;
+            }
+        }
         match m {
             Mount::Cache {
                 dir,

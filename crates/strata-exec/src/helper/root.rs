@@ -10,7 +10,7 @@ use nix::mount::{MsFlags, mount};
 use super::context::err;
 use crate::overlay::{self, Mode};
 use crate::protocol::{HelperSpec, STUBS_FILE, Stub, provided_files, rel_target};
-use crate::spec::{Mount, SnapshotMethod};
+use crate::spec::SnapshotMethod;
 
 /// Builds the step's root at `state/merged` and returns that path. `method`
 /// and `fallback_reason` say how, for the result file (set as soon as known,
@@ -69,16 +69,6 @@ pub(super) fn prepare(
     Ok(merged)
 }
 
-fn mount_is_file(m: &Mount) -> bool {
-    match m {
-        Mount::Secret { .. } | Mount::Ssh { .. } => true,
-        Mount::Bind { source, .. } | Mount::Volume { source, .. } => std::fs::metadata(source)
-            .map(|m| !m.is_dir())
-            .unwrap_or(false),
-        Mount::Cache { .. } | Mount::Tmpfs { .. } => false,
-    }
-}
-
 fn stub_list(spec: &HelperSpec) -> Result<Vec<Stub>, String> {
     let mut stubs: Vec<Stub> = ["dev", "proc", "sys"]
         .iter()
@@ -94,7 +84,7 @@ fn stub_list(spec: &HelperSpec) -> Result<Vec<Stub>, String> {
     for m in &spec.step.mounts {
         stubs.push(Stub {
             path: rel_target(m.target())?,
-            dir: !mount_is_file(m),
+            dir: !super::mounts::mount_is_file(m),
         });
     }
     Ok(stubs)

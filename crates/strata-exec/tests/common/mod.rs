@@ -187,13 +187,15 @@ pub fn layer_tar(root: &Path, changes: &[Change]) -> Vec<u8> {
                 }
                 if m.is_file() && m.nlink() > 1 {
                     if let Some(first) = inodes.get(&(m.dev(), m.ino())) {
+                        // The inode's own metadata, as tar tools write it:
+                        // applying a link header sets the shared inode's.
                         let mut h = tar::Header::new_gnu();
                         h.set_entry_type(tar::EntryType::Link);
                         h.set_size(0);
-                        h.set_mode(0o644);
-                        h.set_uid(0);
-                        h.set_gid(0);
-                        h.set_mtime(0);
+                        h.set_mode(m.mode() & 0o7777);
+                        h.set_uid(u64::from(ids.container_uid(m.uid())));
+                        h.set_gid(u64::from(ids.container_gid(m.gid())));
+                        h.set_mtime(m.mtime().max(0) as u64);
                         b.append_link(&mut h, &c.path, first).expect("link");
                         continue;
                     }
