@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use strata_oci::Compression;
 use strata_oci::archive::{ArchiveFormat, ArchiveImage, ArchiveIndex};
 use strata_oci::image::{Manifest, Platform};
-use strata_store::{EncodedLayer, ImageRecord, Store, WriteLock};
+use strata_store::{EncodedLayer, ImageRecord, Lease, Store};
 
 use crate::error::{BuildError, Result, context, io, other};
 
@@ -181,7 +181,7 @@ pub fn check_outputs(outputs: &[Output], platforms: usize) -> Result<()> {
 
 pub(crate) fn export(
     store: &Store,
-    lock: &WriteLock,
+    lease: &Lease,
     images: &[PlatformImage],
     tags: &[String],
     out: &Output,
@@ -206,7 +206,7 @@ pub(crate) fn export(
                         to: c,
                         same_codec_too: out.force_compression || out.explicit_level,
                     };
-                    reencode_layers(store, lock, &blobs, &pi.image, &mut manifest, reencode)?;
+                    reencode_layers(store, lease, &blobs, &pi.image, &mut manifest, reencode)?;
                 }
                 manifests.push((manifest, pi.platform.clone()));
             }
@@ -330,7 +330,7 @@ struct ReEncode {
 /// diff_ids stay true.
 fn reencode_layers(
     store: &Store,
-    lock: &WriteLock,
+    lease: &Lease,
     blobs: &strata_oci::BlobStore,
     image: &ImageRecord,
     manifest: &mut Manifest,
@@ -354,6 +354,14 @@ fn reencode_layers(
         let enc = match store.layer_encoding(&rec.diff_id, to)? {
             Some(e) => e,
             None => {
+                // Under the store lock, so GC cannot free the new blob
+                // before its record and our lease name it (and two
+                // processes re-encode a layer once).
+                let lock = store.lock()?;
+                if let Some(e) = store.layer_encoding(&rec.diff_id, to)? {
+                    lease.add(&lock, [e.blob])?;
+                    e
+                } else {
                 let enc = reencode_blob(blobs, &l.digest, to)?;
                 if enc.diff_id != rec.diff_id {
                     return Err(other(format!(
@@ -361,8 +369,10 @@ fn reencode_layers(
                         l.digest, enc.diff_id, rec.diff_id
                     )));
                 }
-                store.put_layer_encoding(lock, to, &enc)?;
+                store.put_layer_encoding(&lock, to, &enc)?;
+                lease.add(&lock, [enc.blob])?;
                 enc
+                }
             }
         };
         l.digest = enc.blob;

@@ -97,16 +97,16 @@ pub fn build(
     opts: &BuildOptions,
     events: &mut (dyn FnMut(Event) + Send),
 ) -> Result<BuildResult> {
-    build_with_lock(store, None, opts, events)
+    build_with_lease(store, None, opts, events)
 }
 
-/// [`build`] under a store write lock the caller already holds: several
-/// builds in one process (`strata bake`) share one lock and run in
-/// parallel, where each taking its own would run them one at a time.
-/// `None` takes the lock for this build, once its checks have passed.
-pub fn build_with_lock(
+/// [`build`] holding what it uses in `lease` (`strata bake` gives its
+/// targets one lease); `None` takes a lease for this build once its checks
+/// have passed. No build holds the store lock while it runs, only around
+/// each commit, so builds in one process or several run side by side.
+pub fn build_with_lease(
     store: &Store,
-    held: Option<&strata_store::WriteLock>,
+    lease: Option<&strata_store::Lease>,
     opts: &BuildOptions,
     events: &mut (dyn FnMut(Event) + Send),
 ) -> Result<BuildResult> {
@@ -147,12 +147,12 @@ pub fn build_with_lock(
         return Err(other(e.message));
     }
     let (epoch, epoch_source) = build_epoch(&opts.context, &opts.build_args);
-    let own_lock;
-    let lock = match held {
+    let own_lease;
+    let lease = match lease {
         Some(l) => l,
         None => {
-            own_lock = store.lock()?;
-            &own_lock
+            own_lease = store.lease("build")?;
+            &own_lease
         }
     };
     let tags = opts
@@ -188,7 +188,7 @@ pub fn build_with_lock(
             .map_or(0, |r: &BuildResult| r.steps_numbered);
         let (image, stats) = build_platform(
             store,
-            lock,
+            lease,
             opts,
             PlatformBuild {
                 inputs,
@@ -231,7 +231,7 @@ pub fn build_with_lock(
     let mut result = result.ok_or_else(|| other("no platform was built"))?;
     for out in &opts.outputs {
         let started = std::time::Instant::now();
-        export::export(store, lock, &images, &opts.tags, out, epoch)?;
+        export::export(store, lease, &images, &opts.tags, out, epoch)?;
         // Its own progress line, numbered after the steps.
         result.steps_numbered += 1;
         events(Event::Internal {

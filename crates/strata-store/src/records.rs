@@ -184,6 +184,8 @@ pub struct GcReport {
     pub bytes_freed: u64,
     pub snapshots_removed: usize,
     pub temp_files_removed: usize,
+    /// Lease files of processes that died, removed.
+    pub leases_removed: usize,
 }
 
 /// One thing `check` found wrong.

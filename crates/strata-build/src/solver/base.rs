@@ -22,8 +22,23 @@ pub(crate) fn platform_fits(
 
 impl Solver<'_> {
     /// An image by name for FROM or `--from`: from the store, else (or with
-    /// `--pull`, once per build) from its registry.
+    /// `--pull`, once per build) from its registry; held in the build's
+    /// lease from here on, so a concurrent `rmi` + `prune` cannot free it.
     pub(crate) fn image(
+        &self,
+        name: &str,
+        ins: &Instruction,
+        want: &strata_frontend::Platform,
+    ) -> Result<ImageRecord> {
+        let img = self.find_image(name, ins, want)?;
+        let lock = self.store.lock()?;
+        self.lease
+            .hold_image(self.store, &lock, &img, name)
+            .map_err(|e| self.fail(ins, &e.to_string()))?;
+        Ok(img)
+    }
+
+    fn find_image(
         &self,
         name: &str,
         ins: &Instruction,
@@ -101,7 +116,7 @@ impl Solver<'_> {
         };
         let pulled = strata_image::registry::pull(
             self.store,
-            self.lock,
+            self.lease,
             &client,
             &reference,
             &platform,

@@ -12,7 +12,7 @@ use strata_frontend::{BuildInputs, Dockerfile, GlobalScope, Graph, Instruction, 
 use strata_oci::Digest;
 use strata_oci::compress::Compression;
 use strata_oci::image::ImageConfig;
-use strata_store::{ImageRecord, LayerRecord, Store, WriteLock};
+use strata_store::{ImageRecord, KeyKind, LayerRecord, Lease, Store};
 
 use crate::api::{BuildOptions, Event, InternalWork};
 use crate::cache::remote as remote_cache;
@@ -55,9 +55,13 @@ pub(crate) const PIPES: &str = "/.strata-pipes";
 /// One build's shared state. Stages run on their own threads, so everything
 /// that changes during a build sits behind a lock or is atomic; a stage's own
 /// image state (`State`) is owned by its thread.
+///
+/// The build holds no store lock while it runs: `lease` names every blob and
+/// layer it reads or writes (so GC keeps them), and each commit (a blob, a
+/// cache record, a snapshot, the image) takes the store lock just for itself.
 pub(crate) struct Solver<'a> {
     pub(crate) store: &'a Store,
-    pub(crate) lock: &'a WriteLock,
+    pub(crate) lease: &'a Lease,
     pub(crate) opts: &'a BuildOptions,
     /// What is built: read once, never changed.
     pub(crate) plan: Plan,
@@ -169,7 +173,7 @@ pub(crate) struct PlatformStats {
 /// store (named by `tags`), and `--cache-to`.
 pub(crate) fn build_platform(
     store: &Store,
-    lock: &WriteLock,
+    lease: &Lease,
     opts: &BuildOptions,
     pb: PlatformBuild<'_>,
     epoch: i64,
@@ -216,7 +220,7 @@ pub(crate) fn build_platform(
         .collect::<Result<_>>()?;
     let solver = Solver {
         store,
-        lock,
+        lease,
         opts,
         plan: Plan {
             df,
@@ -261,7 +265,7 @@ pub(crate) fn build_platform(
         .iter()
         .map(|(_, k)| k.clone())
         .collect();
-    store.cache_touch(lock, &used, strata_store::now_unix())?;
+    store.cache_touch(&store.lock()?, &used, strata_store::now_unix())?;
     ran?;
     let mut state = solver
         .schedule
@@ -285,7 +289,7 @@ pub(crate) fn build_platform(
     );
     state.config.created = Some(solver.dates.created.clone());
     let steps_numbered = solver.progress.step_no.load(Ordering::Relaxed);
-    let image = commit(store, lock, &state, tags)?;
+    let image = commit(store, lease, &state, tags)?;
     for dest in &opts.cache_to {
         let chain = base_chain(&stages, target);
         solver.export_cache(dest, &chain)?;
@@ -321,9 +325,12 @@ pub(crate) fn base_chain(stages: &[Stage], target: usize) -> std::collections::H
     out
 }
 
+/// Records the image of `state` (named `tags`) and leases it, in one hold
+/// of the store lock: the exports that follow read it while a concurrent
+/// `rmi` may untag and delete it.
 pub(crate) fn commit(
     store: &Store,
-    lock: &WriteLock,
+    lease: &Lease,
     state: &State,
     tags: &[String],
 ) -> Result<ImageRecord> {
@@ -333,14 +340,17 @@ pub(crate) fn commit(
         what: "the image config",
         source,
     })?;
-    Ok(strata_store::write_image(
+    let lock = store.lock()?;
+    let image = strata_store::write_image(
         store,
-        lock,
+        &lock,
         value,
         state.layers.clone(),
         state.base_image,
         tags,
-    )?)
+    )?;
+    lease.hold_image(store, &lock, &image, &image.id.to_string())?;
+    Ok(image)
 }
 
 impl Solver<'_> {
@@ -372,7 +382,7 @@ impl Solver<'_> {
     /// Unpacks the state's layers into snapshots (once each); top-most first.
     pub(crate) fn lowers(&self, layers: &[LayerRecord]) -> Result<Vec<PathBuf>> {
         let started = std::time::Instant::now();
-        let (lowers, unpacked) = strata_image::lowers_counted(self.store, self.lock, layers)?;
+        let (lowers, unpacked) = strata_image::lowers_counted(self.store, self.lease, layers)?;
         if unpacked > 0 {
             self.emit_internal(InternalWork::Unpacking { layers: unpacked }, started);
         }
@@ -385,9 +395,9 @@ impl Solver<'_> {
         if self.store.snapshot_ready(&l.diff_id)? {
             return Ok(());
         }
-        let _making = strata_image::snapshot_guard();
+        let _making = self.store.key_lock(KeyKind::Snapshot, &l.diff_id)?;
         if self.store.snapshot_ready(&l.diff_id)? {
-            // Another build in this process made it meanwhile.
+            // Another build made it meanwhile.
             return Ok(());
         }
         let dest = self.store.snapshot_dir(&l.diff_id);
@@ -395,7 +405,7 @@ impl Solver<'_> {
             strata_exec::snapshot::remove_tree(&dest)?;
         }
         fs_err::rename(dir, &dest)?;
-        self.store.snapshot_done(self.lock, &l.diff_id)?;
+        self.store.snapshot_done(&self.store.lock()?, &l.diff_id)?;
         Ok(())
     }
 
@@ -445,7 +455,7 @@ impl Solver<'_> {
             threads: 0,
             ..tar_opts
         };
-        let mut blob = self.store.blob_writer(self.lock)?;
+        let mut blob = self.store.blob_writer(self.lease)?;
         let info =
             strata_oci::layer::layer_from_tar(BufReader::new(&mut file), &blob_opts, &mut blob)
                 .map_err(context("compressing a layer"))?;
@@ -455,7 +465,14 @@ impl Solver<'_> {
                 info.diff_id, tar.diff_id
             )));
         }
-        let (digest, size) = self.store.commit_blob(blob, Some(info.digest))?;
+        // The layer is leased in the same hold of the store lock that
+        // commits its blob, so GC cannot free it before a record names it.
+        let lock = self.store.lock()?;
+        self.lease.add(&lock, [info.diff_id])?;
+        let (digest, size) = self
+            .store
+            .commit_blob(&lock, self.lease, blob, Some(info.digest))?;
+        drop(lock);
         self.store.put_layer_index(&info.diff_id, &index)?;
         self.emit_internal(InternalWork::WritingLayer, started);
         Ok(LayerRecord {

@@ -95,7 +95,6 @@ impl Solver<'_> {
         let client = self.opts.registry.clone();
         let digest = export(
             self.store,
-            self.lock,
             client.as_deref(),
             &records,
             &dest.location,

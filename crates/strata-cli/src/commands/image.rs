@@ -580,6 +580,12 @@ pub fn save(a: SaveArgs) -> anyhow::Result<ExitCode> {
             None => chosen.push((img, norm.into_iter().collect())),
         }
     }
+    // Held until the archive is written: a concurrent `rmi` + `prune` then
+    // frees nothing it reads.
+    let _reading = store.lease_images(
+        "save",
+        chosen.iter().zip(&a.images).map(|((img, _), name)| (img, name.as_str())),
+    )?;
     match &a.output {
         Some(p) => {
             let mut f = strata_oci::AtomicFile::create_shared(p)
