@@ -362,16 +362,16 @@ fn reencode_layers(
                     lease.add(&lock, [e.blob])?;
                     e
                 } else {
-                let enc = reencode_blob(blobs, &l.digest, to)?;
-                if enc.diff_id != rec.diff_id {
-                    return Err(other(format!(
-                        "layer blob {} decompresses to a tar with digest {}, but the image says {}; run `strata check`",
-                        l.digest, enc.diff_id, rec.diff_id
-                    )));
-                }
-                store.put_layer_encoding(&lock, to, &enc)?;
-                lease.add(&lock, [enc.blob])?;
-                enc
+                    let enc = reencode_blob(blobs, &l.digest, to)?;
+                    if enc.diff_id != rec.diff_id {
+                        return Err(other(format!(
+                            "layer blob {} decompresses to a tar with digest {}, but the image says {}; run `strata check`",
+                            l.digest, enc.diff_id, rec.diff_id
+                        )));
+                    }
+                    store.put_layer_encoding(&lock, to, &enc)?;
+                    lease.add(&lock, [enc.blob])?;
+                    enc
                 }
             }
         };

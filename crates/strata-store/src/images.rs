@@ -245,7 +245,8 @@ impl Store {
     }
 
     /// Removes dangling images (no tag, no container, no child), or with `all`
-    /// every image no tag or container needs. Returns the `rmi`-style events.
+    /// every image no tag or container needs, then collects garbage. Returns
+    /// the `rmi`-style events.
     pub fn prune_images(&self, lock: &WriteLock, all: bool) -> Result<Vec<RmiEvent>> {
         let mut events = Vec::new();
         loop {
@@ -280,6 +281,9 @@ impl Store {
             }
             events.extend(ev);
         }
+        // Also what is unused without any image going: blobs whose lease
+        // died with its process (a killed build), leftovers of crashes.
+        self.gc(lock)?;
         Ok(events)
     }
 }

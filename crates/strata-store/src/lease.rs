@@ -115,9 +115,7 @@ impl Store {
             .suffix(LEASE_SUFFIX)
             .tempfile_in(&dir)
             .map_err(io_err(&dir))?;
-        let (mut file, path) = named
-            .keep()
-            .map_err(|e| io_err(dir.clone())(e.error))?;
+        let (mut file, path) = named.keep().map_err(|e| io_err(dir.clone())(e.error))?;
         file.lock().map_err(io_err(&path))?;
         // One line for people reading the store; GC skips `#` lines.
         writeln!(file, "# pid {} {purpose}", std::process::id()).map_err(io_err(&path))?;
@@ -300,7 +298,12 @@ impl Lease {
     /// every blob is still there, else `MissingBlob` for the first that is
     /// not. Holding them stops a later GC; a GC that ran before is caught
     /// by the check.
-    pub fn hold_layers(&self, store: &Store, lock: &WriteLock, layers: &[LayerRecord]) -> Result<()> {
+    pub fn hold_layers(
+        &self,
+        store: &Store,
+        lock: &WriteLock,
+        layers: &[LayerRecord],
+    ) -> Result<()> {
         if let Some(l) = layers.iter().find(|l| !store.has_blob(&l.blob)) {
             return Err(StoreError::MissingBlob { digest: l.blob });
         }

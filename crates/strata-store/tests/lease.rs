@@ -80,10 +80,7 @@ fn a_reader_that_lost_the_race_with_rmi_is_told_the_image_was_removed() {
         .lease_images("save", [(&img, "gone:1")])
         .expect_err("lease of a removed image");
     assert!(matches!(err, StoreError::ImageRemoved(_)), "{err:?}");
-    assert!(
-        err.to_string().contains("was removed meanwhile"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("was removed meanwhile"), "{err}");
 }
 
 #[test]
@@ -106,7 +103,10 @@ fn an_in_flight_blob_and_layer_are_kept_and_a_dead_lease_is_removed() {
     std::fs::create_dir_all(store.snapshot_dir(&diff_id)).expect("snapshot dir");
     let report = store.gc(&store.lock().expect("lock")).expect("gc");
     assert!(store.has_blob(&blob), "in-flight blob freed: {report:?}");
-    assert!(store.snapshot_dir(&diff_id).is_dir(), "in-flight snapshot freed");
+    assert!(
+        store.snapshot_dir(&diff_id).is_dir(),
+        "in-flight snapshot freed"
+    );
     let check = store
         .check(&store.lock().expect("lock"), false)
         .expect("check");

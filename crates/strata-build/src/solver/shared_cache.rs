@@ -93,12 +93,7 @@ impl Solver<'_> {
             records.push((key.clone(), rec.value, layers));
         }
         let client = self.opts.registry.clone();
-        let digest = export(
-            self.store,
-            client.as_deref(),
-            &records,
-            &dest.location,
-        )?;
+        let digest = export(self.store, client.as_deref(), &records, &dest.location)?;
         self.emit(Event::Output {
             n,
             data: format!("{} steps, manifest {digest}\n", records.len()).into_bytes(),

@@ -584,7 +584,10 @@ pub fn save(a: SaveArgs) -> anyhow::Result<ExitCode> {
     // frees nothing it reads.
     let _reading = store.lease_images(
         "save",
-        chosen.iter().zip(&a.images).map(|((img, _), name)| (img, name.as_str())),
+        chosen
+            .iter()
+            .zip(&a.images)
+            .map(|((img, _), name)| (img, name.as_str())),
     )?;
     match &a.output {
         Some(p) => {
