@@ -50,11 +50,22 @@ impl Solver<'_> {
                 .resolve(id)
                 .map_err(|e| self.fail(ins, &format!("named context {name} (image {id}): {e}")));
         }
-        // Held throughout: two stages pulling the same image at once would
-        // write the same download file.
-        let mut pulled_map = self.shared.pulled.lock().expect("pulled map");
+        // A once-cell per image and platform, held throughout: two stages
+        // pulling the same image resolve it once (`--pull` pulls each image
+        // once per build); stages pulling different images do not wait on
+        // each other. Blobs are fetched once across processes by the pull's
+        // own per-blob locks.
         let key = format!("{name} {want}");
-        if let Some(img) = pulled_map.get(&key) {
+        let cell = self
+            .shared
+            .pulled
+            .lock()
+            .expect("pulled map")
+            .entry(key)
+            .or_default()
+            .clone();
+        let mut pulled_once = cell.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(img) = pulled_once.as_ref() {
             return Ok(img.clone());
         }
         // The host's platform is what names in the store stand for; another
@@ -144,7 +155,7 @@ impl Solver<'_> {
             n,
             seconds: start.elapsed().as_secs_f64(),
         });
-        pulled_map.insert(key, pulled.image.clone());
+        *pulled_once = Some(pulled.image.clone());
         Ok(pulled.image)
     }
 

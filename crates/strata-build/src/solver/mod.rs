@@ -132,6 +132,10 @@ pub(crate) struct ContextFiles {
     pub(crate) hash_cache: context::HashCache,
 }
 
+/// One image's pull in a build: empty until the first stage needing it has
+/// pulled it (holding the inner lock meanwhile).
+pub(crate) type PulledOnce = std::sync::Arc<Mutex<Option<ImageRecord>>>;
+
 /// What stages share while they run.
 #[derive(Default)]
 pub(crate) struct Shared {
@@ -141,8 +145,9 @@ pub(crate) struct Shared {
     /// Merged content indexes of stages/images used by COPY --from and
     /// RUN --mount=from=: what their cache keys are computed from.
     pub(crate) trees: Mutex<HashMap<String, std::sync::Arc<strata_store::MergedTree>>>,
-    /// Images already pulled in this build (`--pull` pulls each once).
-    pub(crate) pulled: Mutex<HashMap<String, ImageRecord>>,
+    /// Images already pulled in this build (`--pull` pulls each once), a
+    /// once-cell per `name platform`.
+    pub(crate) pulled: Mutex<HashMap<String, PulledOnce>>,
     /// Step results from `--cache-from`.
     pub(crate) imported: Mutex<remote_cache::ImportedCache>,
     /// Every step key this build ended with, by stage (for `--cache-to`).
