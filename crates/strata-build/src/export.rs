@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use strata_oci::Compression;
 use strata_oci::archive::{ArchiveFormat, ArchiveImage, ArchiveIndex};
 use strata_oci::image::{Manifest, Platform};
-use strata_store::{ImageRecord, Store, WriteLock};
+use strata_store::{ImageRecord, Lease, Store};
 
 use crate::error::{BuildError, Result, context, io, other};
 
@@ -184,7 +184,7 @@ pub fn check_outputs(outputs: &[Output], platforms: usize) -> Result<()> {
 /// the seconds it took) before the output is written.
 pub(crate) fn export(
     store: &Store,
-    lock: &WriteLock,
+    lease: &Lease,
     images: &[PlatformImage],
     tags: &[String],
     out: &Output,
@@ -211,7 +211,7 @@ pub(crate) fn export(
                     to: c,
                     same_codec_too: out.force_compression || out.explicit_level,
                 });
-                made += encode_layers(store, lock, &pi.image, &mut manifest, reencode)?;
+                made += encode_layers(store, lease, &pi.image, &mut manifest, reencode)?;
                 manifests.push((manifest, pi.platform.clone()));
             }
             if made > 0 {
@@ -334,7 +334,7 @@ struct ReEncode {
 /// layers were compressed now.
 fn encode_layers(
     store: &Store,
-    lock: &WriteLock,
+    lease: &Lease,
     image: &ImageRecord,
     manifest: &mut Manifest,
     want: Option<ReEncode>,
@@ -368,10 +368,17 @@ fn encode_layers(
         wanted.push((rec.clone(), to));
         which.push(i);
     }
-    let (encs, made) = store.encode_layers(lock, &wanted).map_err(context(format!(
-        "compressing the layers of image {}",
-        image.id
-    )))?;
+    // Under the store lock, so GC cannot free a new encoding before its
+    // record and our lease name it (and two processes encode a layer once).
+    let lock = store.lock()?;
+    let (encs, made) = store
+        .encode_layers(&lock, &wanted)
+        .map_err(context(format!(
+            "compressing the layers of image {}",
+            image.id
+        )))?;
+    lease.add(&lock, encs.iter().map(|e| e.blob))?;
+    drop(lock);
     for ((i, (_, to)), enc) in which.into_iter().zip(&wanted).zip(encs) {
         let l = &mut manifest.layers[i];
         l.digest = enc.blob;

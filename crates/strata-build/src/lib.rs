@@ -97,16 +97,16 @@ pub fn build(
     opts: &BuildOptions,
     events: &mut (dyn FnMut(Event) + Send),
 ) -> Result<BuildResult> {
-    build_with_lock(store, None, opts, events)
+    build_with_lease(store, None, opts, events)
 }
 
-/// [`build`] under a store write lock the caller already holds: several
-/// builds in one process (`strata bake`) share one lock and run in
-/// parallel, where each taking its own would run them one at a time.
-/// `None` takes the lock for this build, once its checks have passed.
-pub fn build_with_lock(
+/// [`build`] holding what it uses in `lease` (`strata bake` gives its
+/// targets one lease); `None` takes a lease for this build once its checks
+/// have passed. No build holds the store lock while it runs, only around
+/// each commit, so builds in one process or several run side by side.
+pub fn build_with_lease(
     store: &Store,
-    held: Option<&strata_store::WriteLock>,
+    lease: Option<&strata_store::Lease>,
     opts: &BuildOptions,
     events: &mut (dyn FnMut(Event) + Send),
 ) -> Result<BuildResult> {
@@ -147,17 +147,17 @@ pub fn build_with_lock(
         return Err(other(e.message));
     }
     let (epoch, epoch_source) = build_epoch(&opts.context, &opts.build_args);
-    let own_lock;
-    let lock = match held {
+    let own_lease;
+    let lease = match lease {
         Some(l) => l,
         None => {
-            own_lock = store.lock()?;
-            &own_lock
+            own_lease = store.lease("build")?;
+            &own_lease
         }
     };
     // What killed builds and runs left in the store's scratch space goes
     // now; a live build's scratch (its owner lock held) stays.
-    store.sweep_scratch_with(lock, &|p| {
+    store.sweep_scratch_with(&store.lock()?, &|p| {
         strata_exec::snapshot::remove_tree(p).map_err(|e| e.to_string())
     })?;
     let tags = opts
@@ -193,7 +193,7 @@ pub fn build_with_lock(
             .map_or(0, |r: &BuildResult| r.steps_numbered);
         let (image, stats) = build_platform(
             store,
-            lock,
+            lease,
             opts,
             PlatformBuild {
                 inputs,
@@ -239,7 +239,7 @@ pub fn build_with_lock(
         let mut compressing = 0.0;
         export::export(
             store,
-            lock,
+            lease,
             &images,
             &opts.tags,
             out,

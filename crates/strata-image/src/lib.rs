@@ -8,7 +8,7 @@
 pub mod registry;
 mod snapshots;
 
-pub use snapshots::{lowers, lowers_counted, snapshot_guard};
+pub use snapshots::{lowers, lowers_counted};
 
 /// What went wrong moving or preparing an image, with its cause chained.
 #[derive(Debug, thiserror::Error)]

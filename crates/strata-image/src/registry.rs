@@ -7,6 +7,12 @@
 //! downloads land in `downloads/` (kept across runs, so an interrupted pull
 //! resumes), are adopted into the blob store once verified, and the image is
 //! recorded only after every blob is in place.
+//!
+//! Neither holds the store lock across network I/O: a pull leases each
+//! blob before fetching it and downloads it under the blob's key lock (so
+//! two processes pulling the same base fetch it once), and takes the store
+//! lock only to adopt a blob and to record the image; a push reads blobs
+//! its caller's lease holds.
 
 use std::sync::Mutex;
 
@@ -14,7 +20,7 @@ use strata_oci::Digest;
 use strata_oci::image::{Descriptor, ImageConfig, Platform};
 use strata_oci::reference::Reference;
 use strata_registry::{BlobPush, Client, Repository};
-use strata_store::{ImageRecord, LayerRecord, Store, WriteLock};
+use strata_store::{ImageRecord, KeyKind, LayerRecord, Lease, Store};
 
 use crate::{ImageError, Result};
 
@@ -62,9 +68,10 @@ pub enum Naming {
 }
 
 /// Pulls `reference` for `platform` into the store, named as `naming` says.
+/// Every blob and layer of the image ends up in `lease`.
 pub fn pull(
     store: &Store,
-    lock: &WriteLock,
+    lease: &Lease,
     client: &Client,
     reference: &Reference,
     platform: &Platform,
@@ -98,6 +105,19 @@ pub fn pull(
         context: "creating downloads dir".into(),
         source,
     })?;
+    // Leased before looking: a blob seen present then stays present.
+    {
+        let lock = store.lock()?;
+        lease.add(
+            &lock,
+            resolved
+                .parsed
+                .layers
+                .iter()
+                .map(|l| l.digest)
+                .chain(diff_ids.iter().copied()),
+        )?;
+    }
     let missing: Vec<&Descriptor> = resolved
         .parsed
         .layers
@@ -115,6 +135,13 @@ pub fn pull(
     let downloaded = !missing.is_empty();
     parallel(missing, PARALLEL_DOWNLOADS, |desc| {
         let short = desc.digest.short();
+        // Another process pulling the same blob downloads it; we wait and
+        // find it stored.
+        let _fetching = store.key_lock(KeyKind::Blob, &desc.digest)?;
+        if store.has_blob(&desc.digest) {
+            events(TransferEvent::Exists { short });
+            return Ok(());
+        }
         let partial = downloads.join(format!("{}.partial", desc.digest.hex()));
         let total = desc.size;
         client.fetch_blob(&resolved.repository, desc, &partial, &mut |done| {
@@ -124,7 +151,7 @@ pub fn pull(
                 total,
             })
         })?;
-        store.adopt_blob(lock, &partial, &desc.digest)?;
+        store.adopt_blob(&store.lock()?, &partial, &desc.digest)?;
         events(TransferEvent::Finished {
             short,
             how: "Pull complete".into(),
@@ -145,8 +172,11 @@ pub fn pull(
         }
         layers.push(rec);
     }
-    let config_digest = store.put_blob_bytes(lock, &resolved.config)?;
-    let manifest_digest = store.put_blob_bytes(lock, &resolved.manifest.bytes)?;
+    // Blobs, record and lease in one hold of the store lock: GC sees either
+    // none of them or the image.
+    let lock = store.lock()?;
+    let config_digest = store.put_blob_bytes(&lock, &resolved.config)?;
+    let manifest_digest = store.put_blob_bytes(&lock, &resolved.manifest.bytes)?;
     debug_assert_eq!(manifest_digest, resolved.manifest.digest);
     let created = config
         .created
@@ -182,10 +212,12 @@ pub fn pull(
     } else {
         Vec::new()
     };
-    store.commit_image(lock, &image, &tags)?;
+    store.commit_image(&lock, &image, &tags)?;
+    lease.add(&lock, [config_digest, manifest_digest])?;
     for l in &image.layers {
-        store.add_blob_source(lock, &l.blob, &resolved.repository.to_string())?;
+        store.add_blob_source(&lock, &l.blob, &resolved.repository.to_string())?;
     }
+    drop(lock);
     Ok(Pulled {
         image,
         digest: top_digest,
@@ -194,10 +226,10 @@ pub fn pull(
 }
 
 /// Pushes a stored image to `target` (which must carry a tag); returns the
-/// manifest digest the registry now serves.
+/// manifest digest the registry now serves. The caller holds `image` in a
+/// lease ([`Lease::hold_image`]) so that its blobs stay while they are sent.
 pub fn push(
     store: &Store,
-    lock: &WriteLock,
     client: &Client,
     image: &ImageRecord,
     target: &Reference,
@@ -210,8 +242,14 @@ pub fn push(
         .ok_or_else(|| ImageError::NoTag(target.to_string()))?;
     // Layers a build kept uncompressed are pushed as they ship (compressed
     // now, once, if nothing has shipped them yet).
-    let (shipped, _) = store.ship(lock, image)?;
-    let manifest = store.read_blob(&shipped.manifest)?;
+    // Read under the store lock that made it: the image is leased by the
+    // caller, its shipped manifest is not, and GC waits for the lock.
+    let (shipped, manifest) = {
+        let lock = store.lock()?;
+        let (shipped, _) = store.ship(&lock, image)?;
+        let manifest = store.read_blob(&shipped.manifest)?;
+        (shipped, manifest)
+    };
     let media_type = serde_json::from_slice::<serde_json::Value>(&manifest)
         .ok()
         .and_then(|v| v["mediaType"].as_str().map(str::to_owned))
@@ -263,8 +301,9 @@ pub fn push(
     })?;
     let digest = client.put_manifest(&repo, &tag, &media_type, &manifest)?;
     // Remember where these blobs now live, for cross-repository mounts.
+    let lock = store.lock()?;
     for d in pushed.into_inner().expect("pushed") {
-        store.add_blob_source(lock, &d, &repo.to_string())?;
+        store.add_blob_source(&lock, &d, &repo.to_string())?;
     }
     Ok(digest)
 }

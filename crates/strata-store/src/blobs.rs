@@ -12,7 +12,7 @@ use strata_oci::blobs::{BlobError, BlobStore};
 use redb::ReadableTable;
 
 use crate::db::*;
-use crate::{ImageRecord, LayerRecord, Result, Store, StoreError, WriteLock, io_err};
+use crate::{ImageRecord, LayerRecord, Lease, Result, Store, StoreError, WriteLock, io_err};
 
 /// The store's blob directory as strata-oci's [`BlobStore`].
 pub(crate) fn blob_store(root: &Path) -> Result<BlobStore> {
@@ -105,19 +105,25 @@ impl Store {
 
     /// Starts a blob whose digest is known only when it is written (a
     /// layer being compressed); nothing is visible before
-    /// [`Store::commit_blob`]. The lock is held for as long as the writer is.
-    pub fn blob_writer(&self, _lock: &WriteLock) -> Result<strata_oci::blobs::BlobWriter> {
+    /// [`Store::commit_blob`]. Written without the store lock: the caller's
+    /// live lease is what keeps GC from sweeping the temp file.
+    pub fn blob_writer(&self, _lease: &Lease) -> Result<strata_oci::blobs::BlobWriter> {
         blob_store(&self.root)?.writer().map_err(map)
     }
 
-    /// Finishes a [`Store::blob_writer`] blob; with `expected`, a different
-    /// digest is refused and nothing is stored.
+    /// Finishes a [`Store::blob_writer`] blob and adds it to `lease`, under
+    /// the store lock, so GC sees the blob only once the lease names it;
+    /// with `expected`, a different digest is refused and nothing is stored.
     pub fn commit_blob(
         &self,
+        lock: &WriteLock,
+        lease: &Lease,
         w: strata_oci::blobs::BlobWriter,
         expected: Option<Digest>,
     ) -> Result<(Digest, u64)> {
-        w.commit(expected).map_err(map)
+        let (digest, size) = w.commit(expected).map_err(map)?;
+        lease.add(lock, [digest])?;
+        Ok((digest, size))
     }
 
     pub fn put_blob_bytes(&self, _lock: &WriteLock, data: &[u8]) -> Result<Digest> {

@@ -12,11 +12,13 @@ use crate::records::*;
 use crate::*;
 
 impl Store {
-    /// Everything some record refers to: (blobs, layer diffIDs).
-    fn live_set(&self) -> Result<(BTreeSet<Digest>, BTreeSet<Digest>)> {
+    /// Everything some record or live lease refers to: (blobs, layer
+    /// diffIDs). A lease names blobs and diffIDs alike, so `leased` joins
+    /// both sets; a leased layer keeps its blob and its re-encodings.
+    fn live_set(&self, leased: &BTreeSet<Digest>) -> Result<(BTreeSet<Digest>, BTreeSet<Digest>)> {
         self.read(|txn| {
-            let mut blobs = BTreeSet::new();
-            let mut layers = BTreeSet::new();
+            let mut blobs = leased.clone();
+            let mut layers = leased.clone();
             let imgs = txn.open_table(IMAGES)?;
             let encodings = txn.open_table(LAYER_ENCODINGS)?;
             for i in all_images(&imgs)? {
@@ -61,12 +63,17 @@ impl Store {
         })
     }
 
-    /// Frees exactly what no image, container or cache record refers to:
-    /// layer records, blobs, snapshots and leftover temporary files.
+    /// Frees exactly what no image, container, cache record or live lease
+    /// refers to: layer records, blobs, snapshots, content indexes, key
+    /// locks, dead leases and leftover temporary files.
     pub fn gc(&self, lock: &WriteLock) -> Result<GcReport> {
-        self.write(|txn| prune_layer_table(txn, &self.root).map(|_| ()))?;
-        let (live_blobs, live_layers) = self.live_set()?;
-        let mut report = GcReport::default();
+        let leases = self.lease_roots(lock)?;
+        self.write(|txn| prune_layer_table(txn, &self.root, &leases.digests).map(|_| ()))?;
+        let (live_blobs, live_layers) = self.live_set(&leases.digests)?;
+        let mut report = GcReport {
+            leases_removed: leases.removed,
+            ..GcReport::default()
+        };
         for (d, size) in blobs::list(&self.root)? {
             if !live_blobs.contains(&d) {
                 blobs::delete(&self.root, &d)?;
@@ -103,6 +110,9 @@ impl Store {
             })?;
         }
         self.remove_dead_indexes(&live_layers)?;
+        let mut keyed = live_blobs;
+        keyed.extend(live_layers);
+        self.remove_dead_key_locks(lock, &keyed)?;
         let cdir = self.root.join("containers");
         for e in fs_err::read_dir(&cdir).map_err(io_err(&cdir))? {
             let e = e.map_err(io_err(&cdir))?;
@@ -110,9 +120,13 @@ impl Store {
                 remove_any(&e.path())?;
             }
         }
-        // Temporary files are only ever written under the lock we hold, so
-        // any left here belong to an interrupted writer.
-        report.temp_files_removed += blobs::sweep_temp(&self.root)?;
+        // Blob temp files are written under the store lock (which we hold)
+        // or by a process holding a lease (a build writing a layer into a
+        // blob temp file). With no live lease, any left here belong to an
+        // interrupted writer.
+        if leases.live == 0 {
+            report.temp_files_removed += blobs::sweep_temp(&self.root)?;
+        }
         // Scratch whose owner is alive (a build running now) stays.
         report.scratch = self.sweep_scratch(lock)?;
         Ok(report)
@@ -209,7 +223,8 @@ impl Store {
             });
         }
         report.stale_scratch = self.stale_scratch()?;
-        let (live, _) = self.live_set()?;
+        // Blobs a running build or reader holds are in use, not unreferenced.
+        let (live, _) = self.live_set(&self.lease_roots(lock)?.digests)?;
         report.unreferenced_blobs = blobs::list(&self.root)?
             .iter()
             .filter(|(d, _)| !live.contains(d))
@@ -264,14 +279,15 @@ pub(crate) fn blob_exists(root: &Path, d: &Digest) -> bool {
     blobs::path(root, d).is_file()
 }
 
-/// Removes layer records no image or cache record needs, and the
-/// re-encodings of those layers; returns their diffIDs.
+/// Removes layer records no image, cache record or live lease (`leased`)
+/// needs, and the re-encodings of those layers; returns their diffIDs.
 pub(crate) fn prune_layer_table(
     txn: &redb::WriteTransaction,
     root: &Path,
+    leased: &BTreeSet<Digest>,
 ) -> Result<BTreeSet<Digest>, TxnError> {
     let imgs = txn.open_table(IMAGES)?;
-    let mut live: BTreeSet<Digest> = BTreeSet::new();
+    let mut live: BTreeSet<Digest> = leased.clone();
     for i in all_images(&imgs)? {
         live.extend(i.layers.iter().map(|l| l.diff_id));
     }

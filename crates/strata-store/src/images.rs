@@ -173,6 +173,8 @@ impl Store {
         let img =
             resolve_in(&images, name)?.ok_or_else(|| StoreError::NoSuchImage(name.to_owned()))?;
         let by_name = is_by_name(&images, name);
+        // Layers a running build or reader holds keep their records.
+        let leased = self.lease_roots(lock)?.digests;
         let events = self.write(|txn| {
             let mut ev = Vec::new();
             let mut tags = txn.open_table(TAGS)?;
@@ -246,7 +248,7 @@ impl Store {
             drop(imgs);
             // Layers no longer needed by anything go in the same transaction,
             // reported as Docker does: by ChainID of the deleted image.
-            let freed = prune_layer_table(txn, &self.root)?;
+            let freed = prune_layer_table(txn, &self.root, &leased)?;
             for c in img.chain_ids().iter().rev().zip(img.layers.iter().rev()) {
                 if freed.contains(&c.1.diff_id) {
                     ev.push(RmiEvent::Deleted(*c.0));
@@ -259,7 +261,8 @@ impl Store {
     }
 
     /// Removes dangling images (no tag, no container, no child), or with `all`
-    /// every image no tag or container needs. Returns the `rmi`-style events.
+    /// every image no tag or container needs, then collects garbage. Returns
+    /// the `rmi`-style events.
     pub fn prune_images(&self, lock: &WriteLock, all: bool) -> Result<Vec<RmiEvent>> {
         let mut events = Vec::new();
         loop {
@@ -294,6 +297,9 @@ impl Store {
             }
             events.extend(ev);
         }
+        // Also what is unused without any image going: blobs whose lease
+        // died with its process (a killed build), leftovers of crashes.
+        self.gc(lock)?;
         Ok(events)
     }
 }

@@ -378,10 +378,15 @@ impl Store {
     }
 
     /// The index of layer `l`: the stored one, else made from its tar now
-    /// (read once, nothing unpacked) and stored. The bool says whether it
-    /// was made now.
+    /// (read once, nothing unpacked) and stored, once across processes (the
+    /// caller holds `l` in a lease). The bool says whether it was made now.
     pub fn layer_index(&self, l: &LayerRecord) -> Result<(LayerIndex, bool)> {
         if let Some(i) = self.stored_layer_index(&l.diff_id) {
+            return Ok((i, false));
+        }
+        let _indexing = self.key_lock(crate::KeyKind::Index, &l.diff_id)?;
+        if let Some(i) = self.stored_layer_index(&l.diff_id) {
+            // Another process made it while we waited.
             return Ok((i, false));
         }
         let blob = self.blob_path(&l.blob);

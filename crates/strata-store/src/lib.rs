@@ -16,13 +16,19 @@
 //! Locking: redb holds an exclusive lock on the database file while it is open,
 //! so every operation opens it briefly (retrying while another process has it).
 //! Writers additionally hold the store lock ([`Store::lock`]) across "put blobs,
-//! then commit metadata", so a concurrent GC cannot free a blob between the two.
+//! then commit metadata", and GC holds it for its whole scan-and-delete, so GC
+//! cannot free a blob between the two. Long-running work (a build, `save`,
+//! `run`, `push`) does not hold it: it holds a [`Lease`] naming the blobs and
+//! layers it writes or reads, which GC treats as roots, and takes the store
+//! lock only around each commit and each addition to its lease. Work done
+//! once per key across processes (unpacking a layer, downloading a blob)
+//! waits on a per-key lock ([`Store::key_lock`]). See `lease`.
 //!
 //! Where things are: [`Store`] and its error here; `db` (tables, opening,
 //! the lock, transactions), `records` (what the tables hold), `blobs` (the
 //! content store and where blobs are known to live remotely), `images`
 //! (image records and tags), `containers`, `cache` (build cache, context
-//! metadata, re-encoded layers), `snapshots`, `scratch` (owned scratch directories under `tmp/`, and
+//! metadata, re-encoded layers), `snapshots`, `lease` (leases and per-key locks), `scratch` (owned scratch directories under `tmp/`, and
 //! finding what killed processes left there), `layer_index` (each layer's
 //! content index and the tree a chain of them makes), `gc` (GC and `check`), `ship` (layers
 //! in the encoding they are shipped in, made on first need);
@@ -40,6 +46,7 @@ mod image;
 mod images;
 mod layer;
 mod layer_index;
+mod lease;
 mod records;
 mod reference;
 mod scratch;
@@ -58,6 +65,7 @@ pub use image::{
 };
 pub use layer::{DiffKind, DiffLine, diff_container, diff_images, diff_top_layer, tree_of};
 pub use layer_index::{EntryKind, IndexEntry, IndexItem, LayerIndex, MergedTree};
+pub use lease::{KeyKind, KeyLock, Lease};
 pub use records::{
     CacheRecord, CheckReport, ContainerRecord, CtxMeta, EncodedLayer, GcReport, ImageRecord,
     LayerRecord, OwnerProcess, Problem, RmiEvent, RmiOptions,
@@ -96,6 +104,10 @@ pub enum StoreError {
     },
     #[error("No such image: {0}")]
     NoSuchImage(String),
+    /// The image was resolved, then removed by another process before this
+    /// one could lease it: not a corrupt store.
+    #[error("image {0} was removed meanwhile (by another strata command) before it could be read")]
+    ImageRemoved(String),
     #[error("No such container: {0}")]
     NoSuchContainer(String),
     #[error("invalid reference format: {0}")]

@@ -214,6 +214,8 @@ pub struct GcReport {
     pub temp_files_removed: usize,
     /// Stale scratch (see `scratch`) removed.
     pub scratch: crate::ScratchReport,
+    /// Lease files of processes that died, removed.
+    pub leases_removed: usize,
 }
 
 /// One thing `check` found wrong.

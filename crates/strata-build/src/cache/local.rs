@@ -21,11 +21,9 @@ impl Solver<'_> {
             .store
             .cache_get(key)?
             .and_then(|rec| serde_json::from_value::<CachedStep>(rec.value).ok())
-            .filter(|s| {
-                s.layer
-                    .as_ref()
-                    .is_none_or(|l| self.store.has_blob(&l.blob))
-            });
+            .map(|s| self.hold_cached(s))
+            .transpose()?
+            .flatten();
         let step = match local {
             Some(s) => s,
             None => {
@@ -46,7 +44,7 @@ impl Solver<'_> {
                         .imported
                         .lock()
                         .expect("imported cache")
-                        .fetch_blob(self.store, self.lock, client.as_deref(), &l.blob);
+                        .fetch_blob(self.store, self.lease, client.as_deref(), &l.blob);
                     if let Err(e) = fetched {
                         // A cache that cannot deliver is a miss, not a failure.
                         self.emit(Event::Output {
@@ -76,6 +74,23 @@ impl Solver<'_> {
             .expect("step keys")
             .push((state.stage, key.to_owned()));
         Ok(true)
+    }
+
+    /// A local cache hit, with its layer held in the build's lease; `None`
+    /// when its blob is gone (a prune won the race): a miss.
+    fn hold_cached(&self, step: CachedStep) -> Result<Option<CachedStep>> {
+        let Some(l) = &step.layer else {
+            return Ok(Some(step));
+        };
+        let lock = self.store.lock()?;
+        match self
+            .lease
+            .hold_layers(self.store, &lock, std::slice::from_ref(l))
+        {
+            Ok(()) => Ok(Some(step)),
+            Err(strata_store::StoreError::MissingBlob { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub(crate) fn cache_store(
@@ -108,7 +123,7 @@ impl Solver<'_> {
             blobs: step.layer.iter().map(|l| l.blob).collect(),
             last_used: strata_store::now_unix(),
         };
-        self.store.cache_put(self.lock, key, &rec)?;
+        self.store.cache_put(&self.store.lock()?, key, &rec)?;
         Ok(())
     }
 }

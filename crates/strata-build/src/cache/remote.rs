@@ -22,7 +22,7 @@ use strata_oci::Digest;
 use strata_oci::image::{Descriptor, MEDIA_TYPE_OCI_MANIFEST};
 use strata_oci::reference::Reference;
 use strata_registry::{Client, Repository};
-use strata_store::{Store, WriteLock};
+use strata_store::{KeyKind, Lease, Store};
 
 pub use super::spec::{CacheExport, CacheLocation, parse_cache_from, parse_cache_to};
 use crate::error::{Result, context, other};
@@ -102,10 +102,13 @@ impl ImportedCache {
     pub fn fetch_blob(
         &mut self,
         store: &Store,
-        lock: &WriteLock,
+        lease: &Lease,
         client: Option<&Client>,
         digest: &Digest,
     ) -> Result<()> {
+        // Leased before looking, fetched once across processes.
+        lease.add(&store.lock()?, [*digest])?;
+        let _fetching = store.key_lock(KeyKind::Blob, digest)?;
         if store.has_blob(digest) {
             return Ok(());
         }
@@ -143,7 +146,7 @@ impl ImportedCache {
                 }
             }
         }
-        store.adopt_blob(lock, &partial, digest)?;
+        store.adopt_blob(&store.lock()?, &partial, digest)?;
         self.fetched += 1;
         Ok(())
     }
@@ -214,7 +217,6 @@ fn load_local(dir: &Path) -> Result<(CacheConfig, Vec<Descriptor>)> {
 /// each needs) to `dest`. Returns the cache manifest's digest.
 pub fn export(
     store: &Store,
-    lock: &WriteLock,
     client: Option<&Client>,
     records: &[(String, serde_json::Value, Vec<Descriptor>)],
     dest: &CacheLocation,
@@ -264,7 +266,7 @@ pub fn export(
                     })
                     .find(|s| *s != repo.name);
                 client.push_blob(&repo, l, sibling.as_deref(), &open)?;
-                store.add_blob_source(lock, &l.digest, &repo.to_string())?;
+                store.add_blob_source(&store.lock()?, &l.digest, &repo.to_string())?;
             }
             let tmp = store.scratch_dir("cache-push")?;
             let p = tmp.path().join("config.json");

@@ -22,8 +22,23 @@ pub(crate) fn platform_fits(
 
 impl Solver<'_> {
     /// An image by name for FROM or `--from`: from the store, else (or with
-    /// `--pull`, once per build) from its registry.
+    /// `--pull`, once per build) from its registry; held in the build's
+    /// lease from here on, so a concurrent `rmi` + `prune` cannot free it.
     pub(crate) fn image(
+        &self,
+        name: &str,
+        ins: &Instruction,
+        want: &strata_frontend::Platform,
+    ) -> Result<ImageRecord> {
+        let img = self.find_image(name, ins, want)?;
+        let lock = self.store.lock()?;
+        self.lease
+            .hold_image(self.store, &lock, &img, name)
+            .map_err(|e| self.fail(ins, &e.to_string()))?;
+        Ok(img)
+    }
+
+    fn find_image(
         &self,
         name: &str,
         ins: &Instruction,
@@ -35,11 +50,22 @@ impl Solver<'_> {
                 .resolve(id)
                 .map_err(|e| self.fail(ins, &format!("named context {name} (image {id}): {e}")));
         }
-        // Held throughout: two stages pulling the same image at once would
-        // write the same download file.
-        let mut pulled_map = self.shared.pulled.lock().expect("pulled map");
+        // A once-cell per image and platform, held throughout: two stages
+        // pulling the same image resolve it once (`--pull` pulls each image
+        // once per build); stages pulling different images do not wait on
+        // each other. Blobs are fetched once across processes by the pull's
+        // own per-blob locks.
         let key = format!("{name} {want}");
-        if let Some(img) = pulled_map.get(&key) {
+        let cell = self
+            .shared
+            .pulled
+            .lock()
+            .expect("pulled map")
+            .entry(key)
+            .or_default()
+            .clone();
+        let mut pulled_once = cell.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(img) = pulled_once.as_ref() {
             return Ok(img.clone());
         }
         // The host's platform is what names in the store stand for; another
@@ -101,7 +127,7 @@ impl Solver<'_> {
         };
         let pulled = strata_image::registry::pull(
             self.store,
-            self.lock,
+            self.lease,
             &client,
             &reference,
             &platform,
@@ -129,7 +155,7 @@ impl Solver<'_> {
             n,
             seconds: start.elapsed().as_secs_f64(),
         });
-        pulled_map.insert(key, pulled.image.clone());
+        *pulled_once = Some(pulled.image.clone());
         Ok(pulled.image)
     }
 

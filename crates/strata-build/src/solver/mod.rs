@@ -12,7 +12,7 @@ use strata_frontend::{BuildInputs, Dockerfile, GlobalScope, Graph, Instruction, 
 use strata_oci::Digest;
 use strata_oci::compress::Compression;
 use strata_oci::image::ImageConfig;
-use strata_store::{ImageRecord, LayerRecord, Store, WriteLock};
+use strata_store::{ImageRecord, KeyKind, LayerRecord, Lease, Store};
 
 use crate::api::{BuildOptions, Event, InternalWork};
 use crate::cache::remote as remote_cache;
@@ -55,9 +55,13 @@ pub(crate) const PIPES: &str = "/dev/pipes";
 /// One build's shared state. Stages run on their own threads, so everything
 /// that changes during a build sits behind a lock or is atomic; a stage's own
 /// image state (`State`) is owned by its thread.
+///
+/// The build holds no store lock while it runs: `lease` names every blob and
+/// layer it reads or writes (so GC keeps them), and each commit (a blob, a
+/// cache record, a snapshot, the image) takes the store lock just for itself.
 pub(crate) struct Solver<'a> {
     pub(crate) store: &'a Store,
-    pub(crate) lock: &'a WriteLock,
+    pub(crate) lease: &'a Lease,
     pub(crate) opts: &'a BuildOptions,
     /// What is built: read once, never changed.
     pub(crate) plan: Plan,
@@ -128,6 +132,10 @@ pub(crate) struct ContextFiles {
     pub(crate) hash_cache: context::HashCache,
 }
 
+/// One image's pull in a build: empty until the first stage needing it has
+/// pulled it (holding the inner lock meanwhile).
+pub(crate) type PulledOnce = std::sync::Arc<Mutex<Option<ImageRecord>>>;
+
 /// What stages share while they run.
 #[derive(Default)]
 pub(crate) struct Shared {
@@ -137,8 +145,9 @@ pub(crate) struct Shared {
     /// Merged content indexes of stages/images used by COPY --from and
     /// RUN --mount=from=: what their cache keys are computed from.
     pub(crate) trees: Mutex<HashMap<String, std::sync::Arc<strata_store::MergedTree>>>,
-    /// Images already pulled in this build (`--pull` pulls each once).
-    pub(crate) pulled: Mutex<HashMap<String, ImageRecord>>,
+    /// Images already pulled in this build (`--pull` pulls each once), a
+    /// once-cell per `name platform`.
+    pub(crate) pulled: Mutex<HashMap<String, PulledOnce>>,
     /// Step results from `--cache-from`.
     pub(crate) imported: Mutex<remote_cache::ImportedCache>,
     /// Every step key this build ended with, by stage (for `--cache-to`).
@@ -169,7 +178,7 @@ pub(crate) struct PlatformStats {
 /// store (named by `tags`), and `--cache-to`.
 pub(crate) fn build_platform(
     store: &Store,
-    lock: &WriteLock,
+    lease: &Lease,
     opts: &BuildOptions,
     pb: PlatformBuild<'_>,
     epoch: i64,
@@ -216,7 +225,7 @@ pub(crate) fn build_platform(
         .collect::<Result<_>>()?;
     let solver = Solver {
         store,
-        lock,
+        lease,
         opts,
         plan: Plan {
             df,
@@ -261,7 +270,7 @@ pub(crate) fn build_platform(
         .iter()
         .map(|(_, k)| k.clone())
         .collect();
-    store.cache_touch(lock, &used, strata_store::now_unix())?;
+    store.cache_touch(&store.lock()?, &used, strata_store::now_unix())?;
     ran?;
     let mut state = solver
         .schedule
@@ -285,7 +294,7 @@ pub(crate) fn build_platform(
     );
     state.config.created = Some(solver.dates.created.clone());
     let steps_numbered = solver.progress.step_no.load(Ordering::Relaxed);
-    let image = commit(store, lock, &state, tags)?;
+    let image = commit(store, lease, &state, tags)?;
     for dest in &opts.cache_to {
         let chain = base_chain(&stages, target);
         solver.export_cache(dest, &chain)?;
@@ -321,9 +330,12 @@ pub(crate) fn base_chain(stages: &[Stage], target: usize) -> std::collections::H
     out
 }
 
+/// Records the image of `state` (named `tags`) and leases it, in one hold
+/// of the store lock: the exports that follow read it while a concurrent
+/// `rmi` may untag and delete it.
 pub(crate) fn commit(
     store: &Store,
-    lock: &WriteLock,
+    lease: &Lease,
     state: &State,
     tags: &[String],
 ) -> Result<ImageRecord> {
@@ -333,14 +345,17 @@ pub(crate) fn commit(
         what: "the image config",
         source,
     })?;
-    Ok(strata_store::write_image(
+    let lock = store.lock()?;
+    let image = strata_store::write_image(
         store,
-        lock,
+        &lock,
         value,
         state.layers.clone(),
         state.base_image,
         tags,
-    )?)
+    )?;
+    lease.hold_image(store, &lock, &image, &image.id.to_string())?;
+    Ok(image)
 }
 
 impl Solver<'_> {
@@ -372,7 +387,7 @@ impl Solver<'_> {
     /// Unpacks the state's layers into snapshots (once each); top-most first.
     pub(crate) fn lowers(&self, layers: &[LayerRecord]) -> Result<Vec<PathBuf>> {
         let started = std::time::Instant::now();
-        let (lowers, unpacked) = strata_image::lowers_counted(self.store, self.lock, layers)?;
+        let (lowers, unpacked) = strata_image::lowers_counted(self.store, self.lease, layers)?;
         if unpacked > 0 {
             self.emit_internal(InternalWork::Unpacking { layers: unpacked }, started);
         }
@@ -385,9 +400,9 @@ impl Solver<'_> {
         if self.store.snapshot_ready(&l.diff_id)? {
             return Ok(());
         }
-        let _making = strata_image::snapshot_guard();
+        let _making = self.store.key_lock(KeyKind::Snapshot, &l.diff_id)?;
         if self.store.snapshot_ready(&l.diff_id)? {
-            // Another build in this process made it meanwhile.
+            // Another build made it meanwhile.
             return Ok(());
         }
         let dest = self.store.snapshot_dir(&l.diff_id);
@@ -395,7 +410,7 @@ impl Solver<'_> {
             strata_exec::snapshot::remove_tree(&dest)?;
         }
         fs_err::rename(dir, &dest)?;
-        self.store.snapshot_done(self.lock, &l.diff_id)?;
+        self.store.snapshot_done(&self.store.lock()?, &l.diff_id)?;
         Ok(())
     }
 
@@ -428,7 +443,7 @@ impl Solver<'_> {
             // records the IDs the image sees.
             owners: strata_exec::idmap::IdMapping::current().owner_map(),
         };
-        let mut blob = self.store.blob_writer(self.lock)?;
+        let mut blob = self.store.blob_writer(self.lease)?;
         let (to_index, from_tar) =
             std::io::pipe().map_err(io("making a pipe for the layer index"))?;
         let (tar, index) = std::thread::scope(|s| {
@@ -456,7 +471,14 @@ impl Solver<'_> {
         });
         let tar = tar?;
         let index = index?;
-        let (digest, size) = self.store.commit_blob(blob, Some(tar.diff_id))?;
+        // The layer is leased in the same hold of the store lock that
+        // commits its blob, so GC cannot free it before a record names it.
+        let lock = self.store.lock()?;
+        self.lease.add(&lock, [tar.diff_id])?;
+        let (digest, size) = self
+            .store
+            .commit_blob(&lock, self.lease, blob, Some(tar.diff_id))?;
+        drop(lock);
         self.store.put_layer_index(&tar.diff_id, &index)?;
         self.emit_internal(InternalWork::WritingLayer, started);
         Ok(LayerRecord {

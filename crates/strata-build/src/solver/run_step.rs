@@ -221,9 +221,11 @@ impl Solver<'_> {
         // with online discard that is most of a big step's cost).
         match &layer {
             Some(l) if !self.store.snapshot_ready(&l.diff_id)? => {
-                let _making = strata_image::snapshot_guard();
+                let _making = self
+                    .store
+                    .key_lock(strata_store::KeyKind::Snapshot, &l.diff_id)?;
                 if self.store.snapshot_ready(&l.diff_id)? {
-                    // Another build in this process made it meanwhile.
+                    // Another build made it meanwhile.
                     drop(outcome);
                 } else {
                     let dir = self.store.snapshot_dir(&l.diff_id);
@@ -231,7 +233,7 @@ impl Solver<'_> {
                         strata_exec::snapshot::remove_tree(&dir)?;
                     }
                     if outcome.upper.into_snapshot(&dir)? {
-                        self.store.snapshot_done(self.lock, &l.diff_id)?;
+                        self.store.snapshot_done(&self.store.lock()?, &l.diff_id)?;
                     }
                 }
             }

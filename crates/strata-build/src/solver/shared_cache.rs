@@ -93,7 +93,14 @@ impl Solver<'_> {
             .filter_map(|l| l.ship_as.map(|c| (l.clone(), c)))
             .collect();
         let compress_start = Instant::now();
-        let (encs, made) = self.store.encode_layers(self.lock, &lazy)?;
+        let (encs, made) = {
+            // Under the store lock, so GC cannot free a new encoding before
+            // its record and this build's lease name it.
+            let lock = self.store.lock()?;
+            let (encs, made) = self.store.encode_layers(&lock, &lazy)?;
+            self.lease.add(&lock, encs.iter().map(|e| e.blob))?;
+            (encs, made)
+        };
         if made > 0 {
             self.emit_internal(InternalWork::Compressing { layers: made }, compress_start);
         }
@@ -128,13 +135,7 @@ impl Solver<'_> {
         }
         let records = records_out;
         let client = self.opts.registry.clone();
-        let digest = export(
-            self.store,
-            self.lock,
-            client.as_deref(),
-            &records,
-            &dest.location,
-        )?;
+        let digest = export(self.store, client.as_deref(), &records, &dest.location)?;
         self.emit(Event::Output {
             n,
             data: format!("{} steps, manifest {digest}\n", records.len()).into_bytes(),

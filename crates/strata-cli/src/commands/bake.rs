@@ -378,12 +378,14 @@ fn run_all(
     limit: usize,
     progress: &Mutex<crate::progress::Progress>,
 ) -> BTreeMap<String, Outcome> {
-    let lock = match store.lock() {
+    // One lease for every target's blobs; no target holds the store lock
+    // while it builds.
+    let lease = match store.lease("bake") {
         Ok(l) => l,
         Err(e) => {
             return jobs
                 .into_keys()
-                .map(|k| (k, Outcome::Failed(format!("locking the store: {e}"))))
+                .map(|k| (k, Outcome::Failed(format!("taking a store lease: {e}"))))
                 .collect();
         }
     };
@@ -428,7 +430,7 @@ fn run_all(
                 }
                 running += 1;
                 let tx = tx.clone();
-                let (lock, step_base) = (&lock, &step_base);
+                let (lease, step_base) = (&lease, &step_base);
                 s.spawn(move || {
                     // Step numbers are renumbered into one sequence, and
                     // each step is labelled with its target.
@@ -473,7 +475,7 @@ fn run_all(
                         progress.lock().unwrap_or_else(|e| e.into_inner()).event(e);
                     };
                     let r =
-                        strata_build::build_with_lock(store, Some(lock), &job.opts, &mut events);
+                        strata_build::build_with_lease(store, Some(lease), &job.opts, &mut events);
                     let outcome = match r {
                         Ok(r) => Outcome::Built(Box::new(r)),
                         Err(strata_build::BuildError::Dockerfile(d)) => Outcome::Failed(d.render()),

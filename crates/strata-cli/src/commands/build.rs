@@ -583,7 +583,8 @@ fn load_into_daemon(
         .iter()
         .map(|t| strata_store::normalize_reference(t))
         .collect::<Result<Vec<_>, _>>()?;
-    super::image::ship_all(store, [&image])?;
+    let reading = store.lease_images("load", [(&image, id.to_string().as_str())])?;
+    super::image::ship_all(store, &reading, [&image])?;
     let chosen = [(image, names)];
     let loaded = crate::daemon::load(endpoint, |w| {
         strata_store::save_archive(store, &chosen, std::path::Path::new("<docker daemon>"), w)?;

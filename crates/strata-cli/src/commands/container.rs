@@ -157,6 +157,9 @@ fn str_list(v: &Value) -> Vec<String> {
 pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let store = open_store()?;
     let img = store.resolve(&a.image)?;
+    // Held while the config is read and the layers are unpacked, until the
+    // container record pins the image.
+    let lease = store.lease_images("run", [(&img, a.image.as_str())])?;
     let cfg = store.image_config(&img)?;
     let c = &cfg["config"];
     let mut argv = str_list(&c["Entrypoint"]);
@@ -238,13 +241,10 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         state: "running".into(),
         owner: strata_store::OwnerProcess::current(),
     };
-    let lowers = {
-        let lock = store.lock()?;
-        let lowers = strata_image::lowers(&store, &lock, &img.layers)?;
-        // Recorded before its directory exists, so GC never sees an orphan.
-        store.put_container(&lock, &rec)?;
-        lowers
-    };
+    let lowers = strata_image::lowers(&store, &lease, &img.layers)?;
+    // Recorded before its directory exists, so GC never sees an orphan.
+    store.put_container(&store.lock()?, &rec)?;
+    drop(lease);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let spec = strata_exec::RunSpec {
         lowers,

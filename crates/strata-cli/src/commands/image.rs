@@ -176,28 +176,28 @@ pub(crate) fn shipped_digest(store: &Store, img: &ImageRecord) -> anyhow::Result
 }
 
 /// Makes sure each image's shipped form (layers compressed as they ship,
-/// and the manifest over them) is stored, before it is written out.
+/// and the manifest over them) is stored, before it is written out, and
+/// holds each shipped manifest in `lease` (which already holds the images,
+/// so their layers and encodings stay): a concurrent `rmi` + `prune` then
+/// frees nothing the writer reads.
 pub(crate) fn ship_all<'a>(
     store: &Store,
+    lease: &strata_store::Lease,
     images: impl IntoIterator<Item = &'a ImageRecord>,
 ) -> anyhow::Result<()> {
-    let mut pending = Vec::new();
-    for img in images {
-        let ready = store
-            .shipped(img)?
-            .is_some_and(|s| store.has_blob(&s.manifest));
-        if !ready {
-            pending.push(img);
-        }
-    }
-    if pending.is_empty() {
-        return Ok(());
-    }
     let lock = store.lock()?;
-    for img in pending {
-        store
-            .ship(&lock, img)
-            .with_context(|| format!("compressing the layers of image {}", img.id))?;
+    for img in images {
+        let manifest = match store.shipped(img)?.filter(|s| store.has_blob(&s.manifest)) {
+            Some(s) => s.manifest,
+            None => {
+                store
+                    .ship(&lock, img)
+                    .with_context(|| format!("compressing the layers of image {}", img.id))?
+                    .0
+                    .manifest
+            }
+        };
+        lease.add(&lock, [manifest])?;
     }
     Ok(())
 }
@@ -652,7 +652,16 @@ pub fn save(a: SaveArgs) -> anyhow::Result<ExitCode> {
             None => chosen.push((img, norm.into_iter().collect())),
         }
     }
-    ship_all(&store, chosen.iter().map(|(i, _)| i))?;
+    // Held until the archive is written: a concurrent `rmi` + `prune` then
+    // frees nothing it reads.
+    let _reading = store.lease_images(
+        "save",
+        chosen
+            .iter()
+            .zip(&a.images)
+            .map(|((img, _), name)| (img, name.as_str())),
+    )?;
+    ship_all(&store, &_reading, chosen.iter().map(|(i, _)| i))?;
     match &a.output {
         Some(p) => {
             let mut f = strata_oci::AtomicFile::create_shared(p)

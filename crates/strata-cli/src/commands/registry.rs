@@ -160,7 +160,7 @@ pub fn pull(a: PullArgs) -> anyhow::Result<ExitCode> {
     let client = a.registry.client(HashMap::new())?;
     let store = strata_store::Store::open(&strata_store::Store::default_root())
         .context("opening the store")?;
-    let lock = store.lock()?;
+    let lease = store.lease("pull")?;
     if !a.quiet {
         eprintln!(
             "{}: Pulling from {}",
@@ -174,7 +174,7 @@ pub fn pull(a: PullArgs) -> anyhow::Result<ExitCode> {
     let render = render_transfer(a.quiet, false);
     let pulled = strata_image::registry::pull(
         &store,
-        &lock,
+        &lease,
         &client,
         &reference,
         &platform,
@@ -211,12 +211,13 @@ pub(crate) fn push_image(
         return Err(UsageError(format!("{name}: push needs a tag (name:tag)")).into());
     }
     let image = store.resolve(&reference.to_string())?;
-    let lock = store.lock()?;
+    // Its blobs stay while they are sent, whatever `rmi` + `prune` do.
+    let _reading = store.lease_images("push", [(&image, name)])?;
     if !quiet {
         eprintln!("The push refers to repository [{}]", reference.name());
     }
     let render = render_transfer(quiet, true);
-    let digest = strata_image::registry::push(store, &lock, client, &image, &reference, &render)?;
+    let digest = strata_image::registry::push(store, client, &image, &reference, &render)?;
     if !quiet {
         let size = match store.shipped(&image)? {
             Some(s) => s.manifest_size,
