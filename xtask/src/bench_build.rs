@@ -35,8 +35,9 @@ const DEBIAN: &str = "strata-test/debian:bookworm";
 /// The issue's bound on strata's memory in every scenario.
 const RSS_LIMIT_KIB: u64 = 100 * 1024;
 
-const USAGE: &str = "usage: cargo xtask bench build [--runs N] [--full] [--out FILE] [--strata PATH]\n\
+const USAGE: &str = "usage: cargo xtask bench build [--runs N] [--full] [--no-examples] [--out FILE] [--strata PATH]\n\
   --runs N       interleaved runs per tool and scenario (default 3; medians need at least 3)\n\
+  --no-examples  leave out the examples/ rows (their cold builds install from the Debian mirror and take most of the run)\n\
   --full         the issue's size: COPY of 20,000 files / 500 MB (default: a tenth)\n\
   --out FILE     write the section into FILE (replacing this size's earlier section)\n\
   --strata PATH  the strata binary (default: target/release/strata under CARGO_TARGET_DIR or the checkout)\n\
@@ -53,6 +54,8 @@ pub struct Options {
     pub bytes: u64,
     pub out: Option<PathBuf>,
     pub strata: PathBuf,
+    /// Leave out the `examples/` scenarios.
+    pub no_examples: bool,
     /// The arguments as given, to print the exact command.
     pub args: Vec<String>,
 }
@@ -62,6 +65,7 @@ impl Options {
     pub fn parse(args: &[String], top: &Path) -> Result<Options> {
         let mut runs = 3;
         let mut full = false;
+        let mut no_examples = false;
         let mut out = None;
         let mut strata = None;
         let mut it = args.iter();
@@ -81,6 +85,7 @@ impl Options {
                         .with_context(|| format!("--runs {v}: expected a number ≥ 1"))?;
                 }
                 "--full" => full = true,
+                "--no-examples" => no_examples = true,
                 "--out" => out = Some(PathBuf::from(value("--out")?)),
                 "--strata" => strata = Some(PathBuf::from(value("--strata")?)),
                 "-h" | "--help" => bail!("{USAGE}"),
@@ -110,6 +115,7 @@ impl Options {
         Ok(Options {
             runs,
             full,
+            no_examples,
             files,
             bytes,
             out,
@@ -770,7 +776,8 @@ pub fn run_bench(opts: &Options, top: &Path) -> Result<String> {
             0x2545_f491_4f6c_dd1d ^ k as u64,
         )?;
     }
-    for ex in &EXAMPLES {
+    let examples: &[Example] = if opts.no_examples { &[] } else { &EXAMPLES };
+    for ex in examples {
         copy_dir(&top.join("examples").join(ex.name), &w.join(ex.name))?;
     }
 
@@ -869,7 +876,7 @@ pub fn run_bench(opts: &Options, top: &Path) -> Result<String> {
     )?;
 
     let mut example_tags = Vec::new();
-    for ex in &EXAMPLES {
+    for ex in examples {
         let tag = format!("strata-bench/{}", ex.name);
         let b = Build {
             ctx: w.join(ex.name),
