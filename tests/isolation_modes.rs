@@ -234,40 +234,81 @@ fn chroot_refuses_what_needs_mounts_or_namespaces() {
     }
 }
 
+/// `strata run` takes `build`'s flag, with the same values and messages;
+/// a container in chroot mode has the copied `/proc` (no `/proc/self`).
+#[test]
+fn run_takes_the_isolation_flag_build_takes() {
+    const T: &str = "run_takes_the_isolation_flag_build_takes";
+    if !strata_testutil::require_root(T) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let Some(store) = Store::new(T, tmp.path(), "store") else {
+        return;
+    };
+    let script = "echo written > /f && cat /f && grep -q MemTotal /proc/meminfo \
+                  && if test -e /proc/self; then echo live-proc; else echo copied-proc; fi";
+    for (isolation, proc) in [("chroot", "copied-proc"), ("namespaces", "live-proc")] {
+        let o = store.strata(&[
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "--isolation",
+            isolation,
+            "strata-test/busybox:latest",
+            "sh",
+            "-c",
+            script,
+        ]);
+        assert!(o.status.success(), "{isolation}: {}", text(&o.stderr));
+        assert_eq!(text(&o.stdout), format!("written\n{proc}\n"), "{isolation}");
+    }
+    // Without --rm the chroot container's writable layer is kept, as the
+    // namespaces one is.
+    let o = store.strata(&[
+        "run",
+        "--name",
+        "chrooted",
+        "--isolation",
+        "chroot",
+        "strata-test/busybox:latest",
+        "sh",
+        "-c",
+        "echo kept > /kept",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let diff = store.strata(&["diff", "chrooted"]);
+    assert!(diff.status.success(), "{}", text(&diff.stderr));
+    assert_eq!(text(&diff.stdout), "A /kept\n");
+}
+
 #[test]
 fn isolation_none_is_refused() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let ctx = context(tmp.path(), "FROM scratch\n");
-    let o = Command::new(strata())
-        .args([
-            "build",
-            "--isolation",
-            "none",
-            ctx.to_str().expect("utf-8 path"),
-        ])
-        .env("STRATA_ROOT", tmp.path().join("store"))
-        .output()
-        .expect("spawn strata");
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
-    assert!(
-        text(&o.stderr).contains("--isolation none (running steps in this container's own root"),
-        "{}",
-        text(&o.stderr)
-    );
-    let o = Command::new(strata())
-        .args([
-            "build",
-            "--isolation",
-            "jail",
-            ctx.to_str().expect("utf-8 path"),
-        ])
-        .env("STRATA_ROOT", tmp.path().join("store"))
-        .output()
-        .expect("spawn strata");
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
-    assert!(
-        text(&o.stderr).contains("expected auto, namespaces, chroot or none"),
-        "{}",
-        text(&o.stderr)
-    );
+    let ctx = ctx.to_str().expect("utf-8 path");
+    for command in [&["build", ctx][..], &["run", "busybox", "true"]] {
+        for (mode, message) in [
+            (
+                "none",
+                "--isolation none (running steps in this container's own root",
+            ),
+            (
+                "jail",
+                "--isolation jail: expected auto, namespaces, chroot or none",
+            ),
+        ] {
+            let o = Command::new(strata())
+                .args(&command[..1])
+                .args(["--isolation", mode])
+                .args(&command[1..])
+                .env("STRATA_ROOT", tmp.path().join("store"))
+                .output()
+                .expect("spawn strata");
+            let err = text(&o.stderr);
+            assert_eq!(o.status.code(), Some(2), "{command:?} {mode}: {err}");
+            assert!(err.contains(message), "{command:?} {mode}: {err}");
+        }
+    }
 }

@@ -108,6 +108,25 @@ fn url_context(
     Ok((ctx, Some(text)))
 }
 
+/// A remote context is fetched into `$TMPDIR`, often a small tmpfs in a
+/// container: when it does not fit, the error says which directory and
+/// which variable to change.
+fn no_room_in_tmpdir(e: anyhow::Error) -> anyhow::Error {
+    let full = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull)
+            || c.to_string().contains("No space left on device")
+    });
+    if !full {
+        return e;
+    }
+    e.context(format!(
+        "no room for the build context in {} (the temporary directory): set TMPDIR to a \
+         directory with room for it",
+        std::env::temp_dir().display()
+    ))
+}
+
 pub(super) fn read_inputs(
     context: &str,
     file: Option<&str>,
@@ -125,18 +144,22 @@ pub(super) fn read_inputs(
     let mut fetched: Fetched = None;
     let mut dockerfile_from_url = None;
     let context = if from_stdin || remote {
-        // A private scratch directory, removed when the build ends.
+        // A private scratch directory in $TMPDIR, removed when the build
+        // ends (the only thing strata puts there: a build's own scratch is
+        // under $STRATA_ROOT/tmp).
         let tmp = tempfile::Builder::new()
             .prefix("strata-context-")
             .tempdir()
+            .map_err(|e| no_room_in_tmpdir(e.into()))
             .context("creating a directory for the context")?;
         let ctx = if from_stdin {
             // No context: an empty directory, so COPY finds nothing.
             tmp.path().to_owned()
         } else if is_git_url(context) {
-            git_context(context, tmp.path())?
+            git_context(context, tmp.path()).map_err(no_room_in_tmpdir)?
         } else {
-            let (ctx, df) = url_context(context, tmp.path(), registry)?;
+            let (ctx, df) =
+                url_context(context, tmp.path(), registry).map_err(no_room_in_tmpdir)?;
             dockerfile_from_url = df;
             ctx
         };

@@ -13,7 +13,7 @@ use serde_json::Value;
 use strata_oci::Digest;
 use strata_store::ContainerRecord;
 
-use super::image::open_store;
+use super::store::open_store;
 use crate::exit::UsageError;
 use crate::render::{self, ago};
 
@@ -46,6 +46,8 @@ pub struct RunArgs {
     /// Security options: `seccomp=unconfined` turns off the default seccomp filter
     #[arg(long = "security-opt")]
     pub security_opt: Vec<String>,
+    #[command(flatten)]
+    pub isolation: super::build_flags::IsolationFlag,
     /// Allocate a terminal (accepted for compatibility; no terminal is allocated)
     #[arg(short, long)]
     pub tty: bool,
@@ -125,6 +127,9 @@ fn str_list(v: &Value) -> Vec<String> {
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    // Checked before anything is made, as `strata build` does. `auto`'s
+    // choice is not reported: stderr is the container's.
+    let (isolation, _) = super::build_flags::resolve_isolation(a.isolation.requested()?)?;
     let store = open_store()?;
     let img = store.resolve(&a.image)?;
     let cfg = store.image_config(&img)?;
@@ -266,7 +271,11 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             None
         },
     };
-    let outcome = match strata_exec::run(spec) {
+    let run_options = strata_exec::RunOptions {
+        isolation,
+        ..Default::default()
+    };
+    let outcome = match strata_exec::run_with(spec, &run_options) {
         Ok(o) => o,
         Err(e) => {
             // It never ran: keep the record as "created", like a container
