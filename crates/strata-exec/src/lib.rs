@@ -26,6 +26,7 @@ mod extract;
 mod flatten;
 // The parent side.
 mod chroot;
+mod chroot_mounts;
 mod diff;
 pub mod idmap;
 pub mod interrupt;
@@ -35,6 +36,7 @@ pub mod network;
 pub mod owners;
 mod run;
 pub mod snapshot;
+mod step_parent;
 // The in-namespace side.
 mod chroot_step;
 mod helper;
