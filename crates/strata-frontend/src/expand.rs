@@ -424,18 +424,8 @@ fn trim_prefix(v: &str, pat: &str, longest: bool) -> String {
 
 fn trim_suffix(v: &str, pat: &str, longest: bool) -> String {
     // A suffix match is a prefix match of both reversed.
-    let s: Vec<char> = v.chars().rev().collect();
-    let p: Vec<char> = pat.chars().rev().collect();
-    let m = prefix_matches(&p, &s);
-    let cut = if longest {
-        (0..=s.len()).rev().find(|&k| m[k])
-    } else {
-        (0..=s.len()).find(|&k| m[k])
-    };
-    match cut {
-        Some(k) => s[k..].iter().rev().collect(),
-        None => v.to_owned(),
-    }
+    let reversed = |s: &str| s.chars().rev().collect::<String>();
+    reversed(&trim_prefix(&reversed(v), &reversed(pat), longest))
 }
 
 #[cfg(test)]
