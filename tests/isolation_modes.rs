@@ -231,6 +231,48 @@ fn chroot_cache_secret_and_ssh_mounts_give_the_namespaces_image() {
     assert_eq!(read(&ch, "/runs /seen"), "2\nrun\nrun\n");
 }
 
+/// What real Dockerfiles' steps run, on a Debian base in a chroot with its
+/// copied `/proc`: a C compiler and the program it made, `nproc`, perl and
+/// dpkg.
+#[test]
+fn chroot_runs_a_compiler_and_package_tools_on_debian() {
+    const T: &str = "chroot_runs_a_compiler_and_package_tools_on_debian";
+    if !strata_testutil::require_root(T) {
+        return;
+    }
+    let Some(debian) = strata_testutil::debian_tar(T) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store {
+        root: tmp.path().join("store"),
+    };
+    let o = store.strata(&[
+        "import",
+        debian.to_str().expect("utf-8 path"),
+        "strata-test/debian:bookworm",
+    ]);
+    assert!(o.status.success(), "import: {}", text(&o.stderr));
+    let ctx = context(
+        tmp.path(),
+        "FROM strata-test/debian:bookworm\n\
+         RUN printf '#include <stdio.h>\\nint main(void){puts(\"compiled\");return 0;}\\n' \
+             > /hello.c && gcc -O2 -o /usr/local/bin/hello /hello.c && hello \
+          && test \"$(nproc)\" -ge 1 && perl -e 'print \"perl runs\\n\"' \
+          && dpkg -s libc6 | grep -q '^Status: install ok installed' && echo dpkg works\n",
+    );
+    let o = store.build(&ctx, "chroot");
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    for want in ["compiled", "perl runs", "dpkg works"] {
+        assert!(
+            err.lines()
+                .any(|l| l.split_once(' ').map(|x| x.1) == Some(want)),
+            "no step output line {want:?} in:\n{err}"
+        );
+    }
+}
+
 #[test]
 fn auto_says_which_isolation_it_picked() {
     const T: &str = "auto_says_which_isolation_it_picked";
