@@ -222,6 +222,154 @@ fn build_works_without_home_and_with_a_small_noexec_tmpdir() {
     assert_ok("strata build with HOME unset and TMPDIR noexec", &build);
 }
 
+/// Runs the strata under test as the unprivileged test user with an
+/// environment of only PATH and `vars` (`env -i`), as a CI job's user with
+/// no home.
+fn as_test_user(user: &str, vars: &[(&str, &Path)], args: &[&str]) -> Output {
+    let mut c = Command::new("runuser");
+    c.args([
+        "-u",
+        user,
+        "--",
+        "env",
+        "-i",
+        "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+    ]);
+    for (k, v) in vars {
+        c.arg(format!("{k}={}", v.display()));
+    }
+    c.arg(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn runuser")
+}
+
+/// A user with no `$HOME` (and no `$XDG_DATA_HOME`) is told to set
+/// `STRATA_ROOT` instead of getting a store in `/tmp`; a read-only home
+/// fails naming the directory and `STRATA_ROOT`; a writable
+/// `STRATA_ROOT` works.
+#[test]
+fn a_user_without_a_writable_home_is_told_to_set_strata_root() {
+    const T: &str = "a_user_without_a_writable_home_is_told_to_set_strata_root";
+    if !strata_testutil::require_root(T) {
+        return;
+    }
+    let Some(user) = strata_testutil::test_user(T) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+
+    let o = as_test_user(&user, &[], &["images"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "with neither $HOME nor $XDG_DATA_HOME set; set STRATA_ROOT to a directory this \
+             user can write"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        !Path::new("/tmp/.local/share/strata").exists(),
+        "a store was made in /tmp"
+    );
+
+    // A home the user cannot write (owned by root, 0555).
+    let home = tmp.path().join("home");
+    std::fs::create_dir(&home).expect("mkdir home");
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o555)).expect("chmod");
+    let o = as_test_user(&user, &[("HOME", &home)], &["images"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let want = format!(
+        "cannot create or write the store at {}/.local/share/strata; set STRATA_ROOT to a \
+         writable directory",
+        home.display()
+    );
+    assert!(stderr(&o).contains(&want), "no {want:?} in {}", stderr(&o));
+
+    // The way out the messages name.
+    let root = tmp.path().join("store");
+    std::fs::create_dir(&root).expect("mkdir store");
+    let chown = Command::new("chown")
+        .args([&user, root.to_str().expect("utf-8 path")])
+        .status()
+        .expect("spawn chown");
+    assert!(chown.success());
+    let o = as_test_user(&user, &[("STRATA_ROOT", &root)], &["images"]);
+    assert_ok("strata images with STRATA_ROOT set", &o);
+}
+
+/// A remote (git) context is the one thing strata fetches into `$TMPDIR`:
+/// one that does not fit says to set TMPDIR, and fits elsewhere.
+#[test]
+fn a_remote_context_needs_no_room_in_tmpdir() {
+    const T: &str = "a_remote_context_needs_no_room_in_tmpdir";
+    if !strata_testutil::require_root(T) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let small = tmp.path().join("tmp");
+    std::fs::create_dir(&small).expect("mkdir");
+    let mount = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "noexec,nosuid,nodev,size=64k", "tmpfs"])
+        .arg(&small)
+        .output()
+        .expect("spawn mount");
+    assert_ok("mount a 64 KiB noexec tmpfs", &mount);
+    // A repository of 512 KiB that does not compress.
+    let repo = tmp.path().join("ctx.git");
+    std::fs::create_dir(&repo).expect("mkdir repo");
+    std::fs::write(repo.join("Dockerfile"), "FROM scratch\nCOPY big /big\n").expect("Dockerfile");
+    let mut big = vec![0u8; 512 * 1024];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in big.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(repo.join("big"), &big).expect("write big");
+    let git = |args: &[&str]| {
+        let o = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(&repo)
+            .output()
+            .expect("spawn git");
+        assert_ok(&format!("git {args:?}"), &o);
+    };
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "ctx"]);
+    let url = format!("file://{}", repo.display());
+    let build = |tmpdir: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["build", "--progress", "plain", &url])
+            .env("TMPDIR", tmpdir)
+            .env("STRATA_ROOT", tmp.path().join("store"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn strata")
+    };
+    // Nothing goes to TMPDIR: the fetched context is a scratch directory
+    // of the store, so a 64 KiB noexec TMPDIR does not matter.
+    let built = build(&small);
+    let _ = Command::new("umount").arg(&small).status();
+    assert_ok("strata build with a 64 KiB noexec TMPDIR", &built);
+    let scratch = tmp.path().join("store/tmp");
+    let left: Vec<_> = std::fs::read_dir(&scratch)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "scratch left in {}: {left:?}",
+        scratch.display()
+    );
+}
+
 #[test]
 fn loopback_registry_needs_no_ca_certificates() {
     const T: &str = "loopback_registry_needs_no_ca_certificates";

@@ -47,16 +47,23 @@ impl Store {
     }
 
     fn build(&self, ctx: &Path, isolation: &str) -> Output {
-        self.strata(&[
+        self.build_with(ctx, isolation, &[])
+    }
+
+    fn build_with(&self, ctx: &Path, isolation: &str, flags: &[&str]) -> Output {
+        let iidfile = self.root.join("iid");
+        let mut args = vec![
             "build",
             "--progress",
             "plain",
             "--isolation",
             isolation,
             "--iidfile",
-            self.root.join("iid").to_str().expect("utf-8 path"),
-            ctx.to_str().expect("utf-8 path"),
-        ])
+            iidfile.to_str().expect("utf-8 path"),
+        ];
+        args.extend_from_slice(flags);
+        args.push(ctx.to_str().expect("utf-8 path"));
+        self.strata(&args)
     }
 
     fn image_id(&self) -> String {
@@ -141,6 +148,131 @@ fn chroot_builds_the_image_namespaces_build() {
     );
 }
 
+/// Cache, secret and SSH mounts with owners and modes, a secret at a
+/// target of its own, a read-only cache: what the steps saw is recorded in
+/// the image, and the mounts themselves must stay out of it.
+const MOUNTS_DOCKERFILE: &str = r#"FROM strata-test/busybox:latest
+RUN --mount=type=cache,id=app,target=/var/cache/app,uid=1,gid=2,mode=0750 \
+    echo run >> /var/cache/app/log && wc -l < /var/cache/app/log > /runs \
+ && stat -c '%u:%g %a' /var/cache/app > /cache-owner
+RUN --mount=type=cache,id=app,target=/var/cache/app,uid=1,gid=2,mode=0750,ro \
+    cat /var/cache/app/log > /seen
+RUN --mount=type=secret,id=tok,required=true,uid=3,mode=0440 \
+    wc -c < /run/secrets/tok > /secret-len && stat -c '%u %a' /run/secrets/tok > /secret-owner
+RUN --mount=type=secret,id=tok,target=/etc/app/token,required=true \
+    test "$(cat /etc/app/token)" = s3cr3t-value && touch /etc/app-seen
+RUN --mount=type=ssh,required=true test -S /run/buildkit/ssh_agent.0 && echo socket > /agent
+"#;
+
+/// The mounts a chroot provides by copying and forwarding give the image
+/// namespaces give; the cache's writes persist to the next build.
+#[test]
+fn chroot_cache_secret_and_ssh_mounts_give_the_namespaces_image() {
+    const T: &str = "chroot_cache_secret_and_ssh_mounts_give_the_namespaces_image";
+    if !strata_testutil::require_root(T) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ctx = context(tmp.path(), MOUNTS_DOCKERFILE);
+    let secret = tmp.path().join("tok.txt");
+    std::fs::write(&secret, "s3cr3t-value").expect("write secret");
+    // Only its presence as a socket is checked by the steps (busybox has no
+    // client); that connections reach the agent is the executor's unit test.
+    // (Nor its mode: the namespaces executor binds the agent's own socket,
+    // whose mode is the agent's, not the mount's `mode=`.)
+    let agent_path = tmp.path().join("agent.sock");
+    let _agent = std::os::unix::net::UnixListener::bind(&agent_path).expect("bind agent");
+    let secret_flag = format!("id=tok,src={}", secret.display());
+    let ssh_flag = format!("default={}", agent_path.display());
+    let flags = ["--secret", &secret_flag, "--ssh", &ssh_flag];
+    let Some(ns) = Store::new(T, tmp.path(), "namespaces") else {
+        return;
+    };
+    let Some(ch) = Store::new(T, tmp.path(), "chroot") else {
+        return;
+    };
+    let a = ns.build_with(&ctx, "namespaces", &flags);
+    assert!(a.status.success(), "namespaces build: {}", text(&a.stderr));
+    let b = ch.build_with(&ctx, "chroot", &flags);
+    assert!(b.status.success(), "chroot build: {}", text(&b.stderr));
+    let read = |store: &Store, files: &str| {
+        let o = store.strata(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            &store.image_id(),
+            "sh",
+            "-c",
+            &format!(
+                "cat {files}; for p in /run/secrets /run/buildkit /var/cache/app /etc/app; do \
+                 test -e $p && echo $p is in the image; done; true"
+            ),
+        ]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        text(&o.stdout)
+    };
+    let files = "/runs /cache-owner /seen /secret-len /secret-owner /agent /etc/app-seen";
+    assert_eq!(
+        read(&ch, files),
+        "1\n1:2 750\nrun\n12\n3 440\nsocket\n",
+        "what the chroot steps saw"
+    );
+    assert_eq!(
+        ns.image_id(),
+        ch.image_id(),
+        "the same Dockerfile gave two images:\nnamespaces: {}\nchroot: {}",
+        text(&a.stderr),
+        text(&b.stderr)
+    );
+    // The first step's write reached the cache: a rebuild sees it.
+    let again = ch.build_with(&ctx, "chroot", &[&flags[..], &["--no-cache"]].concat());
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(read(&ch, "/runs /seen"), "2\nrun\nrun\n");
+}
+
+/// What real Dockerfiles' steps run, on a Debian base in a chroot with its
+/// copied `/proc`: a C compiler and the program it made, `nproc`, perl and
+/// dpkg.
+#[test]
+fn chroot_runs_a_compiler_and_package_tools_on_debian() {
+    const T: &str = "chroot_runs_a_compiler_and_package_tools_on_debian";
+    if !strata_testutil::require_root(T) {
+        return;
+    }
+    let Some(debian) = strata_testutil::debian_tar(T) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store {
+        root: tmp.path().join("store"),
+    };
+    let o = store.strata(&[
+        "import",
+        debian.to_str().expect("utf-8 path"),
+        "strata-test/debian:bookworm",
+    ]);
+    assert!(o.status.success(), "import: {}", text(&o.stderr));
+    let ctx = context(
+        tmp.path(),
+        "FROM strata-test/debian:bookworm\n\
+         RUN printf '#include <stdio.h>\\nint main(void){puts(\"compiled\");return 0;}\\n' \
+             > /hello.c && gcc -O2 -o /usr/local/bin/hello /hello.c && hello \
+          && test \"$(nproc)\" -ge 1 && perl -e 'print \"perl runs\\n\"' \
+          && dpkg -s libc6 | grep -q '^Status: install ok installed' && echo dpkg works\n",
+    );
+    let o = store.build(&ctx, "chroot");
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    for want in ["compiled", "perl runs", "dpkg works"] {
+        assert!(
+            err.lines()
+                .any(|l| l.split_once(' ').map(|x| x.1) == Some(want)),
+            "no step output line {want:?} in:\n{err}"
+        );
+    }
+}
+
 #[test]
 fn auto_says_which_isolation_it_picked() {
     const T: &str = "auto_says_which_isolation_it_picked";
@@ -212,19 +344,25 @@ fn chroot_refuses_what_needs_mounts_or_namespaces() {
     let Some(store) = Store::new(T, tmp.path(), "store") else {
         return;
     };
+    let secret = tmp.path().join("tok.txt");
+    std::fs::write(&secret, "s3cr3t-value").expect("write secret");
+    let secret_flag = format!("id=tok,src={}", secret.display());
     for (run, message) in [
-        (
-            "RUN --mount=type=cache,target=/cache true",
-            "RUN --mount type=cache at /cache needs mount(2), which --isolation chroot cannot use",
-        ),
         (
             "RUN --network=none true",
             "RUN --network=none needs a network namespace, which --isolation chroot cannot create",
         ),
+        // A bind-mounted secret cannot be renamed away; a copied one can,
+        // and would stay in the layer.
+        (
+            "RUN --mount=type=secret,id=tok mv /run/secrets/tok /leaked",
+            "RUN --mount=type=secret at /run/secrets/tok: the step moved, removed or hard-linked \
+             the secret's file",
+        ),
     ] {
         let dir = tmp.path().join(format!("{}", run.len()));
         let ctx = context(&dir, &format!("FROM strata-test/busybox:latest\n{run}\n"));
-        let o = store.build(&ctx, "chroot");
+        let o = store.build_with(&ctx, "chroot", &["--secret", &secret_flag]);
         assert_eq!(o.status.code(), Some(1), "{run}: {}", text(&o.stderr));
         assert!(
             text(&o.stderr).contains(message),
@@ -232,42 +370,101 @@ fn chroot_refuses_what_needs_mounts_or_namespaces() {
             text(&o.stderr)
         );
     }
+    let volume = format!("{}:/v", tmp.path().display());
+    let o = store.strata(&[
+        "run",
+        "--rm",
+        "--isolation",
+        "chroot",
+        "-v",
+        &volume,
+        "strata-test/busybox:latest",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr)
+            .contains("a volume (-v) at /v needs mount(2), which --isolation chroot cannot use"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+/// `strata run` takes `build`'s flag, with the same values and messages;
+/// a container in chroot mode has the copied `/proc` (no `/proc/self`).
+#[test]
+fn run_takes_the_isolation_flag_build_takes() {
+    const T: &str = "run_takes_the_isolation_flag_build_takes";
+    if !strata_testutil::require_root(T) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let Some(store) = Store::new(T, tmp.path(), "store") else {
+        return;
+    };
+    let script = "echo written > /f && cat /f && grep -q MemTotal /proc/meminfo \
+                  && if test -e /proc/self; then echo live-proc; else echo copied-proc; fi";
+    for (isolation, proc) in [("chroot", "copied-proc"), ("namespaces", "live-proc")] {
+        let o = store.strata(&[
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "--isolation",
+            isolation,
+            "strata-test/busybox:latest",
+            "sh",
+            "-c",
+            script,
+        ]);
+        assert!(o.status.success(), "{isolation}: {}", text(&o.stderr));
+        assert_eq!(text(&o.stdout), format!("written\n{proc}\n"), "{isolation}");
+    }
+    // Without --rm the chroot container's writable layer is kept, as the
+    // namespaces one is.
+    let o = store.strata(&[
+        "run",
+        "--name",
+        "chrooted",
+        "--isolation",
+        "chroot",
+        "strata-test/busybox:latest",
+        "sh",
+        "-c",
+        "echo kept > /kept",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let diff = store.strata(&["diff", "chrooted"]);
+    assert!(diff.status.success(), "{}", text(&diff.stderr));
+    assert_eq!(text(&diff.stdout), "A /kept\n");
 }
 
 #[test]
 fn isolation_none_is_refused() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let ctx = context(tmp.path(), "FROM scratch\n");
-    let o = Command::new(strata())
-        .args([
-            "build",
-            "--isolation",
-            "none",
-            ctx.to_str().expect("utf-8 path"),
-        ])
-        .env("STRATA_ROOT", tmp.path().join("store"))
-        .output()
-        .expect("spawn strata");
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
-    assert!(
-        text(&o.stderr).contains("--isolation none (running steps in this container's own root"),
-        "{}",
-        text(&o.stderr)
-    );
-    let o = Command::new(strata())
-        .args([
-            "build",
-            "--isolation",
-            "jail",
-            ctx.to_str().expect("utf-8 path"),
-        ])
-        .env("STRATA_ROOT", tmp.path().join("store"))
-        .output()
-        .expect("spawn strata");
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
-    assert!(
-        text(&o.stderr).contains("expected auto, namespaces, chroot or none"),
-        "{}",
-        text(&o.stderr)
-    );
+    let ctx = ctx.to_str().expect("utf-8 path");
+    for command in [&["build", ctx][..], &["run", "busybox", "true"]] {
+        for (mode, message) in [
+            (
+                "none",
+                "--isolation none (running steps in this container's own root",
+            ),
+            (
+                "jail",
+                "--isolation jail: expected auto, namespaces, chroot or none",
+            ),
+        ] {
+            let o = Command::new(strata())
+                .args(&command[..1])
+                .args(["--isolation", mode])
+                .args(&command[1..])
+                .env("STRATA_ROOT", tmp.path().join("store"))
+                .output()
+                .expect("spawn strata");
+            let err = text(&o.stderr);
+            assert_eq!(o.status.code(), Some(2), "{command:?} {mode}: {err}");
+            assert!(err.contains(message), "{command:?} {mode}: {err}");
+        }
+    }
 }

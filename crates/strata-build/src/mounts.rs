@@ -229,48 +229,58 @@ impl Solver<'_> {
                         .extend(format!("tmpfs {target} {size:?}\0").as_bytes());
                     out.mounts.push(Mount::Tmpfs { target, size });
                 }
-                "secret" => {
+                // Both hand the step something of the caller's (a secret's
+                // value, the agent's socket) with an owner and a mode; the
+                // value never enters the key or any layer.
+                "secret" | "ssh" => {
+                    let secret = kind == "secret";
                     let id = kv.get("id").cloned().unwrap_or_else(|| {
                         Path::new(&target)
                             .file_name()
                             .map(|n| n.to_string_lossy().into_owned())
                             .unwrap_or_default()
                     });
-                    let Some(data) = self.opts.secrets.get(&id).cloned() else {
+                    let mode = mode_or(if secret { 0o400 } else { 0o600 });
+                    // `Mount::$variant` at the target with the owner and
+                    // mode, holding what the caller gave.
+                    macro_rules! handed {
+                        ($variant:ident, $field:ident) => {
+                            Mount::$variant {
+                                target: target.clone(),
+                                $field,
+                                uid,
+                                gid,
+                                mode,
+                            }
+                        };
+                    }
+                    let (given, key, missing) = if secret {
+                        (
+                            self.opts
+                                .secrets
+                                .get(&id)
+                                .cloned()
+                                .map(|data| handed!(Secret, data)),
+                            format!("secret {id} {target} {uid} {gid} {mode}\0"),
+                            format!(
+                                "secret {id} is required but was not given (strata build --secret id={id},src=FILE)"
+                            ),
+                        )
+                    } else {
+                        (
+                            self.opts.ssh_socket.clone().map(|socket| handed!(Ssh, socket)),
+                            format!("ssh {target} {uid} {gid} {mode}\0"),
+                            "an ssh mount is required but no agent was given (strata build --ssh default)".to_owned(),
+                        )
+                    };
+                    let Some(mount) = given else {
                         if required {
-                            return Err(self.fail(ins, &format!("secret {id} is required but was not given (strata build --secret id={id},src=FILE)")));
+                            return Err(self.fail(ins, &missing));
                         }
                         continue;
                     };
-                    let mode = mode_or(0o400);
-                    // The secret's value never enters the key or any layer.
-                    out.key
-                        .extend(format!("secret {id} {target} {uid} {gid} {mode}\0").as_bytes());
-                    out.mounts.push(Mount::Secret {
-                        target,
-                        data,
-                        uid,
-                        gid,
-                        mode,
-                    });
-                }
-                "ssh" => {
-                    let Some(socket) = self.opts.ssh_socket.clone() else {
-                        if required {
-                            return Err(self.fail(ins, "an ssh mount is required but no agent was given (strata build --ssh default)"));
-                        }
-                        continue;
-                    };
-                    let mode = mode_or(0o600);
-                    out.key
-                        .extend(format!("ssh {target} {uid} {gid} {mode}\0").as_bytes());
-                    out.mounts.push(Mount::Ssh {
-                        target,
-                        socket,
-                        uid,
-                        gid,
-                        mode,
-                    });
+                    out.key.extend(key.as_bytes());
+                    out.mounts.push(mount);
                 }
                 other => {
                     return Err(self.fail(

@@ -27,8 +27,11 @@
 //!   with namespaces; changes to them stay out of the layer.
 //! - `RUN --mount=type=bind` (a copy of the source: writes are possible but
 //!   discarded, also for read-only binds) and `type=tmpfs` (an empty
-//!   directory). Cache, secret and SSH mounts and volumes need `mount(2)`
-//!   and are refused with an error naming the mount.
+//!   directory); `type=cache` (copied in, and back after the step),
+//!   `type=secret` (a file placed for the step) and `type=ssh` (a socket
+//!   strata forwards to the agent): see [`crate::chroot_mounts`]. Volumes
+//!   (`strata run -v`, whose writes must reach the host as they happen)
+//!   need `mount(2)` and are refused with an error naming them.
 //!
 //! The step shares the container's PID, network and UTS namespaces: it sees
 //! no hostname of its own, `RUN --network=none` is refused, and processes it
@@ -44,12 +47,13 @@ use std::time::Duration;
 
 use strata_oci::apply::remove_any;
 
+use crate::chroot_mounts::{PlacedSecret, SshForward, copy_cache_back, copy_cache_in};
 use crate::diff::Upper;
 use crate::error::ExecError;
 use crate::launch::{chroot_command, spawn};
 use crate::overlay;
 use crate::protocol::{ChrootSpec, provided_files, rel_target};
-use crate::spec::{ExitStatus, Mount, Network, RunSpec, SnapshotMethod};
+use crate::spec::{CacheSharing, ExitStatus, Mount, Network, RunSpec, SnapshotMethod};
 
 /// Files of this container's `/proc` copied into the step's `/proc`: the
 /// machine's description and limits, the same for every process. Missing
@@ -113,18 +117,15 @@ pub(crate) fn run(mut spec: RunSpec) -> Result<(ExitStatus, Upper), ExecError> {
                 .into(),
         ));
     }
-    for m in &spec.mounts {
-        let kind = match m {
-            Mount::Bind { .. } | Mount::Tmpfs { .. } => continue,
-            Mount::Cache { .. } => "type=cache",
-            Mount::Secret { .. } => "type=secret",
-            Mount::Ssh { .. } => "type=ssh",
-            Mount::Volume { .. } => "a volume (-v)",
-        };
+    if let Some(volume) = spec
+        .mounts
+        .iter()
+        .find(|m| matches!(m, Mount::Volume { .. }))
+    {
         return Err(ExecError::Invalid(format!(
-            "RUN --mount {kind} at {} needs mount(2), which --isolation chroot cannot use \
-             (it needs CAP_SYS_ADMIN); build where --isolation namespaces works",
-            m.target()
+            "a volume (-v) at {} needs mount(2), which --isolation chroot cannot use (it needs \
+             CAP_SYS_ADMIN); run where --isolation namespaces works, or copy the files in",
+            volume.target()
         )));
     }
     let state = tempfile::Builder::new()
@@ -143,6 +144,7 @@ pub(crate) fn run(mut spec: RunSpec) -> Result<(ExitStatus, Upper), ExecError> {
         marked_dirs: false,
     };
     std::fs::create_dir(&root).map_err(io_err(&root))?;
+    let locks = crate::step_parent::lock_cache_mounts(&mut spec.mounts, &state)?;
     for lower in spec.lowers.iter().rev() {
         crate::flatten::apply_lower_unlinked(lower, &root)
             .map_err(setup(format!("copying {}", lower.display())))?;
@@ -155,14 +157,24 @@ pub(crate) fn run(mut spec: RunSpec) -> Result<(ExitStatus, Upper), ExecError> {
         lowers: spec.lowers.clone(),
         paths: Vec::new(),
         made_dirs: Vec::new(),
+        caches: Vec::new(),
+        secrets: Vec::new(),
+        agents: Vec::new(),
     };
     let status = provided
         .provide(&spec)
         .and_then(|()| run_chrooted(&mut spec, &root));
+    // Whatever the step's exit, as a mount would have kept its writes.
+    let mounts_back = match &status {
+        Ok(_) => provided.mounts_back(),
+        Err(_) => Ok(()),
+    };
+    drop(locks);
     // Taken back on every path: a failed step's root is dropped with the
     // Upper anyway, but a successful one is diffed.
     let restored = provided.take_back();
     let status = status?;
+    mounts_back?;
     restored.map_err(setup("taking the runtime's files back out of the root"))?;
     Ok((status, upper))
 }
@@ -224,7 +236,7 @@ fn run_chrooted(spec: &mut RunSpec, root: &Path) -> Result<ExitStatus, ExecError
         });
     }
 
-    let (rx, readers) = crate::run::read_outputs(
+    let (rx, readers) = crate::step_parent::read_outputs(
         child
             .stdout
             .take()
@@ -288,6 +300,13 @@ struct Provided {
     paths: Vec<PathBuf>,
     /// Directories made to hold them, in the order they were made.
     made_dirs: Vec<PathBuf>,
+    /// Writable cache mounts: where in the root, the cache directory, and
+    /// its sharing, to be copied back after the step.
+    caches: Vec<(PathBuf, PathBuf, CacheSharing)>,
+    /// Secret files placed, with where in the root.
+    secrets: Vec<(PathBuf, PlacedSecret)>,
+    /// SSH agent forwarders, stopped when dropped.
+    agents: Vec<SshForward>,
 }
 
 impl Provided {
@@ -371,9 +390,59 @@ impl Provided {
                 Mount::Tmpfs { .. } => {
                     self.fresh_dir(&rel, 0o1777)?;
                 }
+                Mount::Cache {
+                    dir,
+                    sharing,
+                    readonly,
+                    uid,
+                    gid,
+                    mode,
+                    ..
+                } => {
+                    let to = self.fresh(&rel)?;
+                    copy_cache_in(dir, &to, *sharing, (*uid, *gid, *mode))?;
+                    if !*readonly {
+                        self.caches.push((rel, dir.clone(), *sharing));
+                    }
+                }
+                Mount::Secret {
+                    target,
+                    data,
+                    uid,
+                    gid,
+                    mode,
+                } => {
+                    let to = self.fresh(&rel)?;
+                    let placed = PlacedSecret::place(target, &to, data, (*uid, *gid, *mode))?;
+                    self.secrets.push((rel, placed));
+                }
+                Mount::Ssh {
+                    target,
+                    socket,
+                    uid,
+                    gid,
+                    mode,
+                } => {
+                    let to = self.fresh(&rel)?;
+                    let agent = SshForward::start(target, &to, socket, (*uid, *gid, *mode))?;
+                    self.agents.push(agent);
+                }
                 // Refused by `run` before anything was copied.
-                _ => {}
+                Mount::Volume { .. } => {}
             }
+        }
+        Ok(())
+    }
+
+    /// After the step: stops the SSH forwarders, checks that every secret
+    /// is still only at its place, and copies writable caches back.
+    fn mounts_back(&mut self) -> Result<(), ExecError> {
+        self.agents.clear();
+        for (rel, secret) in &self.secrets {
+            secret.check_in_place(inside(&self.root, rel).as_deref())?;
+        }
+        for (rel, dir, sharing) in &self.caches {
+            copy_cache_back(inside(&self.root, rel).as_deref(), dir, *sharing)?;
         }
         Ok(())
     }

@@ -26,6 +26,7 @@ mod extract;
 mod flatten;
 // The parent side.
 mod chroot;
+mod chroot_mounts;
 mod diff;
 pub mod idmap;
 pub mod interrupt;
@@ -36,6 +37,7 @@ pub mod owners;
 mod run;
 pub mod signal;
 pub mod snapshot;
+mod step_parent;
 // The in-namespace side.
 mod chroot_step;
 mod helper;

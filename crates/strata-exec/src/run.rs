@@ -8,8 +8,6 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use nix::fcntl::{Flock, FlockArg};
-
 use crate::diff::Upper;
 use crate::error::ExecError;
 use crate::isolation::Isolation;
@@ -19,9 +17,7 @@ use crate::protocol::{
     HelperResult, HelperSpec, PID_FILE, RESULT_FILE, RESULT_WRITE_FAILED, STUBS_FILE, Stub,
     TASK_STEP, rel_target,
 };
-use crate::spec::{
-    CacheSharing, ExitStatus, Mount, Network, OutputStream, RunSpec, SnapshotMethod,
-};
+use crate::spec::{ExitStatus, Network, OutputStream, RunSpec, SnapshotMethod};
 
 /// A finished step. A non-zero exit is not an error: the caller reports the
 /// step, its command and `status`.
@@ -160,34 +156,7 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
     }
 
     // Cache sharing: hold locks for the whole step.
-    let mut locks = Vec::new();
-    for (i, m) in spec.mounts.iter_mut().enumerate() {
-        if let Mount::Cache { dir, sharing, .. } = m {
-            if *sharing == CacheSharing::Shared {
-                continue;
-            }
-            let f = std::fs::File::open(&*dir).map_err(io_err(dir))?;
-            let arg = if *sharing == CacheSharing::Locked {
-                FlockArg::LockExclusive
-            } else {
-                FlockArg::LockExclusiveNonblock
-            };
-            match Flock::lock(f, arg) {
-                Ok(l) => locks.push(l),
-                Err((_, nix::errno::Errno::EWOULDBLOCK)) if *sharing == CacheSharing::Private => {
-                    let fresh = state.join(format!("cache{i}"));
-                    std::fs::create_dir(&fresh).map_err(io_err(&fresh))?;
-                    *dir = fresh;
-                }
-                Err((_, e)) => {
-                    return Err(ExecError::Io {
-                        path: dir.clone(),
-                        source: e.into(),
-                    });
-                }
-            }
-        }
-    }
+    let locks = crate::step_parent::lock_cache_mounts(&mut spec.mounts, &state)?;
 
     let input = serde_json::to_vec(&HelperSpec {
         step: &spec,
@@ -231,7 +200,7 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
         return Err(e);
     }
 
-    let (rx, readers) = read_outputs(
+    let (rx, readers) = crate::step_parent::read_outputs(
         stdout.map(|s| Box::new(s) as Box<dyn Read + Send>),
         stderr.map(|s| Box::new(s) as Box<dyn Read + Send>),
     );
@@ -316,39 +285,4 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
         }
         HelperResult::Failed { message, .. } => Err(ExecError::Setup(message)),
     }
-}
-
-/// What a step wrote, a chunk at a time, from either stream.
-pub(crate) type OutputChunks = mpsc::Receiver<(OutputStream, Vec<u8>)>;
-
-/// A thread per output pipe of a step, sending what it reads as it comes
-/// (32 KiB at most at a time) until the pipe closes; the receiver ends
-/// once both have.
-pub(crate) fn read_outputs(
-    stdout: Option<Box<dyn Read + Send>>,
-    stderr: Option<Box<dyn Read + Send>>,
-) -> (OutputChunks, Vec<std::thread::JoinHandle<()>>) {
-    let (tx, rx) = mpsc::channel::<(OutputStream, Vec<u8>)>();
-    let mut readers = Vec::new();
-    for (stream, pipe) in [
-        (OutputStream::Stdout, stdout),
-        (OutputStream::Stderr, stderr),
-    ] {
-        let Some(mut pipe) = pipe else { continue };
-        let tx = tx.clone();
-        readers.push(std::thread::spawn(move || {
-            let mut buf = vec![0u8; 32 * 1024];
-            loop {
-                match pipe.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if tx.send((stream, buf[..n].to_vec())).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        }));
-    }
-    (rx, readers)
 }

@@ -245,21 +245,32 @@ impl Descriptor {
     }
 }
 
-/// An image manifest (OCI, or Docker schema2 which has the same shape).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
-    #[serde(rename = "schemaVersion")]
-    pub schema_version: u32,
-    #[serde(
-        rename = "mediaType",
-        default,
-        skip_serializing_if = "String::is_empty"
-    )]
-    pub media_type: String,
-    pub config: Descriptor,
-    pub layers: Vec<Descriptor>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
+/// Declares a document with the envelope manifests and indexes share, in
+/// this field order (it is their JSON's, and so their digests'):
+/// `schemaVersion`, `mediaType` (left out when empty), the document's own
+/// fields, `annotations` (left out when empty).
+macro_rules! versioned_document {
+    ($(#[$doc:meta])* $name:ident { $($(#[$field_doc:meta])* $field:ident: $ty:ty,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        pub struct $name {
+            #[serde(rename = "schemaVersion")]
+            pub schema_version: u32,
+            #[serde(rename = "mediaType", default, skip_serializing_if = "String::is_empty")]
+            pub media_type: String,
+            $($(#[$field_doc])* pub $field: $ty,)*
+            #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+            pub annotations: BTreeMap<String, String>,
+        }
+    };
+}
+
+versioned_document! {
+    /// An image manifest (OCI, or Docker schema2 which has the same shape).
+    Manifest {
+        config: Descriptor,
+        layers: Vec<Descriptor>,
+    }
 }
 
 impl Manifest {
@@ -313,20 +324,12 @@ impl Manifest {
     }
 }
 
-/// An image index (OCI) / manifest list (Docker); also an OCI layout's `index.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Index {
-    #[serde(rename = "schemaVersion")]
-    pub schema_version: u32,
-    #[serde(
-        rename = "mediaType",
-        default,
-        skip_serializing_if = "String::is_empty"
-    )]
-    pub media_type: String,
-    pub manifests: Vec<Descriptor>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
+versioned_document! {
+    /// An image index (OCI) / manifest list (Docker); also an OCI layout's
+    /// `index.json`.
+    Index {
+        manifests: Vec<Descriptor>,
+    }
 }
 
 impl Index {
@@ -446,5 +449,51 @@ mod tests {
         let i = Index::new(vec![desc]);
         let _: oci_spec::image::ImageIndex = serde_json::from_slice(&i.to_json()).unwrap();
         assert_eq!(Index::from_json(&i.to_json()).unwrap(), i);
+    }
+
+    /// The exact bytes of a manifest, an index (with a platform, and
+    /// without a media type) and a config with every platform field: they
+    /// are what digests and image IDs are made of, so the declarations'
+    /// field order and skipping rules are pinned here.
+    #[test]
+    fn serialized_bytes_are_pinned() {
+        let mut m = Manifest::oci(
+            Descriptor::new(MEDIA_TYPE_OCI_CONFIG, Digest::of(b"c"), 1),
+            vec![Descriptor::new(
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+                Digest::of(b"l"),
+                2,
+            )],
+        );
+        m.annotations.insert("a".into(), "b".into());
+        let mut d = Descriptor::new(MEDIA_TYPE_OCI_MANIFEST, Digest::of(b"m"), 3);
+        d.platform = Some(Platform {
+            architecture: "arm".into(),
+            os: "windows".into(),
+            os_version: Some("10.0".into()),
+            variant: Some("v7".into()),
+        });
+        let mut i = Index::new(vec![d]);
+        i.media_type = String::new();
+        let mut c = ImageConfig::new("linux", "arm64");
+        c.variant = Some("v8".into());
+        c.os_version = Some("1".into());
+        c.author = Some("me".into());
+        let got = [m.to_json(), i.to_json(), c.to_json()].map(|b| String::from_utf8(b).unwrap());
+        assert_eq!(
+            got[0],
+            r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:2e7d2c03a9507ae265ecf5b5356885a53393a2029d241394997265a1a25aefc6","size":1},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:acac86c0e609ca906f632b0e2dacccb2b77d22b0621f20ebece1a4835b93f6f0","size":2}],"annotations":{"a":"b"}}"#
+        );
+        assert_eq!(
+            got[1],
+            r#"{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:62c66a7a5dd70c3146618063c344e531e6d4b59e379808443ce962b3abd63c5a","size":3,"platform":{"architecture":"arm","os":"windows","os.version":"10.0","variant":"v7"}}]}"#
+        );
+        assert_eq!(
+            got[2],
+            r#"{"author":"me","architecture":"arm64","variant":"v8","os":"linux","os.version":"1","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#
+        );
+        assert_eq!(Manifest::from_json(got[0].as_bytes()).unwrap(), m);
+        assert_eq!(Index::from_json(got[1].as_bytes()).unwrap(), i);
+        assert_eq!(ImageConfig::from_json(got[2].as_bytes()).unwrap(), c);
     }
 }

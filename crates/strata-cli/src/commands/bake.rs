@@ -524,8 +524,7 @@ pub fn run(args: BakeArgs) -> anyhow::Result<ExitCode> {
     for (name, t) in &resolved.targets {
         jobs.insert(name.clone(), job_for(t, &cwd, &client)?);
     }
-    let store = strata_store::Store::open(&strata_store::Store::default_root())
-        .context("opening the store")?;
+    let store = super::store::open_store()?;
     let progress =
         Mutex::new(crate::progress::Progress::new(&args.progress, false).map_err(UsageError)?);
     let pushes: BTreeMap<String, Vec<String>> = jobs

@@ -45,13 +45,8 @@ pub struct BuildArgs {
     /// Networking mode for RUN instructions: default, none, host
     #[arg(long, default_value = "default")]
     pub network: String,
-    /// How RUN steps are isolated: `auto` (the strongest that works here;
-    /// the progress output says which and why), `namespaces`, `chroot` (for
-    /// unprivileged containers: needs only Docker's default capabilities,
-    /// as root; see docs/ci.md), or `none` (refused: it would run steps in
-    /// strata's own root filesystem)
-    #[arg(long, default_value = "auto", value_name = "MODE")]
-    pub isolation: String,
+    #[command(flatten)]
+    pub isolation: super::build_flags::IsolationFlag,
     /// Set metadata for the image (`KEY=VALUE`)
     #[arg(long = "label")]
     pub labels: Vec<String>,
@@ -141,31 +136,24 @@ pub struct BuildArgs {
     pub registry: super::registry::RegistryFlags,
 }
 
-/// Resolves `--isolation` once for the whole build. `auto` says what it
-/// picked and why on the progress output; where nothing works it stays
-/// `auto`, so that a build without RUN steps still succeeds and the first
-/// RUN fails naming what is missing. An explicit mode that does not work
-/// here is a usage error at once.
+/// Resolves `--isolation` once for the whole build; `auto` says what it
+/// picked and why on the progress output (see
+/// [`super::build_flags::resolve_isolation`]).
 fn choose_isolation(
     requested: strata_exec::Isolation,
     progress: &crate::progress::Progress,
-) -> anyhow::Result<strata_exec::Isolation> {
-    match strata_exec::isolation::choose(requested) {
-        Ok(choice) => {
-            if requested == strata_exec::Isolation::Auto
-                && !progress.is_quiet()
-                && progress.wants_summary()
-            {
-                #[expect(clippy::print_stderr, reason = "progress goes to stderr")]
-                {
-                    eprintln!("isolation: {} ({})", choice.isolation, choice.reason);
-                }
-            }
-            Ok(choice.isolation)
+) -> Result<strata_exec::Isolation, UsageError> {
+    let (isolation, picked) = super::build_flags::resolve_isolation(requested)?;
+    if let Some(line) = picked
+        && !progress.is_quiet()
+        && progress.wants_summary()
+    {
+        #[expect(clippy::print_stderr, reason = "progress goes to stderr")]
+        {
+            eprintln!("{line}");
         }
-        Err(_) if requested == strata_exec::Isolation::Auto => Ok(requested),
-        Err(e) => Err(UsageError(e).into()),
     }
+    Ok(isolation)
 }
 
 pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
@@ -217,10 +205,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         }
     };
     warn_if_default_network_is_the_hosts(network);
-    let requested: strata_exec::Isolation = args.isolation.parse().map_err(UsageError)?;
-    if requested == strata_exec::Isolation::None {
-        return Err(UsageError(strata_exec::isolation::NONE_REFUSED.into()).into());
-    }
+    let requested = args.isolation.requested()?;
     let timestamp_now = match args.timestamp.as_deref() {
         None => false,
         Some("now") => true,
@@ -370,8 +355,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         rawjson: args.progress == "rawjson",
         print: args.print,
     })?;
-    let store = strata_store::Store::open(&strata_store::Store::default_root())
-        .context("opening the store")?;
+    let store = super::store::open_store()?;
     if let Some(call) = check {
         // buildx names the Dockerfile in its excerpts by its path from the
         // working directory (`ctx/Dockerfile`), or `-f` as given.

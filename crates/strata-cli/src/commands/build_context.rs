@@ -127,7 +127,7 @@ pub(super) fn read_inputs(
     let context = if from_stdin || remote {
         // A scratch directory in the store, removed when the build ends
         // (and by the next build's sweep if this one is killed).
-        let tmp = super::image::open_store()?
+        let tmp = super::store::open_store()?
             .scratch_dir("context")
             .context("creating a directory for the context")?;
         let ctx = if from_stdin {

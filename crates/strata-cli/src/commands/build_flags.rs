@@ -154,3 +154,49 @@ pub(crate) fn warn_if_default_network_is_the_hosts(network: strata_exec::Network
         }
     }
 }
+
+/// `--isolation MODE`, as `strata build` and `strata run` take it.
+#[derive(clap::Args)]
+pub struct IsolationFlag {
+    /// How RUN steps (and `strata run`'s container) are isolated: `auto`
+    /// (the strongest that works here; `strata build`'s progress output
+    /// says which and why), `namespaces`, `chroot` (for unprivileged
+    /// containers: needs only Docker's default capabilities, as root; see
+    /// docs/ci.md), or `none` (refused: it would run steps in strata's own
+    /// root filesystem)
+    #[arg(long = "isolation", default_value = "auto", value_name = "MODE")]
+    pub value: String,
+}
+
+impl IsolationFlag {
+    /// The mode asked for: an unknown one or `none` is a usage error.
+    pub(crate) fn requested(&self) -> Result<strata_exec::Isolation, UsageError> {
+        let requested: strata_exec::Isolation = self.value.parse().map_err(UsageError)?;
+        if requested == strata_exec::Isolation::None {
+            return Err(UsageError(strata_exec::isolation::NONE_REFUSED.into()));
+        }
+        Ok(requested)
+    }
+}
+
+/// Resolves a requested isolation once for the command, with the words
+/// saying what `auto` picked and why (`None` for an explicit mode). Where
+/// nothing works `auto` stays `auto`, so that a build without RUN steps
+/// still succeeds and the first step fails naming what is missing; an
+/// explicit mode that does not work here is a usage error at once.
+pub(crate) fn resolve_isolation(
+    requested: strata_exec::Isolation,
+) -> Result<(strata_exec::Isolation, Option<String>), UsageError> {
+    match strata_exec::isolation::choose(requested) {
+        Ok(choice) if requested == strata_exec::Isolation::Auto => Ok((
+            choice.isolation,
+            Some(format!(
+                "isolation: {} ({})",
+                choice.isolation, choice.reason
+            )),
+        )),
+        Ok(choice) => Ok((choice.isolation, None)),
+        Err(_) if requested == strata_exec::Isolation::Auto => Ok((requested, None)),
+        Err(e) => Err(UsageError(e)),
+    }
+}

@@ -14,7 +14,7 @@ use serde_json::Value;
 use strata_oci::Digest;
 use strata_store::ContainerRecord;
 
-use super::image::open_store;
+use super::store::open_store;
 use crate::exit::UsageError;
 use crate::render::{self, ago};
 
@@ -47,6 +47,8 @@ pub struct RunArgs {
     /// Security options: `seccomp=unconfined` turns off the default seccomp filter
     #[arg(long = "security-opt")]
     pub security_opt: Vec<String>,
+    #[command(flatten)]
+    pub isolation: super::build_flags::IsolationFlag,
     /// Allocate a terminal (accepted for compatibility; no terminal is allocated)
     #[arg(short, long)]
     pub tty: bool,
@@ -155,6 +157,9 @@ fn str_list(v: &Value) -> Vec<String> {
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    // Checked before anything is made, as `strata build` does. `auto`'s
+    // choice is not reported: stderr is the container's.
+    let (isolation, _) = super::build_flags::resolve_isolation(a.isolation.requested()?)?;
     let store = open_store()?;
     let img = store.resolve(&a.image)?;
     // Held while the config is read and the layers are unpacked, until the
@@ -296,7 +301,11 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             None
         },
     };
-    let outcome = match strata_exec::run(spec) {
+    let run_options = strata_exec::RunOptions {
+        isolation,
+        ..Default::default()
+    };
+    let outcome = match strata_exec::run_with(spec, &run_options) {
         Ok(o) => o,
         Err(e) => {
             // It never ran: keep the record as "created", like a container

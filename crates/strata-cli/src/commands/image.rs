@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use strata_oci::Digest;
 use strata_store::{ImageRecord, RmiEvent, RmiOptions, Store, familiar, split_repo_tag};
 
+use super::store::open_store;
 use crate::exit::UsageError;
 use crate::render::{self, Format, ago, human_size, human_size_prec};
 
@@ -200,11 +201,6 @@ pub(crate) fn ship_all<'a>(
         lease.add(&lock, [manifest])?;
     }
     Ok(())
-}
-
-pub(crate) fn open_store() -> anyhow::Result<Store> {
-    let root = Store::default_root();
-    Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))
 }
 
 pub(crate) fn out(s: &str) -> anyhow::Result<()> {

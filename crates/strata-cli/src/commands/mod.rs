@@ -11,4 +11,5 @@ pub mod debug;
 pub mod image;
 mod per_item;
 pub mod registry;
+mod store;
 pub mod system;

@@ -158,8 +158,7 @@ pub fn pull(a: PullArgs) -> anyhow::Result<ExitCode> {
     let reference = parse_reference(&a.reference)?;
     let platform = parse_platform(a.platform.as_deref())?;
     let client = a.registry.client(HashMap::new())?;
-    let store = strata_store::Store::open(&strata_store::Store::default_root())
-        .context("opening the store")?;
+    let store = super::store::open_store()?;
     let lease = store.lease("pull")?;
     if !a.quiet {
         eprintln!(
@@ -233,8 +232,7 @@ pub(crate) fn push_image(
 
 pub fn push(a: PushArgs) -> anyhow::Result<ExitCode> {
     let client = a.registry.client(HashMap::new())?;
-    let store = strata_store::Store::open(&strata_store::Store::default_root())
-        .context("opening the store")?;
+    let store = super::store::open_store()?;
     let digest = push_image(&store, &client, &a.reference, a.quiet)?;
     if a.quiet {
         writeln!(std::io::stdout().lock(), "{digest}")?;

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use strata_oci::Digest;
 use strata_store::{familiar, split_repo_tag};
 
-use super::image::{PruneArgs, open_store, out, prune};
+use super::image::{PruneArgs, out, prune};
+use super::store::open_store;
 use crate::render::{self, Format, ago, human_size};
 
 #[derive(clap::Args)]
