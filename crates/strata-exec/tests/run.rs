@@ -299,14 +299,34 @@ both!(
             let mark = format!("sleep {}{}", 7_000_000 + std::process::id(), n);
             let scratch = fx.tmp.path().join(format!("victim{n}"));
             std::fs::create_dir_all(&scratch).expect("victim scratch");
-            let mut victim = std::process::Command::new(exe)
+            let mut victim = std::process::Command::new(exe);
+            victim
                 .args(["--exact", "sigterm_victim", "--ignored", "--nocapture"])
                 .env("STRATA_EXEC_VICTIM_MARK", &mark)
                 .env("STRATA_EXEC_VICTIM_SCRATCH", &scratch)
                 .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("spawn victim");
+                .stderr(std::process::Stdio::null());
+            // A test run started with SIGINT ignored (`nohup`, `&` in a
+            // script) passes that on through exec; the victim must get the
+            // default dispositions and no blocked signals, or it would
+            // never die of the signal sent below.
+            // SAFETY: between fork and exec only async-signal-safe calls
+            // (sigaction, sigprocmask) are made.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut victim, || {
+                    use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal};
+                    for s in [Signal::SIGINT, Signal::SIGTERM] {
+                        signal(s, SigHandler::SigDfl).map_err(std::io::Error::from)?;
+                    }
+                    nix::sys::signal::sigprocmask(
+                        SigmaskHow::SIG_SETMASK,
+                        Some(&SigSet::empty()),
+                        None,
+                    )
+                    .map_err(std::io::Error::from)
+                });
+            }
+            let mut victim = victim.spawn().expect("spawn victim");
             let victim_pid = nix::unistd::Pid::from_raw(victim.id() as i32);
             // Whatever happens below, the victim does not outlive the test.
             let _reaper = KillOnDrop(victim_pid);
@@ -319,7 +339,12 @@ both!(
                 "the step's overlay is visible"
             );
             nix::sys::signal::kill(victim_pid, sig).expect("kill");
-            let _ = victim.wait();
+            // Bounded: a victim that survives the signal fails the test
+            // instead of hanging it (the reaper kills it on the way out).
+            assert!(
+                common::wait_for(|| victim.try_wait().ok().flatten().is_some()),
+                "{sig}: the process running the step did not exit"
+            );
             assert!(
                 common::wait_for(|| common::processes_with(&mark).is_empty()),
                 "{sig}: {:?}",
