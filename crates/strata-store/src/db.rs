@@ -112,15 +112,9 @@ impl Store {
 
     /// Takes the store-wide writer lock (blocking until it is free).
     pub fn lock(&self) -> Result<WriteLock> {
-        let path = self.root.join("lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        file.lock().map_err(io_err(&path))?;
-        Ok(WriteLock { _file: file })
+        Ok(WriteLock {
+            _file: lock_file(&self.root.join("lock"))?,
+        })
     }
 
     pub(crate) fn db(&self) -> Result<Database> {
@@ -275,4 +269,17 @@ fn create_tables(txn: &redb::WriteTransaction) -> Result<(), TxnError> {
         txn.open_table(t)?;
     }
     Ok(())
+}
+
+/// Opens (creating) `path` and waits for an exclusive `flock` on it, held
+/// until the returned file is dropped: the store lock and per-key locks.
+pub(crate) fn lock_file(path: &Path) -> Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    file.lock().map_err(io_err(path))?;
+    Ok(file)
 }

@@ -151,14 +151,9 @@ impl Store {
         let dir = self.locks_dir();
         fs_err::create_dir_all(&dir).map_err(io_err(&dir))?;
         let path = dir.join(format!("{}{}", kind.prefix(), key.hex()));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        file.lock().map_err(io_err(&path))?;
-        Ok(KeyLock { _file: file })
+        Ok(KeyLock {
+            _file: lock_file(&path)?,
+        })
     }
 
     /// Reads every live lease and removes dead ones. Under the store lock,
