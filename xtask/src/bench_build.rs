@@ -103,7 +103,7 @@ impl Options {
         };
         if !strata.is_file() {
             bail!(
-                "no strata binary at {}: build it first (cargo build --release -p strata-cli) or pass --strata PATH",
+                "no strata binary at {}: build it first (cargo build --release -p strata) or pass --strata PATH",
                 strata.display()
             );
         }
@@ -1073,7 +1073,7 @@ fn render(opts: &Options, machine: &Machine, started: &str, rows: &[Row]) -> Res
     writeln!(md, "Machine: {}.\n", machine.line)?;
     writeln!(md, "Tools: {}.\n", machine.tools)?;
     let mut command = String::from(
-        "cargo build --release -p strata-cli && source target/testenv/env.sh && cargo xtask bench build",
+        "cargo build --release -p strata && source target/testenv/env.sh && cargo xtask bench build",
     );
     for a in &opts.args {
         command.push(' ');
