@@ -185,47 +185,20 @@ fn print_errors_name_what_is_wrong() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot link to itself"));
 }
 
-struct Env {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    dir: PathBuf,
+/// The shared store set-up, plus this file's own helpers.
+struct Env(strata_testutil::ImportedStore);
+
+impl std::ops::Deref for Env {
+    type Target = strata_testutil::ImportedStore;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Env {
-    /// A fresh store with the busybox fixture as `strata-test/busybox`.
+    /// A fresh store with the busybox fixture imported.
     fn new(test: &str) -> Option<Self> {
-        if !strata_testutil::require_root(test) {
-            return None;
-        }
-        let tar = strata_testutil::busybox_tar(test)?;
-        let tmp = tempfile::tempdir().unwrap();
-        let env = Env {
-            root: tmp.path().join("store"),
-            dir: tmp.path().join("work"),
-            _tmp: tmp,
-        };
-        std::fs::create_dir_all(&env.dir).unwrap();
-        let out = env.strata(&[
-            "import",
-            tar.to_str().unwrap(),
-            "strata-test/busybox:latest",
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Some(env)
-    }
-
-    fn strata(&self, args: &[&str]) -> Output {
-        Command::new(strata())
-            .args(args)
-            .env("STRATA_ROOT", &self.root)
-            .env("SOURCE_DATE_EPOCH", "1600000000")
-            .current_dir(&self.dir)
-            .output()
-            .unwrap()
+        strata_testutil::ImportedStore::new(test, &strata()).map(Env)
     }
 
     fn write(&self, files: &[(&str, &str)]) {
@@ -287,7 +260,7 @@ fn shared_base_runs_once_and_images_equal_separate_builds() {
         ("three.txt", "three\n"),
         ("docker-bake.hcl", SHARED_BAKE),
     ]);
-    let out = env.strata(&[
+    let out = env.output(&[
         "bake",
         "--progress",
         "plain",
@@ -319,7 +292,7 @@ fn shared_base_runs_once_and_images_equal_separate_builds() {
     };
     separate.write(&[("Dockerfile", SHARED_DOCKERFILE), ("three.txt", "three\n")]);
     for target in ["one", "two", "three"] {
-        let out = separate.strata(&[
+        let out = separate.output(&[
             "build",
             "--progress",
             "plain",
@@ -375,7 +348,7 @@ target "app" {
 "#,
         ),
     ]);
-    let out = env.strata(&[
+    let out = env.output(&[
         "bake",
         "--progress",
         "plain",
@@ -394,7 +367,7 @@ target "app" {
         .as_str()
         .unwrap();
     let inspect = |name: &str| -> serde_json::Value {
-        let out = env.strata(&["inspect", name]);
+        let out = env.output(&["inspect", name]);
         assert!(
             out.status.success(),
             "{}",
@@ -417,7 +390,7 @@ target "app" {
     assert_eq!(app_layers[..one_layers.len()], one_layers[..]);
     // A linked target's output is the cache only: its tag is not set.
     assert!(
-        !env.strata(&["inspect", "bake-test/linked"])
+        !env.output(&["inspect", "bake-test/linked"])
             .status
             .success()
     );
@@ -455,7 +428,7 @@ target "after" {
 "#,
         ),
     ]);
-    let out = env.strata(&[
+    let out = env.output(&[
         "bake",
         "--progress",
         "plain",

@@ -12,56 +12,30 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 
 fn strata() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_strata"))
 }
 
-struct Env {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    dir: PathBuf,
+/// The shared store set-up, plus this file's own helpers.
+struct Env(strata_testutil::ImportedStore);
+
+impl std::ops::Deref for Env {
+    type Target = strata_testutil::ImportedStore;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Env {
     /// A fresh store with the busybox fixture imported.
     fn new(test: &str) -> Option<Self> {
-        if !strata_testutil::require_root(test) {
-            return None;
-        }
-        let tar = strata_testutil::busybox_tar(test)?;
-        let tmp = tempfile::tempdir().unwrap();
-        let env = Env {
-            root: tmp.path().join("store"),
-            dir: tmp.path().join("work"),
-            _tmp: tmp,
-        };
-        std::fs::create_dir_all(&env.dir).unwrap();
-        let out = env.run(&[
-            "import",
-            tar.to_str().unwrap(),
-            "strata-test/busybox:latest",
-        ]);
-        assert!(out.status.success(), "import: {}", stderr(&out));
-        Some(env)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(strata());
-        c.args(args)
-            .env("STRATA_ROOT", &self.root)
-            .env("SOURCE_DATE_EPOCH", "1600000000")
-            .current_dir(&self.dir);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
+        strata_testutil::ImportedStore::new(test, &strata()).map(Env)
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
+        let out = self.output(args);
         assert!(
             out.status.success(),
             "strata {args:?}: {}{}",
@@ -81,7 +55,7 @@ impl Env {
 
     /// `strata build` started, its output collected when waited for.
     fn spawn_build(&self, tag: &str, ctx: &Path) -> Child {
-        self.cmd(&[
+        self.command(&[
             "build",
             "--progress",
             "plain",
@@ -215,7 +189,7 @@ fn gc_during_a_build_frees_none_of_its_blobs() {
     // The image is whole: every blob there (the base image it was built
     // on is gone, which `check` notes as a missing parent, nothing more),
     // and its files readable.
-    let check = env.run(&["check"]);
+    let check = env.output(&["check"]);
     let report = String::from_utf8_lossy(&check.stdout);
     assert!(!report.contains("missing or corrupt"), "{report}");
     assert!(report.contains(" 1 problem(s)"), "{report}");
@@ -275,7 +249,7 @@ fn a_save_racing_rmi_and_prune_writes_the_whole_image() {
          RUN head -c 300000 /dev/urandom > /two\n\
          RUN head -c 300000 /dev/urandom > /three\n",
     );
-    let out = env.run(&["build", "-q", "-t", "victim", ctx.to_str().unwrap()]);
+    let out = env.output(&["build", "-q", "-t", "victim", ctx.to_str().unwrap()]);
     assert!(out.status.success(), "build: {}", stderr(&out));
     let id = env
         .ok(&["images", "-q", "--no-trunc", "victim"])
@@ -283,7 +257,7 @@ fn a_save_racing_rmi_and_prune_writes_the_whole_image() {
         .to_owned();
     assert!(id.starts_with("sha256:"), "{id}");
     let mut save = env
-        .cmd(&["save", "victim"])
+        .command(&["save", "victim"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -5,53 +5,30 @@
 //! for every unpack.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn strata() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_strata"))
 }
 
-struct Env {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    dir: PathBuf,
+/// The shared store set-up, plus this file's own helpers.
+struct Env(strata_testutil::ImportedStore);
+
+impl std::ops::Deref for Env {
+    type Target = strata_testutil::ImportedStore;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Env {
     /// A fresh store with the busybox fixture imported.
     fn new(test: &str) -> Option<Self> {
-        if !strata_testutil::require_root(test) {
-            return None;
-        }
-        let tar = strata_testutil::busybox_tar(test)?;
-        let tmp = tempfile::tempdir().unwrap();
-        let env = Env {
-            root: tmp.path().join("store"),
-            dir: tmp.path().join("work"),
-            _tmp: tmp,
-        };
-        std::fs::create_dir_all(&env.dir).unwrap();
-        let out = env.strata(&[
-            "import",
-            tar.to_str().unwrap(),
-            "strata-test/busybox:latest",
-        ]);
-        assert!(out.status.success(), "import: {}", stderr(&out));
-        Some(env)
-    }
-
-    fn strata(&self, args: &[&str]) -> Output {
-        Command::new(strata())
-            .args(args)
-            .env("STRATA_ROOT", &self.root)
-            .env("SOURCE_DATE_EPOCH", "1600000000")
-            .current_dir(&self.dir)
-            .output()
-            .unwrap()
+        strata_testutil::ImportedStore::new(test, &strata()).map(Env)
     }
 
     fn build(&self, ctx: &Path) -> String {
-        let out = self.strata(&["build", "--progress", "plain", ctx.to_str().unwrap()]);
+        let out = self.output(&["build", "--progress", "plain", ctx.to_str().unwrap()]);
         assert!(out.status.success(), "build: {}", stderr(&out));
         stderr(&out)
     }

@@ -19,7 +19,8 @@
 //! | `STRATA_TEST_USER` | name of an unprivileged user for rootless tests |
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 /// Whether skipping is forbidden (CI provides everything).
 pub fn skips_forbidden() -> bool {
@@ -100,4 +101,60 @@ pub fn require_root(test: &str) -> bool {
 /// The unprivileged user for rootless tests.
 pub fn test_user(test: &str) -> Option<String> {
     env_or_skip(test, "STRATA_TEST_USER")
+}
+
+/// A fresh store with the busybox fixture imported as
+/// `strata-test/busybox:latest`, and a work directory beside it, for tests
+/// that drive the `strata` binary. Both go with the value.
+pub struct ImportedStore {
+    _tmp: tempfile::TempDir,
+    strata: PathBuf,
+    pub root: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl ImportedStore {
+    /// `None` (the test skipped, loudly) without root or the fixture.
+    /// `strata` is the binary under test (`env!("CARGO_BIN_EXE_strata")`).
+    pub fn new(test: &str, strata: &Path) -> Option<Self> {
+        if !require_root(test) {
+            return None;
+        }
+        let tar = busybox_tar(test)?;
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ImportedStore {
+            strata: strata.to_owned(),
+            root: tmp.path().join("store"),
+            dir: tmp.path().join("work"),
+            _tmp: tmp,
+        };
+        std::fs::create_dir_all(&store.dir).unwrap();
+        let out = store.output(&[
+            "import",
+            tar.to_str().unwrap(),
+            "strata-test/busybox:latest",
+        ]);
+        assert!(
+            out.status.success(),
+            "import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(store)
+    }
+
+    /// `strata ARGS` on this store, in the work directory, with a fixed
+    /// `SOURCE_DATE_EPOCH` so image IDs are comparable across runs.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.strata);
+        c.args(args)
+            .env("STRATA_ROOT", &self.root)
+            .env("SOURCE_DATE_EPOCH", "1600000000")
+            .current_dir(&self.dir);
+        c
+    }
+
+    /// [`ImportedStore::command`], run to completion.
+    pub fn output(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
 }
