@@ -566,7 +566,7 @@ pub fn run(args: BakeArgs) -> anyhow::Result<ExitCode> {
                         .get_image(&r.image_id)
                         .map_err(anyhow::Error::from)
                         .and_then(|img| match img {
-                            Some(img) => super::image::shipped_digest(&store, &img),
+                            Some(img) => super::ship::shipped_digest(&store, &img),
                             None => Ok(r.manifest_digest),
                         }),
                     None => Ok(r.manifest_digest),

@@ -460,7 +460,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         // The manifest as shipped, as before layers were kept uncompressed
         // (compressing them now if no output has).
         let manifest_digest = match store.get_image(&result.image_id)? {
-            Some(img) => super::image::shipped_digest(&store, &img)?,
+            Some(img) => super::ship::shipped_digest(&store, &img)?,
             None => result.manifest_digest,
         };
         let mut meta = serde_json::json!({
@@ -568,7 +568,7 @@ fn load_into_daemon(
         .map(|t| strata_store::normalize_reference(t))
         .collect::<Result<Vec<_>, _>>()?;
     let reading = store.lease_images("load", [(&image, id.to_string().as_str())])?;
-    super::image::ship_all(store, &reading, [&image])?;
+    super::ship::ship_all(store, &reading, [&image])?;
     let chosen = [(image, names)];
     let loaded = crate::daemon::load(endpoint, |w| {
         strata_store::save_archive(store, &chosen, std::path::Path::new("<docker daemon>"), w)?;

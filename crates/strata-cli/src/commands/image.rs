@@ -158,51 +158,6 @@ pub struct PruneArgs {
     pub force: bool,
 }
 
-/// The digest of `img`'s manifest as shipped (`save`, `push`): for an
-/// image a build stored with uncompressed layers, the manifest over their
-/// compressed forms, made now (under the store lock) if nothing has shipped
-/// them yet; the same digest a build storing gzip layers recorded. As
-/// before, the manifest it names is a blob in the store.
-pub(crate) fn shipped_digest(store: &Store, img: &ImageRecord) -> anyhow::Result<Digest> {
-    if let Some(s) = store.shipped(img)?
-        && store.has_blob(&s.manifest)
-    {
-        return Ok(s.manifest);
-    }
-    let lock = store.lock()?;
-    let (shipped, _) = store
-        .ship(&lock, img)
-        .with_context(|| format!("compressing the layers of image {}", img.id))?;
-    Ok(shipped.manifest)
-}
-
-/// Makes sure each image's shipped form (layers compressed as they ship,
-/// and the manifest over them) is stored, before it is written out, and
-/// holds each shipped manifest in `lease` (which already holds the images,
-/// so their layers and encodings stay): a concurrent `rmi` + `prune` then
-/// frees nothing the writer reads.
-pub(crate) fn ship_all<'a>(
-    store: &Store,
-    lease: &strata_store::Lease,
-    images: impl IntoIterator<Item = &'a ImageRecord>,
-) -> anyhow::Result<()> {
-    let lock = store.lock()?;
-    for img in images {
-        let manifest = match store.shipped(img)?.filter(|s| store.has_blob(&s.manifest)) {
-            Some(s) => s.manifest,
-            None => {
-                store
-                    .ship(&lock, img)
-                    .with_context(|| format!("compressing the layers of image {}", img.id))?
-                    .0
-                    .manifest
-            }
-        };
-        lease.add(&lock, [manifest])?;
-    }
-    Ok(())
-}
-
 pub(crate) fn out(s: &str) -> anyhow::Result<()> {
     let mut o = std::io::stdout().lock();
     o.write_all(s.as_bytes())?;
@@ -303,7 +258,7 @@ pub fn images(a: ImagesArgs) -> anyhow::Result<ExitCode> {
             r.insert("Tag".to_owned(), tag);
             r.insert("ID".to_owned(), id_str(&img.id, a.no_trunc));
             let digest = if wants_digest {
-                shipped_digest(&store, img)?.to_string()
+                super::ship::shipped_digest(&store, img)?.to_string()
             } else {
                 img.manifest.to_string()
             };
@@ -362,7 +317,7 @@ fn inspect_json(store: &Store, img: &ImageRecord, tags: &[String]) -> anyhow::Re
     let manifest = if tags.is_empty() {
         img.manifest
     } else {
-        shipped_digest(store, img)?
+        super::ship::shipped_digest(store, img)?
     };
     let repo_digests: Vec<String> = tags
         .iter()
@@ -657,7 +612,7 @@ pub fn save(a: SaveArgs) -> anyhow::Result<ExitCode> {
             .zip(&a.images)
             .map(|((img, _), name)| (img, name.as_str())),
     )?;
-    ship_all(&store, &_reading, chosen.iter().map(|(i, _)| i))?;
+    super::ship::ship_all(&store, &_reading, chosen.iter().map(|(i, _)| i))?;
     match &a.output {
         Some(p) => {
             let mut f = strata_oci::AtomicFile::create_shared(p)

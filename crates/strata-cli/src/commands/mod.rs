@@ -11,5 +11,6 @@ pub mod debug;
 pub mod image;
 mod per_item;
 pub mod registry;
+mod ship;
 mod store;
 pub mod system;
