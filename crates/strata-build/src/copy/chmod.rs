@@ -89,6 +89,18 @@ impl Chmod {
     }
 }
 
+/// The mode of a directory COPY/ADD creates on the way to its destination:
+/// 0755, or an octal `--chmod`'s permission bits (special bits dropped) less
+/// the umask 022, as BuildKit's `MkdirAll` makes them (fsutil's copy passes
+/// the octal mode to `os.Mkdir`, in dockerd whose umask is 022). A symbolic
+/// `--chmod` leaves them 0755.
+pub(super) fn created_dir_mode(chmod: Option<&Chmod>) -> u32 {
+    match chmod {
+        Some(Chmod::Octal(m)) => m & 0o777 & !0o022,
+        _ => 0o755,
+    }
+}
+
 #[cfg(test)]
 mod chmod_tests {
     use super::Chmod;

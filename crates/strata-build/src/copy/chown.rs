@@ -113,3 +113,24 @@ impl Solver<'_> {
         Ok(())
     }
 }
+
+/// Gives every entry below `dir` (not `dir` itself, whose owner the
+/// directory rules decide) the owner `uid:gid`, modes kept (a chown clears
+/// set-id bits; they are set again).
+pub(super) fn chown_extracted(dir: &Path, uid: u32, gid: u32) -> Result<()> {
+    for entry in walkdir::WalkDir::new(dir).min_depth(1) {
+        let entry =
+            entry.map_err(|e| crate::error::other(format!("walking {}: {e}", dir.display())))?;
+        let path = entry.path();
+        let meta = fs::symlink_metadata(path).map_err(io(format!("reading {}", path.display())))?;
+        if meta.file_type().is_symlink() {
+            super::owners::set_owner(path, uid, gid, None)?;
+            continue;
+        }
+        let mode = meta.mode() & 0o7777;
+        super::owners::set_owner(path, uid, gid, Some(mode))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .map_err(io(format!("chmod {}", path.display())))?;
+    }
+    Ok(())
+}

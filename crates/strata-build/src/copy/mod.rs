@@ -498,7 +498,7 @@ impl Solver<'_> {
                 mode,
             )
         };
-        let make_dirs = |rel: &str| make_dirs_with(rel, created_dir_mode(place.rules.chmod));
+        let make_dirs = |rel: &str| make_dirs_with(rel, chmod::created_dir_mode(place.rules.chmod));
         if req.parents && !s.keep.is_empty() {
             let target_rel = format!("{dest_rel}/{}", s.keep)
                 .trim_start_matches('/')
@@ -539,7 +539,7 @@ impl Solver<'_> {
             // `--chown` owns everything the archive held, as Docker's untar
             // does with ChownOpts (BuildKit's unpack).
             if let Some((uid, gid)) = place.created_owner {
-                chown_extracted(&dest_path, uid, gid)?;
+                chown::chown_extracted(&dest_path, uid, gid)?;
             }
             return Ok(());
         }
@@ -640,38 +640,6 @@ impl Solver<'_> {
         let layer = self.write_layer(&layer_root, &changes)?;
         self.adopt_snapshot(&layer, &layer_root)?;
         Ok(Some(layer))
-    }
-}
-
-/// Gives every entry below `dir` (not `dir` itself, whose owner the
-/// directory rules decide) the owner `uid:gid`, modes kept (a chown clears
-/// set-id bits; they are set again).
-fn chown_extracted(dir: &Path, uid: u32, gid: u32) -> Result<()> {
-    for entry in walkdir::WalkDir::new(dir).min_depth(1) {
-        let entry = entry.map_err(|e| other(format!("walking {}: {e}", dir.display())))?;
-        let path = entry.path();
-        let meta = fs::symlink_metadata(path).map_err(io(format!("reading {}", path.display())))?;
-        if meta.file_type().is_symlink() {
-            owners::set_owner(path, uid, gid, None)?;
-            continue;
-        }
-        let mode = meta.mode() & 0o7777;
-        owners::set_owner(path, uid, gid, Some(mode))?;
-        fs::set_permissions(path, fs::Permissions::from_mode(mode))
-            .map_err(io(format!("chmod {}", path.display())))?;
-    }
-    Ok(())
-}
-
-/// The mode of a directory COPY/ADD creates on the way to its destination:
-/// 0755, or an octal `--chmod`'s permission bits (special bits dropped) less
-/// the umask 022, as BuildKit's `MkdirAll` makes them (fsutil's copy passes
-/// the octal mode to `os.Mkdir`, in dockerd whose umask is 022). A symbolic
-/// `--chmod` leaves them 0755.
-fn created_dir_mode(chmod: Option<&Chmod>) -> u32 {
-    match chmod {
-        Some(Chmod::Octal(m)) => m & 0o777 & !0o022,
-        _ => 0o755,
     }
 }
 
