@@ -1042,6 +1042,7 @@ cases!(
     copy_json_form_and_spaces,
     copy_keeps_modes,
     copy_link,
+    copy_link_chmod_or_false_is_plain_copy,
     copy_link_chown_existing_parents,
     copy_multiple_sources,
     copy_over_symlink_file,

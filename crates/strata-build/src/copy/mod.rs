@@ -47,6 +47,8 @@ struct CopyRequest {
     exclude: Option<context::Ignore>,
     parents: bool,
     chown: Option<String>,
+    /// `--chmod`, expanded; an empty value is no `--chmod` (BuildKit's
+    /// `cfg.chmod != ""`).
     chmod: Option<String>,
     link: bool,
 }
@@ -54,6 +56,30 @@ struct CopyRequest {
 impl CopyRequest {
     fn keyword(&self) -> &'static str {
         if self.is_add { "ADD" } else { "COPY" }
+    }
+
+    /// Whether the layer is made without the image under it. BuildKit
+    /// merges a `--link` copy made on scratch onto the image only without
+    /// `--chmod` (`cfg.link && cfg.chmod == ""` in dockerfile2llb's
+    /// `dispatchCopy`, since `--link` was added); with `--chmod` the copy
+    /// is an ordinary one onto the image, which follows the image's
+    /// symlinks and leaves its existing directories alone.
+    fn layer_without_image(&self) -> bool {
+        self.link && self.chmod.is_none()
+    }
+}
+
+/// A boolean flag as BuildKit's `BFlags` reads one: bare or `true` is on,
+/// `false` off, case-insensitive; `--name=` and any other value are errors.
+fn bool_flag(ins: &Instruction, name: &str) -> std::result::Result<bool, String> {
+    let Some((_, value)) = ins.flags.iter().rev().find(|(n, _)| n == name) else {
+        return Ok(false);
+    };
+    match value.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some("") => Err(format!("missing a value on flag: {name}")),
+        Some(v) => Err(format!("expecting boolean value for flag {name}, not: {v}")),
     }
 }
 
@@ -69,7 +95,7 @@ fn copy_history(req: &CopyRequest) -> String {
     if let Some(c) = req.chown.as_deref().filter(|c| !c.is_empty()) {
         text.push_str(&format!(" --chown={c}"));
     }
-    if let Some(m) = req.chmod.as_deref().filter(|m| !m.is_empty()) {
+    if let Some(m) = &req.chmod {
         text.push_str(&format!(" --chmod={m}"));
     }
     let (heredocs, paths): (Vec<&String>, Vec<&String>) =
@@ -226,13 +252,8 @@ impl Solver<'_> {
         } else {
             Some(context::Ignore::parse(&excludes.join("\n"))?)
         };
-        let parents = match ins.flag("parents") {
-            None | Some("false") => false,
-            Some("" | "true") => true,
-            Some(v) => {
-                return Err(self.fail(ins, &format!("--parents={v}: expected true or false")));
-            }
-        };
+        let parents = bool_flag(ins, "parents").map_err(|e| self.fail(ins, &e))?;
+        let link = bool_flag(ins, "link").map_err(|e| self.fail(ins, &e))?;
         Ok(CopyRequest {
             is_add,
             source_words: words,
@@ -246,8 +267,12 @@ impl Solver<'_> {
             parents,
             chown: ins.flag("chown").map(expand).transpose()?,
             // Expanded as --chown is (`COPY --chmod=${mode}`), as BuildKit does.
-            chmod: ins.flag("chmod").map(expand).transpose()?,
-            link: ins.flag("link").is_some(),
+            chmod: ins
+                .flag("chmod")
+                .map(expand)
+                .transpose()?
+                .filter(|m| !m.is_empty()),
+            link,
         })
     }
 
@@ -398,7 +423,11 @@ impl Solver<'_> {
             "{:?} {:?} {:?} {} {:?} {}",
             req.chown, req.chmod, req.from, req.link, req.excludes, req.parents
         );
-        let parent_key = if req.link { "" } else { state.key.as_str() };
+        let parent_key = if req.layer_without_image() {
+            ""
+        } else {
+            state.key.as_str()
+        };
         let key = key_of(&[
             parent_key.as_bytes(),
             req.keyword().to_lowercase().as_bytes(),
@@ -407,7 +436,7 @@ impl Solver<'_> {
             req.source_words.join("\0").as_bytes(),
             h.finalize().as_bytes(),
         ]);
-        Ok(if req.link {
+        Ok(if req.layer_without_image() {
             key_of(&[state.key.as_bytes(), key.as_bytes()])
         } else {
             key
@@ -435,7 +464,7 @@ impl Solver<'_> {
             }
             None => None,
         };
-        let lowers = if req.link {
+        let lowers = if req.layer_without_image() {
             Vec::new()
         } else {
             self.lowers(&state.layers)?
