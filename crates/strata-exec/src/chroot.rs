@@ -52,7 +52,7 @@ use crate::diff::Upper;
 use crate::error::ExecError;
 use crate::launch::{chroot_command, spawn};
 use crate::overlay;
-use crate::protocol::{ChrootSpec, provided_files, rel_target};
+use crate::protocol::{ChrootSpec, Stub, provided_files, rel_target};
 use crate::spec::{CacheSharing, ExitStatus, Mount, Network, RunSpec, SnapshotMethod};
 
 /// Files of this container's `/proc` copied into the step's `/proc`: the
@@ -140,9 +140,17 @@ pub(crate) fn run(mut spec: RunSpec) -> Result<(ExitStatus, Upper), ExecError> {
         upper: root.clone(),
         lowers: spec.lowers.clone(),
         method: SnapshotMethod::Copy,
+        // The mounts' stand-ins made in the root are taken back out after
+        // the step, but the directories they were made in keep the new
+        // mtime, and the differ keeps those as the namespaces executor's
+        // layer has them (`Stub::touched_parent`).
         stubs: Vec::new(),
         marked_dirs: false,
     };
+    for m in &spec.mounts {
+        let stub = Stub::for_mount(m).map_err(ExecError::Invalid)?;
+        upper.stubs.push(stub);
+    }
     std::fs::create_dir(&root).map_err(io_err(&root))?;
     let locks = crate::step_parent::lock_cache_mounts(&mut spec.mounts, &state)?;
     for lower in spec.lowers.iter().rev() {

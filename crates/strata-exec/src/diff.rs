@@ -5,8 +5,10 @@
 //! metadata equal what the lowers provide are dropped (overlayfs copies a
 //! file up when it is merely rewritten, and directories when anything below
 //! them changes). Modification times alone do not make a change, so a step
-//! that rewrites a file with the same bytes adds nothing. Regular files with
-//! several links are always kept so hard links survive in the layer.
+//! that rewrites a file with the same bytes adds nothing; the exception is
+//! a directory a mount's stub touched, kept with its new mtime as BuildKit
+//! keeps it ([`Stub::touched_parent`]). Regular files with several links
+//! are always kept so hard links survive in the layer.
 //!
 //! Copy fallback: the scratch root is walked and compared against the lowers
 //! in the same way, and paths the lowers have but the root lacks become
@@ -88,9 +90,16 @@ impl Upper {
     /// What the step changed, parents before children.
     pub fn changes(&self) -> Result<Vec<Change>, ExecError> {
         let mut out = Vec::new();
+        let walk = Walk {
+            touched: self
+                .stubs
+                .iter()
+                .filter_map(|s| s.touched_parent(&self.lowers))
+                .collect(),
+        };
         match self.method {
-            SnapshotMethod::Overlay => self.walk_upper(Path::new(""), false, &mut out)?,
-            SnapshotMethod::Copy => self.walk_copy(Path::new(""), &mut out)?,
+            SnapshotMethod::Overlay => self.walk_upper(&walk, Path::new(""), false, &mut out)?,
+            SnapshotMethod::Copy => self.walk_copy(&walk, Path::new(""), &mut out)?,
         }
         Ok(out)
     }
@@ -118,6 +127,7 @@ impl Upper {
     /// `all_new`: inside an opaque or new directory nothing is compared.
     fn walk_upper(
         &self,
+        walk: &Walk,
         rel: &Path,
         all_new: bool,
         out: &mut Vec<Change>,
@@ -142,14 +152,15 @@ impl Upper {
                 let opaque = is_opaque(&path);
                 if opaque && lower.is_some() {
                     out.push(Change::opaque_dir(rel.clone()));
-                } else if !lower
-                    .as_ref()
-                    .is_some_and(|l| same(&l.path, &l.meta, &path, &meta).unwrap_or(false))
+                } else if walk.touched.contains(&rel)
+                    || !lower
+                        .as_ref()
+                        .is_some_and(|l| same(&l.path, &l.meta, &path, &meta).unwrap_or(false))
                 {
                     out.push(Change::upsert(rel.clone()));
                 }
                 let new = all_new || opaque || !lower.as_ref().is_some_and(|l| l.meta.is_dir());
-                self.walk_upper(&rel, new, out)?;
+                self.walk_upper(walk, &rel, new, out)?;
             } else if !keep_unless_same(lower.as_ref(), &path, &meta)? {
                 continue;
             } else {
@@ -159,7 +170,7 @@ impl Upper {
         Ok(())
     }
 
-    fn walk_copy(&self, rel: &Path, out: &mut Vec<Change>) -> Result<(), ExecError> {
+    fn walk_copy(&self, walk: &Walk, rel: &Path, out: &mut Vec<Change>) -> Result<(), ExecError> {
         let dir = self.upper.join(rel);
         let present = Self::children(&dir)?;
         // Deletions: names the lowers have here that the root lost.
@@ -197,21 +208,29 @@ impl Upper {
                 // Removed and made again: overlayfs would hold an opaque
                 // directory with everything below it new.
                 out.push(Change::opaque_dir(rel.clone()));
-                self.walk_upper(&rel, true, out)?;
+                self.walk_upper(walk, &rel, true, out)?;
             } else if meta.is_dir() {
-                if !lower
-                    .as_ref()
-                    .is_some_and(|l| same(&l.path, &l.meta, &path, &meta).unwrap_or(false))
+                if walk.touched.contains(&rel)
+                    || !lower
+                        .as_ref()
+                        .is_some_and(|l| same(&l.path, &l.meta, &path, &meta).unwrap_or(false))
                 {
                     out.push(Change::upsert(rel.clone()));
                 }
-                self.walk_copy(&rel, out)?;
+                self.walk_copy(walk, &rel, out)?;
             } else if keep_unless_same(lower.as_ref(), &path, &meta)? {
                 out.push(Change::upsert(rel));
             }
         }
         Ok(())
     }
+}
+
+/// What one [`Upper::changes`] walk keeps besides real changes.
+struct Walk {
+    /// Directories a mount stub gave a new mtime, kept in the layer though
+    /// nothing else about them changed ([`Stub::touched_parent`]).
+    touched: Vec<PathBuf>,
 }
 
 /// Whether a non-directory must be in the layer.

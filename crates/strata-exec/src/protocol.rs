@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::overlay::{self, Mode};
-use crate::spec::{ExitStatus, RunSpec, SnapshotMethod};
+use crate::spec::{ExitStatus, Mount, RunSpec, SnapshotMethod};
 
 /// The hidden first argument that turns a strata process into a helper.
 pub(crate) const HELPER_ARG: &str = "__strata-exec-helper";
@@ -113,6 +113,55 @@ pub(crate) struct Stub {
     /// Relative to the image root.
     pub path: PathBuf,
     pub dir: bool,
+    /// A `RUN --mount` target in the image's own tree (not the runtime's
+    /// `/dev`, `/proc`, `/sys` or files): see [`Stub::touched_parent`].
+    pub mount: bool,
+}
+
+/// Directories the runtime mounts its own filesystems on; a mount target
+/// below one is made in that filesystem, never in the image's tree.
+pub(crate) const RUNTIME_DIRS: [&str; 3] = ["dev", "proc", "sys"];
+
+impl Stub {
+    /// The stub for a `RUN --mount`'s target.
+    pub(crate) fn for_mount(mount: &Mount) -> Result<Stub, String> {
+        let path = rel_target(mount.target())?;
+        let under_runtime = path
+            .components()
+            .next()
+            .is_some_and(|c| RUNTIME_DIRS.iter().any(|d| c.as_os_str() == *d));
+        Ok(Stub {
+            path,
+            dir: !mount.is_file(),
+            mount: !under_runtime,
+        })
+    }
+
+    /// The image directory whose mtime the step's layer carries because of
+    /// this stub, as BuildKit's does. BuildKit's executor lets the runtime
+    /// make a missing mount target (and its missing parents) in the step's
+    /// root, and afterwards removes them but puts back the timestamps their
+    /// parent had just before the removal (`MountStubsCleaner`,
+    /// executor/stubs.go, for moby/buildkit#3148): those the target's
+    /// creation gave it. So the deepest directory the image has on the way
+    /// to a missing target ends the step with a new mtime, and BuildKit's
+    /// differ puts it in the layer. `None` for a target the image has, for
+    /// the root, and where a non-directory is on the way (BuildKit restores
+    /// no times through a symlink).
+    pub(crate) fn touched_parent(&self, lowers: &[PathBuf]) -> Option<PathBuf> {
+        if !self.mount || overlay::lookup(lowers, &self.path).is_some() {
+            return None;
+        }
+        let mut dir = self.path.parent()?;
+        while !dir.as_os_str().is_empty() {
+            match overlay::lookup(lowers, dir) {
+                Some(found) if found.meta.is_dir() => return Some(dir.to_path_buf()),
+                Some(_) => return None,
+                None => dir = dir.parent()?,
+            }
+        }
+        None
+    }
 }
 
 /// The files the runtime provides in a step (bind-mounted from `state`):

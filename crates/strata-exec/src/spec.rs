@@ -109,6 +109,18 @@ impl Mount {
             | Mount::Ssh { target, .. } => target,
         }
     }
+
+    /// Whether what is mounted is a file (a secret, an ssh socket, a bind of
+    /// a non-directory), so that its mount point must be one too.
+    pub(crate) fn is_file(&self) -> bool {
+        match self {
+            Mount::Secret { .. } | Mount::Ssh { .. } => true,
+            Mount::Bind { source, .. } | Mount::Volume { source, .. } => std::fs::metadata(source)
+                .map(|m| !m.is_dir())
+                .unwrap_or(false),
+            Mount::Cache { .. } | Mount::Tmpfs { .. } => false,
+        }
+    }
 }
 
 /// Everything needed to run one step. It is also what the parent sends its

@@ -463,6 +463,62 @@ both!(run_mounts, run_mounts_rootless, |fx| {
     drop(r);
 });
 
+// BuildKit's executor makes a missing mount target in the step's root and
+// removes it afterwards, keeping the mtime its parent got
+// (MountStubsCleaner, moby/buildkit executor/stubs.go): the deepest
+// directory the image has on the way to the target is in the step's layer
+// with a new mtime, and nothing else of the mount is.
+both!(
+    mount_targets_touch_their_image_parent,
+    mount_targets_touch_their_image_parent_rootless,
+    |fx| {
+        let (mut spec, out) = fx.spec("test -d /tmp/meta && test -d /var/lib/app/cache");
+        spec.mounts = vec![
+            // /tmp is in the image: it is touched.
+            Mount::Tmpfs {
+                target: "/tmp/meta".into(),
+                size: None,
+            },
+            // /var is the deepest directory the image has on the way.
+            Mount::Tmpfs {
+                target: "/var/lib/app/cache".into(),
+                size: None,
+            },
+            // The image has /usr: nothing is made, nothing touched.
+            Mount::Tmpfs {
+                target: "/usr".into(),
+                size: None,
+            },
+            // Made in the step's own /dev, never in the image's tree.
+            Mount::Tmpfs {
+                target: "/dev/meta".into(),
+                size: None,
+            },
+        ];
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let (r, _) = fx.finish(spec, out);
+        let ch = r.upper.changes().expect("changes");
+        assert_eq!(paths(&ch), vec!["tmp".to_string(), "var".to_string()]);
+        for dir in ["tmp", "var"] {
+            let meta = std::fs::metadata(r.upper.root().join(dir)).expect("touched dir");
+            let base = std::fs::metadata(fx.base.join(dir)).expect("image dir");
+            assert!(
+                meta.mtime() as u64 >= started,
+                "{dir}: mtime {} is not the step's",
+                meta.mtime()
+            );
+            assert_eq!(
+                (meta.mode(), meta.uid(), meta.gid()),
+                (base.mode(), base.uid(), base.gid()),
+                "{dir}: only the mtime changes"
+            );
+        }
+    }
+);
+
 both!(many_layers, many_layers_rootless, |fx| {
     let mut lowers = Vec::new();
     for i in (0..150).rev() {

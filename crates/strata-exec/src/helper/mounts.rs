@@ -11,17 +11,6 @@ use super::context::err;
 use crate::protocol::{HelperSpec, rel_target};
 use crate::spec::Mount;
 
-/// Whether a mount's point is a file (else a directory).
-pub(super) fn mount_is_file(m: &Mount) -> bool {
-    match m {
-        Mount::Secret { .. } | Mount::Ssh { .. } => true,
-        Mount::Bind { source, .. } | Mount::Volume { source, .. } => std::fs::metadata(source)
-            .map(|m| !m.is_dir())
-            .unwrap_or(false),
-        Mount::Cache { .. } | Mount::Tmpfs { .. } => false,
-    }
-}
-
 /// Bind-mounts `src` on `dst`, `nodev` (so a device node reached through
 /// it cannot be opened) and read-only when asked.
 pub(super) fn bind(src: &Path, dst: &Path, readonly: bool) -> Result<(), String> {
@@ -135,7 +124,7 @@ pub(super) fn setup_mounts(spec: &HelperSpec, root: &Path) -> Result<(), String>
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent).map_err(err(parent.display()))?;
             }
-            if mount_is_file(m) {
+            if m.is_file() {
                 std::fs::File::create(&target).map_err(err(target.display()))?;
             } else {
                 std::fs::create_dir(&target).map_err(err(target.display()))?;

@@ -9,7 +9,7 @@ use nix::mount::{MsFlags, mount};
 
 use super::context::err;
 use crate::overlay::{self, Mode};
-use crate::protocol::{HelperSpec, STUBS_FILE, Stub, provided_files, rel_target};
+use crate::protocol::{HelperSpec, RUNTIME_DIRS, STUBS_FILE, Stub, provided_files};
 use crate::spec::SnapshotMethod;
 
 /// Builds the step's root at `state/merged` and returns that path. `method`
@@ -62,6 +62,7 @@ pub(super) fn prepare(
             .map_err(err("bind the copied root"))?;
         }
     }
+    touch_stub_parents(&merged, &spec.step.lowers, &stubs);
     // Device nodes in the image or made by the step are never openable
     // (runc's device cgroup does this for Docker; see caps.rs).
     super::mounts::remount_adding(&merged, MsFlags::MS_NODEV)?;
@@ -70,24 +71,42 @@ pub(super) fn prepare(
 }
 
 fn stub_list(spec: &HelperSpec) -> Result<Vec<Stub>, String> {
-    let mut stubs: Vec<Stub> = ["dev", "proc", "sys"]
+    let mut stubs: Vec<Stub> = RUNTIME_DIRS
         .iter()
         .map(|p| Stub {
             path: PathBuf::from(p),
             dir: true,
+            mount: false,
         })
         .chain(provided_files(&spec.step).iter().map(|p| Stub {
             path: PathBuf::from(p),
             dir: false,
+            mount: false,
         }))
         .collect();
     for m in &spec.step.mounts {
-        stubs.push(Stub {
-            path: rel_target(m.target())?,
-            dir: !super::mounts::mount_is_file(m),
-        });
+        stubs.push(Stub::for_mount(m)?);
     }
     Ok(stubs)
+}
+
+/// Gives each directory a mount stub touches ([`Stub::touched_parent`]) the
+/// current time as its mtime in the step's root, so that, as in BuildKit,
+/// it is copied up into the step's layer (the differ keeps it though only
+/// its mtime changed). Where the step's root may not set it (an owner the
+/// rootless user namespace does not map), the directory stays as it was:
+/// the mtime is all that is at stake, not worth failing the step for.
+fn touch_stub_parents(merged: &Path, lowers: &[PathBuf], stubs: &[Stub]) {
+    use nix::sys::{stat, time::TimeSpec};
+    for dir in stubs.iter().filter_map(|s| s.touched_parent(lowers)) {
+        let _ = stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            &merged.join(dir),
+            &TimeSpec::UTIME_OMIT,
+            &TimeSpec::UTIME_NOW,
+            stat::UtimensatFlags::NoFollowSymlink,
+        );
+    }
 }
 
 /// Creates the stubs layer: each stub and its parent directories as real
