@@ -1112,6 +1112,7 @@ cases!(
     run_mount_bind_from_stage,
     run_mount_cache,
     run_mount_from_index_is_image,
+    run_mount_missing_target_touches_parent,
     run_mount_stubs_removed,
     run_mount_tmpfs,
     run_mount_unknown_key_refused,

@@ -23,7 +23,7 @@ use strata_oci::Change;
 
 use crate::error::ExecError;
 use crate::overlay::{self, is_opaque, is_overlay_xattr, is_whiteout};
-use crate::protocol::Stub;
+use crate::protocol::{Stub, StubKind};
 use crate::snapshot::remove_tree;
 use crate::spec::SnapshotMethod;
 
@@ -94,6 +94,7 @@ impl Upper {
             touched: self
                 .stubs
                 .iter()
+                .filter(|s| s.kind == StubKind::Mount)
                 .filter_map(|s| s.touched_parent(&self.lowers))
                 .collect(),
         };

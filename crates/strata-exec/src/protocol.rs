@@ -113,14 +113,35 @@ pub(crate) struct Stub {
     /// Relative to the image root.
     pub path: PathBuf,
     pub dir: bool,
-    /// A `RUN --mount` target in the image's own tree (not the runtime's
-    /// `/dev`, `/proc`, `/sys` or files): see [`Stub::touched_parent`].
-    pub mount: bool,
+    pub kind: StubKind,
+}
+
+/// What a stub stands for, which decides what it does to the directory it
+/// is made in (see [`Stub::touched_parent`]).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) enum StubKind {
+    /// The runtime's `/dev`, `/proc`, `/sys` and `/etc/hostname`, and mount
+    /// targets below the first three: BuildKit makes no stub of its own for
+    /// them in the image's tree.
+    Runtime,
+    /// `/etc/hosts` and `/etc/resolv.conf`: BuildKit stubs them, so their
+    /// directory gets a new mtime in the step's root; it reaches the layer
+    /// only when the step changes something else there (BuildKit's layer
+    /// always has it: not done, as it would add `/etc` to nearly every RUN
+    /// layer; docs/decisions.md).
+    ProvidedFile,
+    /// A `RUN --mount` target: its directory gets a new mtime and is kept
+    /// in the step's layer, as in BuildKit's.
+    Mount,
 }
 
 /// Directories the runtime mounts its own filesystems on; a mount target
 /// below one is made in that filesystem, never in the image's tree.
 pub(crate) const RUNTIME_DIRS: [&str; 3] = ["dev", "proc", "sys"];
+
+/// The runtime's files BuildKit's executor stubs in the step's root when
+/// the image lacks them (`MountStubsCleaner`'s fixed names).
+const BUILDKIT_STUBBED_FILES: [&str; 2] = ["etc/hosts", "etc/resolv.conf"];
 
 impl Stub {
     /// The stub for a `RUN --mount`'s target.
@@ -133,23 +154,40 @@ impl Stub {
         Ok(Stub {
             path,
             dir: !mount.is_file(),
-            mount: !under_runtime,
+            kind: if under_runtime {
+                StubKind::Runtime
+            } else {
+                StubKind::Mount
+            },
         })
     }
 
-    /// The image directory whose mtime the step's layer carries because of
-    /// this stub, as BuildKit's does. BuildKit's executor lets the runtime
-    /// make a missing mount target (and its missing parents) in the step's
-    /// root, and afterwards removes them but puts back the timestamps their
-    /// parent had just before the removal (`MountStubsCleaner`,
-    /// executor/stubs.go, for moby/buildkit#3148): those the target's
-    /// creation gave it. So the deepest directory the image has on the way
-    /// to a missing target ends the step with a new mtime, and BuildKit's
-    /// differ puts it in the layer. `None` for a target the image has, for
-    /// the root, and where a non-directory is on the way (BuildKit restores
-    /// no times through a symlink).
+    /// The stub for one of the runtime's files ([`provided_files`]).
+    pub(crate) fn for_provided_file(rel: &str) -> Stub {
+        Stub {
+            path: PathBuf::from(rel),
+            dir: false,
+            kind: if BUILDKIT_STUBBED_FILES.contains(&rel) {
+                StubKind::ProvidedFile
+            } else {
+                StubKind::Runtime
+            },
+        }
+    }
+
+    /// The image directory this stub gives a new mtime, as BuildKit's
+    /// executor does. It lets the runtime make a missing mount point (and
+    /// its missing parents) in the step's root, and afterwards removes them
+    /// but puts back the timestamps their parent had just before the
+    /// removal (`MountStubsCleaner`, executor/stubs.go, for
+    /// moby/buildkit#3148): those the mount point's creation gave it. So the
+    /// deepest directory the image has on the way to a missing mount point
+    /// ends the step with a new mtime, and BuildKit's differ puts it in the
+    /// layer. `None` for a runtime stub, for a path the image has, for the
+    /// root, and where a non-directory is on the way (BuildKit restores no
+    /// times through a symlink).
     pub(crate) fn touched_parent(&self, lowers: &[PathBuf]) -> Option<PathBuf> {
-        if !self.mount || overlay::lookup(lowers, &self.path).is_some() {
+        if self.kind == StubKind::Runtime || overlay::lookup(lowers, &self.path).is_some() {
             return None;
         }
         let mut dir = self.path.parent()?;

@@ -472,7 +472,8 @@ both!(
     mount_targets_touch_their_image_parent,
     mount_targets_touch_their_image_parent_rootless,
     |fx| {
-        let (mut spec, out) = fx.spec("test -d /tmp/meta && test -d /var/lib/app/cache");
+        let (mut spec, out) = fx
+            .spec("test -d /tmp/meta && test -d /var/lib/app/cache && test -d /home/alice/scratch");
         spec.mounts = vec![
             // /tmp is in the image: it is touched.
             Mount::Tmpfs {
@@ -482,6 +483,12 @@ both!(
             // /var is the deepest directory the image has on the way.
             Mount::Tmpfs {
                 target: "/var/lib/app/cache".into(),
+                size: None,
+            },
+            // /home/alice is touched; /home, copied up on the way, keeps
+            // the image's mtime (the layer writer takes it as a parent).
+            Mount::Tmpfs {
+                target: "/home/alice/scratch".into(),
                 size: None,
             },
             // The image has /usr: nothing is made, nothing touched.
@@ -501,8 +508,11 @@ both!(
             .as_secs();
         let (r, _) = fx.finish(spec, out);
         let ch = r.upper.changes().expect("changes");
-        assert_eq!(paths(&ch), vec!["tmp".to_string(), "var".to_string()]);
-        for dir in ["tmp", "var"] {
+        assert_eq!(paths(&ch), vec!["home/alice", "tmp", "var"]);
+        let home = std::fs::metadata(r.upper.root().join("home")).expect("copied-up /home");
+        let image_home = std::fs::metadata(fx.base.join("home")).expect("image /home");
+        assert_eq!(home.mtime(), image_home.mtime(), "/home keeps its mtime");
+        for dir in ["home/alice", "tmp", "var"] {
             let meta = std::fs::metadata(r.upper.root().join(dir)).expect("touched dir");
             let base = std::fs::metadata(fx.base.join(dir)).expect("image dir");
             assert!(

@@ -9,7 +9,7 @@ use nix::mount::{MsFlags, mount};
 
 use super::context::err;
 use crate::overlay::{self, Mode};
-use crate::protocol::{HelperSpec, RUNTIME_DIRS, STUBS_FILE, Stub, provided_files};
+use crate::protocol::{HelperSpec, RUNTIME_DIRS, STUBS_FILE, Stub, StubKind, provided_files};
 use crate::spec::SnapshotMethod;
 
 /// Builds the step's root at `state/merged` and returns that path. `method`
@@ -76,13 +76,13 @@ fn stub_list(spec: &HelperSpec) -> Result<Vec<Stub>, String> {
         .map(|p| Stub {
             path: PathBuf::from(p),
             dir: true,
-            mount: false,
+            kind: StubKind::Runtime,
         })
-        .chain(provided_files(&spec.step).iter().map(|p| Stub {
-            path: PathBuf::from(p),
-            dir: false,
-            mount: false,
-        }))
+        .chain(
+            provided_files(&spec.step)
+                .iter()
+                .map(|p| Stub::for_provided_file(p)),
+        )
         .collect();
     for m in &spec.step.mounts {
         stubs.push(Stub::for_mount(m)?);
@@ -90,12 +90,12 @@ fn stub_list(spec: &HelperSpec) -> Result<Vec<Stub>, String> {
     Ok(stubs)
 }
 
-/// Gives each directory a mount stub touches ([`Stub::touched_parent`]) the
-/// current time as its mtime in the step's root, so that, as in BuildKit,
-/// it is copied up into the step's layer (the differ keeps it though only
-/// its mtime changed). Where the step's root may not set it (an owner the
-/// rootless user namespace does not map), the directory stays as it was:
-/// the mtime is all that is at stake, not worth failing the step for.
+/// Gives each directory a stub touches ([`Stub::touched_parent`]) the
+/// current time as its mtime in the step's root, as making the stub there
+/// gives it in BuildKit's (strata's stubs are in a layer of their own).
+/// Where the step's root may not set it (an owner the rootless user
+/// namespace does not map), the directory stays as it was: the mtime is
+/// all that is at stake, not worth failing the step for.
 fn touch_stub_parents(merged: &Path, lowers: &[PathBuf], stubs: &[Stub]) {
     use nix::sys::{stat, time::TimeSpec};
     for dir in stubs.iter().filter_map(|s| s.touched_parent(lowers)) {
@@ -114,6 +114,9 @@ fn touch_stub_parents(merged: &Path, lowers: &[PathBuf], stubs: &[Stub]) {
 /// mode and ownership copied from the image so the merged view is unchanged.
 fn make_stub_layer(dir: &Path, lowers: &[PathBuf], stubs: &[Stub]) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(err(dir.display()))?;
+    // Entries standing for the image's own, given its metadata once every
+    // stub is made: making an entry in a directory changes its mtime.
+    let mut from_image = Vec::new();
     for stub in stubs {
         let mut rel = PathBuf::new();
         let comps: Vec<_> = stub.path.components().collect();
@@ -133,13 +136,16 @@ fn make_stub_layer(dir: &Path, lowers: &[PathBuf], stubs: &[Stub]) -> Result<(),
                     .create(&on_disk)
                     .map_err(err(on_disk.display()))?;
             }
-            // Owner, mode, xattrs and times of the image's own entry, so
-            // the merged view (and anything copied up from it) is unchanged.
             if let Some(found) = image.filter(|f| f.meta.is_dir() == (!last || stub.dir)) {
-                crate::flatten::copy_metadata(&found.path, &on_disk, &found.meta)
-                    .map_err(err(on_disk.display()))?;
+                from_image.push((on_disk, found));
             }
         }
+    }
+    // Owner, mode, xattrs and times of the image's own entry, so the merged
+    // view (and anything copied up from it) is unchanged.
+    for (on_disk, found) in from_image {
+        crate::flatten::copy_metadata(&found.path, &on_disk, &found.meta)
+            .map_err(err(on_disk.display()))?;
     }
     Ok(())
 }
