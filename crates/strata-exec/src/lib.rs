@@ -16,6 +16,7 @@
 //! chroot step). [`isolation::choose`] says which isolation works here.
 
 // Leaves: rules and types, no processes, no writes.
+mod devices;
 mod error;
 mod overlay;
 mod protocol;
@@ -25,6 +26,7 @@ pub mod user;
 mod extract;
 mod flatten;
 // The parent side.
+pub mod cgroup;
 mod chroot;
 mod chroot_mounts;
 mod diff;
