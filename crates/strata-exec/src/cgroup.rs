@@ -209,12 +209,25 @@ impl StepCgroup {
                 path: procs_path,
                 source,
             })?;
-        cg.procs = Some(procs.into());
+        // At 10 or above, like the chroot step's error pipe: the descriptors
+        // a helper is handed are placed on 3 and 4 before the process joins
+        // (see `launch::prepare`), which must not land on this one.
+        let procs = nix::fcntl::fcntl(&procs, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10))
+            .map(|fd| {
+                // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor we own.
+                unsafe { OwnedFd::from_raw_fd(fd) }
+            })
+            .map_err(|e| ExecError::Io {
+                path: cg.path.join("cgroup.procs"),
+                source: e.into(),
+            })?;
+        cg.procs = Some(procs);
         attach_device_filter(&cg.path)?;
         Ok(cg)
     }
 
-    pub(crate) fn path(&self) -> &Path {
+    #[cfg(test)]
+    fn path(&self) -> &Path {
         &self.path
     }
 
