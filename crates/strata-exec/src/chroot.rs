@@ -35,7 +35,8 @@
 //!
 //! The step shares the container's PID, network and UTS namespaces: it sees
 //! no hostname of its own, `RUN --network=none` is refused, and processes it
-//! leaves in its process group are killed when it exits. A chroot keeps
+//! leaves in its process group (and where a step cgroup can be made, in its
+//! cgroup: see [`crate::cgroup`]) are killed when it exits. A chroot keeps
 //! out mistakes, not a hostile root step: the container is the boundary.
 
 use std::io::{self, Read, Write};

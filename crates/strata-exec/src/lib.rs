@@ -13,7 +13,8 @@
 //! also checks the diffID), and
 //! [`maybe_run_helper`], which the `strata` binary calls first thing in
 //! `main` because steps re-execute it as their namespace helper (or as the
-//! chroot step). [`isolation::choose`] says which isolation works here.
+//! chroot step). [`isolation::choose`] says which isolation works here, and
+//! [`cgroup::support`] whether steps get a cgroup with a device filter.
 
 // Leaves: rules and types, no processes, no writes.
 mod devices;
