@@ -278,8 +278,12 @@ fn run_steps_get_a_cgroup_that_ends_with_them() {
         let text = stderr(&out);
         assert_eq!(out.status.success(), succeeds, "{isolation}: {text}");
         if isolation == "namespaces" {
-            let want = format!("0::/strata/{pid}-step-");
-            assert!(text.contains(&want), "{isolation}: no {want}… in:\n{text}");
+            let want = format!("0::/strata/{pid}-ns");
+            assert!(
+                text.lines()
+                    .any(|l| l.contains(&want) && l.contains("-step-")),
+                "{isolation}: no {want}…-step-… in:\n{text}"
+            );
         }
         let left = processes_running(&sleep);
         assert!(
@@ -320,7 +324,9 @@ fn strata_run_gets_a_cgroup_that_ends_with_it() {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{stdout}{}", stderr(&out));
     assert!(
-        stdout.starts_with(&format!("0::/strata/{pid}-step-")) && stdout.ends_with("\ndone\n"),
+        stdout.starts_with(&format!("0::/strata/{pid}-ns"))
+            && stdout.lines().next().is_some_and(|l| l.contains("-step-"))
+            && stdout.ends_with("\ndone\n"),
         "{stdout}"
     );
     let left = processes_running(&sleep);

@@ -3,7 +3,8 @@
 //! and how every process of the step is found and killed, on every path,
 //! before it is removed.
 //!
-//! Where: `<cgroup2 mount>/strata/<strata's pid>-<step>`, the cgroup2 mount
+//! Where: `<cgroup2 mount>/strata/<strata's pid>-ns<its PID namespace>-<step>`,
+//! the cgroup2 mount
 //! read from `/proc/self/mountinfo` (the whole tree on a pure-v2 host,
 //! `/sys/fs/cgroup/unified` on a hybrid one). The device filter is an eBPF
 //! program (`BPF_PROG_TYPE_CGROUP_DEVICE`) attached to that directory with
@@ -21,7 +22,8 @@
 //! before that, SIGKILL to every pid in `cgroup.procs` until none is left)
 //! ends whatever is still in it, and the directory is removed. A cgroup that
 //! a SIGKILLed strata left is emptied and removed by the next strata that
-//! makes one (its name starts with a pid that no longer runs).
+//! makes one (its name starts with a pid that no longer runs in the PID
+//! namespace the name gives: `<pid>-ns<inode>-step-XXXXXX`).
 //!
 //! Where no cgroup can be made (rootless: a device program needs CAP_BPF
 //! or CAP_SYS_ADMIN in the initial namespace; an unprivileged container
@@ -137,18 +139,36 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// This process's PID namespace, as a step cgroup's name carries it
+/// (`ns` and the inode of `/proc/self/ns/pid`): a pid names the owner only
+/// in the namespace it was read in, and strata processes in other PID
+/// namespaces (containers sharing this cgroupfs) make cgroups here too.
+fn pid_namespace() -> String {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata("/proc/self/ns/pid") {
+        Ok(m) => format!("ns{}", m.ino()),
+        Err(_) => "ns0".into(),
+    }
+}
+
 /// Removes the cgroups under `parent` whose owner (the pid their name
-/// starts with) is gone, ending what is left in them first.
+/// starts with, in this PID namespace) is gone, ending what is left in
+/// them first. Another namespace's are left to strata processes there.
 fn sweep_stale(parent: &Path) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
+    let ours = pid_namespace();
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(owner) = name.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+        let mut fields = name.split('-');
+        let (Some(owner), Some(ns)) = (fields.next(), fields.next()) else {
             continue;
         };
-        if owner <= 0 || process_exists(owner) {
+        let Ok(owner) = owner.parse::<i32>() else {
+            continue;
+        };
+        if ns != ours || owner <= 0 || process_exists(owner) {
             continue;
         }
         let stale = StepCgroup {
@@ -193,7 +213,7 @@ impl StepCgroup {
     }
 
     fn create_in(parent: &Path, step: &str) -> Result<StepCgroup, ExecError> {
-        let path = parent.join(format!("{}-{step}", std::process::id()));
+        let path = parent.join(format!("{}-{}-{step}", std::process::id(), pid_namespace()));
         std::fs::create_dir(&path).map_err(|source| ExecError::Io {
             path: path.clone(),
             source,
@@ -618,13 +638,18 @@ mod tests {
         let mut child = Command::new("true").spawn().expect("spawn true");
         let dead = child.id();
         child.wait().expect("wait");
-        let stale = parent.join(format!("{dead}-step-stale"));
+        let stale = parent.join(format!("{dead}-{}-step-stale", pid_namespace()));
+        // Another PID namespace's is not ours to judge.
+        let foreign = parent.join(format!("{dead}-ns1-step-foreign"));
+        let _ = std::fs::create_dir(&foreign);
         let _ = std::fs::create_dir(&stale);
         let live = StepCgroup::for_step(Path::new("/scratch/step-live"))
             .expect("cgroup")
             .expect("supported");
         sweep_stale(parent);
         assert!(!stale.exists(), "{} was not swept", stale.display());
+        assert!(foreign.exists(), "{} was swept", foreign.display());
+        std::fs::remove_dir(&foreign).expect("remove the foreign cgroup");
         assert!(live.path().exists());
         let path = live.path().to_path_buf();
         live.finish();

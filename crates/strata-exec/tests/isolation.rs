@@ -333,9 +333,9 @@ fn a_step_in_its_cgroup_opens_only_runcs_devices() {
     let cgroup_line = lines.next().unwrap_or_default().to_string();
     let rest: Vec<&str> = lines.collect();
     assert_eq!(rest, vec!["made", "2"], "{text}");
-    let prefix = format!("0::/strata/{}-step-", std::process::id());
+    let prefix = format!("0::/strata/{}-ns", std::process::id());
     assert!(
-        cgroup_line.starts_with(&prefix),
+        cgroup_line.starts_with(&prefix) && cgroup_line.contains("-step-"),
         "the step's /proc/self/cgroup: {cgroup_line:?}, want {prefix}…"
     );
     let name = cgroup_line.trim_start_matches("0::/strata/");
