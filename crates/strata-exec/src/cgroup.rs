@@ -98,9 +98,22 @@ fn probe() -> Result<PathBuf, String> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(format!("cannot create {}: {e}", parent.display())),
     }
-    let probe = StepCgroup::create_in(&parent, "probe").map_err(|e| format!("{e:#}"))?;
+    let probe = StepCgroup::create_in(&parent, "probe").map_err(|e| with_causes(&e))?;
     probe.finish();
     Ok(parent)
+}
+
+/// An error and its causes on one line (the probe's reason is shown as
+/// words, not rendered as a chain by the CLI).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// The mount point of the first cgroup2 filesystem in `mountinfo`
@@ -331,9 +344,11 @@ impl StepCgroup {
         loop {
             if !self.populated() {
                 match std::fs::remove_dir(&self.path) {
-                    Ok(()) => return,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-                    Err(_) => {}
+                    // EBUSY: the last process is still on its way out.
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+                    // Removed, already gone, or not ours to remove: waiting
+                    // would not change it.
+                    _ => return,
                 }
             }
             if Instant::now() > deadline {
