@@ -193,10 +193,20 @@ fn sweep_stale(parent: &Path) {
     }
 }
 
+/// Whether a process (not merely a thread: `kill(tid, 0)` succeeds for
+/// any thread of any process) with this pid runs.
 fn process_exists(pid: i32) -> bool {
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
-        Ok(()) => true,
-        Err(e) => e != nix::errno::Errno::ESRCH,
+    match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        Ok(status) => status
+            .lines()
+            .find_map(|l| l.strip_prefix("Tgid:"))
+            .is_some_and(|tgid| tgid.trim() == pid.to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        // No /proc to read: ask the kernel, which counts threads too.
+        Err(_) => match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+            Ok(()) => true,
+            Err(e) => e != nix::errno::Errno::ESRCH,
+        },
     }
 }
 
@@ -640,6 +650,27 @@ mod tests {
             .ok()
             .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('Z')))
             .unwrap_or(true)
+    }
+
+    /// An owner is a process: a live thread's id (which `kill(tid, 0)`
+    /// accepts) does not keep a dead owner's cgroup.
+    #[test]
+    fn a_thread_id_is_not_a_live_owner() {
+        let me = std::process::id() as i32;
+        assert!(process_exists(me));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            let _ = tx.send(nix::unistd::gettid().as_raw());
+            let _ = done_rx.recv();
+        });
+        let live_tid = rx.recv().expect("tid");
+        assert!(
+            !process_exists(live_tid),
+            "thread {live_tid} read as a process"
+        );
+        let _ = done_tx.send(());
+        t.join().expect("join");
     }
 
     /// A cgroup left by a process that is gone is removed by the sweep; a
