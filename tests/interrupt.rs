@@ -1,6 +1,6 @@
 //! Ctrl-C (SIGINT) during `strata build` with the real binary: the running
-//! step is cancelled, nothing of it is left (processes, scratch), strata
-//! prints `cancelled` and exits 130 (issue #14).
+//! step is cancelled, nothing of it is left (processes, scratch, its
+//! cgroup), strata prints `cancelled` and exits 130 (issue #14).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -23,6 +23,25 @@ fn processes_with(needle: &str) -> Vec<String> {
         .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
         .filter(|c| c.contains(needle))
         .collect()
+}
+
+/// Where strata makes step cgroups on this machine (`strata` under the
+/// cgroup2 mount), when it does.
+fn step_cgroup_parent() -> Option<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mount = mountinfo.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        (right.split(' ').next()? == "cgroup2").then(|| left.split(' ').nth(4))?
+    })?;
+    Some(Path::new(mount).join("strata"))
+}
+
+/// The step cgroups that strata process `pid` made and that are still there.
+fn cgroups_of(pid: u32) -> Vec<PathBuf> {
+    let Some(parent) = step_cgroup_parent() else {
+        return Vec::new();
+    };
+    entries_named(&parent, &format!("{pid}-"))
 }
 
 /// Every entry under `dir` whose name starts with `prefix`.
@@ -146,6 +165,8 @@ fn sigint_cancels_the_build() {
     );
     let left = entries_named(&root.join("tmp"), "step-");
     assert!(left.is_empty(), "the step's scratch is removed: {left:?}");
+    let left = cgroups_of(child.id());
+    assert!(left.is_empty(), "the step's cgroup is removed: {left:?}");
 }
 
 /// Runs `strata ARGS` on the store at `root`; returns (success, stdout, stderr).
@@ -423,9 +444,11 @@ fn crash_test_kills_and_interrupts_builds_at_random_points() {
     }
     let span = took.as_millis().max(1) as u64;
     let mut finished_first = 0;
+    let mut pids = Vec::new();
     for kill in signals {
         let delay = Duration::from_millis(rng.next() % span);
         let mut child = build(&root, &[]);
+        pids.push(child.id());
         std::thread::sleep(delay);
         if child.try_wait().expect("try_wait").is_some() {
             finished_first += 1;
@@ -473,6 +496,13 @@ fn crash_test_kills_and_interrupts_builds_at_random_points() {
     assert!(
         left.is_empty(),
         "seed {seed}: scratch left after the next build: {left:?}"
+    );
+    // What the SIGINTed builds made they removed; what the SIGKILLed ones
+    // left, the next build did.
+    let left: Vec<_> = pids.iter().flat_map(|p| cgroups_of(*p)).collect();
+    assert!(
+        left.is_empty(),
+        "seed {seed}: step cgroups left after the next build: {left:?}"
     );
     assert!(
         mounts_under(&root).is_empty(),

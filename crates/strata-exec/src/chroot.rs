@@ -35,7 +35,8 @@
 //!
 //! The step shares the container's PID, network and UTS namespaces: it sees
 //! no hostname of its own, `RUN --network=none` is refused, and processes it
-//! leaves in its process group are killed when it exits. A chroot keeps
+//! leaves in its process group (and where a step cgroup can be made, in its
+//! cgroup: see [`crate::cgroup`]) are killed when it exits. A chroot keeps
 //! out mistakes, not a hostile root step: the container is the boundary.
 
 use std::io::{self, Read, Write};
@@ -214,11 +215,18 @@ fn run_chrooted(spec: &mut RunSpec, root: &Path) -> Result<ExitStatus, ExecError
         stdin_fd: spec.stdin.is_some(),
     })
     .map_err(ExecError::Encode)?;
+    // The step joins its cgroup between fork and exec; whatever it leaves
+    // there (also what left its process group) is killed with it.
+    let cgroup = crate::cgroup::StepCgroup::for_step(root.parent().unwrap_or(root))?;
     let step_stdin = spec.stdin.take();
-    let mut child = spawn(&mut chroot_command(
+    let mut cmd = chroot_command(
         step_stdin.as_ref().map(AsRawFd::as_raw_fd),
         err_w.as_raw_fd(),
-    ))?;
+    );
+    if let Some(cg) = &cgroup {
+        cg.join_on_exec(&mut cmd);
+    }
+    let mut child = spawn(&mut cmd)?;
     drop(step_stdin);
     drop(err_w);
     let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
@@ -257,6 +265,9 @@ fn run_chrooted(spec: &mut RunSpec, root: &Path) -> Result<ExitStatus, ExecError
     let mut cancelled = false;
     let kill_group = || {
         let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        if let Some(cg) = &cgroup {
+            cg.kill_all();
+        }
     };
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
@@ -281,9 +292,12 @@ fn run_chrooted(spec: &mut RunSpec, root: &Path) -> Result<ExitStatus, ExecError
         what: "waiting for the step",
         source,
     })?;
-    // Whatever the step left running in its process group goes with it, as
-    // it would with its PID namespace.
+    // Whatever the step left running in its process group (and with a
+    // cgroup, anywhere) goes with it, as it would with its PID namespace.
     kill_group();
+    if let Some(cg) = cgroup {
+        cg.finish();
+    }
     if cancelled {
         return Err(ExecError::Cancelled);
     }

@@ -70,7 +70,7 @@ fn become_step() -> Result<std::convert::Infallible, String> {
     let (env, program) = step_env_and_program(step, id.home.as_deref())?;
     stdin_in_place(spec.stdin_fd)?;
 
-    crate::helper::caps::drop_capabilities()?;
+    crate::helper::caps::drop_capabilities(false)?;
     nix::sys::prctl::set_no_new_privs().map_err(err("no_new_privs"))?;
     let groups: Vec<Gid> = id.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     nix::unistd::setgroups(&groups).map_err(err("setgroups"))?;

@@ -64,6 +64,8 @@ impl fmt::Display for Isolation {
 pub struct Choice {
     /// [`Isolation::Namespaces`] or [`Isolation::Chroot`].
     pub isolation: Isolation,
+    /// Why this mode, then how devices are kept from steps (a cgroup with
+    /// a device filter, or the fallback: [`crate::cgroup::Support`]).
     pub reason: String,
 }
 
@@ -94,14 +96,18 @@ pub fn choose(requested: Isolation) -> Result<Choice, String> {
         Isolation::Auto => match probe_namespaces() {
             Ok(()) => Ok(Choice {
                 isolation: Isolation::Namespaces,
-                reason: "namespaces work here".into(),
+                reason: format!(
+                    "namespaces work here; {}",
+                    crate::cgroup::support().describe()
+                ),
             }),
             Err(ns) => match probe_chroot() {
                 Ok(()) => Ok(Choice {
                     isolation: Isolation::Chroot,
                     reason: format!(
                         "namespaces do not work here ({ns}); chroot does: steps share this \
-                         container's processes and network and get no live /proc"
+                         container's processes and network and get no live /proc; {}",
+                        crate::cgroup::support().describe()
                     ),
                 }),
                 Err(ch) => Err(format!(

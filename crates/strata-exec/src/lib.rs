@@ -13,9 +13,11 @@
 //! also checks the diffID), and
 //! [`maybe_run_helper`], which the `strata` binary calls first thing in
 //! `main` because steps re-execute it as their namespace helper (or as the
-//! chroot step). [`isolation::choose`] says which isolation works here.
+//! chroot step). [`isolation::choose`] says which isolation works here, and
+//! [`cgroup::support`] whether steps get a cgroup with a device filter.
 
 // Leaves: rules and types, no processes, no writes.
+mod devices;
 mod error;
 mod overlay;
 mod protocol;
@@ -25,6 +27,7 @@ pub mod user;
 mod extract;
 mod flatten;
 // The parent side.
+pub mod cgroup;
 mod chroot;
 mod chroot_mounts;
 mod diff;

@@ -69,6 +69,11 @@ pub(crate) struct HelperSpec<S = RunSpec> {
     /// host's resolver (set when that resolver is on the host's loopback).
     #[serde(default)]
     pub dns_forward: Option<std::net::IpAddr>,
+    /// The helper runs in a step cgroup with the device filter (see
+    /// [`crate::cgroup`]): the step keeps CAP_MKNOD and its root and `/dev`
+    /// allow device nodes, as Docker's do; without it, neither.
+    #[serde(default)]
+    pub device_filter: bool,
 }
 
 /// What the parent sends an `--isolation chroot` step process on stdin: the

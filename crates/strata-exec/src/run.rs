@@ -157,6 +157,9 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
 
     // Cache sharing: hold locks for the whole step.
     let locks = crate::step_parent::lock_cache_mounts(&mut spec.mounts, &state)?;
+    // Made before the helper starts; it joins between fork and exec. Ends
+    // whatever is left in it and goes when dropped, on every path below.
+    let cgroup = crate::cgroup::StepCgroup::for_step(&state)?;
 
     let input = serde_json::to_vec(&HelperSpec {
         step: &spec,
@@ -166,16 +169,21 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
         stdin_fd: spec.stdin.is_some(),
         pasta,
         dns_forward,
+        device_filter: cgroup.is_some(),
     })
     .map_err(ExecError::Encode)?;
 
     let step_stdin = spec.stdin.take();
-    let mut child = spawn(&mut helper_command(
+    let mut cmd = helper_command(
         mode,
         TASK_STEP,
         None,
         step_stdin.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
-    ))?;
+    );
+    if let Some(cg) = &cgroup {
+        cg.join_on_exec(&mut cmd);
+    }
+    let mut child = spawn(&mut cmd)?;
     // The helper has its copy; ours would keep the pipe open after it exits.
     drop(step_stdin);
     let mut stdin = child.stdin.take();
@@ -223,7 +231,11 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
         }
         if !cancelled && spec.cancelled() {
             cancelled = true;
-            step_pid = kill_step(&state, &mut child);
+            match &cgroup {
+                // The helper, the step and everything it started.
+                Some(cg) => cg.kill_all(),
+                None => step_pid = kill_step(&state, &mut child),
+            }
         }
     }
     for r in readers {
@@ -234,6 +246,11 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
         source,
     })?;
     drop(locks);
+    // Nothing of the step outlives it: what is left in its cgroup is killed
+    // and waited for (the PID namespace already ended the step's own).
+    if let Some(cg) = cgroup {
+        cg.finish();
+    }
     if cancelled {
         if let Some(pid) = step_pid {
             // pid 1's exit waits for the rest of its namespace; once it is

@@ -266,13 +266,82 @@ fn check_kernel_interfaces(fx: &common::Fixture, network: Network) {
          unshare-refused\nuserns-refused\ninsmod-refused",
         "{network:?}"
     );
-    // Docker's default set minus CAP_NET_RAW (13) and CAP_MKNOD (27):
-    // CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP
-    // NET_BIND_SERVICE SYS_CHROOT AUDIT_WRITE SETFCAP.
-    assert_eq!(
-        caps(mask),
-        vec![0, 1, 3, 4, 5, 6, 7, 8, 10, 18, 29, 31],
-        "{network:?}"
+    // Docker's default set minus CAP_NET_RAW (13): CHOWN DAC_OVERRIDE
+    // FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE SYS_CHROOT
+    // AUDIT_WRITE SETFCAP, and MKNOD (27) only where the step cgroup's
+    // device filter guards it.
+    let mut want = vec![0, 1, 3, 4, 5, 6, 7, 8, 10, 18, 29, 31];
+    if device_filter() {
+        want.push(27);
+        want.sort_unstable();
+    }
+    assert_eq!(caps(mask), want, "{network:?}");
+}
+
+/// Whether steps here run in a cgroup with the device filter (root with a
+/// writable cgroup2), or the fallback (no CAP_MKNOD, nodev mounts).
+fn device_filter() -> bool {
+    matches!(
+        strata_exec::cgroup::support(),
+        strata_exec::cgroup::Support::Filter { .. }
+    )
+}
+
+/// With the device filter, a step is where Docker's is: it may mknod, and
+/// its root and /dev allow device nodes, so the filter alone keeps it from
+/// a node outside runc's list: one the image holds (made by the test in the
+/// lower layer), one the step makes, and the host's own through /dev's
+/// bound nodes. The step names its cgroup in /proc/self/cgroup, and the
+/// cgroup is gone once the step is.
+#[test]
+fn a_step_in_its_cgroup_opens_only_runcs_devices() {
+    let test = "a_step_in_its_cgroup_opens_only_runcs_devices";
+    if !strata_testutil::require_root(test) {
+        return;
+    }
+    let Some(fx) = common::Fixture::new(test) else {
+        return;
+    };
+    let strata_exec::cgroup::Support::Filter { parent } = strata_exec::cgroup::support() else {
+        let strata_exec::cgroup::Support::Unavailable(why) = strata_exec::cgroup::support() else {
+            return;
+        };
+        strata_testutil::skip(test, why);
+        return;
+    };
+    let image = fx.tmp.path().join("snapshots").join("devices");
+    std::fs::create_dir_all(image.join("nodes")).expect("layer dir");
+    nix::sys::stat::mknod(
+        &image.join("nodes/kmsg"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+        nix::sys::stat::makedev(1, 11),
+    )
+    .expect("mknod in the lower layer");
+    // Outside any step, the node opens (the test's temp dir allows devices).
+    std::fs::File::open(image.join("nodes/kmsg")).expect("the node opens outside the step");
+    let script = "grep ^0:: /proc/self/cgroup; \
+         (exec 3< /nodes/kmsg) 2>/dev/null && echo OPENED image-node; \
+         mknod /tmp/kmsg c 1 11 && echo made; \
+         (exec 3< /tmp/kmsg) 2>/dev/null && echo OPENED step-node; \
+         mknod /dev/loop-x b 7 0 && (exec 3< /dev/loop-x) 2>/dev/null && echo OPENED loop; \
+         echo x > /dev/null && head -c 2 /dev/urandom | wc -c";
+    let (mut spec, out) = fx.spec_on(vec![image, fx.base.clone()], script);
+    spec.env = vec!["PATH=/usr/sbin:/usr/bin:/sbin:/bin".into()];
+    let (_, text) = fx.finish(spec, out);
+    let mut lines = text.lines();
+    let cgroup_line = lines.next().unwrap_or_default().to_string();
+    let rest: Vec<&str> = lines.collect();
+    assert_eq!(rest, vec!["made", "2"], "{text}");
+    let prefix = format!("0::/strata/{}-ns", std::process::id());
+    assert!(
+        cgroup_line.starts_with(&prefix) && cgroup_line.contains("-step-"),
+        "the step's /proc/self/cgroup: {cgroup_line:?}, want {prefix}…"
+    );
+    let name = cgroup_line.trim_start_matches("0::/strata/");
+    assert!(
+        !parent.join(name).exists(),
+        "the step's cgroup {name} is left after it"
     );
 }
 

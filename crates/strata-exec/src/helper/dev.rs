@@ -1,8 +1,10 @@
-//! The step's `/dev`: a `nodev` tmpfs with the host's harmless device nodes
-//! bound in (runc's default set: null, zero, full, random, urandom, tty,
-//! and ptmx from a private devpts), and `/dev/shm`. The tmpfs itself is
-//! `nodev`, so a node made in `/dev` by other means cannot be opened; the
-//! bound nodes are mounts of their own and keep the host's flags.
+//! The step's `/dev`: a tmpfs with the host's harmless device nodes bound
+//! in (runc's default set: null, zero, full, random, urandom, tty, and ptmx
+//! from a private devpts), and `/dev/shm`. Without the step cgroup's device
+//! filter the tmpfs itself is `nodev`, so a node made in `/dev` by other
+//! means cannot be opened; with it, the filter decides, as on Docker's
+//! `/dev`. The bound nodes are mounts of their own and keep the host's
+//! flags.
 
 use std::path::Path;
 
@@ -14,14 +16,22 @@ use super::mounts::bind_device;
 /// Mounts and fills `root/dev`; `shm_size` in bytes (default 64 MiB), or
 /// `None` for the outer: `/dev/shm` is left an empty mount point when the
 /// step mounts a tmpfs of its own there (one mount, as runc's spec keeps
-/// one per destination).
-pub(super) fn setup_dev(root: &Path, shm_size: Option<Option<u64>>) -> Result<(), String> {
+/// one per destination). `filtered`: the step runs under the device filter.
+pub(super) fn setup_dev(
+    root: &Path,
+    shm_size: Option<Option<u64>>,
+    filtered: bool,
+) -> Result<(), String> {
     let dev = root.join("dev");
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME;
+    if !filtered {
+        flags |= MsFlags::MS_NODEV;
+    }
     mount(
         Some("tmpfs"),
         &dev,
         Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_STRICTATIME,
+        flags,
         Some("mode=755,size=65536k"),
     )
     .map_err(err("mount /dev"))?;

@@ -56,7 +56,11 @@ pub(super) fn child(spec: &HelperSpec, merged: &Path) -> Result<std::convert::In
         .mounts
         .iter()
         .any(|m| rel_target(m.target()).is_ok_and(|t| t == Path::new("dev/shm")));
-    setup_dev(merged, (!own_shm).then_some(spec.step.shm_size))?;
+    setup_dev(
+        merged,
+        (!own_shm).then_some(spec.step.shm_size),
+        spec.device_filter,
+    )?;
     let sys = merged.join("sys");
     let ro = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY;
     if mount(Some("sysfs"), &sys, Some("sysfs"), ro, None::<&str>).is_err() {
@@ -90,7 +94,7 @@ pub(super) fn child(spec: &HelperSpec, merged: &Path) -> Result<std::convert::In
     let (env, program) = step_env_and_program(&spec.step, id.home.as_deref())?;
     stdin_in_place(spec.stdin_fd)?;
 
-    drop_capabilities()?;
+    drop_capabilities(spec.device_filter)?;
     nix::sys::prctl::set_no_new_privs().map_err(err("no_new_privs"))?;
     let setgroups_allowed = std::fs::read_to_string("/proc/self/setgroups")
         .map(|s| s.trim() != "deny")

@@ -193,11 +193,18 @@ pub(super) fn setup_mounts(spec: &HelperSpec, root: &Path) -> Result<(), String>
             } => bind(source, &target, *readonly)?,
             Mount::Tmpfs { size, .. } => {
                 let opts = size.map(|s| format!("size={s}"));
+                // As the root: `nodev` only where no device filter decides
+                // (BuildKit's RUN tmpfs is `rw,nosuid`).
+                let flags = if spec.device_filter {
+                    MsFlags::MS_NOSUID
+                } else {
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV
+                };
                 mount(
                     Some("tmpfs"),
                     &target,
                     Some("tmpfs"),
-                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    flags,
                     opts.as_deref(),
                 )
                 .map_err(err(format!("tmpfs on {}", m.target())))?;

@@ -63,9 +63,12 @@ pub(super) fn prepare(
         }
     }
     touch_stub_parents(&merged, &spec.step.lowers, &stubs);
-    // Device nodes in the image or made by the step are never openable
-    // (runc's device cgroup does this for Docker; see caps.rs).
-    super::mounts::remount_adding(&merged, MsFlags::MS_NODEV)?;
+    // Without the step cgroup's device filter, device nodes in the image or
+    // made by the step must never be openable (see caps.rs); with it, the
+    // filter decides, as runc's does for Docker.
+    if !spec.device_filter {
+        super::mounts::remount_adding(&merged, MsFlags::MS_NODEV)?;
+    }
 
     Ok(merged)
 }
