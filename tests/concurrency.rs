@@ -475,3 +475,62 @@ fn a_build_commits_while_another_sweeps_stale_scratch() {
     let check = env.ok(&["check"]);
     assert!(check.contains(" 0 problem(s)"), "{check}");
 }
+
+/// Compressing outside the store lock still compresses each layer once:
+/// two exports of one image started together make its encoding between
+/// them once (the second waits on the encoding's key lock and finds it),
+/// and write the same bytes.
+#[test]
+fn two_exports_at_once_compress_a_layer_once() {
+    let Some(env) = Env::new("two_exports_at_once_compress_a_layer_once") else {
+        return;
+    };
+    let ctx = env.context(
+        "ctx",
+        "FROM strata-test/busybox:latest\nRUN head -c 20000000 /dev/urandom > /noise\n",
+    );
+    let out = env.output(&["build", "-q", "-t", "img", ctx.to_str().unwrap()]);
+    assert!(out.status.success(), "build: {}", stderr(&out));
+    let export = |name: &str| {
+        let dest = env.dir.join(name);
+        let child = env
+            .command(&[
+                "build",
+                "--progress",
+                "plain",
+                "-o",
+                &format!("type=oci,dest={}", dest.display()),
+                ctx.to_str().unwrap(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        (child, dest)
+    };
+    let ((a, a_dest), (b, b_dest)) = (export("a.tar"), export("b.tar"));
+    let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(oa.status.success(), "a: {}", stderr(&oa));
+    assert!(ob.status.success(), "b: {}", stderr(&ob));
+    let compressed = |progress: &str| -> usize {
+        progress
+            .lines()
+            .filter_map(|l| l.split_once("[internal] compressing ").map(|(_, r)| r))
+            .filter_map(|r| r.split_whitespace().next()?.parse::<usize>().ok())
+            .sum()
+    };
+    assert_eq!(
+        compressed(&stderr(&oa)) + compressed(&stderr(&ob)),
+        1,
+        "a: {}\nb: {}",
+        stderr(&oa),
+        stderr(&ob)
+    );
+    assert_eq!(
+        std::fs::read(a_dest).unwrap(),
+        std::fs::read(b_dest).unwrap()
+    );
+    let check = env.ok(&["check"]);
+    assert!(check.contains(" 0 problem(s)"), "{check}");
+    assert!(env.lease_files().is_empty(), "{:?}", env.lease_files());
+}
