@@ -297,3 +297,240 @@ fn a_save_racing_rmi_and_prune_writes_the_whole_image() {
     // With the save gone, its lease went too: nothing left but the store's.
     assert!(env.lease_files().is_empty(), "{:?}", env.lease_files());
 }
+
+/// `kill -SIG pid`.
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill -{sig} {pid}");
+}
+
+/// Polls `cond` every millisecond for up to 120 s.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Runs a build to its end while `paused` is stopped (SIGSTOP) in the
+/// middle of its work; the build must finish on its own, which it cannot
+/// if `paused` holds the store lock. Bounded: after 90 s the paused process
+/// is resumed and the test fails.
+fn a_build_completes_while_paused(env: &Env, paused: u32, ctx: &Path) {
+    let mut build = env.spawn_build("meanwhile", ctx);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        if build.try_wait().unwrap().is_some() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            signal(paused, "CONT");
+            let _ = build.kill();
+            let out = build.wait_with_output().unwrap();
+            panic!(
+                "the build could not commit while the other process was paused: {}",
+                stderr(&out)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = build.wait_with_output().unwrap();
+    assert!(out.status.success(), "build: {}", stderr(&out));
+}
+
+/// Compressing a layer for shipping (here for `save`) runs outside the
+/// store lock: while a `save` is stopped in the middle of compressing a
+/// large layer, another build runs and commits its layer and image. The
+/// save, resumed, writes a complete archive.
+#[test]
+fn a_build_commits_while_another_process_compresses_a_layer() {
+    let Some(env) = Env::new("a_build_commits_while_another_process_compresses_a_layer") else {
+        return;
+    };
+    // 48 MB of noise: seconds of gzip, one layer stored uncompressed.
+    let big = env.context(
+        "big",
+        "FROM strata-test/busybox:latest\nRUN head -c 48000000 /dev/urandom > /noise\n",
+    );
+    let out = env.output(&["build", "-q", "-t", "big", big.to_str().unwrap()]);
+    assert!(out.status.success(), "build: {}", stderr(&out));
+    let archive = env.dir.join("big.tar");
+    let save = env
+        .command(&["save", "-o", archive.to_str().unwrap(), "big"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The compressed bytes going into a blob temp file (`.tmp-*`) mean
+    // the save is compressing; it is stopped there.
+    let blobs = env.root.join("blobs/sha256");
+    let compressing = || {
+        std::fs::read_dir(&blobs).unwrap().flatten().any(|e| {
+            e.file_name().to_string_lossy().starts_with(".tmp-")
+                && e.metadata().is_ok_and(|m| m.len() > 0)
+        })
+    };
+    wait_until("the save compresses", compressing);
+    signal(save.id(), "STOP");
+    assert!(
+        compressing(),
+        "the save finished compressing before it was stopped"
+    );
+    let other = env.context(
+        "other",
+        "FROM strata-test/busybox:latest\nRUN echo other > /other\n",
+    );
+    a_build_completes_while_paused(&env, save.id(), &other);
+    assert!(compressing(), "the save went on while stopped");
+    signal(save.id(), "CONT");
+    let out = save.wait_with_output().unwrap();
+    assert!(out.status.success(), "save: {}", stderr(&out));
+    // Whole: it loads back as the same image.
+    let id = env.ok(&["images", "-q", "--no-trunc", "big"]);
+    env.ok(&["rmi", "big"]);
+    let loaded = env.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(loaded.contains("big"), "{loaded}");
+    assert_eq!(env.ok(&["images", "-q", "--no-trunc", "big"]), id);
+    assert_eq!(
+        env.ok(&["run", "--rm", "meanwhile", "cat", "/other"]),
+        "other\n"
+    );
+    let check = env.ok(&["check"]);
+    assert!(check.contains(" 0 problem(s)"), "{check}");
+}
+
+/// The sweep of stale scratch at the start of a build deletes outside the
+/// store lock: while a build is stopped in the middle of deleting a large
+/// stale tree (a killed build's), another build runs and commits. Every
+/// file of the stale tree is a hard link to one anchor file outside it, so
+/// the anchor's link count shows how far the deletion got, wherever the
+/// sweeper moved the tree.
+#[test]
+fn a_build_commits_while_another_sweeps_stale_scratch() {
+    let Some(env) = Env::new("a_build_commits_while_another_sweeps_stale_scratch") else {
+        return;
+    };
+    use std::os::unix::fs::MetadataExt;
+    let tmp = env.root.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    // A killed build's scratch: its directory and its (unheld) owner lock.
+    let stale = tmp.join("build-killed0");
+    std::fs::write(tmp.join("build-killed0.lock"), "").unwrap();
+    // Several anchors: a filesystem caps one inode's links (ext4: 65,000).
+    let anchors: Vec<PathBuf> = (0..4)
+        .map(|i| env.root.join(format!("anchor{i}")))
+        .collect();
+    const LINKS: u64 = 100_000;
+    for d in 0..100 {
+        let anchor = &anchors[d % anchors.len()];
+        if !anchor.exists() {
+            std::fs::write(anchor, "x").unwrap();
+        }
+        let dir = stale.join(format!("d{d}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..LINKS / 100 {
+            std::fs::hard_link(anchor, dir.join(format!("f{f}"))).unwrap();
+        }
+    }
+    // Links into the stale tree still there.
+    let links = || -> u64 {
+        anchors
+            .iter()
+            .map(|a| std::fs::metadata(a).unwrap().nlink() - 1)
+            .sum()
+    };
+    assert_eq!(links(), LINKS);
+    let first = env.context(
+        "first",
+        "FROM strata-test/busybox:latest\nRUN echo first > /first\n",
+    );
+    let sweeping = env.spawn_build("first", &first);
+    wait_until("the sweep deletes", || links() <= LINKS - 100);
+    signal(sweeping.id(), "STOP");
+    assert!(links() > 0, "the sweep finished before it was stopped");
+    let other = env.context(
+        "other",
+        "FROM strata-test/busybox:latest\nRUN echo other > /other\n",
+    );
+    a_build_completes_while_paused(&env, sweeping.id(), &other);
+    signal(sweeping.id(), "CONT");
+    let out = sweeping.wait_with_output().unwrap();
+    assert!(out.status.success(), "build: {}", stderr(&out));
+    assert_eq!(links(), 0, "the stale tree is gone");
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(
+        env.ok(&["run", "--rm", "meanwhile", "cat", "/other"]),
+        "other\n"
+    );
+    let check = env.ok(&["check"]);
+    assert!(check.contains(" 0 problem(s)"), "{check}");
+}
+
+/// Compressing outside the store lock still compresses each layer once:
+/// two exports of one image started together make its encoding between
+/// them once (the second waits on the encoding's key lock and finds it),
+/// and write the same bytes.
+#[test]
+fn two_exports_at_once_compress_a_layer_once() {
+    let Some(env) = Env::new("two_exports_at_once_compress_a_layer_once") else {
+        return;
+    };
+    let ctx = env.context(
+        "ctx",
+        "FROM strata-test/busybox:latest\nRUN head -c 20000000 /dev/urandom > /noise\n",
+    );
+    let out = env.output(&["build", "-q", "-t", "img", ctx.to_str().unwrap()]);
+    assert!(out.status.success(), "build: {}", stderr(&out));
+    let export = |name: &str| {
+        let dest = env.dir.join(name);
+        let child = env
+            .command(&[
+                "build",
+                "--progress",
+                "plain",
+                "-o",
+                &format!("type=oci,dest={}", dest.display()),
+                ctx.to_str().unwrap(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        (child, dest)
+    };
+    let ((a, a_dest), (b, b_dest)) = (export("a.tar"), export("b.tar"));
+    let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(oa.status.success(), "a: {}", stderr(&oa));
+    assert!(ob.status.success(), "b: {}", stderr(&ob));
+    let compressed = |progress: &str| -> usize {
+        progress
+            .lines()
+            .filter_map(|l| l.split_once("[internal] compressing ").map(|(_, r)| r))
+            .filter_map(|r| r.split_whitespace().next()?.parse::<usize>().ok())
+            .sum()
+    };
+    assert_eq!(
+        compressed(&stderr(&oa)) + compressed(&stderr(&ob)),
+        1,
+        "a: {}\nb: {}",
+        stderr(&oa),
+        stderr(&ob)
+    );
+    assert_eq!(
+        std::fs::read(a_dest).unwrap(),
+        std::fs::read(b_dest).unwrap()
+    );
+    let check = env.ok(&["check"]);
+    assert!(check.contains(" 0 problem(s)"), "{check}");
+    assert!(env.lease_files().is_empty(), "{:?}", env.lease_files());
+}

@@ -3,31 +3,59 @@
 //! which a later `run` sees, `ps -a`, `rm`, and `rmi` refusing an image a
 //! container uses. Need root and the busybox fixture (skip loudly otherwise).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 struct Env {
     _dir: tempfile::TempDir,
     root: PathBuf,
+    /// Rootless: the unprivileged user every `strata` command runs as.
+    user: Option<String>,
 }
 
 impl Env {
     fn new() -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("store");
-        Env { _dir: dir, root }
+        Env {
+            _dir: dir,
+            root,
+            user: None,
+        }
+    }
+
+    /// `strata ARGS` on this store, as root or as the rootless user.
+    fn command(&self, args: &[&str]) -> Command {
+        // STRATA_TEST_BIN: run these against another build of the binary.
+        let exe: PathBuf = std::env::var_os("STRATA_TEST_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_strata").into())
+            .into();
+        let mut c = match &self.user {
+            None => {
+                let mut c = Command::new(exe);
+                c.args(args).env("STRATA_ROOT", &self.root);
+                c
+            }
+            Some(user) => {
+                // setpriv execs: the child is `strata` itself (a `su`
+                // would stay in between, and stops itself when its child
+                // is stopped).
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--reuid={user}"))
+                    .arg(format!("--regid={user}"))
+                    .args(["--init-groups", "--reset-env", "env"])
+                    .arg(format!("STRATA_ROOT={}", self.root.display()))
+                    .arg(exe)
+                    .args(args);
+                c
+            }
+        };
+        c.stdin(Stdio::null());
+        c
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        // STRATA_TEST_BIN: run these against another build of the binary.
-        let exe = std::env::var_os("STRATA_TEST_BIN")
-            .unwrap_or_else(|| env!("CARGO_BIN_EXE_strata").into());
-        Command::new(exe)
-            .args(args)
-            .env("STRATA_ROOT", &self.root)
-            .stdin(Stdio::null())
-            .output()
-            .expect("spawn strata")
+        self.command(args).output().expect("spawn strata")
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -50,6 +78,40 @@ fn setup(test: &str) -> Option<Env> {
     }
     let e = Env::new();
     e.ok(&["import", bb.to_str().unwrap_or_default(), "bb:1"]);
+    Some(e)
+}
+
+/// [`setup`] for rootless containers: a store the test user owns, every
+/// command run as that user (it has subordinate IDs, so `strata run` runs
+/// in a user namespace). Root is needed to become the user.
+fn setup_rootless(test: &str) -> Option<Env> {
+    let bb = strata_testutil::busybox_tar(test)?;
+    if !strata_testutil::require_root(test) {
+        return None;
+    }
+    let user = strata_testutil::test_user(test)?;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).expect("home");
+    let tar = home.join("busybox.tar");
+    std::fs::copy(&bb, &tar).expect("copy the fixture");
+    let chown = Command::new("chown")
+        .args(["-R", &user])
+        .arg(&home)
+        .status()
+        .expect("chown");
+    assert!(chown.success(), "chown {}", home.display());
+    let e = Env {
+        _dir: dir,
+        root: home.join("store"),
+        user: Some(user),
+    };
+    e.ok(&["import", &tar.to_string_lossy(), "bb:1"]);
     Some(e)
 }
 
@@ -213,39 +275,25 @@ fn special_files_in_a_container_are_kept_and_rm_still_removes_it() {
 /// shows it `Dead`, `ps` leaves it out, and `rm` removes it without `-f`.
 #[test]
 fn a_container_whose_run_was_killed_is_dead_and_removable() {
-    let Some(e) = setup("a_container_whose_run_was_killed_is_dead_and_removable") else {
-        return;
-    };
-    let exe =
-        std::env::var_os("STRATA_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_strata").into());
-    let mut child = Command::new(exe)
-        .args([
-            "run",
-            "--name",
-            "victim",
-            "--network",
-            "none",
-            "bb:1",
-            "sleep",
-            "300",
-        ])
-        .env("STRATA_ROOT", &e.root)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn strata run");
-    // Wait until the container is recorded as running.
-    let mut up = false;
-    for _ in 0..200 {
-        if e.ok(&["ps"]).contains("victim") {
-            up = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    if let Some(e) = setup("a_container_whose_run_was_killed_is_dead_and_removable") {
+        dead_semantics(&e);
     }
-    assert!(up, "the container never showed as running");
-    child.kill().expect("SIGKILL strata run");
+}
+
+/// The same rootless: the killed run's step directory holds files of
+/// subordinate IDs, which `rm` must remove in the user namespace.
+#[test]
+fn a_rootless_container_whose_run_was_killed_is_dead_and_removable() {
+    if let Some(e) =
+        setup_rootless("a_rootless_container_whose_run_was_killed_is_dead_and_removable")
+    {
+        dead_semantics(&e);
+    }
+}
+
+fn dead_semantics(e: &Env) {
+    let mut child = start_container(e, "victim", &["sleep", "300"]);
+    signal(child.id(), "KILL");
     child.wait().expect("reap strata run");
     let ps = e.ok(&["ps"]);
     assert!(
@@ -256,6 +304,22 @@ fn a_container_whose_run_was_killed_is_dead_and_removable() {
     assert!(all.contains("victim") && all.contains("Dead"), "{all}");
     e.ok(&["rm", "victim"]);
     assert!(!e.ok(&["ps", "-a"]).contains("victim"));
+    let left: Vec<_> = std::fs::read_dir(e.root.join("containers"))
+        .expect("containers")
+        .flatten()
+        .map(|d| d.path())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// `kill -SIG pid`.
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
+    assert!(ok.success(), "kill -{sig} {pid}");
 }
 
 #[test]
@@ -444,13 +508,10 @@ fn steps_run_under_dockers_default_seccomp_restrictions() {
 /// Starts `strata run --name NAME bb:1 ARGV` in the background and waits
 /// until its process runs (its pid file is written).
 fn start_container(e: &Env, name: &str, argv: &[&str]) -> std::process::Child {
-    let exe =
-        std::env::var_os("STRATA_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_strata").into());
-    let mut child = Command::new(exe)
-        .args(["run", "--name", name, "--network", "none", "bb:1"])
-        .args(argv)
-        .env("STRATA_ROOT", &e.root)
-        .stdin(Stdio::null())
+    let mut args = vec!["run", "--name", name, "--network", "none", "bb:1"];
+    args.extend_from_slice(argv);
+    let mut child = e
+        .command(&args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -490,11 +551,22 @@ fn status_of(e: &Env, name: &str) -> String {
 /// code, `strata run` exits with it, and `rm` needs no `-f`.
 #[test]
 fn stop_sends_the_stop_signal_then_sigkill_after_the_timeout() {
-    let Some(e) = setup("stop_sends_the_stop_signal_then_sigkill_after_the_timeout") else {
-        return;
-    };
+    if let Some(e) = setup("stop_sends_the_stop_signal_then_sigkill_after_the_timeout") {
+        stop_semantics(&e);
+    }
+}
+
+/// The same as a user with subordinate IDs: `strata run` ran rootless.
+#[test]
+fn stop_works_on_a_rootless_container() {
+    if let Some(e) = setup_rootless("stop_works_on_a_rootless_container") {
+        stop_semantics(&e);
+    }
+}
+
+fn stop_semantics(e: &Env) {
     let mut trapping = start_container(
-        &e,
+        e,
         "trapping",
         &[
             "sh",
@@ -506,14 +578,14 @@ fn stop_sends_the_stop_signal_then_sigkill_after_the_timeout() {
     assert_eq!(e.ok(&["stop", "trapping"]), "trapping\n");
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     assert!(
-        status_of(&e, "trapping").starts_with("Exited (7)"),
+        status_of(e, "trapping").starts_with("Exited (7)"),
         "{}",
-        status_of(&e, "trapping")
+        status_of(e, "trapping")
     );
     assert_eq!(trapping.wait().expect("wait").code(), Some(7));
     e.ok(&["rm", "trapping"]);
 
-    let mut ignoring = start_container(&e, "ignoring", &["sleep", "300"]);
+    let mut ignoring = start_container(e, "ignoring", &["sleep", "300"]);
     let started = std::time::Instant::now();
     assert_eq!(e.ok(&["stop", "--time", "1", "ignoring"]), "ignoring\n");
     let took = started.elapsed();
@@ -522,9 +594,9 @@ fn stop_sends_the_stop_signal_then_sigkill_after_the_timeout() {
         "{took:?}"
     );
     assert!(
-        status_of(&e, "ignoring").starts_with("Exited (137)"),
+        status_of(e, "ignoring").starts_with("Exited (137)"),
         "{}",
-        status_of(&e, "ignoring")
+        status_of(e, "ignoring")
     );
     assert_eq!(ignoring.wait().expect("wait").code(), Some(137));
     // Stopping a stopped container is not an error (as in Docker).
@@ -540,15 +612,26 @@ fn stop_sends_the_stop_signal_then_sigkill_after_the_timeout() {
 /// container that is not running is an error.
 #[test]
 fn kill_sends_sigkill_or_the_given_signal() {
-    let Some(e) = setup("kill_sends_sigkill_or_the_given_signal") else {
-        return;
-    };
-    let mut victim = start_container(&e, "victim", &["sleep", "300"]);
+    if let Some(e) = setup("kill_sends_sigkill_or_the_given_signal") {
+        kill_semantics(&e);
+    }
+}
+
+/// The same as a user with subordinate IDs: `strata run` ran rootless.
+#[test]
+fn kill_works_on_a_rootless_container() {
+    if let Some(e) = setup_rootless("kill_works_on_a_rootless_container") {
+        kill_semantics(&e);
+    }
+}
+
+fn kill_semantics(e: &Env) {
+    let mut victim = start_container(e, "victim", &["sleep", "300"]);
     assert_eq!(e.ok(&["kill", "victim"]), "victim\n");
     assert!(
-        status_of(&e, "victim").starts_with("Exited (137)"),
+        status_of(e, "victim").starts_with("Exited (137)"),
         "{}",
-        status_of(&e, "victim")
+        status_of(e, "victim")
     );
     assert_eq!(victim.wait().expect("wait").code(), Some(137));
     let o = e.run(&["kill", "victim"]);
@@ -562,7 +645,7 @@ fn kill_sends_sigkill_or_the_given_signal() {
     e.ok(&["rm", "victim"]);
 
     let mut usr1 = start_container(
-        &e,
+        e,
         "usr1",
         &[
             "sh",
@@ -573,9 +656,75 @@ fn kill_sends_sigkill_or_the_given_signal() {
     assert_eq!(e.ok(&["kill", "--signal", "usr1", "usr1"]), "usr1\n");
     assert_eq!(usr1.wait().expect("wait").code(), Some(42));
     assert!(
-        status_of(&e, "usr1").starts_with("Exited (42)"),
+        status_of(e, "usr1").starts_with("Exited (42)"),
         "{}",
-        status_of(&e, "usr1")
+        status_of(e, "usr1")
     );
     e.ok(&["rm", "usr1"]);
+}
+
+/// `stop` on a container whose process has exited while its `strata run`
+/// is still recording the exit (saving a large writable layer; here held
+/// there by SIGSTOP) waits for the record, as Docker's stop waits for the
+/// exit, instead of failing with "no running process found".
+#[test]
+fn stop_waits_for_a_container_that_is_exiting() {
+    if let Some(e) = setup("stop_waits_for_a_container_that_is_exiting") {
+        stop_while_exiting(&e);
+    }
+}
+
+#[test]
+fn stop_waits_for_a_rootless_container_that_is_exiting() {
+    if let Some(e) = setup_rootless("stop_waits_for_a_rootless_container_that_is_exiting") {
+        stop_while_exiting(&e);
+    }
+}
+
+fn stop_while_exiting(e: &Env) {
+    let mut run = start_container(e, "exiting", &["sleep", "300"]);
+    let owner = run.id();
+    let step: u32 = std::fs::read_dir(e.root.join("containers"))
+        .expect("containers")
+        .flatten()
+        .flat_map(|c| std::fs::read_dir(c.path()).into_iter().flatten().flatten())
+        .find_map(|s| std::fs::read_to_string(s.path().join("pid")).ok())
+        .and_then(|p| p.trim().parse().ok())
+        .expect("the step's pid");
+    signal(owner, "STOP");
+    // The step goes; its `strata run`, stopped, cannot record that yet.
+    signal(step, "KILL");
+    let gone = Path::new("/proc").join(step.to_string());
+    for _ in 0..600 {
+        if !gone.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!gone.exists(), "the step {step} did not exit");
+    let mut stop = e
+        .command(&["stop", "exiting"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn strata stop");
+    // Long enough for a stop that gives up at once to have done so.
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let early = stop.try_wait().expect("try_wait");
+    signal(owner, "CONT");
+    let out = stop.wait_with_output().expect("wait for stop");
+    assert!(
+        early.is_none() && out.status.success(),
+        "stop: {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "exiting\n");
+    assert_eq!(run.wait().expect("wait").code(), Some(137));
+    assert!(
+        status_of(e, "exiting").starts_with("Exited (137)"),
+        "{}",
+        status_of(e, "exiting")
+    );
+    e.ok(&["rm", "exiting"]);
 }

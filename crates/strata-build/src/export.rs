@@ -368,17 +368,14 @@ fn encode_layers(
         wanted.push((rec.clone(), to));
         which.push(i);
     }
-    // Under the store lock, so GC cannot free a new encoding before its
-    // record and our lease name it (and two processes encode a layer once).
-    let lock = store.lock()?;
+    // Compressed outside the store lock, each encoding committed into our
+    // lease under it (and made once across processes, under its key lock).
     let (encs, made) = store
-        .encode_layers(&lock, &wanted)
+        .encode_layers(lease, &wanted)
         .map_err(context(format!(
             "compressing the layers of image {}",
             image.id
         )))?;
-    lease.add(&lock, encs.iter().map(|e| e.blob))?;
-    drop(lock);
     for ((i, (_, to)), enc) in which.into_iter().zip(&wanted).zip(encs) {
         let l = &mut manifest.layers[i];
         l.digest = enc.blob;

@@ -156,8 +156,10 @@ pub fn build_with_lease(
         }
     };
     // What killed builds and runs left in the store's scratch space goes
-    // now; a live build's scratch (its owner lock held) stays.
-    store.sweep_scratch_with(&store.lock()?, &|p| {
+    // now; a live build's scratch (its owner lock held) stays. Moved aside
+    // under the store lock, deleted outside it: a large stale tree does not
+    // hold up other builds' commits.
+    store.sweep_scratch_aside(&|p| {
         strata_exec::snapshot::remove_tree(p).map_err(|e| e.to_string())
     })?;
     let tags = opts

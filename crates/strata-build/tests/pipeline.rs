@@ -363,9 +363,11 @@ fn layers_are_compressed_only_when_an_export_needs_them() {
 
     // GC keeps the encodings while the image needs its layers; the
     // shipped manifest is the one recorded before.
+    store.gc(&store.lock().unwrap()).unwrap();
+    let reading = store.lease_images("test", [(&image, "pinned")]).unwrap();
+    let (shipped, made) = store.ship(&reading, &image).unwrap();
+    drop(reading);
     let lock = store.lock().unwrap();
-    store.gc(&lock).unwrap();
-    let (shipped, made) = store.ship(&lock, &image).unwrap();
     assert_eq!(made, 0);
     assert_eq!(shipped.manifest.to_string(), pinned_manifest);
     assert_eq!(gzip_blobs(&root).len(), 3);

@@ -51,18 +51,23 @@ pub fn step_pid(scratch_dir: &Path, owner: u32) -> Option<Pid> {
     None
 }
 
-/// Sends `sig` to the step `owner` runs in `scratch_dir`.
-pub fn signal_step(scratch_dir: &Path, owner: u32, sig: Signal) -> Result<(), ExecError> {
-    let pid = step_pid(scratch_dir, owner).ok_or_else(|| {
-        ExecError::Invalid(format!(
-            "no running process found for the container in {}",
-            scratch_dir.display()
-        ))
-    })?;
-    nix::sys::signal::kill(pid, sig).map_err(|e| ExecError::Io {
-        path: scratch_dir.join(PID_FILE),
-        source: std::io::Error::from(e),
-    })
+/// Sends `sig` to the step `owner` runs in `scratch_dir`; `Ok(false)` when
+/// there is no such process (not started yet, or already exited while its
+/// owner records the exit), so the caller can wait for either instead of
+/// failing a container that is starting or stopping.
+pub fn signal_step(scratch_dir: &Path, owner: u32, sig: Signal) -> Result<bool, ExecError> {
+    let Some(pid) = step_pid(scratch_dir, owner) else {
+        return Ok(false);
+    };
+    match nix::sys::signal::kill(pid, sig) {
+        Ok(()) => Ok(true),
+        // It exited between being found and being signalled.
+        Err(nix::errno::Errno::ESRCH) => Ok(false),
+        Err(e) => Err(ExecError::Io {
+            path: scratch_dir.join(PID_FILE),
+            source: std::io::Error::from(e),
+        }),
+    }
 }
 
 /// Whether `owner` is `pid`'s parent, grandparent or great-grandparent

@@ -242,14 +242,11 @@ pub fn push(
         .ok_or_else(|| ImageError::NoTag(target.to_string()))?;
     // Layers a build kept uncompressed are pushed as they ship (compressed
     // now, once, if nothing has shipped them yet).
-    // Read under the store lock that made it: the image is leased by the
-    // caller, its shipped manifest is not, and GC waits for the lock.
-    let (shipped, manifest) = {
-        let lock = store.lock()?;
-        let (shipped, _) = store.ship(&lock, image)?;
-        let manifest = store.read_blob(&shipped.manifest)?;
-        (shipped, manifest)
-    };
+    // The image is leased by the caller; the shipped manifest and the
+    // encodings join this lease, held while they are sent.
+    let shipping = store.lease("push")?;
+    let (shipped, _) = store.ship(&shipping, image)?;
+    let manifest = store.read_blob(&shipped.manifest)?;
     let media_type = serde_json::from_slice::<serde_json::Value>(&manifest)
         .ok()
         .and_then(|v| v["mediaType"].as_str().map(str::to_owned))

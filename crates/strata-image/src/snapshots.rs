@@ -44,12 +44,18 @@ pub fn lowers_counted(
                 let reader = store.open_layer_tar(l)?;
                 // The diffID is checked while unpacking: a blob that does not
                 // match its record never becomes a snapshot.
-                strata_exec::snapshot::unpack_layer_verified(
+                if let Err(e) = strata_exec::snapshot::unpack_layer_verified(
                     reader,
                     &dir,
                     strata_exec::Mode::current(),
                     Some(&l.diff_id),
-                )?;
+                ) {
+                    // A half-made snapshot is never used (it is not marked
+                    // ready), but on a full disk its space is what the user
+                    // needs back now, not at the next unpack of this layer.
+                    let _ = strata_exec::snapshot::remove_tree(&dir);
+                    return Err(e.into());
+                }
                 store.snapshot_done(&store.lock()?, &l.diff_id)?;
                 unpacked += 1;
             }

@@ -19,8 +19,9 @@
 //!   in the lease" there is no moment in which GC can run.
 //!
 //! A per-key lock ([`Store::key_lock`], `locks/<kind>-<hex>`) makes "unpack
-//! this layer", "download this blob" happen once per key across processes:
-//! the second process waits on the flock and then finds the work done. GC
+//! this layer", "download this blob", "compress this layer with this codec
+//! and level" happen once per key across processes: the second process
+//! waits on the flock and then finds the work done. GC
 //! removes the lock files of keys nothing holds; a process opens a key's lock
 //! file only after leasing the key, so a lock file in use is never removed.
 
@@ -58,6 +59,9 @@ pub enum KeyKind {
     Blob,
     /// Writing `indexes/<diffID>.json`.
     Index,
+    /// Compressing a layer for shipping: keyed by the sha256 of its
+    /// (diffID, codec, level) record key (`ship.rs`).
+    Encoding,
 }
 
 impl KeyKind {
@@ -66,6 +70,7 @@ impl KeyKind {
             KeyKind::Snapshot => "snapshot-",
             KeyKind::Blob => "blob-",
             KeyKind::Index => "index-",
+            KeyKind::Encoding => "encoding-",
         }
     }
 }
@@ -213,10 +218,15 @@ impl Store {
         for e in entries {
             let e = e.map_err(io_err(&dir))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            let key = [KeyKind::Snapshot, KeyKind::Blob, KeyKind::Index]
-                .iter()
-                .find_map(|k| name.strip_prefix(k.prefix()))
-                .and_then(|hex| Digest::from_hex(hex).ok());
+            let key = [
+                KeyKind::Snapshot,
+                KeyKind::Blob,
+                KeyKind::Index,
+                KeyKind::Encoding,
+            ]
+            .iter()
+            .find_map(|k| name.strip_prefix(k.prefix()))
+            .and_then(|hex| Digest::from_hex(hex).ok());
             if key.is_some_and(|d| !live.contains(&d)) {
                 let p = e.path();
                 fs_err::remove_file(&p).map_err(io_err(&p))?;

@@ -18,6 +18,12 @@
 //! was killed leaves its step's state directory (`step-*`, the container's
 //! writable upper directory while it ran); it is stale once the container's
 //! owner process is gone.
+//!
+//! A build sweeps at its start with [`Store::sweep_scratch_aside`]: under
+//! the store lock it only renames each stale entry into a scratch directory
+//! of its own (`tmp/sweep-<random>`, owner-locked like any other), and it
+//! deletes them after releasing the lock, so removing a large stale tree
+//! does not hold up other processes' commits.
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
@@ -159,8 +165,80 @@ impl Store {
         self.scan_scratch(Some(remover))
     }
 
+    /// Removes stale scratch as [`Store::sweep_scratch_with`] does, but
+    /// holds the store lock only to move each stale entry into a scratch
+    /// directory of this call's own (a rename each) and to drop the stale
+    /// owner locks; the trees are measured and removed after the lock is
+    /// released, so a large stale tree does not hold up other processes'
+    /// commits. If this process dies meanwhile, what it moved is its own
+    /// stale scratch, swept next time. Must not be called with the store
+    /// lock held (it takes it).
+    pub fn sweep_scratch_aside(&self, remover: Remover) -> Result<ScratchReport> {
+        let aside = self.scratch_dir("sweep")?;
+        let mut moved: Vec<(Stale, PathBuf)> = Vec::new();
+        let mut report = ScratchReport::default();
+        {
+            let _lock = self.lock()?;
+            for (n, mut stale) in self.find_stale()?.into_iter().enumerate() {
+                if std::fs::symlink_metadata(&stale.path).is_ok() {
+                    let to = aside.path().join(n.to_string());
+                    if std::fs::rename(&stale.path, &to).is_ok() {
+                        if let Some((lock_path, _held)) = stale.lock.take() {
+                            let _ = std::fs::remove_file(lock_path);
+                        }
+                        moved.push((stale, to));
+                        continue;
+                    }
+                    // Not movable (on another filesystem): removed in
+                    // place, under the lock, as before; a failure keeps the
+                    // lock file, which the directory needs.
+                    let found = entry(&stale.path, &stale.path, stale.container_step);
+                    if !report.take(found, Some(remover)) {
+                        continue;
+                    }
+                }
+                if let Some((lock_path, _held)) = stale.lock {
+                    let _ = std::fs::remove_file(lock_path);
+                }
+            }
+        }
+        for (was, now) in moved {
+            let found = entry(&was.path, &now, was.container_step);
+            if let Err(why) = remover(&now) {
+                report.failed.push((was.path, why));
+            } else {
+                report.entries.push(found);
+            }
+        }
+        // `aside`, empty now, goes on drop (with whatever failed, for the
+        // next sweep).
+        Ok(report)
+    }
+
     fn scan_scratch(&self, remove: Option<Remover>) -> Result<ScratchReport> {
         let mut report = ScratchReport::default();
+        for stale in self.find_stale()? {
+            // A failed removal keeps the lock file: the directory needs it.
+            if std::fs::symlink_metadata(&stale.path).is_ok()
+                && !report.take(
+                    entry(&stale.path, &stale.path, stale.container_step),
+                    remove,
+                )
+            {
+                continue;
+            }
+            if let (Some((lock_path, _held)), Some(_)) = (stale.lock, remove) {
+                let _ = std::fs::remove_file(lock_path);
+            }
+        }
+        Ok(report)
+    }
+
+    /// What no live process owns (see the module docs): stale scratch
+    /// directories with their owner locks (taken, held by the returned
+    /// values), lock files whose directory is gone, loose entries, and
+    /// dead containers' step directories.
+    fn find_stale(&self) -> Result<Vec<Stale>> {
         let tmp = self.root.join("tmp");
         let mut names: Vec<(PathBuf, std::fs::FileType)> = Vec::new();
         match fs_err::read_dir(&tmp) {
@@ -176,7 +254,7 @@ impl Store {
         }
         // Lock files first: the live ones protect their directories.
         let mut live_dirs = std::collections::BTreeSet::new();
-        let mut stale_locks = Vec::new();
+        let mut stale = Vec::new();
         for (p, t) in &names {
             if !t.is_file() || !p.to_string_lossy().ends_with(LOCK_SUFFIX) {
                 continue;
@@ -186,7 +264,11 @@ impl Store {
             // directory is gone, so its owner cannot be mid-creation).
             match File::open(p) {
                 Ok(f) => match f.try_lock() {
-                    Ok(()) => stale_locks.push((p.clone(), dir, f)),
+                    Ok(()) => stale.push(Stale {
+                        path: dir,
+                        lock: Some((p.clone(), f)),
+                        container_step: false,
+                    }),
                     Err(_) => {
                         live_dirs.insert(dir);
                     }
@@ -198,16 +280,7 @@ impl Store {
             }
         }
         let with_lock: std::collections::BTreeSet<PathBuf> =
-            stale_locks.iter().map(|(_, d, _)| d.clone()).collect();
-        for (lock_path, dir, _held) in &stale_locks {
-            // A failed removal keeps the lock file: the directory needs it.
-            if std::fs::symlink_metadata(dir).is_ok() && !report.take(entry(dir), remove) {
-                continue;
-            }
-            if remove.is_some() {
-                let _ = std::fs::remove_file(lock_path);
-            }
-        }
+            stale.iter().map(|s| s.path.clone()).collect();
         for (p, t) in &names {
             let is_lock = t.is_file() && p.to_string_lossy().ends_with(LOCK_SUFFIX);
             if is_lock || live_dirs.contains(p) || with_lock.contains(p) {
@@ -216,18 +289,18 @@ impl Store {
             // A directory whose lock file is gone (its owner was killed
             // after removing the lock? never: the lock goes last; so an
             // older strata's scratch) or a loose file.
-            report.take(entry(p), remove);
+            stale.push(Stale {
+                path: p.clone(),
+                lock: None,
+                container_step: false,
+            });
         }
-        self.scan_container_steps(remove, &mut report)?;
-        Ok(report)
+        self.dead_container_steps(&mut stale)?;
+        Ok(stale)
     }
 
     /// `containers/<id>/step-*` of containers whose `strata run` was killed.
-    fn scan_container_steps(
-        &self,
-        remove: Option<Remover>,
-        report: &mut ScratchReport,
-    ) -> Result<()> {
+    fn dead_container_steps(&self, stale: &mut Vec<Stale>) -> Result<()> {
         for c in self.containers()? {
             if !c.is_dead() {
                 continue;
@@ -240,14 +313,23 @@ impl Store {
                 if !e.file_name().to_string_lossy().starts_with("step-") {
                     continue;
                 }
-                let p = e.path();
-                let mut found = entry(&p);
-                found.kind = "container step".into();
-                report.take(found, remove);
+                stale.push(Stale {
+                    path: e.path(),
+                    lock: None,
+                    container_step: true,
+                });
             }
         }
         Ok(())
     }
+}
+
+/// One piece of stale scratch, as found.
+struct Stale {
+    path: PathBuf,
+    /// Its owner lock file, taken by the finder and held while this lives.
+    lock: Option<(PathBuf, File)>,
+    container_step: bool,
 }
 
 /// `tmp/build-x.lock` -> `tmp/build-x`.
@@ -256,21 +338,29 @@ fn dir_of_lock(lock: &Path) -> PathBuf {
     PathBuf::from(s.strip_suffix(LOCK_SUFFIX).unwrap_or(&s))
 }
 
-fn entry(p: &Path) -> ScratchEntry {
-    let name = p
+/// What the stale entry `was` is, measured where it is `now` (the same
+/// path, or where a sweep moved it).
+fn entry(was: &Path, now: &Path, container_step: bool) -> ScratchEntry {
+    let name = was
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let kind = match name.rsplit_once('-') {
-        Some((k, _)) if !k.is_empty() && std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()) => {
-            k.to_owned()
+    let kind = if container_step {
+        "container step".to_owned()
+    } else {
+        match name.rsplit_once('-') {
+            Some((k, _))
+                if !k.is_empty() && std::fs::symlink_metadata(now).is_ok_and(|m| m.is_dir()) =>
+            {
+                k.to_owned()
+            }
+            _ => "file".to_owned(),
         }
-        _ => "file".to_owned(),
     };
     ScratchEntry {
-        path: p.to_path_buf(),
+        path: was.to_path_buf(),
         kind,
-        bytes: disk_usage(p),
+        bytes: disk_usage(now),
     }
 }
 

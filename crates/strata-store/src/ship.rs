@@ -7,6 +7,14 @@
 //! long as its layer (GC, `gc.rs`). The encoders are deterministic whatever
 //! their thread count, so the shipped bytes, and the manifest naming them,
 //! are what a build storing gzip layers directly wrote.
+//!
+//! Compressing a large layer takes seconds, so it runs outside the store
+//! lock (other builds commit meanwhile): each (diffID, codec, level) has
+//! its own key lock (`locks/encoding-<hex>`, see `lease.rs`), under which
+//! the encoding is looked up again, made into a blob temp file the
+//! caller's lease protects, and committed (blob, lease line, record) under
+//! the store lock, briefly. Two processes shipping one layer compress it
+//! once: the second waits on the key lock and finds the record.
 
 use std::sync::Mutex;
 
@@ -17,7 +25,7 @@ use crate::blobs::{self, blob_store};
 use crate::cache::encoding_key;
 use crate::db::*;
 use crate::image::manifest_json;
-use crate::{EncodedLayer, ImageRecord, LayerRecord, Result, Store, StoreError, WriteLock};
+use crate::{EncodedLayer, ImageRecord, KeyKind, LayerRecord, Lease, Result, Store, StoreError};
 
 /// An image as it is shipped: the manifest over its shipped layers (for an
 /// image with no `ship_as` layer, the stored manifest itself).
@@ -34,10 +42,13 @@ impl Store {
     /// stored blob when the layer is stored plain and plain is asked, a
     /// kept encoding, or one made now (from the stored blob, decompressed
     /// and compressed in one pass, the tar's digest checked against the
-    /// diffID). Returns the encodings and how many layers were compressed.
+    /// diffID). Every returned blob is added to `lease`, which must already
+    /// hold the layers (an image or build lease). Takes the store lock only
+    /// around each commit, so it must not be called with the lock held.
+    /// Returns the encodings and how many layers were compressed here.
     pub fn encode_layers(
         &self,
-        lock: &WriteLock,
+        lease: &Lease,
         wanted: &[(LayerRecord, Compression)],
     ) -> Result<(Vec<EncodedLayer>, usize)> {
         let mut found: Vec<Option<EncodedLayer>> = Vec::with_capacity(wanted.len());
@@ -61,10 +72,19 @@ impl Store {
             }
             found.push(known);
         }
-        let made = self.encode_parallel(&todo)?;
-        for ((_, to), enc) in todo.iter().zip(&made) {
-            self.put_layer_encoding(lock, *to, enc)?;
+        // Encodings that existed are leased now, under the lock, each
+        // checked to be still there (it lives as long as its layer, which
+        // the caller's lease holds); new ones are leased as they commit.
+        {
+            let lock = self.lock()?;
+            let kept: Vec<Digest> = found.iter().flatten().map(|e| e.blob).collect();
+            if let Some(d) = kept.iter().find(|d| !self.has_blob(d)) {
+                return Err(StoreError::MissingBlob { digest: *d });
+            }
+            lease.add(&lock, kept)?;
         }
+        let made = self.encode_parallel(lease, &todo)?;
+        let compressed = made.iter().filter(|(_, now)| *now).count();
         let out = wanted
             .iter()
             .zip(found)
@@ -74,17 +94,23 @@ impl Store {
                         todo.iter()
                             .zip(&made)
                             .find(|((l, t), _)| l.diff_id == layer.diff_id && t == to)
-                            .map(|(_, e)| e.clone())
+                            .map(|(_, (e, _))| e.clone())
                     })
                     .ok_or(StoreError::MissingBlob { digest: layer.blob })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok((out, todo.len()))
+        Ok((out, compressed))
     }
 
     /// Encodes `todo` with up to one worker per core, each worker's encoder
     /// getting its share of the cores (the output never depends on either).
-    fn encode_parallel(&self, todo: &[(LayerRecord, Compression)]) -> Result<Vec<EncodedLayer>> {
+    /// Says of each whether it was compressed here (not by another process
+    /// that held its key lock first).
+    fn encode_parallel(
+        &self,
+        lease: &Lease,
+        todo: &[(LayerRecord, Compression)],
+    ) -> Result<Vec<Encoded>> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let workers = cores.min(todo.len());
         if workers == 0 {
@@ -92,7 +118,7 @@ impl Store {
         }
         let threads_each = (cores / workers).max(1);
         let next = Mutex::new(0usize);
-        let results: Mutex<Vec<Option<Result<EncodedLayer>>>> =
+        let results: Mutex<Vec<Option<Result<Encoded>>>> =
             Mutex::new(todo.iter().map(|_| None).collect());
         std::thread::scope(|s| {
             for _ in 0..workers {
@@ -107,7 +133,7 @@ impl Store {
                         let Some((layer, to)) = todo.get(i) else {
                             return;
                         };
-                        let r = self.encode_one(layer, *to, threads_each);
+                        let r = self.encode_one(lease, layer, *to, threads_each);
                         let failed = r.is_err();
                         results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
                         if failed {
@@ -134,15 +160,29 @@ impl Store {
         Ok(out)
     }
 
+    /// One encoding, made under its key lock and outside the store lock;
+    /// `(encoding, false)` when another process made it meanwhile.
     fn encode_one(
         &self,
+        lease: &Lease,
         layer: &LayerRecord,
         to: Compression,
         threads: usize,
-    ) -> Result<EncodedLayer> {
+    ) -> Result<Encoded> {
+        let key = Digest::of(encoding_key(&layer.diff_id, to).as_bytes());
+        // Leased before its lock file is opened, so GC keeps the file.
+        lease.add(&self.lock()?, [key])?;
+        let _making = self.key_lock(KeyKind::Encoding, &key)?;
+        if let Some(enc) = self.layer_encoding(&layer.diff_id, to)? {
+            let lock = self.lock()?;
+            if self.has_blob(&enc.blob) {
+                lease.add(&lock, [enc.blob])?;
+                return Ok((enc, false));
+            }
+        }
         let store = blob_store(self.root())?;
         let mut src = store.open_verified(&layer.blob).map_err(blobs::map)?;
-        let mut w = store.writer().map_err(blobs::map)?;
+        let mut w = self.blob_writer(lease)?;
         let (diff_id, digest, size) =
             match strata_oci::compress::recompress(&mut src, to, threads, &mut w) {
                 Ok(v) => v,
@@ -155,19 +195,25 @@ impl Store {
                 layer.blob, layer.diff_id
             )));
         }
-        w.commit(Some(digest)).map_err(blobs::map)?;
-        Ok(EncodedLayer {
+        let enc = EncodedLayer {
             diff_id,
             blob: digest,
             size,
-        })
+        };
+        // The commit: blob into place and into the lease, then its record.
+        let lock = self.lock()?;
+        self.commit_blob(&lock, lease, w, Some(digest))?;
+        self.put_layer_encoding(&lock, to, &enc)?;
+        Ok((enc, true))
     }
 
     /// `image` as shipped, making the encodings its `ship_as` layers still
-    /// lack (and the manifest over them); returns how many layers were
-    /// compressed now. The manifest is stored as a blob, live while the
-    /// image and the encodings are (GC computes it as [`Store::shipped`]).
-    pub fn ship(&self, lock: &WriteLock, image: &ImageRecord) -> Result<(Shipped, usize)> {
+    /// lack (outside the store lock, see the module docs) and the manifest
+    /// over them; returns how many layers were compressed now. The
+    /// manifest is stored as a blob, live while the image and the
+    /// encodings are (GC computes it as [`Store::shipped`]); it and the
+    /// encodings are added to `lease`, which must hold the image.
+    pub fn ship(&self, lease: &Lease, image: &ImageRecord) -> Result<(Shipped, usize)> {
         if image.layers.iter().all(|l| l.ship_as.is_none()) {
             return Ok((as_stored(image), 0));
         }
@@ -176,7 +222,7 @@ impl Store {
             .iter()
             .filter_map(|l| l.ship_as.map(|c| (l.clone(), c)))
             .collect();
-        let (encs, made) = self.encode_layers(lock, &wanted)?;
+        let (encs, made) = self.encode_layers(lease, &wanted)?;
         let mut encs = encs.into_iter();
         let layers = image
             .layers
@@ -190,7 +236,9 @@ impl Store {
             })
             .collect::<Result<Vec<_>>>()?;
         let bytes = manifest_bytes(image, &layers)?;
-        let manifest = self.put_blob_bytes(lock, &bytes)?;
+        let lock = self.lock()?;
+        lease.add(&lock, [Digest::of(&bytes)])?;
+        let manifest = self.put_blob_bytes(&lock, &bytes)?;
         Ok((
             Shipped {
                 manifest,
@@ -213,6 +261,10 @@ impl Store {
         })
     }
 }
+
+/// An encoding, and whether this call compressed it (rather than finding
+/// it made by another process).
+type Encoded = (EncodedLayer, bool);
 
 fn as_stored(image: &ImageRecord) -> Shipped {
     Shipped {

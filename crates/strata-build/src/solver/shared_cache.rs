@@ -93,14 +93,9 @@ impl Solver<'_> {
             .filter_map(|l| l.ship_as.map(|c| (l.clone(), c)))
             .collect();
         let compress_start = Instant::now();
-        let (encs, made) = {
-            // Under the store lock, so GC cannot free a new encoding before
-            // its record and this build's lease name it.
-            let lock = self.store.lock()?;
-            let (encs, made) = self.store.encode_layers(&lock, &lazy)?;
-            self.lease.add(&lock, encs.iter().map(|e| e.blob))?;
-            (encs, made)
-        };
+        // Compressed outside the store lock (other builds commit
+        // meanwhile); each encoding joins this build's lease as it commits.
+        let (encs, made) = self.store.encode_layers(self.lease, &lazy)?;
         if made > 0 {
             self.emit_internal(InternalWork::Compressing { layers: made }, compress_start);
         }

@@ -425,21 +425,50 @@ pub fn ps(a: PsArgs) -> anyhow::Result<ExitCode> {
 
 pub fn rm(a: RmArgs) -> anyhow::Result<ExitCode> {
     let store = open_store()?;
-    let lock = store.lock()?;
     super::per_item::each_reporting_errors(&a.containers, |name| {
-        let r = store.resolve_container(name).and_then(|c| {
-            if c.state == "running" && !c.is_dead() && !a.force {
-                return Err(strata_store::StoreError::Conflict(format!(
-                    "cannot remove container \"{name}\": container is running: stop the container before removing or force remove"
-                )));
+        let r = (|| -> anyhow::Result<()> {
+            let c = store.resolve_container(name)?;
+            if is_running(&c) {
+                if !a.force {
+                    return Err(strata_store::StoreError::Conflict(format!(
+                        "cannot remove container \"{name}\": container is running: stop the container before removing or force remove"
+                    ))
+                    .into());
+                }
+                // `docker rm -f`: killed first, so its `strata run` records
+                // the exit and cleans up its own step before the record goes.
+                signal_container(&store, &c, strata_exec::signal::Signal::SIGKILL)?;
+                wait_stopped(&store, &c.id, None)?;
             }
-            store.remove_container(&lock, &c.id)
-        });
+            // A container whose `strata run` was killed keeps its step's
+            // directory; rootless, files in it belong to subordinate IDs,
+            // which only the executor's remover (in the user namespace)
+            // can delete. Tried second: it needs user namespaces.
+            let dir = store.container_dir(&c.id);
+            if let Err(e) = std::fs::remove_dir_all(&dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                strata_exec::snapshot::remove_tree(&dir)
+                    .with_context(|| format!("removing container {name}'s files"))?;
+            }
+            let lock = store.lock()?;
+            match store.remove_container(&lock, &c.id) {
+                // `run --rm` removed it while it was being killed.
+                Err(strata_store::StoreError::NoSuchContainer(_)) if a.force => Ok(()),
+                r => r.map_err(Into::into),
+            }
+        })();
         if r.is_ok() {
             out(&format!("{name}\n"))?;
         }
-        Ok(r)
+        Ok(r.map_err(chain))
     })
+}
+
+/// An error with its causes, as one line: what `docker rm`/`stop`/`kill`
+/// print per container (the outermost message alone hides why).
+fn chain(e: anyhow::Error) -> String {
+    format!("{e:#}")
 }
 
 /// Whether `c` has a live `strata run` and so a process to signal.
@@ -472,17 +501,33 @@ fn wait_stopped(
     }
 }
 
-/// Sends `sig` to the container's process.
+/// Sends `sig` to the container's process; `Ok(false)` when the container
+/// stopped before there was a process to signal. A running container's
+/// step may not have started yet, or may have exited while its `strata run`
+/// (rootless: through its helper) still records the exit: either way the
+/// record soon says which, so this waits for the process or the record.
 fn signal_container(
     store: &strata_store::Store,
     c: &ContainerRecord,
     sig: strata_exec::signal::Signal,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let owner = c
         .owner
         .ok_or_else(|| anyhow::anyhow!("container {} has no owning process", c.id))?;
-    strata_exec::signal::signal_step(&store.container_dir(&c.id), owner.pid, sig)
-        .with_context(|| format!("sending {sig} to container {}", c.name))
+    let dir = store.container_dir(&c.id);
+    loop {
+        if strata_exec::signal::signal_step(&dir, owner.pid, sig)
+            .with_context(|| format!("sending {sig} to container {}", c.name))?
+        {
+            return Ok(true);
+        }
+        match store.resolve_container(&c.id) {
+            Ok(now) if is_running(&now) => {}
+            Ok(_) | Err(strata_store::StoreError::NoSuchContainer(_)) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// The image's STOPSIGNAL, or SIGTERM.
@@ -519,14 +564,17 @@ pub fn stop(a: StopArgs) -> anyhow::Result<ExitCode> {
                 Some(s) => parse_signal(s)?,
                 None => parse_signal(&stop_signal(&store, &c)?)?,
             };
-            signal_container(&store, &c, sig)?;
+            if !signal_container(&store, &c, sig)? {
+                // It stopped on its own meanwhile.
+                return Ok(());
+            }
             let limit = u64::try_from(a.time)
                 .ok()
                 .map(std::time::Duration::from_secs);
             if !wait_stopped(&store, &c.id, limit)? {
                 // It may exit between the wait and the kill: then there is
                 // no process left to signal, which is what we wanted.
-                let _ = signal_container(&store, &c, strata_exec::signal::Signal::SIGKILL);
+                signal_container(&store, &c, strata_exec::signal::Signal::SIGKILL)?;
                 wait_stopped(&store, &c.id, None)?;
             }
             Ok(())
@@ -534,7 +582,7 @@ pub fn stop(a: StopArgs) -> anyhow::Result<ExitCode> {
         if r.is_ok() {
             out(&format!("{name}\n"))?;
         }
-        Ok(r)
+        Ok(r.map_err(chain))
     })
 }
 
@@ -546,13 +594,12 @@ pub fn kill(a: KillArgs) -> anyhow::Result<ExitCode> {
     super::per_item::each_reporting_errors(&a.containers, |name| {
         let r = (|| -> anyhow::Result<()> {
             let c = store.resolve_container(name)?;
-            if !is_running(&c) {
+            if !is_running(&c) || !signal_container(&store, &c, sig)? {
                 anyhow::bail!(
                     "cannot kill container: {name}: container {} is not running",
                     c.id
                 );
             }
-            signal_container(&store, &c, sig)?;
             if sig == strata_exec::signal::Signal::SIGKILL {
                 wait_stopped(&store, &c.id, None)?;
             }
@@ -561,7 +608,7 @@ pub fn kill(a: KillArgs) -> anyhow::Result<ExitCode> {
         if r.is_ok() {
             out(&format!("{name}\n"))?;
         }
-        Ok(r)
+        Ok(r.map_err(chain))
     })
 }
 

@@ -9,18 +9,20 @@ use strata_store::{ImageRecord, Store};
 
 /// The digest of `img`'s manifest as shipped (`save`, `push`): for an
 /// image a build stored with uncompressed layers, the manifest over their
-/// compressed forms, made now (under the store lock) if nothing has shipped
-/// them yet; the same digest a build storing gzip layers recorded. As
-/// before, the manifest it names is a blob in the store.
+/// compressed forms, made now if nothing has shipped them yet (compressed
+/// outside the store lock, under a read lease on the image); the same
+/// digest a build storing gzip layers recorded. As before, the manifest it
+/// names is a blob in the store.
 pub(crate) fn shipped_digest(store: &Store, img: &ImageRecord) -> anyhow::Result<Digest> {
     if let Some(s) = store.shipped(img)?
         && store.has_blob(&s.manifest)
     {
         return Ok(s.manifest);
     }
-    let lock = store.lock()?;
+    let id = img.id.to_string();
+    let lease = store.lease_images("ship", [(img, id.as_str())])?;
     let (shipped, _) = store
-        .ship(&lock, img)
+        .ship(&lease, img)
         .with_context(|| format!("compressing the layers of image {}", img.id))?;
     Ok(shipped.manifest)
 }
@@ -29,25 +31,25 @@ pub(crate) fn shipped_digest(store: &Store, img: &ImageRecord) -> anyhow::Result
 /// and the manifest over them) is stored, before it is written out, and
 /// holds each shipped manifest in `lease` (which already holds the images,
 /// so their layers and encodings stay): a concurrent `rmi` + `prune` then
-/// frees nothing the writer reads.
+/// frees nothing the writer reads. Compression runs outside the store
+/// lock, so other builds commit meanwhile.
 pub(crate) fn ship_all<'a>(
     store: &Store,
     lease: &strata_store::Lease,
     images: impl IntoIterator<Item = &'a ImageRecord>,
 ) -> anyhow::Result<()> {
-    let lock = store.lock()?;
     for img in images {
-        let manifest = match store.shipped(img)?.filter(|s| store.has_blob(&s.manifest)) {
-            Some(s) => s.manifest,
-            None => {
-                store
-                    .ship(&lock, img)
-                    .with_context(|| format!("compressing the layers of image {}", img.id))?
-                    .0
-                    .manifest
+        if let Some(s) = store.shipped(img)?.filter(|s| store.has_blob(&s.manifest)) {
+            // Leased under the lock, after checking it is still there.
+            let lock = store.lock()?;
+            if store.has_blob(&s.manifest) {
+                lease.add(&lock, [s.manifest])?;
+                continue;
             }
-        };
-        lease.add(&lock, [manifest])?;
+        }
+        store
+            .ship(lease, img)
+            .with_context(|| format!("compressing the layers of image {}", img.id))?;
     }
     Ok(())
 }

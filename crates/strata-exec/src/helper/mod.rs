@@ -88,8 +88,10 @@ fn helper_main() -> i32 {
         return match res {
             Ok(()) => 0,
             Err(e) => {
-                // Reported to the parent, which captures this stream.
-                let _ = writeln!(std::io::stderr(), "{e}");
+                // Reported to the parent, which captures this stream: text
+                // is all that crosses, so the whole chain goes (a full disk
+                // says so only in the innermost cause).
+                let _ = writeln!(std::io::stderr(), "{}", error_chain(&e));
                 1
             }
         };
@@ -133,6 +135,18 @@ fn helper_main() -> i32 {
             71
         }
     }
+}
+
+/// `e` and its causes, joined as the CLI renders a chain.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 /// The unpack task: the layer tar on stdin into `dir`. Rootless, stdin
