@@ -217,8 +217,27 @@ fn pushed_max_provenance_reads_back_with_imagetools() {
 fn default_push_carries_min_provenance_and_false_turns_it_off() {
     let t = "default_push_carries_min_provenance_and_false_turns_it_off";
     let Some(env) = Env::new(t) else { return };
-    let name = env.push("default", &["--build-arg", "FOO=baz"]);
+    let meta_path = env.dir.path().join("meta.json");
+    let meta_arg = meta_path.to_str().expect("utf-8 path");
+    let name = env.push(
+        "default",
+        &["--build-arg", "FOO=baz", "--metadata-file", meta_arg],
+    );
     let slsa = &env.imagetools(&name, Some("{{ json .Provenance }}"))["SLSA"];
+    // The metadata file has what buildx records: the pushed index's digest
+    // and the provenance without its `metadata`.
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).expect("metadata file")).expect("json");
+    let recorded = &meta["buildx.build.provenance"];
+    assert_eq!(recorded["buildType"], "https://mobyproject.org/buildkit@v1");
+    assert!(recorded["metadata"].is_null(), "{recorded}");
+    assert_eq!(recorded["materials"], slsa["materials"]);
+    let digest = meta["containerimage.digest"].as_str().expect("digest");
+    let by_digest = format!("{}@{digest}", name.rsplit_once(':').expect("tag").0);
+    assert_eq!(
+        env.imagetools(&by_digest, None)["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
     // mode=min: build arguments are left out, and the predicate says so.
     assert!(slsa["invocation"]["parameters"]["args"].is_null(), "{slsa}");
     assert_eq!(slsa["metadata"]["completeness"]["parameters"], false);

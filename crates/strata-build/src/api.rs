@@ -84,6 +84,9 @@ pub struct PlatformProvenance {
     pub request: crate::provenance::ProvenanceRequest,
     /// The predicate's JSON.
     pub predicate: Vec<u8>,
+    /// The same as a SLSA v0.2 predicate, the form buildx records in its
+    /// metadata file (`buildx.build.provenance`) whatever the version.
+    pub predicate_v02: Vec<u8>,
 }
 
 /// Progress, for the CLI to render.

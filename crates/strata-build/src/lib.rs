@@ -246,19 +246,30 @@ pub fn build_with_lease(
             } else {
                 epoch
             };
-            let predicate = provenance::predicate(&provenance::ProvenanceInputs {
-                request,
-                opts,
-                materials: &stats.materials,
-                image: image.id,
-                started,
-                finished,
-            })?;
+            let make = |request: &provenance::ProvenanceRequest| {
+                provenance::predicate(&provenance::ProvenanceInputs {
+                    request,
+                    opts,
+                    materials: &stats.materials,
+                    image: image.id,
+                    started,
+                    finished,
+                })
+            };
+            let predicate = make(request)?;
+            let predicate_v02 = match request.version {
+                provenance::SlsaVersion::V02 => predicate.clone(),
+                provenance::SlsaVersion::V1 => make(&provenance::ProvenanceRequest {
+                    version: provenance::SlsaVersion::V02,
+                    ..request.clone()
+                })?,
+            };
             r.provenance.push(PlatformProvenance {
                 platform: p.clone(),
                 image: image.id,
                 request: request.clone(),
                 predicate,
+                predicate_v02,
             });
         }
         images.push(export::PlatformImage {

@@ -545,6 +545,31 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
                     .collect::<Vec<_>>()
             );
         }
+        // buildx records the provenance (as SLSA v0.2; without its
+        // `metadata` unless BUILDX_METADATA_PROVENANCE=max), per platform
+        // when there are several.
+        let provenance_mode = std::env::var("BUILDX_METADATA_PROVENANCE").unwrap_or_default();
+        let record_provenance = !matches!(
+            provenance_mode.as_str(),
+            "disabled" | "0" | "f" | "F" | "false" | "FALSE" | "False"
+        );
+        if record_provenance {
+            for p in &result.provenance {
+                let mut pred: serde_json::Value = serde_json::from_slice(&p.predicate_v02)?;
+                if provenance_mode != "max"
+                    && let Some(o) = pred.as_object_mut()
+                {
+                    o.remove("metadata");
+                    o.remove("buildConfig");
+                }
+                let key = if result.provenance.len() > 1 {
+                    format!("buildx.build.provenance/{}", p.platform)
+                } else {
+                    "buildx.build.provenance".to_owned()
+                };
+                meta[key] = pred;
+            }
+        }
         // buildx records warnings only when asked (BUILDX_METADATA_WARNINGS).
         let record_warnings = std::env::var("BUILDX_METADATA_WARNINGS")
             .is_ok_and(|v| matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"));
