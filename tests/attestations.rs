@@ -393,3 +393,34 @@ fn annotations_land_where_buildx_puts_them() {
     let err = env.fails(&["build", "-q", "--annotation", "blob:k=v", "."]);
     assert!(err.contains("unknown annotation type \"blob\""), "{err}");
 }
+
+#[test]
+fn local_output_gets_provenance_json_unless_inline_only() {
+    let t = "local_output_gets_provenance_json_unless_inline_only";
+    let Some(env) = Env::new(t) else { return };
+    let dest = env.dir.path().join("rootfs");
+    let spec = format!("type=local,dest={}", dest.display());
+    env.ok(&["build", "-q", "--provenance=true", "-o", &spec, "."]);
+    let stmt: Value = serde_json::from_slice(
+        &std::fs::read(dest.join("provenance.json")).expect("provenance.json"),
+    )
+    .expect("statement");
+    assert_eq!(stmt["predicateType"], "https://slsa.dev/provenance/v0.2");
+    // Every regular file of the output is a subject, with its sha256.
+    let a = stmt["subject"]
+        .as_array()
+        .expect("subjects")
+        .iter()
+        .find(|s| s["name"] == "a")
+        .expect("the copied file is a subject");
+    assert_eq!(
+        a["digest"]["sha256"],
+        "87428fc522803d31065e7bce3cf03fe475096631e5e07bbd7a0fde60c4cf25c7"
+    );
+    // buildx's default (inline-only) provenance writes no file.
+    let plain = env.dir.path().join("plain");
+    let spec = format!("type=local,dest={}", plain.display());
+    env.ok(&["build", "-q", "-o", &spec, "."]);
+    assert!(plain.join("a").exists());
+    assert!(!plain.join("provenance.json").exists());
+}

@@ -207,7 +207,8 @@ pub fn check_outputs(outputs: &[Output], platforms: usize) -> Result<()> {
 pub(crate) struct Attach<'a> {
     /// Each platform's provenance (empty: none asked for).
     pub(crate) provenance: &'a [PlatformProvenance],
-    /// The image's names, the statements' subjects.
+    /// The image's names (`-t`): in the layout's `index.json`, and the
+    /// statements' subjects.
     pub(crate) names: &'a [String],
 }
 
@@ -269,12 +270,12 @@ pub(crate) fn export(
     store: &Store,
     lease: &Lease,
     images: &[PlatformImage],
-    tags: &[String],
     out: &Output,
     attach: &Attach<'_>,
     epoch: i64,
     compressed: &mut dyn FnMut(usize, f64),
 ) -> Result<()> {
+    let tags = attach.names;
     let Some(dest) = &out.dest else { return Ok(()) };
     let [first, ..] = images else {
         return Err(other("no image to export"));
@@ -373,13 +374,21 @@ pub(crate) fn export(
                     name = format!("{name}_{v}");
                 }
                 let sub = dest.join(name);
-                export_rootfs(store, &pi.image, &out.kind, &sub, epoch)?;
+                let files = FileAttestations {
+                    attach,
+                    platform: &pi.platform,
+                };
+                export_rootfs(store, &pi.image, &out.kind, &sub, epoch, &files)?;
             }
             Ok(())
         }
         OutputKind::Local | OutputKind::Tar => {
             check_outputs(std::slice::from_ref(out), images.len())?;
-            export_rootfs(store, &first.image, &out.kind, dest, epoch)
+            let files = FileAttestations {
+                attach,
+                platform: &first.platform,
+            };
+            export_rootfs(store, &first.image, &out.kind, dest, epoch, &files)
         }
     }
 }
@@ -480,19 +489,32 @@ pub fn describe(out: &Output) -> String {
     }
 }
 
-/// `type=local` / `type=tar`: the image's merged root filesystem.
+/// The attestations a `local`/`tar` output gets as files.
+struct FileAttestations<'a> {
+    attach: &'a Attach<'a>,
+    platform: &'a Platform,
+}
+
+/// `type=local` / `type=tar`: the image's merged root filesystem, and each
+/// provenance that is not `inline-only` as a file beside it.
 fn export_rootfs(
     store: &Store,
     image: &ImageRecord,
     kind: &OutputKind,
     dest: &Path,
     epoch: i64,
+    files: &FileAttestations<'_>,
 ) -> Result<()> {
     let tmp = store.scratch_dir("rootfs")?;
     for l in &image.layers {
         let r = store.open_layer_tar(l)?;
         strata_oci::apply::apply_layer(r, tmp.path(), &mut strata_oci::apply::DeleteWhiteouts)
             .map_err(context(format!("applying {}", l.diff_id)))?;
+    }
+    let statements = file_statements(files, tmp.path())?;
+    for (name, json) in &statements {
+        let p = tmp.path().join(name);
+        fs_err::write(&p, json)?;
     }
     if *kind == OutputKind::Tar {
         return write_to(dest, |w| {
@@ -502,6 +524,52 @@ fn export_rootfs(
         });
     }
     copy_dir(tmp.path(), dest)
+}
+
+/// BuildKit's local and tar exporters (`exporter/local/fs.go`): each
+/// attestation that is not `inline-only`, as an indented in-toto statement
+/// whose subjects are every regular file of the output (path and sha256,
+/// in walk order), in a file named by its `filename=` at the output's root.
+fn file_statements(files: &FileAttestations<'_>, root: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let wanted: Vec<&PlatformProvenance> = files
+        .attach
+        .provenance
+        .iter()
+        .filter(|p| p.platform == *files.platform && !p.request.inline_only)
+        .collect();
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut subjects = Vec::new();
+    for entry in walkdir::WalkDir::new(root).sort_by_file_name() {
+        let entry = entry.map_err(|e| other(format!("walking {}: {e}", root.display())))?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let rel = entry
+            .path()
+            .strip_prefix(root)
+            .map_err(|e| other(e.to_string()))?
+            .to_string_lossy()
+            .into_owned();
+        let mut r = strata_oci::DigestingReader::new(fs_err::File::open(entry.path())?);
+        std::io::copy(&mut r, &mut std::io::sink())
+            .map_err(io(format!("reading {}", entry.path().display())))?;
+        let (_, digest, _) = r.finish();
+        subjects.push(strata_oci::attestation::Subject::new(rel, &digest));
+    }
+    let mut out = Vec::new();
+    for p in wanted {
+        let name = p.request.filename.clone();
+        if name.contains('/') || name.is_empty() || out.iter().any(|(n, _)| *n == name) {
+            return Err(other(format!(
+                "attestation file name {name:?}: expected one plain file name per attestation"
+            )));
+        }
+        let compact = statement(p.request.predicate_type(), &subjects, &p.predicate);
+        out.push((name, strata_oci::attestation::indent_json(&compact)));
+    }
+    Ok(out)
 }
 
 /// What an export asked of the layers' encoding.

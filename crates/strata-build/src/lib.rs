@@ -290,7 +290,6 @@ pub fn build_with_lease(
             store,
             lease,
             &images,
-            &opts.tags,
             out,
             &attach,
             epoch,

@@ -96,6 +96,67 @@ pub fn statement(predicate_type: &str, subjects: &[Subject], predicate: &[u8]) -
     out
 }
 
+/// Compact JSON laid out as Go's `json.MarshalIndent(v, "", "  ")` does
+/// (how BuildKit writes a statement into a `local`/`tar` output): one
+/// member per line, two spaces per level, `": "` after keys, empty objects
+/// and arrays kept as `{}`/`[]`.
+pub fn indent_json(compact: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(compact.len() * 2);
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let newline = |out: &mut Vec<u8>, depth: usize| {
+        out.push(b'\n');
+        out.extend(std::iter::repeat_n(b' ', depth * 2));
+    };
+    let mut i = 0;
+    while i < compact.len() {
+        let c = compact[i];
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == b'\\' {
+                escaped = true;
+            } else if c == b'"' {
+                in_string = false;
+            }
+            i += 1;
+            continue;
+        }
+        match c {
+            b'"' => {
+                in_string = true;
+                out.push(c);
+            }
+            b'{' | b'[' => {
+                let close = if c == b'{' { b'}' } else { b']' };
+                if compact.get(i + 1) == Some(&close) {
+                    out.extend([c, close]);
+                    i += 2;
+                    continue;
+                }
+                out.push(c);
+                depth += 1;
+                newline(&mut out, depth);
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            b',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            b':' => out.extend(b": "),
+            _ => out.push(c),
+        }
+        i += 1;
+    }
+    out
+}
+
 /// A package URL for an image reference, as BuildKit's `purl.RefToPURL`
 /// with type `docker` writes it: the familiar name split into namespace and
 /// name (each query-escaped), the tag as version, then the `digest` and
@@ -335,6 +396,15 @@ impl IndexDocument {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn indents_as_go() {
+        let got = indent_json(br#"{"a":[1,{"b":"x,:{"}],"e":{},"f":[],"g":"q\"]"}"#);
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            "{\n  \"a\": [\n    1,\n    {\n      \"b\": \"x,:{\"\n    }\n  ],\n  \"e\": {},\n  \"f\": [],\n  \"g\": \"q\\\"]\"\n}"
+        );
+    }
 
     #[test]
     fn purls_are_buildkits() {

@@ -258,21 +258,6 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         }
         outputs.push(out);
     }
-    // `inline-only=false` provenance also goes into local and tar outputs
-    // in BuildKit, as a `provenance.json` file; strata does not write that.
-    if let Some(p) = &provenance
-        && !p.inline_only
-        && let Some(o) = outputs
-            .iter()
-            .find(|o| matches!(o.kind, OutputKind::Local | OutputKind::Tar))
-    {
-        return Err(UsageError(format!(
-            "provenance with {}: strata does not write {} into local or tar outputs; use --provenance=false, inline-only=true, or an image output",
-            strata_build::describe_output(o),
-            p.filename
-        ))
-        .into());
-    }
     if args.load && !annotations.is_empty() {
         return Err(UsageError(
             "--annotation with --load: the image is loaded as stored, without annotations; use -o type=docker,dest=FILE or type=oci"
