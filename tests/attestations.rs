@@ -173,6 +173,16 @@ fn pushed_max_provenance_reads_back_with_imagetools() {
     let image = &manifests[0];
     let att = &manifests[1];
     assert_eq!(image["platform"]["os"], "linux");
+    // The image manifest is pushed as stored: the digest strata knows it by.
+    let inspect: Value = serde_json::from_str(&env.ok(&["inspect", &name])).expect("inspect");
+    let repo = name.rsplit_once(':').expect("tag").0;
+    let pinned = format!("{repo}@{}", image["digest"].as_str().expect("digest"));
+    assert!(
+        inspect[0]["RepoDigests"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|d| *d == pinned.as_str())),
+        "{pinned} not in {inspect}"
+    );
     assert_eq!(att["platform"]["os"], "unknown");
     assert_eq!(att["platform"]["architecture"], "unknown");
     assert_eq!(

@@ -217,10 +217,10 @@ pub(crate) struct Attach<'a> {
 fn statements_for(
     attach: &Attach<'_>,
     platform: &Platform,
-    manifest: &Manifest,
+    manifest_json: &[u8],
     inline: bool,
 ) -> Vec<StatementBlob> {
-    let digest = strata_oci::Digest::of(&manifest.to_json());
+    let digest = strata_oci::Digest::of(manifest_json);
     attach
         .provenance
         .iter()
@@ -240,14 +240,15 @@ fn statements_for(
 /// on the manifests) with `annotations`' descriptor and index ones, and an
 /// attestation manifest per image with statements.
 fn index_document(
-    manifests: Vec<(Manifest, Platform)>,
-    statements: impl Fn(&Platform, &Manifest) -> Vec<StatementBlob>,
+    manifests: Vec<(Manifest, Vec<u8>, Platform)>,
+    statements: impl Fn(&Platform, &[u8]) -> Vec<StatementBlob>,
     annotations: &Annotations,
 ) -> IndexDocument {
     let images: Vec<IndexImage> = manifests
         .into_iter()
-        .map(|(manifest, platform)| IndexImage {
-            statements: statements(&platform, &manifest),
+        .map(|(manifest, json, platform)| IndexImage {
+            statements: statements(&platform, &json),
+            json,
             descriptor_annotations: annotations.of(AnnotationTarget::ManifestDescriptor, &platform),
             manifest,
             platform,
@@ -319,12 +320,18 @@ pub(crate) fn export(
             let with_statements = !docker
                 && manifests
                     .iter()
-                    .any(|(m, p)| !statements_for(attach, p, m, multi).is_empty());
+                    .any(|(m, p)| !statements_for(attach, p, &m.to_json(), multi).is_empty());
             if multi || with_statements {
                 check_outputs(std::slice::from_ref(out), manifests.len())?;
                 let doc = index_document(
-                    manifests,
-                    |p, m| statements_for(attach, p, m, multi),
+                    manifests
+                        .into_iter()
+                        .map(|(m, p)| {
+                            let json = m.to_json();
+                            (m, json, p)
+                        })
+                        .collect(),
+                    |p, json| statements_for(attach, p, json, multi),
                     &out.annotations,
                 );
                 if !tar {
@@ -426,12 +433,18 @@ pub fn registry_upload(
         let raw = store.read_blob(&shipped.manifest)?;
         let mut manifest =
             Manifest::from_json(&raw).map_err(context(format!("manifest {}", shipped.manifest)))?;
-        manifest
-            .annotations
-            .extend(annotations.of(AnnotationTarget::Manifest, &platform));
-        manifests.push((manifest, platform));
+        let added = annotations.of(AnnotationTarget::Manifest, &platform);
+        // Pushed byte for byte as stored (so the registry serves the
+        // digest `images --digests` shows), unless annotations change it.
+        let json = if added.is_empty() {
+            raw
+        } else {
+            manifest.annotations.extend(added);
+            manifest.to_json()
+        };
+        manifests.push((manifest, json, platform));
     }
-    let built: Vec<Platform> = manifests.iter().map(|(_, p)| p.clone()).collect();
+    let built: Vec<Platform> = manifests.iter().map(|(_, _, p)| p.clone()).collect();
     annotations.check_platforms(&built)?;
     let attach = Attach {
         provenance: &result.provenance,
@@ -442,7 +455,7 @@ pub fn registry_upload(
         if annotations.wants_index() {
             return Err(other(INDEX_ANNOTATIONS_SINGLE));
         }
-        let Some((manifest, _)) = manifests.pop() else {
+        let Some((manifest, json, _)) = manifests.pop() else {
             return Err(other("no image to push"));
         };
         let mut store_blobs = vec![manifest.config.clone()];
@@ -456,12 +469,12 @@ pub fn registry_upload(
             } else {
                 manifest.media_type.clone()
             },
-            top: manifest.to_json(),
+            top: json,
         }));
     }
     let doc = index_document(
         manifests,
-        |p, m| statements_for(&attach, p, m, true),
+        |p, json| statements_for(&attach, p, json, true),
         annotations,
     );
     Ok(Some(strata_image::registry::Upload {

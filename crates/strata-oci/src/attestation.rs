@@ -323,6 +323,9 @@ pub struct IndexDocument {
 #[derive(Debug, Clone)]
 pub struct IndexImage {
     pub manifest: Manifest,
+    /// The manifest's bytes as pushed or written: its own JSON, or the
+    /// bytes a store holds it as (their digest is the one it is known by).
+    pub json: Vec<u8>,
     pub platform: Platform,
     pub descriptor_annotations: BTreeMap<String, String>,
     /// Statements about this image, stored in its attestation manifest
@@ -345,7 +348,7 @@ impl IndexDocument {
         let mut blobs = Vec::new();
         let mut attestations = Vec::new();
         for img in images {
-            let json = img.manifest.to_json();
+            let json = img.json.clone();
             let mt = if img.manifest.media_type.is_empty() {
                 MEDIA_TYPE_OCI_MANIFEST.to_owned()
             } else {

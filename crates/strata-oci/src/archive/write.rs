@@ -201,6 +201,7 @@ fn plan_index(store: &BlobStore, index: &ArchiveIndex) -> Result<Plan, ArchiveEr
         .manifests
         .iter()
         .map(|(m, platform)| IndexImage {
+            json: m.to_json(),
             manifest: m.clone(),
             platform: platform.clone(),
             descriptor_annotations: BTreeMap::new(),
