@@ -61,6 +61,32 @@ pub struct BuildOptions {
     /// of resolving NAME. A stage named NAME still wins, as it does for
     /// any image name.
     pub named_contexts: BTreeMap<String, String>,
+    /// Attestations to make (`--provenance`, `--attest`).
+    pub attestations: Attestations,
+}
+
+/// What a build attests about its images.
+#[derive(Debug, Clone, Default)]
+pub struct Attestations {
+    /// SLSA provenance; `None` makes none (`--provenance=false`).
+    pub provenance: Option<crate::provenance::ProvenanceRequest>,
+    /// Where the build context came from, for the provenance.
+    pub context_source: crate::provenance::ContextSource,
+}
+
+/// One platform's provenance predicate, made once per build; each output
+/// wraps it in a statement about the manifest it writes.
+#[derive(Debug, Clone)]
+pub struct PlatformProvenance {
+    pub platform: strata_oci::Platform,
+    /// The image it describes (config digest).
+    pub image: Digest,
+    pub request: crate::provenance::ProvenanceRequest,
+    /// The predicate's JSON.
+    pub predicate: Vec<u8>,
+    /// The same as a SLSA v0.2 predicate, the form buildx records in its
+    /// metadata file (`buildx.build.provenance`) whatever the version.
+    pub predicate_v02: Vec<u8>,
 }
 
 /// Progress, for the CLI to render.
@@ -164,4 +190,6 @@ pub struct BuildResult {
     pub platforms: Vec<(String, Digest, Digest)>,
     /// Progress step numbers used (the next platform's steps continue).
     pub steps_numbered: usize,
+    /// The provenance of each platform's image, when asked for.
+    pub provenance: Vec<PlatformProvenance>,
 }

@@ -1,13 +1,19 @@
 //! Exporters for `strata build -o` (the `docker buildx build -o` syntax).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use strata_oci::Compression;
-use strata_oci::archive::{ArchiveFormat, ArchiveImage, ArchiveIndex};
+use strata_oci::archive::{ArchiveFormat, ArchiveImage};
+use strata_oci::attestation::{
+    IndexDocument, IndexImage, StatementBlob, image_subjects, statement,
+};
 use strata_oci::image::{Manifest, Platform};
 use strata_store::{ImageRecord, Lease, Store};
 
+use crate::annotations::{AnnotationTarget, Annotations, parse_annotation_option};
+use crate::api::PlatformProvenance;
 use crate::error::{BuildError, Result, context, io, other};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +43,9 @@ pub struct Output {
     /// `compression-level=` was given: layers already in the requested
     /// codec are re-encoded too (the level they were made with is unknown).
     pub explicit_level: bool,
+    /// `annotation*.KEY=VALUE` options, and `--annotation`s (the CLI adds
+    /// those to every output, as buildx does).
+    pub annotations: Annotations,
 }
 
 /// Parses `type=docker,dest=app.tar` (or the shorthand `PATH`, which means
@@ -50,6 +59,7 @@ pub fn parse_output(spec: &str) -> Result<Output> {
                 compression: None,
                 force_compression: false,
                 explicit_level: false,
+                annotations: Annotations::default(),
             }
         } else {
             Output {
@@ -58,6 +68,7 @@ pub fn parse_output(spec: &str) -> Result<Output> {
                 compression: None,
                 force_compression: false,
                 explicit_level: false,
+                annotations: Annotations::default(),
             }
         });
     }
@@ -67,6 +78,7 @@ pub fn parse_output(spec: &str) -> Result<Output> {
     let mut compression: Option<strata_oci::Compression> = None;
     let mut level: Option<i64> = None;
     let mut force_compression = false;
+    let mut annotations = Vec::new();
     for part in spec.split(',') {
         let (k, v) = part.split_once('=').ok_or_else(|| {
             other(format!(
@@ -102,7 +114,12 @@ pub fn parse_output(spec: &str) -> Result<Output> {
                 }
             }
             "name" | "oci-mediatypes" | "rewrite-timestamp" => {}
-            other_key => return Err(other(format!("--output: unknown attribute {other_key:?}"))),
+            other_key => match parse_annotation_option(other_key, v)
+                .map_err(|e| other(format!("--output {spec:?}: {e}")))?
+            {
+                Some(a) => annotations.push(a),
+                None => return Err(other(format!("--output: unknown attribute {other_key:?}"))),
+            },
         }
     }
     let kind = match kind.as_deref() {
@@ -118,6 +135,12 @@ pub fn parse_output(spec: &str) -> Result<Output> {
         }
         None => return Err(other(format!("--output {spec:?}: missing type="))),
     };
+    if !annotations.is_empty() && matches!(kind, OutputKind::Local | OutputKind::Tar) {
+        // BuildKit's local and tar exporters write no manifest to hold them.
+        return Err(other(format!(
+            "--output {spec:?}: annotations need an image output (type=image, registry, oci or docker)"
+        )));
+    }
     if kind != OutputKind::Image && dest.is_none() {
         return Err(other(format!(
             "--output {spec:?}: dest= is required for this type"
@@ -145,6 +168,7 @@ pub fn parse_output(spec: &str) -> Result<Output> {
         compression,
         force_compression,
         explicit_level: level.is_some(),
+        annotations: Annotations(annotations),
     })
 }
 
@@ -179,6 +203,67 @@ pub fn check_outputs(outputs: &[Output], platforms: usize) -> Result<()> {
     Ok(())
 }
 
+/// What an image output carries beside the images.
+pub(crate) struct Attach<'a> {
+    /// Each platform's provenance (empty: none asked for).
+    pub(crate) provenance: &'a [PlatformProvenance],
+    /// The image's names (`-t`): in the layout's `index.json`, and the
+    /// statements' subjects.
+    pub(crate) names: &'a [String],
+}
+
+/// The statements to attach to `manifest` (platform `platform`): its
+/// provenance, unless that is `inline-only` and `inline` is false.
+fn statements_for(
+    attach: &Attach<'_>,
+    platform: &Platform,
+    manifest_json: &[u8],
+    inline: bool,
+) -> Vec<StatementBlob> {
+    let digest = strata_oci::Digest::of(manifest_json);
+    attach
+        .provenance
+        .iter()
+        .filter(|p| p.platform == *platform && (inline || !p.request.inline_only))
+        .map(|p| {
+            let subjects = image_subjects(attach.names, platform, &digest);
+            let predicate_type = p.request.predicate_type();
+            StatementBlob {
+                predicate_type: predicate_type.to_owned(),
+                json: statement(predicate_type, &subjects, &p.predicate),
+            }
+        })
+        .collect()
+}
+
+/// The index of `manifests` (each with its platform, annotations already
+/// on the manifests) with `annotations`' descriptor and index ones, and an
+/// attestation manifest per image with statements.
+fn index_document(
+    manifests: Vec<(Manifest, Vec<u8>, Platform)>,
+    statements: impl Fn(&Platform, &[u8]) -> Vec<StatementBlob>,
+    annotations: &Annotations,
+) -> IndexDocument {
+    let images: Vec<IndexImage> = manifests
+        .into_iter()
+        .map(|(manifest, json, platform)| IndexImage {
+            statements: statements(&platform, &json),
+            json,
+            descriptor_annotations: annotations.of(AnnotationTarget::ManifestDescriptor, &platform),
+            manifest,
+            platform,
+        })
+        .collect();
+    IndexDocument::new(
+        &images,
+        annotations.of_index(AnnotationTarget::Index),
+        annotations.of_index(AnnotationTarget::IndexDescriptor),
+    )
+}
+
+/// BuildKit's refusal of index annotations on an image that is no index.
+const INDEX_ANNOTATIONS_SINGLE: &str = "index annotations not supported for single platform export";
+
 /// Writes one output. Layers compressed for it (made on demand, see
 /// `Store::encode_layers`) are reported through `compressed` (how many, and
 /// the seconds it took) before the output is written.
@@ -186,11 +271,12 @@ pub(crate) fn export(
     store: &Store,
     lease: &Lease,
     images: &[PlatformImage],
-    tags: &[String],
     out: &Output,
+    attach: &Attach<'_>,
     epoch: i64,
     compressed: &mut dyn FnMut(usize, f64),
 ) -> Result<()> {
+    let tags = attach.names;
     let Some(dest) = &out.dest else { return Ok(()) };
     let [first, ..] = images else {
         return Err(other("no image to export"));
@@ -217,30 +303,63 @@ pub(crate) fn export(
             if made > 0 {
                 compressed(made, started.elapsed().as_secs_f64());
             }
+            let built: Vec<Platform> = manifests.iter().map(|(_, p)| p.clone()).collect();
+            out.annotations.check_platforms(&built)?;
+            for (m, p) in &mut manifests {
+                m.annotations
+                    .extend(out.annotations.of(AnnotationTarget::Manifest, p));
+            }
             let tar = out.kind != (OutputKind::Oci { tar: false });
-            if manifests.len() > 1 {
+            let docker = out.kind == OutputKind::Docker;
+            // BuildKit's oci exporter makes an index for attestations only
+            // when some are not `inline-only` (buildx's default provenance
+            // is), but an index it makes anyway carries them all. A
+            // docker-archive (`type=docker`, `--load`) has no index:
+            // `docker load` keeps the image only.
+            let multi = manifests.len() > 1;
+            let with_statements = !docker
+                && manifests
+                    .iter()
+                    .any(|(m, p)| !statements_for(attach, p, &m.to_json(), multi).is_empty());
+            if multi || with_statements {
                 check_outputs(std::slice::from_ref(out), manifests.len())?;
-                let index = ArchiveIndex {
-                    manifests,
-                    names: tags.to_vec(),
-                };
+                let doc = index_document(
+                    manifests
+                        .into_iter()
+                        .map(|(m, p)| {
+                            let json = m.to_json();
+                            (m, json, p)
+                        })
+                        .collect(),
+                    |p, json| statements_for(attach, p, json, multi),
+                    &out.annotations,
+                );
                 if !tar {
-                    return strata_oci::archive::write_oci_index_dir(dest, &blobs, &index)
+                    return strata_oci::archive::write_document_dir(dest, &blobs, &doc, tags)
                         .map_err(context(format!("writing {}", dest.display())));
                 }
                 return write_to(dest, |w| {
-                    strata_oci::archive::write_index_archive(w, &blobs, &index)
+                    strata_oci::archive::write_document_archive(w, &blobs, &doc, tags)
                         .map_err(context(format!("writing {}", dest.display())))
                 });
             }
+            if out.annotations.wants_index() {
+                return Err(other(INDEX_ANNOTATIONS_SINGLE));
+            }
             let images: Vec<ArchiveImage> = manifests
                 .into_iter()
-                .map(|(manifest, _)| ArchiveImage {
-                    manifest,
+                .map(|(manifest, platform)| ArchiveImage {
                     names: tags.to_vec(),
+                    descriptor_annotations: if docker {
+                        BTreeMap::new()
+                    } else {
+                        out.annotations
+                            .of(AnnotationTarget::ManifestDescriptor, &platform)
+                    },
+                    manifest,
                 })
                 .collect();
-            let format = if out.kind == OutputKind::Docker {
+            let format = if docker {
                 ArchiveFormat::Docker
             } else {
                 ArchiveFormat::Oci
@@ -262,19 +381,113 @@ pub(crate) fn export(
                     name = format!("{name}_{v}");
                 }
                 let sub = dest.join(name);
-                export_rootfs(store, &pi.image, &out.kind, &sub, epoch)?;
+                let files = FileAttestations {
+                    attach,
+                    platform: &pi.platform,
+                };
+                export_rootfs(store, &pi.image, &out.kind, &sub, epoch, &files)?;
             }
             Ok(())
         }
         OutputKind::Local | OutputKind::Tar => {
             check_outputs(std::slice::from_ref(out), images.len())?;
-            export_rootfs(store, &first.image, &out.kind, dest, epoch)
+            let files = FileAttestations {
+                attach,
+                platform: &first.platform,
+            };
+            export_rootfs(store, &first.image, &out.kind, dest, epoch, &files)
         }
     }
 }
 
+/// What `--push` (`-o type=registry`) sends for `result`'s images when a
+/// stored manifest alone will not do: an index with an attestation
+/// manifest per image when there is provenance (pushed images always carry
+/// it, `inline-only` or not, as BuildKit's image exporter forces), or
+/// annotations, or several platforms. `None`: push the stored image as it
+/// is. Each image must have been shipped (`Store::ship`) and be leased by
+/// the caller.
+pub fn registry_upload(
+    store: &Store,
+    result: &crate::BuildResult,
+    names: &[String],
+    annotations: &Annotations,
+) -> Result<Option<strata_image::registry::Upload>> {
+    let multi = result.platforms.len() > 1;
+    if result.provenance.is_empty() && annotations.is_empty() && !multi {
+        return Ok(None);
+    }
+    let mut manifests = Vec::new();
+    for (platform, id, _) in &result.platforms {
+        let platform: Platform = platform
+            .parse()
+            .map_err(|e: strata_oci::platform::PlatformError| other(e.to_string()))?;
+        let image = store
+            .get_image(id)?
+            .ok_or_else(|| other(format!("image {id} is no longer in the store")))?;
+        let shipped = store.shipped(&image)?.ok_or_else(|| {
+            other(format!(
+                "image {id}: its layers are not compressed for shipping yet"
+            ))
+        })?;
+        let raw = store.read_blob(&shipped.manifest)?;
+        let mut manifest =
+            Manifest::from_json(&raw).map_err(context(format!("manifest {}", shipped.manifest)))?;
+        let added = annotations.of(AnnotationTarget::Manifest, &platform);
+        // Pushed byte for byte as stored (so the registry serves the
+        // digest `images --digests` shows), unless annotations change it.
+        let json = if added.is_empty() {
+            raw
+        } else {
+            manifest.annotations.extend(added);
+            manifest.to_json()
+        };
+        manifests.push((manifest, json, platform));
+    }
+    let built: Vec<Platform> = manifests.iter().map(|(_, _, p)| p.clone()).collect();
+    annotations.check_platforms(&built)?;
+    let attach = Attach {
+        provenance: &result.provenance,
+        names,
+    };
+    if result.provenance.is_empty() && !multi {
+        // One manifest, annotated: pushed as it is, under the tag.
+        if annotations.wants_index() {
+            return Err(other(INDEX_ANNOTATIONS_SINGLE));
+        }
+        let Some((manifest, json, _)) = manifests.pop() else {
+            return Err(other("no image to push"));
+        };
+        let mut store_blobs = vec![manifest.config.clone()];
+        store_blobs.extend(manifest.layers.iter().cloned());
+        return Ok(Some(strata_image::registry::Upload {
+            store_blobs,
+            blobs: Vec::new(),
+            manifests: Vec::new(),
+            top_media_type: if manifest.media_type.is_empty() {
+                strata_oci::image::MEDIA_TYPE_OCI_MANIFEST.to_owned()
+            } else {
+                manifest.media_type.clone()
+            },
+            top: json,
+        }));
+    }
+    let doc = index_document(
+        manifests,
+        |p, json| statements_for(&attach, p, json, true),
+        annotations,
+    );
+    Ok(Some(strata_image::registry::Upload {
+        store_blobs: doc.store_blobs,
+        blobs: doc.blobs,
+        manifests: doc.manifests,
+        top_media_type: strata_oci::image::MEDIA_TYPE_OCI_INDEX.to_owned(),
+        top: doc.json,
+    }))
+}
+
 /// An output as progress names it: `type=oci,dest=out.tar`.
-pub(crate) fn describe(out: &Output) -> String {
+pub fn describe(out: &Output) -> String {
     let kind = match out.kind {
         OutputKind::Image => "image",
         OutputKind::Docker => "docker",
@@ -289,19 +502,32 @@ pub(crate) fn describe(out: &Output) -> String {
     }
 }
 
-/// `type=local` / `type=tar`: the image's merged root filesystem.
+/// The attestations a `local`/`tar` output gets as files.
+struct FileAttestations<'a> {
+    attach: &'a Attach<'a>,
+    platform: &'a Platform,
+}
+
+/// `type=local` / `type=tar`: the image's merged root filesystem, and each
+/// provenance that is not `inline-only` as a file beside it.
 fn export_rootfs(
     store: &Store,
     image: &ImageRecord,
     kind: &OutputKind,
     dest: &Path,
     epoch: i64,
+    files: &FileAttestations<'_>,
 ) -> Result<()> {
     let tmp = store.scratch_dir("rootfs")?;
     for l in &image.layers {
         let r = store.open_layer_tar(l)?;
         strata_oci::apply::apply_layer(r, tmp.path(), &mut strata_oci::apply::DeleteWhiteouts)
             .map_err(context(format!("applying {}", l.diff_id)))?;
+    }
+    let statements = file_statements(files, tmp.path())?;
+    for (name, json) in &statements {
+        let p = tmp.path().join(name);
+        fs_err::write(&p, json)?;
     }
     if *kind == OutputKind::Tar {
         return write_to(dest, |w| {
@@ -311,6 +537,52 @@ fn export_rootfs(
         });
     }
     copy_dir(tmp.path(), dest)
+}
+
+/// BuildKit's local and tar exporters (`exporter/local/fs.go`): each
+/// attestation that is not `inline-only`, as an indented in-toto statement
+/// whose subjects are every regular file of the output (path and sha256,
+/// in walk order), in a file named by its `filename=` at the output's root.
+fn file_statements(files: &FileAttestations<'_>, root: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let wanted: Vec<&PlatformProvenance> = files
+        .attach
+        .provenance
+        .iter()
+        .filter(|p| p.platform == *files.platform && !p.request.inline_only)
+        .collect();
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut subjects = Vec::new();
+    for entry in walkdir::WalkDir::new(root).sort_by_file_name() {
+        let entry = entry.map_err(|e| other(format!("walking {}: {e}", root.display())))?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let rel = entry
+            .path()
+            .strip_prefix(root)
+            .map_err(|e| other(e.to_string()))?
+            .to_string_lossy()
+            .into_owned();
+        let mut r = strata_oci::DigestingReader::new(fs_err::File::open(entry.path())?);
+        std::io::copy(&mut r, &mut std::io::sink())
+            .map_err(io(format!("reading {}", entry.path().display())))?;
+        let (_, digest, _) = r.finish();
+        subjects.push(strata_oci::attestation::Subject::new(rel, &digest));
+    }
+    let mut out = Vec::new();
+    for p in wanted {
+        let name = p.request.filename.clone();
+        if name.contains('/') || name.is_empty() || out.iter().any(|(n, _)| *n == name) {
+            return Err(other(format!(
+                "attestation file name {name:?}: expected one plain file name per attestation"
+            )));
+        }
+        let compact = statement(p.request.predicate_type(), &subjects, &p.predicate);
+        out.push((name, strata_oci::attestation::indent_json(&compact)));
+    }
+    Ok(out)
 }
 
 /// What an export asked of the layers' encoding.

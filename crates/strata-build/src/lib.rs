@@ -3,6 +3,7 @@
 //! reuses steps, implements COPY semantics and the exporters. It reports
 //! progress through [`Event`]s and never prints.
 
+pub mod annotations;
 mod api;
 pub mod cache;
 mod checks;
@@ -13,6 +14,7 @@ mod emulation;
 mod error;
 mod export;
 mod mounts;
+pub mod provenance;
 mod solver;
 
 use std::collections::BTreeMap;
@@ -26,11 +28,13 @@ use solver::{PlatformBuild, build_platform};
 
 pub use cache::remote as remote_cache;
 
-pub use api::{BuildOptions, BuildResult, Event, InternalWork};
+pub use api::{Attestations, BuildOptions, BuildResult, Event, InternalWork, PlatformProvenance};
 pub use checks::check;
 pub use error::{BuildError, chain as error_chain};
 use error::{Result, other};
-pub use export::{Output, OutputKind, check_outputs, parse_output};
+pub use export::{
+    Output, OutputKind, check_outputs, describe as describe_output, parse_output, registry_upload,
+};
 
 /// The build epoch and where it came from: SOURCE_DATE_EPOCH (env or build
 /// arg), else the commit time of HEAD when the context is a git work tree,
@@ -147,6 +151,13 @@ pub fn build_with_lease(
         return Err(other(e.message));
     }
     let (epoch, epoch_source) = build_epoch(&opts.context, &opts.build_args);
+    // The provenance's dates: the epoch, unless the image itself is
+    // stamped with the wall clock (`--timestamp now`).
+    let started = if opts.timestamp_now {
+        strata_store::now_unix()
+    } else {
+        epoch
+    };
     let own_lease;
     let lease = match lease {
         Some(l) => l,
@@ -218,6 +229,7 @@ pub fn build_with_lease(
             context_files_hashed: 0,
             platforms: Vec::new(),
             steps_numbered: 0,
+            provenance: Vec::new(),
         });
         r.steps_numbered = stats.steps_numbered;
         if is_named {
@@ -230,21 +242,58 @@ pub fn build_with_lease(
         r.steps_run += stats.run;
         r.context_files_hashed += stats.hashed;
         r.platforms.push((p.to_string(), image.id, image.manifest));
+        if let Some(request) = &opts.attestations.provenance {
+            let finished = if opts.timestamp_now {
+                strata_store::now_unix()
+            } else {
+                epoch
+            };
+            let make = |request: &provenance::ProvenanceRequest| {
+                provenance::predicate(&provenance::ProvenanceInputs {
+                    request,
+                    opts,
+                    materials: &stats.materials,
+                    image: image.id,
+                    started,
+                    finished,
+                })
+            };
+            let predicate = make(request)?;
+            let predicate_v02 = match request.version {
+                provenance::SlsaVersion::V02 => predicate.clone(),
+                provenance::SlsaVersion::V1 => make(&provenance::ProvenanceRequest {
+                    version: provenance::SlsaVersion::V02,
+                    ..request.clone()
+                })?,
+            };
+            r.provenance.push(PlatformProvenance {
+                platform: p.clone(),
+                image: image.id,
+                request: request.clone(),
+                predicate,
+                predicate_v02,
+            });
+        }
         images.push(export::PlatformImage {
             image,
             platform: p.clone(),
         });
     }
     let mut result = result.ok_or_else(|| other("no platform was built"))?;
+    let provenance = result.provenance.clone();
     for out in &opts.outputs {
         let started = std::time::Instant::now();
+        let attach = export::Attach {
+            provenance: &provenance,
+            names: &opts.tags,
+        };
         let mut compressing = 0.0;
         export::export(
             store,
             lease,
             &images,
-            &opts.tags,
             out,
+            &attach,
             epoch,
             &mut |layers, seconds| {
                 // Layers are compressed when first shipped: that time is

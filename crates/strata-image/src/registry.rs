@@ -305,6 +305,87 @@ pub fn push(
     Ok(digest)
 }
 
+/// What to push for an image whose manifest is not one stored image's
+/// (an index with attestations, a manifest with annotations): blobs the
+/// store has, small documents in memory, manifests pushed by digest, and
+/// the top document pushed under the tag.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    /// Configs and layers, read from the store.
+    pub store_blobs: Vec<Descriptor>,
+    /// Blobs held in memory (attestation configs and statements).
+    pub blobs: Vec<(Descriptor, Vec<u8>)>,
+    /// Manifests the top document lists, pushed by digest first.
+    pub manifests: Vec<(Descriptor, Vec<u8>)>,
+    /// The document the tag names: its media type and bytes.
+    pub top_media_type: String,
+    pub top: Vec<u8>,
+}
+
+/// Pushes `upload` to `target`'s repository, its top document under the
+/// tag; returns that document's digest. Blobs go first (in parallel,
+/// mounted from a sibling repository when one has them), then manifests,
+/// so the registry never holds a manifest naming a missing blob.
+pub fn push_upload(
+    store: &Store,
+    client: &Client,
+    upload: &Upload,
+    target: &Reference,
+    events: &(dyn Fn(TransferEvent) + Sync),
+) -> Result<Digest> {
+    let repo = Repository::of(target);
+    let tag = target
+        .tag
+        .clone()
+        .ok_or_else(|| ImageError::NoTag(target.to_string()))?;
+    let here = format!("{}/", target.registry);
+    let pushed: Mutex<Vec<Digest>> = Mutex::new(Vec::new());
+    let mut seen = std::collections::HashSet::new();
+    let unique: Vec<Descriptor> = upload
+        .store_blobs
+        .iter()
+        .filter(|d| seen.insert(d.digest))
+        .cloned()
+        .collect();
+    parallel(unique, PARALLEL_UPLOADS, |desc| {
+        let short = desc.digest.short();
+        let sibling = store
+            .blob_sources(&desc.digest)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|s| s.strip_prefix(&here).map(str::to_owned))
+            .find(|r| *r != repo.name);
+        let path = store.blob_path(&desc.digest);
+        let open = || std::fs::File::open(&path);
+        let how = client.push_blob(&repo, &desc, sibling.as_deref(), &open)?;
+        pushed.lock().expect("pushed").push(desc.digest);
+        events(match how {
+            BlobPush::AlreadyExists => TransferEvent::Exists { short },
+            BlobPush::Mounted => TransferEvent::Finished {
+                short,
+                how: format!("Mounted from {}", sibling.unwrap_or_default()),
+            },
+            BlobPush::Uploaded => TransferEvent::Finished {
+                short,
+                how: "Pushed".into(),
+            },
+        });
+        Ok(())
+    })?;
+    for (desc, bytes) in &upload.blobs {
+        client.push_blob_bytes(&repo, desc, bytes)?;
+    }
+    for (desc, bytes) in &upload.manifests {
+        client.put_manifest(&repo, &desc.digest.to_string(), &desc.media_type, bytes)?;
+    }
+    let digest = client.put_manifest(&repo, &tag, &upload.top_media_type, &upload.top)?;
+    let lock = store.lock()?;
+    for d in pushed.into_inner().expect("pushed") {
+        store.add_blob_source(&lock, &d, &repo.to_string())?;
+    }
+    Ok(digest)
+}
+
 /// Runs `work` on each of `items` with up to `workers` threads, each
 /// taking the next item; the first error stops the others from starting
 /// new ones and is returned.

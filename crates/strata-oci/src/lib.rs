@@ -32,6 +32,7 @@
 pub mod apply;
 pub mod archive;
 pub mod atomic;
+pub mod attestation;
 pub mod blobs;
 pub mod change;
 pub mod compress;

@@ -132,6 +132,7 @@ fn build(store: &BlobStore, base_tar: &Path, compression: Compression) -> Built 
         image: ArchiveImage {
             manifest,
             names: vec!["strata-oci-test:latest".into()],
+            descriptor_annotations: Default::default(),
         },
         tars,
     }

@@ -25,6 +25,32 @@ impl Client {
         mount_from: Option<&str>,
         open: &(dyn Fn() -> std::io::Result<File> + Sync),
     ) -> Result<BlobPush, RegistryError> {
+        self.push_blob_from(repo, desc, mount_from, &|| {
+            open().map(|f| Box::new(f) as Box<dyn Read + Send>)
+        })
+    }
+
+    /// [`Client::push_blob`] for a small blob held in memory (an
+    /// attestation's statement or config).
+    pub fn push_blob_bytes(
+        &self,
+        repo: &Repository,
+        desc: &Descriptor,
+        bytes: &[u8],
+    ) -> Result<BlobPush, RegistryError> {
+        let owned = bytes.to_vec();
+        self.push_blob_from(repo, desc, None, &|| {
+            Ok(Box::new(std::io::Cursor::new(owned.clone())) as Box<dyn Read + Send>)
+        })
+    }
+
+    fn push_blob_from(
+        &self,
+        repo: &Repository,
+        desc: &Descriptor,
+        mount_from: Option<&str>,
+        open: &(dyn Fn() -> std::io::Result<Box<dyn Read + Send>> + Sync),
+    ) -> Result<BlobPush, RegistryError> {
         let what = format!("blob {} to {repo}", desc.digest);
         if self.blob_exists(repo, &desc.digest)?.is_some() {
             return Ok(BlobPush::AlreadyExists);

@@ -20,6 +20,30 @@ pub(crate) fn platform_fits(
     want.matches(have)
 }
 
+/// What the provenance records of a base image: the name as written, the
+/// platform it was used for, and the digest it was pulled by (the index's,
+/// as BuildKit pins it) when the store knows one for that repository, else
+/// its manifest's.
+fn material(
+    name: &str,
+    want: &strata_frontend::Platform,
+    img: &ImageRecord,
+) -> crate::provenance::ImageMaterial {
+    let repo = strata_oci::reference::Reference::parse(name)
+        .ok()
+        .map(|r| format!("{}@", r.name()));
+    let pulled_by = repo.and_then(|repo| {
+        img.repo_digests
+            .iter()
+            .find_map(|d| d.strip_prefix(&repo)?.parse::<strata_oci::Digest>().ok())
+    });
+    crate::provenance::ImageMaterial {
+        name: name.to_owned(),
+        platform: want.normalized(),
+        digest: pulled_by.unwrap_or(img.manifest),
+    }
+}
+
 impl Solver<'_> {
     /// An image by name for FROM or `--from`: from the store, else (or with
     /// `--pull`, once per build) from its registry; held in the build's
@@ -35,6 +59,12 @@ impl Solver<'_> {
         self.lease
             .hold_image(self.store, &lock, &img, name)
             .map_err(|e| self.fail(ins, &e.to_string()))?;
+        drop(lock);
+        self.shared
+            .materials
+            .lock()
+            .expect("materials")
+            .push(material(name, want, &img));
         Ok(img)
     }
 

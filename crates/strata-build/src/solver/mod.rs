@@ -152,6 +152,8 @@ pub(crate) struct Shared {
     pub(crate) imported: Mutex<remote_cache::ImportedCache>,
     /// Every step key this build ended with, by stage (for `--cache-to`).
     pub(crate) step_keys: Mutex<Vec<(usize, String)>>,
+    /// Base images used (FROM, `--from`), for the provenance.
+    pub(crate) materials: Mutex<Vec<crate::provenance::ImageMaterial>>,
 }
 
 /// What differs between the builds of one `strata build` for each platform.
@@ -172,6 +174,8 @@ pub(crate) struct PlatformStats {
     pub(crate) run: usize,
     pub(crate) hashed: usize,
     pub(crate) steps_numbered: usize,
+    /// Base images the build used, in the order first used.
+    pub(crate) materials: Vec<crate::provenance::ImageMaterial>,
 }
 
 /// One platform's build: the stages it needs, the image committed to the
@@ -299,6 +303,7 @@ pub(crate) fn build_platform(
         let chain = base_chain(&stages, target);
         solver.export_cache(dest, &chain)?;
     }
+    let materials = std::mem::take(&mut *solver.shared.materials.lock().expect("materials"));
     drop(solver);
     Ok((
         image,
@@ -308,6 +313,7 @@ pub(crate) fn build_platform(
             run,
             hashed: context_files_hashed,
             steps_numbered,
+            materials,
         },
     ))
 }

@@ -351,6 +351,8 @@ fn job_for(
         shm_size,
         platforms,
         named_contexts,
+        // `attest` is refused above: bake's images carry no attestations.
+        attestations: Default::default(),
         // Each RUN step picks the strongest isolation that works here.
         isolation: strata_exec::Isolation::Auto,
         // Ctrl-C ends `strata bake` at once (the builds' own cancel path

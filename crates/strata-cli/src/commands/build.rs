@@ -84,14 +84,25 @@ pub struct BuildArgs {
     /// `device` are refused (no privileged steps, no host devices)
     #[arg(long, value_name = "ENTITLEMENT")]
     pub allow: Vec<String>,
-    /// Provenance attestation, as buildx: only `false` is accepted (strata
-    /// writes no attestations yet; CI scripts pass `--provenance=false`)
+    /// Shorthand for `--attest=type=provenance`: `true` (mode=max),
+    /// `false`, or attributes (`mode=min|max,version=v0.2|v1`). Without
+    /// it, pushed images get `mode=min` provenance, as with buildx
     #[arg(long, value_name = "VALUE")]
     pub provenance: Option<String>,
     /// SBOM attestation, as buildx: only `false` is accepted (strata writes
-    /// no attestations yet)
+    /// no SBOM yet)
     #[arg(long, value_name = "VALUE")]
     pub sbom: Option<String>,
+    /// Attestation parameters (`type=provenance,mode=max,version=v1`,
+    /// `type=sbom,disabled=true`); repeatable
+    #[arg(long = "attest", value_name = "SPEC")]
+    pub attest: Vec<String>,
+    /// Add an annotation to the image: `KEY=VALUE`, or
+    /// `TYPE[,TYPE...]:KEY=VALUE` with types `manifest`,
+    /// `manifest-descriptor`, `index`, `index-descriptor`, each optionally
+    /// for one platform (`manifest[linux/arm64]`); repeatable
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    pub annotations: Vec<String>,
     /// Size of /dev/shm for RUN steps (`64m`, `1g`; default 64m)
     #[arg(long = "shm-size", value_name = "SIZE")]
     pub shm_size: Option<String>,
@@ -183,17 +194,13 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         Some(list) => parse_platforms(list)?,
     };
     check_entitlements(&args.allow)?;
-    for (flag, value) in [("provenance", &args.provenance), ("sbom", &args.sbom)] {
-        match value.as_deref().map(str::trim) {
-            None | Some("false" | "0") => {}
-            Some(v) => {
-                return Err(UsageError(format!(
-                    "--{flag}={v}: strata does not write attestations yet; only --{flag}=false is accepted"
-                ))
-                .into());
-            }
-        }
-    }
+    let provenance = super::attest_flags::provenance(
+        &args.attest,
+        args.provenance.as_deref(),
+        args.sbom.as_deref(),
+    )?;
+    let annotations = super::attest_flags::annotations(&args.annotations)?;
+    let mut push_annotations = strata_build::annotations::Annotations(annotations.clone());
     let network = match args.network.as_str() {
         "default" => strata_exec::Network::Sandbox,
         "none" => strata_exec::Network::None,
@@ -228,17 +235,35 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
                 match *k {
                     "name" => push_names.extend(v.split(';').map(str::to_owned)),
                     "type" | "push" | "oci-mediatypes" => {}
-                    other => {
-                        return Err(UsageError(format!(
-                            "--output {o:?}: unknown option {other:?} for type=registry"
-                        ))
-                        .into());
-                    }
+                    other => match strata_build::annotations::parse_annotation_option(other, v)
+                        .map_err(|e| UsageError(format!("--output {o:?}: {e}")))?
+                    {
+                        Some(a) => push_annotations.0.push(a),
+                        None => {
+                            return Err(UsageError(format!(
+                                "--output {o:?}: unknown option {other:?} for type=registry"
+                            ))
+                            .into());
+                        }
+                    },
                 }
             }
             continue;
         }
-        outputs.push(strata_build::parse_output(o).map_err(|e| UsageError(e.to_string()))?);
+        let mut out = strata_build::parse_output(o).map_err(|e| UsageError(e.to_string()))?;
+        // buildx gives every output the `--annotation`s; those without a
+        // manifest (local, tar) have no use for them.
+        if !matches!(out.kind, OutputKind::Local | OutputKind::Tar) {
+            out.annotations.0.extend(annotations.iter().cloned());
+        }
+        outputs.push(out);
+    }
+    if args.load && !annotations.is_empty() {
+        return Err(UsageError(
+            "--annotation with --load: the image is loaded as stored, without annotations; use -o type=docker,dest=FILE or type=oci"
+                .into(),
+        )
+        .into());
     }
     let mut tags = args.tags.clone();
     for n in &push_names {
@@ -347,6 +372,18 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             .collect::<Result<_, _>>()
             .map_err(|e| UsageError(e.to_string()))?,
         named_contexts: BTreeMap::new(),
+        attestations: strata_build::Attestations {
+            provenance,
+            context_source: if args.context == "-"
+                || !(is_git_url(&args.context)
+                    || args.context.starts_with("http://")
+                    || args.context.starts_with("https://"))
+            {
+                strata_build::provenance::ContextSource::Local
+            } else {
+                strata_build::provenance::ContextSource::Url(args.context.clone())
+            },
+        },
     };
     let check = check_call(&CheckFlags {
         check: args.check,
@@ -427,8 +464,23 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     };
     let mut pushed = Vec::new();
     if push {
+        // An index (attestations, annotations) is made once for every tag.
+        let upload = match registry_upload(&store, &result, &tags, &push_annotations) {
+            Ok(u) => u,
+            Err(e) => {
+                #[expect(clippy::print_stderr, reason = "the CLI renders build errors")]
+                {
+                    eprintln!("ERROR: pushing: {e:#}");
+                }
+                return Ok(ExitCode::from(crate::exit::EXIT_FAILURE));
+            }
+        };
         for t in &tags {
-            match super::registry::push_image(&store, &client, t, quiet) {
+            let done = match &upload {
+                Some((u, _lease)) => super::registry::push_upload(&store, &client, u, t, quiet),
+                None => super::registry::push_image(&store, &client, t, quiet),
+            };
+            match done {
                 Ok(d) => pushed.push((t.clone(), d)),
                 Err(e) => {
                     #[expect(clippy::print_stderr, reason = "the CLI renders build errors")]
@@ -477,6 +529,31 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
                     .map(|(t, d)| serde_json::json!({"name": t, "digest": d.to_string()}))
                     .collect::<Vec<_>>()
             );
+        }
+        // buildx records the provenance (as SLSA v0.2; without its
+        // `metadata` unless BUILDX_METADATA_PROVENANCE=max), per platform
+        // when there are several.
+        let provenance_mode = std::env::var("BUILDX_METADATA_PROVENANCE").unwrap_or_default();
+        let record_provenance = !matches!(
+            provenance_mode.as_str(),
+            "disabled" | "0" | "f" | "F" | "false" | "FALSE" | "False"
+        );
+        if record_provenance {
+            for p in &result.provenance {
+                let mut pred: serde_json::Value = serde_json::from_slice(&p.predicate_v02)?;
+                if provenance_mode != "max"
+                    && let Some(o) = pred.as_object_mut()
+                {
+                    o.remove("metadata");
+                    o.remove("buildConfig");
+                }
+                let key = if result.provenance.len() > 1 {
+                    format!("buildx.build.provenance/{}", p.platform)
+                } else {
+                    "buildx.build.provenance".to_owned()
+                };
+                meta[key] = pred;
+            }
         }
         // buildx records warnings only when asked (BUILDX_METADATA_WARNINGS).
         let record_warnings = std::env::var("BUILDX_METADATA_WARNINGS")
@@ -549,6 +626,30 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             .count();
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `--push` sends when the stored image alone will not do (see
+/// [`strata_build::registry_upload`]), with the lease holding the images'
+/// shipped blobs until it is sent.
+fn registry_upload(
+    store: &strata_store::Store,
+    result: &strata_build::BuildResult,
+    tags: &[String],
+    annotations: &strata_build::annotations::Annotations,
+) -> anyhow::Result<Option<(strata_image::registry::Upload, strata_store::Lease)>> {
+    if result.provenance.is_empty() && annotations.is_empty() && result.platforms.len() < 2 {
+        return Ok(None);
+    }
+    let mut images = Vec::new();
+    for (_, id, _) in &result.platforms {
+        let img = store
+            .get_image(id)?
+            .ok_or_else(|| anyhow::anyhow!("image {id} is not in the store"))?;
+        images.push((img, id.to_string()));
+    }
+    let lease = store.lease_images("push", images.iter().map(|(i, n)| (i, n.as_str())))?;
+    super::ship::ship_all(store, &lease, images.iter().map(|(i, _)| i))?;
+    Ok(strata_build::registry_upload(store, result, tags, annotations)?.map(|u| (u, lease)))
 }
 
 /// `--load`: the built image, named by its tags, streamed as a docker-archive

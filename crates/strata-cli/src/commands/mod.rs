@@ -1,6 +1,7 @@
 //! One module per group of subcommands; each owns its clap arguments and
 //! rendering.
 
+mod attest_flags;
 pub mod bake;
 pub mod build;
 mod build_context;

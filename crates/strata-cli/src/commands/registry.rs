@@ -230,6 +230,35 @@ pub(crate) fn push_image(
     Ok(digest)
 }
 
+/// Pushes what a build made for `name` when it is more than one stored
+/// image (an index with attestations, an annotated manifest); returns the
+/// digest the tag names.
+pub(crate) fn push_upload(
+    store: &strata_store::Store,
+    client: &Client,
+    upload: &strata_image::registry::Upload,
+    name: &str,
+    quiet: bool,
+) -> anyhow::Result<strata_oci::Digest> {
+    let reference = parse_reference(name)?;
+    if reference.tag.is_none() {
+        return Err(UsageError(format!("{name}: push needs a tag (name:tag)")).into());
+    }
+    if !quiet {
+        eprintln!("The push refers to repository [{}]", reference.name());
+    }
+    let render = render_transfer(quiet, true);
+    let digest = strata_image::registry::push_upload(store, client, upload, &reference, &render)?;
+    if !quiet {
+        eprintln!(
+            "{}: digest: {digest} size: {}",
+            reference.tag.as_deref().unwrap_or("latest"),
+            upload.top.len()
+        );
+    }
+    Ok(digest)
+}
+
 pub fn push(a: PushArgs) -> anyhow::Result<ExitCode> {
     let client = a.registry.client(HashMap::new())?;
     let store = super::store::open_store()?;

@@ -32,5 +32,6 @@ pub use types::{
     LoadedLayer, StoredImage,
 };
 pub use write::{
-    write_archive, write_index_archive, write_oci_dir, write_oci_index_dir, write_stored_archive,
+    write_archive, write_document_archive, write_document_dir, write_index_archive, write_oci_dir,
+    write_oci_index_dir, write_stored_archive,
 };

@@ -75,6 +75,9 @@ pub(crate) fn io_err(
 pub struct ArchiveImage {
     pub manifest: Manifest,
     pub names: Vec<String>,
+    /// Annotations of the manifest's entries in `index.json`
+    /// (`manifest-descriptor:`); a docker-archive has nowhere for them.
+    pub descriptor_annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// A multi-platform image: one manifest per platform (config and layer

@@ -10,10 +10,11 @@ use super::types::{
     ArchiveError, ArchiveFormat, ArchiveImage, ArchiveIndex, DockerManifestEntry, MAX_JSON,
     StoredImage, blob_path, docker_repo, io_err, split_name,
 };
+use crate::attestation::{IndexDocument, IndexImage};
 use crate::blobs::BlobStore;
 use crate::digest::Digest;
 use crate::image::{
-    ANNOTATION_CONTAINERD_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, Index, MEDIA_TYPE_OCI_INDEX,
+    ANNOTATION_CONTAINERD_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, Index,
     MEDIA_TYPE_OCI_MANIFEST, Manifest, canonical_json,
 };
 use crate::io_error::IoError;
@@ -31,6 +32,7 @@ struct Entry<'a> {
     json: Vec<u8>,
     manifest: Manifest,
     names: &'a [String],
+    descriptor_annotations: BTreeMap<String, String>,
 }
 
 impl<'a> Entry<'a> {
@@ -39,6 +41,7 @@ impl<'a> Entry<'a> {
             json: img.manifest.to_json(),
             manifest: img.manifest.clone(),
             names: &img.names,
+            descriptor_annotations: img.descriptor_annotations.clone(),
         }
     }
 
@@ -54,6 +57,7 @@ impl<'a> Entry<'a> {
             manifest: Manifest::from_json(&json)?,
             json,
             names: &img.names,
+            descriptor_annotations: BTreeMap::new(),
         })
     }
 }
@@ -99,7 +103,8 @@ fn plan(
     let mut docker_entries = Vec::new();
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for img in images {
-        let base = manifest_descriptor(&img.manifest, &img.json);
+        let mut base = manifest_descriptor(&img.manifest, &img.json);
+        base.annotations = img.descriptor_annotations.clone();
         files.insert(blob_path(&base.digest), img.json.clone());
         require_blobs(store, &img.manifest, &mut blobs)?;
         if img.names.is_empty() {
@@ -192,26 +197,49 @@ pub fn write_oci_index_dir(
 
 /// The files of a multi-platform OCI layout (see [`write_index_archive`]).
 fn plan_index(store: &BlobStore, index: &ArchiveIndex) -> Result<Plan, ArchiveError> {
+    let images: Vec<IndexImage> = index
+        .manifests
+        .iter()
+        .map(|(m, platform)| IndexImage {
+            json: m.to_json(),
+            manifest: m.clone(),
+            platform: platform.clone(),
+            descriptor_annotations: BTreeMap::new(),
+            statements: Vec::new(),
+        })
+        .collect();
+    let doc = IndexDocument::new(&images, BTreeMap::new(), BTreeMap::new());
+    plan_document(store, &doc, &index.names)
+}
+
+/// The files of an OCI layout holding `doc`: its documents, the stored
+/// blobs it names, and an `index.json` listing the index under each of
+/// `names` (or once, unnamed).
+fn plan_document(
+    store: &BlobStore,
+    doc: &IndexDocument,
+    names: &[String],
+) -> Result<Plan, ArchiveError> {
     let mut files = BTreeMap::new();
     let mut blobs = BTreeSet::new();
-    let mut entries = Vec::new();
-    for (m, platform) in &index.manifests {
-        require_blobs(store, m, &mut blobs)?;
-        let json = m.to_json();
-        let mut d = manifest_descriptor(m, &json);
-        d.platform = Some(platform.clone());
-        files.insert(blob_path(&d.digest), json);
-        entries.push(d);
+    for d in &doc.store_blobs {
+        if !store.contains(&d.digest) {
+            return Err(ArchiveError::Missing {
+                what: format!("blob {}", d.digest),
+            });
+        }
+        blobs.insert(d.digest);
     }
-    let json = Index::new(entries).to_json();
-    let digest = Digest::of(&json);
-    let base = Descriptor::new(MEDIA_TYPE_OCI_INDEX, digest, json.len() as u64);
-    files.insert(blob_path(&digest), json);
+    for (d, json) in doc.manifests.iter().chain(&doc.blobs) {
+        files.insert(blob_path(&d.digest), json.clone());
+    }
+    let base = doc.descriptor();
+    files.insert(blob_path(&base.digest), doc.json.clone());
     let mut top = Vec::new();
-    if index.names.is_empty() {
+    if names.is_empty() {
         top.push(base.clone());
     }
-    for name in &index.names {
+    for name in names {
         let (_, tag) = split_name(name)?;
         let mut d = base.clone();
         d.annotations
@@ -222,6 +250,27 @@ fn plan_index(store: &BlobStore, index: &ArchiveIndex) -> Result<Plan, ArchiveEr
     files.insert("oci-layout".into(), OCI_LAYOUT.to_vec());
     files.insert("index.json".into(), Index::new(top).to_json());
     Ok(Plan { files, blobs })
+}
+
+/// Writes an image index with what it carries (attestations, annotations)
+/// as an OCI layout tar to `out`, named by `names` in `index.json`.
+pub fn write_document_archive(
+    out: impl Write,
+    store: &BlobStore,
+    doc: &IndexDocument,
+    names: &[String],
+) -> Result<(), ArchiveError> {
+    write_plan_tar(out, store, &plan_document(store, doc, names)?)
+}
+
+/// Like [`write_document_archive`], as an OCI layout folder.
+pub fn write_document_dir(
+    dir: &Path,
+    store: &BlobStore,
+    doc: &IndexDocument,
+    names: &[String],
+) -> Result<(), ArchiveError> {
+    write_plan_dir(dir, store, &plan_document(store, doc, names)?)
 }
 
 /// Writes the files of `plan` as a tar: sorted names, fixed metadata.
@@ -324,7 +373,7 @@ mod tests {
     use super::*;
     use crate::archive::{read_archive, read_archive_from};
     use crate::compress::Compression;
-    use crate::image::{ImageConfig, MEDIA_TYPE_OCI_CONFIG, Platform};
+    use crate::image::{ImageConfig, MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_INDEX, Platform};
 
     /// A one-layer image for `arch` in `store`.
     fn image(store: &BlobStore, arch: &str) -> (Manifest, Platform) {

@@ -1,0 +1,154 @@
+//! `--provenance`, `--sbom`, `--attest` and `--annotation`, with buildx's
+//! parsing (`util/buildflags/attests.go`, `export.go`) and defaults
+//! (`build/opt.go`).
+
+use strata_build::annotations::{Annotation, parse_annotation_flag};
+use strata_build::provenance::ProvenanceRequest;
+
+use crate::exit::UsageError;
+
+/// One `--attest` value (or a shorthand's canonical form).
+struct Attest {
+    kind: String,
+    disabled: bool,
+    attrs: Vec<(String, String)>,
+}
+
+/// Go's `strconv.ParseBool`.
+fn parse_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_attest(spec: &str) -> Result<Attest, UsageError> {
+    let mut a = Attest {
+        kind: String::new(),
+        disabled: false,
+        attrs: Vec::new(),
+    };
+    for field in spec.split(',') {
+        let Some((k, v)) = field.split_once('=') else {
+            return Err(UsageError(format!(
+                "--attest {spec}: invalid value {field}"
+            )));
+        };
+        match k.trim().to_lowercase().as_str() {
+            "type" => a.kind = v.to_owned(),
+            "disabled" => {
+                a.disabled = parse_bool(v)
+                    .ok_or_else(|| UsageError(format!("--attest {spec}: invalid value {field}")))?;
+            }
+            _ => a.attrs.push((k.to_owned(), v.to_owned())),
+        }
+    }
+    if a.kind.is_empty() {
+        return Err(UsageError(format!(
+            "--attest {spec}: attestation type not specified"
+        )));
+    }
+    Ok(a)
+}
+
+/// buildx's `CanonicalizeAttest`: `--provenance=true` is
+/// `type=provenance,disabled=false`, `--provenance=mode=max` is
+/// `type=provenance,mode=max`.
+fn canonical(kind: &str, value: &str) -> String {
+    match parse_bool(value) {
+        Some(b) => format!("type={kind},disabled={}", !b),
+        None => format!("type={kind},{value}"),
+    }
+}
+
+/// The provenance a build makes from `--attest`, `--provenance` and
+/// `--sbom` (later ones win for a type, as buildx's `removeAttestDupes`),
+/// and buildx's default `mode=min,inline-only=true` when provenance is not
+/// mentioned (unless `BUILDX_NO_DEFAULT_ATTESTATIONS` is true).
+pub(crate) fn provenance(
+    attests: &[String],
+    provenance: Option<&str>,
+    sbom: Option<&str>,
+) -> Result<Option<ProvenanceRequest>, UsageError> {
+    let mut specs: Vec<String> = attests.to_vec();
+    if let Some(v) = provenance.filter(|v| !v.is_empty()) {
+        specs.push(canonical("provenance", v));
+    }
+    if let Some(v) = sbom.filter(|v| !v.is_empty()) {
+        specs.push(canonical("sbom", v));
+    }
+    let mut asked: Option<Attest> = None;
+    for spec in &specs {
+        let a = parse_attest(spec)?;
+        match a.kind.as_str() {
+            "provenance" => asked = Some(a),
+            "sbom" if a.disabled => {}
+            "sbom" => {
+                return Err(UsageError(format!(
+                    "--attest {spec}: strata does not write SBOM attestations yet; only --sbom=false is accepted"
+                )));
+            }
+            other => {
+                return Err(UsageError(format!(
+                    "--attest {spec}: unknown attestation type {other:?}"
+                )));
+            }
+        }
+    }
+    match asked {
+        Some(a) if a.disabled => Ok(None),
+        Some(a) => ProvenanceRequest::from_attrs(&a.attrs)
+            .map(Some)
+            .map_err(|e| UsageError(format!("--attest type=provenance: {e}"))),
+        None => {
+            let off = match std::env::var("BUILDX_NO_DEFAULT_ATTESTATIONS") {
+                Ok(v) => parse_bool(&v).ok_or_else(|| {
+                    UsageError(format!("invalid BUILDX_NO_DEFAULT_ATTESTATIONS: {v:?}"))
+                })?,
+                Err(_) => false,
+            };
+            Ok((!off).then(ProvenanceRequest::buildx_default))
+        }
+    }
+}
+
+/// Every `--annotation`.
+pub(crate) fn annotations(specs: &[String]) -> Result<Vec<Annotation>, UsageError> {
+    let mut out = Vec::new();
+    for s in specs.iter().filter(|s| !s.is_empty()) {
+        out.extend(
+            parse_annotation_flag(s).map_err(|e| UsageError(format!("parse annotations: {e}")))?,
+        );
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_build::provenance::{ProvenanceMode, SlsaVersion};
+
+    #[test]
+    fn shorthands_and_attests_combine_as_buildx() {
+        let p = provenance(&[], Some("true"), None).unwrap().unwrap();
+        assert_eq!(p.mode, ProvenanceMode::Max);
+        assert!(!p.inline_only);
+        assert!(provenance(&[], Some("false"), None).unwrap().is_none());
+        let p = provenance(&["type=provenance,mode=min,version=v1".into()], None, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!((p.mode, p.version), (ProvenanceMode::Min, SlsaVersion::V1));
+        // --provenance comes after --attest, so it wins.
+        assert!(
+            provenance(&["type=provenance,mode=max".into()], Some("0"), None)
+                .unwrap()
+                .is_none()
+        );
+        assert!(provenance(&[], None, Some("true")).is_err());
+        assert!(provenance(&[], None, Some("false")).is_ok());
+        assert!(provenance(&["type=sbom,disabled=true".into()], None, None).is_ok());
+        assert!(provenance(&["type=vex".into()], None, None).is_err());
+        assert!(provenance(&["mode=max".into()], None, None).is_err());
+    }
+}
