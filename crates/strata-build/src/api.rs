@@ -55,12 +55,40 @@ pub struct BuildOptions {
     /// killed and cleaned up, no new step starts, and [`crate::build`]
     /// returns [`crate::BuildError::Cancelled`]. `None`: not cancellable.
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
-    /// Named contexts that are images (`strata bake`'s
-    /// `contexts = { NAME = "target:OTHER" }`, OTHER's image ID): `FROM
-    /// NAME` and `COPY --from=NAME` use that image from the store instead
-    /// of resolving NAME. A stage named NAME still wins, as it does for
-    /// any image name.
-    pub named_contexts: BTreeMap<String, String>,
+    /// Named contexts (`--build-context NAME=VALUE`, bake's `contexts`),
+    /// by name as [`named_context_name`] normalises it: `FROM NAME`, `COPY
+    /// --from=NAME` and `RUN --mount=from=NAME` read the context instead of
+    /// resolving NAME, and a stage named NAME is replaced by it (its
+    /// instructions are not run), as BuildKit's dockerfile frontend does.
+    pub named_contexts: BTreeMap<String, NamedContext>,
+}
+
+/// What a named context is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// An image: a reference resolved as FROM resolves one (the store, else
+    /// its registry; `docker-image://REF[@DIGEST]`), or a store image ID
+    /// (bake's `target:OTHER`, an `oci-layout://` image the CLI loaded).
+    /// `FROM NAME` takes its layers and config.
+    Image(String),
+    /// Files: a local directory, or a git checkout or http download the
+    /// caller fetched. Its own `.dockerignore` applies and every file is
+    /// owned by root, as in BuildKit's local sources; `FROM NAME` gives an
+    /// image of one layer holding the files, with an empty config.
+    Dir(PathBuf),
+}
+
+/// A named context's name as buildx and BuildKit's frontend compare it: a
+/// reference's short form without `:latest` (`docker.io/library/alpine`,
+/// `alpine:latest` and `alpine` are one name); `None` for a name that is not
+/// a reference (BuildKit refuses those: "invalid context name").
+pub fn named_context_name(name: &str) -> Option<String> {
+    let r = strata_oci::reference::Reference::parse_name_only(name).ok()?;
+    let short = r.familiar();
+    Some(match short.strip_suffix(":latest") {
+        Some(s) => s.to_owned(),
+        None => short,
+    })
 }
 
 /// Progress, for the CLI to render.

@@ -26,7 +26,7 @@ use solver::{PlatformBuild, build_platform};
 
 pub use cache::remote as remote_cache;
 
-pub use api::{BuildOptions, BuildResult, Event, InternalWork};
+pub use api::{BuildOptions, BuildResult, Event, InternalWork, NamedContext, named_context_name};
 pub use checks::check;
 pub use error::{BuildError, chain as error_chain};
 use error::{Result, other};

@@ -101,6 +101,8 @@ struct Job {
     /// `contexts` entries `NAME = "target:OTHER"`: (NAME, OTHER).
     links: Vec<(String, String)>,
     push: bool,
+    /// Where its git and http contexts were fetched, kept until it is built.
+    _fetched_contexts: super::named_contexts::Fetched,
 }
 
 fn refuse(target: &str, what: &str) -> anyhow::Error {
@@ -125,6 +127,7 @@ fn entry_csv(e: &Entry) -> String {
 /// Maps one resolved target to build options; any key strata cannot honour
 /// is an error naming the target and the key.
 fn job_for(
+    contexts: &super::named_contexts::Resolve<'_>,
     t: &Target,
     cwd: &Path,
     registry: &std::sync::Arc<strata_registry::Client>,
@@ -155,21 +158,22 @@ fn job_for(
         }
     };
     let mut links = Vec::new();
-    let mut named_contexts = BTreeMap::new();
+    let mut other_contexts = BTreeMap::new();
     for (k, v) in t.contexts.iter().flatten() {
+        let key = strata_build::named_context_name(k)
+            .ok_or_else(|| refuse(name, &format!("contexts.{k}: invalid context name {k}")))?;
         if let Some(other) = v.strip_prefix("target:") {
-            links.push((k.clone(), other.to_owned()));
-        } else if let Some(image) = v.strip_prefix("docker-image://") {
-            named_contexts.insert(k.clone(), image.to_owned());
+            links.push((key, other.to_owned()));
         } else {
-            return Err(refuse(
-                name,
-                &format!(
-                    "contexts.{k} = {v:?}: only target:NAME and docker-image://REF contexts are supported by strata"
-                ),
-            ));
+            // Local paths are the working directory's, as buildx's
+            // `toBuildOpt` leaves them (`cwd://` said so explicitly).
+            let v = v.strip_prefix("cwd://").unwrap_or(v);
+            other_contexts.insert(key, v.to_owned());
         }
     }
+    let (named_contexts, fetched_contexts) =
+        super::named_contexts::resolve_contexts(&other_contexts, cwd, contexts)
+            .with_context(|| format!("target {name}"))?;
     let mut outputs = Vec::new();
     let mut push = false;
     for o in t.outputs.iter().flatten() {
@@ -360,7 +364,12 @@ fn job_for(
     if push && opts.tags.is_empty() {
         return Err(refuse(name, "push needs tags to push to"));
     }
-    Ok(Job { opts, links, push })
+    Ok(Job {
+        opts,
+        links,
+        push,
+        _fetched_contexts: fetched_contexts,
+    })
 }
 
 /// How a target ended.
@@ -373,22 +382,12 @@ enum Outcome {
 /// (it fails without running if one of them failed), at most `jobs` at
 /// once (0: no limit).
 fn run_all(
+    lease: &strata_store::Lease,
     store: &strata_store::Store,
     mut jobs: BTreeMap<String, Job>,
     limit: usize,
     progress: &Mutex<crate::progress::Progress>,
 ) -> BTreeMap<String, Outcome> {
-    // One lease for every target's blobs; no target holds the store lock
-    // while it builds.
-    let lease = match store.lease("bake") {
-        Ok(l) => l,
-        Err(e) => {
-            return jobs
-                .into_keys()
-                .map(|k| (k, Outcome::Failed(format!("taking a store lease: {e}"))))
-                .collect();
-        }
-    };
     let mut done: BTreeMap<String, Outcome> = BTreeMap::new();
     let step_base = Mutex::new(0usize);
     std::thread::scope(|s| {
@@ -412,9 +411,10 @@ fn run_all(
                 for (ctx, other) in &job.links {
                     match done.get(other) {
                         Some(Outcome::Built(r)) if r.platforms.len() <= 1 => {
-                            job.opts
-                                .named_contexts
-                                .insert(ctx.clone(), r.image_id.to_string());
+                            job.opts.named_contexts.insert(
+                                ctx.clone(),
+                                strata_build::NamedContext::Image(r.image_id.to_string()),
+                            );
                         }
                         Some(Outcome::Built(_)) => {
                             failed_link = Some(format!(
@@ -430,7 +430,7 @@ fn run_all(
                 }
                 running += 1;
                 let tx = tx.clone();
-                let (lease, step_base) = (&lease, &step_base);
+                let step_base = &step_base;
                 s.spawn(move || {
                     // Step numbers are renumbered into one sequence, and
                     // each step is labelled with its target.
@@ -520,11 +520,25 @@ pub fn run(args: BakeArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let client = std::sync::Arc::new(args.registry.client(Default::default())?);
+    let store = super::store::open_store()?;
+    // One lease for every target's blobs (an `oci-layout://` context's
+    // image from its load on); no target holds the store lock while it
+    // builds.
+    let lease = store.lease("bake")?;
     let mut jobs = BTreeMap::new();
     for (name, t) in &resolved.targets {
-        jobs.insert(name.clone(), job_for(t, &cwd, &client)?);
+        let platforms = match t.platforms.as_deref() {
+            None | Some([]) => Vec::new(),
+            Some(list) => parse_platforms(&list.join(","))?,
+        };
+        let contexts = super::named_contexts::Resolve {
+            store: &store,
+            lease: &lease,
+            registry: &args.registry,
+            platforms: &platforms,
+        };
+        jobs.insert(name.clone(), job_for(&contexts, t, &cwd, &client)?);
     }
-    let store = super::store::open_store()?;
     let progress =
         Mutex::new(crate::progress::Progress::new(&args.progress, false).map_err(UsageError)?);
     let pushes: BTreeMap<String, Vec<String>> = jobs
@@ -536,7 +550,7 @@ pub fn run(args: BakeArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|(k, j)| (k.clone(), j.opts.tags.clone()))
         .collect();
-    let outcomes = run_all(&store, jobs, args.jobs, &progress);
+    let outcomes = run_all(&lease, &store, jobs, args.jobs, &progress);
     let progress = progress.into_inner().unwrap_or_else(|e| e.into_inner());
     let quiet = progress.is_quiet();
     let mut failed = false;

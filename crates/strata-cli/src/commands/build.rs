@@ -33,6 +33,13 @@ pub struct BuildArgs {
     /// Set the target build stage to build
     #[arg(long)]
     pub target: Option<String>,
+    /// Additional build context, as buildx (`NAME=VALUE`; repeatable): a
+    /// directory, `docker-image://REF[@DIGEST]`,
+    /// `oci-layout://PATH[:TAG][@DIGEST]`, a git URL, or an http(s) URL
+    /// (one file named `context`). `FROM NAME`, `COPY --from=NAME` and
+    /// `RUN --mount=from=NAME` read it, and it replaces a stage named NAME
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
     /// Do not use the cache when building the image
     #[arg(long)]
     pub no_cache: bool,
@@ -356,6 +363,9 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         print: args.print,
     })?;
     let store = super::store::open_store()?;
+    // Named contexts are fetched (git, http) and loaded (OCI layouts) only
+    // for a build: `--print` and `--check` read no context.
+    let contexts = super::named_contexts::split_contexts(&args.build_contexts)?;
     if let Some(call) = check {
         // buildx names the Dockerfile in its excerpts by its path from the
         // working directory (`ctx/Dockerfile`), or `-f` as given.
@@ -387,12 +397,26 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     }
     let quiet = args.quiet || args.progress == "quiet";
     let mut progress = crate::progress::Progress::new(&args.progress, quiet).map_err(UsageError)?;
+    // The build's lease from here on: an `oci-layout://` context's image is
+    // held in it from the moment it is loaded.
+    let lease = store.lease("build")?;
+    let (named_contexts, _fetched_contexts) = super::named_contexts::resolve_contexts(
+        &contexts,
+        std::path::Path::new("."),
+        &super::named_contexts::Resolve {
+            store: &store,
+            lease: &lease,
+            registry: &args.registry,
+            platforms: &opts.platforms,
+        },
+    )?;
     let opts = BuildOptions {
         isolation: choose_isolation(requested, &progress)?,
+        named_contexts,
         ..opts
     };
     let mut warnings = Vec::new();
-    let result = strata_build::build(&store, &opts, &mut |e: Event| {
+    let result = strata_build::build_with_lease(&store, Some(&lease), &opts, &mut |e: Event| {
         if let Event::Warning(w) = &e {
             warnings.push(w.clone());
         }
