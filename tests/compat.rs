@@ -667,7 +667,8 @@ fn build_contexts(case_dir: &Path, ctx: &Path) -> Vec<String> {
             t.lines()
                 .filter(|l| !l.trim().is_empty())
                 .flat_map(|l| {
-                    let (name, value) = l.split_once('=').expect("BUILD_CONTEXTS: NAME=VALUE lines");
+                    let (name, value) =
+                        l.split_once('=').expect("BUILD_CONTEXTS: NAME=VALUE lines");
                     let value = if value.contains("://") {
                         value.to_owned()
                     } else {
