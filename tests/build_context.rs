@@ -110,6 +110,21 @@ fn directory_context_for_copy_mount_and_from() {
         first.contains("[context extra] load from client"),
         "{first}"
     );
+    let o = s.output(&[
+        "build",
+        "--print",
+        "--build-context",
+        &named,
+        ctx.to_str().unwrap(),
+    ]);
+    let plan = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        plan.contains(&format!(
+            "reads context extra (directory {}) (COPY --from, line 2)",
+            extra.display()
+        )),
+        "{plan}"
+    );
     assert_eq!(cat(&s, "withdir:1", "/a.txt"), "from a\n");
     assert_eq!(cat(&s, "withdir:1", "/b.txt"), "from b\n");
     // The directory's own .dockerignore applies; its files are root's.
@@ -200,6 +215,26 @@ fn named_context_replaces_a_stage() {
     ]));
     assert!(!err.contains("exit 3") && !err.contains("exit 4"), "{err}");
     assert_eq!(cat(&s, "replaced:1", "/out"), "tool\n");
+    // `--print` says so, and no longer lists the stage `broken` as needed.
+    let o = s.output(&[
+        "build",
+        "--print",
+        "--build-context",
+        &format!("tools={}", extra.display()),
+        ctx.to_str().unwrap(),
+    ]);
+    let plan = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dir = format!("(directory {})", extra.display());
+    assert!(
+        plan.contains(&format!("#1 tools: replaced by context tools {dir}")),
+        "{plan}"
+    );
+    assert!(plan.contains("level 0: tools\n"), "{plan}");
+    assert!(
+        plan.contains("#0 broken: FROM image strata-test/busybox:latest [pruned by --target]"),
+        "{plan}"
+    );
 }
 
 #[test]

@@ -78,6 +78,15 @@ pub enum NamedContext {
     Dir(PathBuf),
 }
 
+impl std::fmt::Display for NamedContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NamedContext::Image(image) => write!(f, "image {image}"),
+            NamedContext::Dir(dir) => write!(f, "directory {}", dir.display()),
+        }
+    }
+}
+
 /// A named context's name as buildx and BuildKit's frontend compare it: a
 /// reference's short form without `:latest` (`docker.io/library/alpine`,
 /// `alpine:latest` and `alpine` are one name); `None` for a name that is not

@@ -74,7 +74,13 @@ pub fn plan(store: &Store, opts: &BuildOptions) -> Result<String> {
             dockerfile(d)
         }
     })?;
+    let graph = solver::without_replaced_stages(graph, &stages, opts);
     let base_env = |name: &str| -> Option<Vec<String>> {
+        let name = match solver::named_context(opts, name) {
+            Some((_, NamedContext::Image(image))) => image.as_str(),
+            Some((_, NamedContext::Dir(_))) => return Some(vec![DEFAULT_PATH.to_owned()]),
+            None => name,
+        };
         let img = store.resolve(name).ok()?;
         let raw = store.read_blob(&img.id).ok()?;
         let config = ImageConfig::from_json(&raw).ok()?;
@@ -85,8 +91,11 @@ pub fn plan(store: &Store, opts: &BuildOptions) -> Result<String> {
                 .unwrap_or_else(|| vec![DEFAULT_PATH.to_owned()]),
         )
     };
-    strata_frontend::render_plan(&df, &global, &stages, &graph, &inputs, &base_env)
-        .map_err(dockerfile)
+    let contexts = |name: &str| solver::named_context(opts, name).map(|(_, c)| c.to_string());
+    strata_frontend::render_plan_with_contexts(
+        &df, &global, &stages, &graph, &inputs, &base_env, &contexts,
+    )
+    .map_err(dockerfile)
 }
 
 /// Runs a build into `store` and the requested outputs: once per platform

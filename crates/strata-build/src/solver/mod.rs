@@ -22,6 +22,7 @@ use crate::error::{BuildError, Result, context, io, other};
 mod base;
 mod dispatch;
 mod named;
+pub(crate) use named::{named_context, without_replaced_stages};
 pub(crate) mod once;
 mod run_step;
 mod schedule;

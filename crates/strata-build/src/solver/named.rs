@@ -73,11 +73,19 @@ pub(crate) fn without_replaced_stages(
         next += 1;
     }
     needed.sort_unstable();
-    for (i, depth) in graph.depth.iter_mut().enumerate() {
-        if !needed.contains(&i) {
-            *depth = None;
-        }
+    // Depths again, in index order: a needed stage reads only earlier ones.
+    let mut depth: Vec<Option<usize>> = vec![None; graph.depth.len()];
+    for &i in &needed {
+        depth[i] = Some(
+            graph
+                .stage_deps(i)
+                .iter()
+                .map(|d| depth[*d].map_or(0, |x| x + 1))
+                .max()
+                .unwrap_or(0),
+        );
     }
+    graph.depth = depth;
     graph.needed = needed;
     graph
 }

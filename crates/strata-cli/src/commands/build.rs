@@ -363,9 +363,26 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         print: args.print,
     })?;
     let store = super::store::open_store()?;
-    // Named contexts are fetched (git, http) and loaded (OCI layouts) only
-    // for a build: `--print` and `--check` read no context.
+    // Named contexts are fetched (git, http) and loaded (OCI layouts) before
+    // `--print` and `--check` too, as a URL build context is. The build's
+    // lease from here on: an `oci-layout://` context's image is held in it
+    // from the moment it is loaded.
     let contexts = super::named_contexts::split_contexts(&args.build_contexts)?;
+    let lease = store.lease("build")?;
+    let (named_contexts, _fetched_contexts) = super::named_contexts::resolve_contexts(
+        &contexts,
+        std::path::Path::new("."),
+        &super::named_contexts::Resolve {
+            store: &store,
+            lease: &lease,
+            registry: &args.registry,
+            platforms: &opts.platforms,
+        },
+    )?;
+    let opts = BuildOptions {
+        named_contexts,
+        ..opts
+    };
     if let Some(call) = check {
         // buildx names the Dockerfile in its excerpts by its path from the
         // working directory (`ctx/Dockerfile`), or `-f` as given.
@@ -397,22 +414,8 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     }
     let quiet = args.quiet || args.progress == "quiet";
     let mut progress = crate::progress::Progress::new(&args.progress, quiet).map_err(UsageError)?;
-    // The build's lease from here on: an `oci-layout://` context's image is
-    // held in it from the moment it is loaded.
-    let lease = store.lease("build")?;
-    let (named_contexts, _fetched_contexts) = super::named_contexts::resolve_contexts(
-        &contexts,
-        std::path::Path::new("."),
-        &super::named_contexts::Resolve {
-            store: &store,
-            lease: &lease,
-            registry: &args.registry,
-            platforms: &opts.platforms,
-        },
-    )?;
     let opts = BuildOptions {
         isolation: choose_isolation(requested, &progress)?,
-        named_contexts,
         ..opts
     };
     let mut warnings = Vec::new();
