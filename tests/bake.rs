@@ -497,7 +497,10 @@ fn unsupported_keys_are_refused() {
     for (key, needle) in [
         ("annotations = [\"a=b\"]", "annotations are not supported"),
         ("attest = [\"type=sbom\"]", "attestations are not supported"),
-        ("ulimits = [\"nofile=1024\"]", "ulimits are not supported"),
+        (
+            "ulimits = [\"nofiles=1024\"]",
+            "invalid ulimit type: nofiles",
+        ),
         ("output = [\"type=docker\"]", "without dest"),
     ] {
         std::fs::write(

@@ -38,6 +38,7 @@ const RESERVED: &[&str] = &[
     "FAILS",
     "BUILD_ARGS",
     "BUILD_CONTEXTS",
+    "BUILD_FLAGS",
     "DEFAULT_TIMES",
 ];
 
@@ -681,6 +682,20 @@ fn build_contexts(case_dir: &Path, ctx: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// `BUILD_FLAGS`: lines each passed as one argument to both builds, in
+/// the `--flag=value` form both command lines take (`--ulimit=nofile=1024`).
+fn build_flags(case_dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(case_dir.join("BUILD_FLAGS"))
+        .map(|t| {
+            t.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn compat(case: &str) {
     let test = format!("compat::{case}");
     let Some(suite) = Suite::get(&test) else {
@@ -717,6 +732,7 @@ fn compat(case: &str) {
     let diverges = std::fs::read_to_string(case_dir.join("DIVERGES")).ok();
     let mut build_args = build_args(&case_dir);
     build_args.extend(build_contexts(&case_dir, &ctx));
+    build_args.extend(build_flags(&case_dir));
 
     // `--no-cache` on both sides: neither cache key has mtimes in it (as
     // BuildKit's does not), so a cached COPY would bring the mtimes of
@@ -870,7 +886,13 @@ fn every_case_folder_has_a_test() {
         if let Ok(text) = std::fs::read_to_string(dir.join("DIVERGES")) {
             diverging_topics(case, &text);
         }
-        for file in ["DIVERGES", "SOURCE", "DEFAULT_TIMES", "BUILD_CONTEXTS"] {
+        for file in [
+            "DIVERGES",
+            "SOURCE",
+            "DEFAULT_TIMES",
+            "BUILD_CONTEXTS",
+            "BUILD_FLAGS",
+        ] {
             if let Ok(text) = std::fs::read_to_string(dir.join(file)) {
                 assert!(!text.trim().is_empty(), "{case}/{file} is empty");
             }
@@ -1143,6 +1165,7 @@ cases!(
     run_mount_tmpfs,
     run_mount_unknown_key_refused,
     run_no_etc_hostname,
+    run_ulimit,
     scratch_workdir,
     setuid_and_sticky,
     shell_affects_shell_forms,

@@ -49,6 +49,8 @@ pub struct BuildOptions {
     pub extra_hosts: Vec<(String, std::net::IpAddr)>,
     /// `--shm-size`: size of /dev/shm in RUN steps (default 64 MiB).
     pub shm_size: Option<u64>,
+    /// `--ulimit`: resource limits of RUN steps' processes (in their keys).
+    pub ulimits: Vec<strata_exec::Ulimit>,
     /// `--platform A,B`: build once per platform; empty means the host.
     pub platforms: Vec<strata_frontend::Platform>,
     /// Set from outside (Ctrl-C) to stop the build: running RUN steps are

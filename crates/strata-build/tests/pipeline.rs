@@ -81,6 +81,7 @@ fn options(ctx: &Path, dockerfile: &str) -> BuildOptions {
         cancel: None,
         isolation: strata_exec::Isolation::Namespaces,
         named_contexts: BTreeMap::new(),
+        ulimits: Vec::new(),
     }
 }
 

@@ -213,9 +213,15 @@ fn job_for(
     if t.annotations.as_ref().is_some_and(|a| !a.is_empty()) {
         return Err(refuse(name, "annotations are not supported by strata"));
     }
-    if t.ulimits.as_ref().is_some_and(|u| !u.is_empty()) {
-        return Err(refuse(name, "ulimits are not supported by strata"));
-    }
+    let ulimits = t
+        .ulimits
+        .iter()
+        .flatten()
+        .map(|u| {
+            u.parse::<strata_exec::Ulimit>()
+                .map_err(|e| refuse(name, &format!("ulimits {u:?}: {e}")))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     if let Some(c) = t.call.as_deref().filter(|c| *c != "build") {
         return Err(refuse(
             name,
@@ -353,6 +359,7 @@ fn job_for(
             .collect::<anyhow::Result<_>>()
             .with_context(|| format!("target {name}: extra-hosts"))?,
         shm_size,
+        ulimits,
         platforms,
         named_contexts,
         // Each RUN step picks the strongest isolation that works here.

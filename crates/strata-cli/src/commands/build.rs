@@ -99,6 +99,10 @@ pub struct BuildArgs {
     /// no attestations yet)
     #[arg(long, value_name = "VALUE")]
     pub sbom: Option<String>,
+    /// Resource limit of RUN steps, as buildx: `NAME=SOFT[:HARD]`
+    /// (`nofile=1024:2048`; names as `docker run --ulimit`); repeatable
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]", value_parser = parse_ulimit)]
+    pub ulimits: Vec<strata_exec::Ulimit>,
     /// Size of /dev/shm for RUN steps (`64m`, `1g`; default 64m)
     #[arg(long = "shm-size", value_name = "SIZE")]
     pub shm_size: Option<String>,
@@ -141,6 +145,10 @@ pub struct BuildArgs {
     pub format: Option<String>,
     #[command(flatten)]
     pub registry: super::registry::RegistryFlags,
+}
+
+fn parse_ulimit(s: &str) -> Result<strata_exec::Ulimit, String> {
+    s.parse()
 }
 
 /// Resolves `--isolation` once for the whole build; `auto` says what it
@@ -339,6 +347,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
                 UsageError(format!("--shm-size {v}: expected a size such as 64m or 1g"))
             })?),
         },
+        ulimits: args.ulimits.clone(),
         registry: Some(client.clone()),
         platforms,
         cache_from: args
