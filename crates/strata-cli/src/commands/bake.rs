@@ -46,9 +46,9 @@ pub struct BakeArgs {
     /// Targets built at once (default: all that are ready)
     #[arg(short = 'j', long, default_value_t = 0, hide_default_value = true)]
     pub jobs: usize,
-    /// Progress output: auto, plain, tty, quiet, rawjson
-    #[arg(long, default_value = "auto")]
-    pub progress: String,
+    /// Progress output
+    #[arg(long, value_enum, default_value_t = crate::progress::ProgressMode::Auto)]
+    pub progress: crate::progress::ProgressMode,
     /// Write each target's result metadata (JSON, by target) to the file
     #[arg(long)]
     pub metadata_file: Option<PathBuf>,
@@ -546,8 +546,7 @@ pub fn run(args: BakeArgs) -> anyhow::Result<ExitCode> {
         };
         jobs.insert(name.clone(), job_for(&contexts, t, &cwd, &client)?);
     }
-    let progress =
-        Mutex::new(crate::progress::Progress::new(&args.progress, false).map_err(UsageError)?);
+    let progress = Mutex::new(crate::progress::Progress::new(args.progress, false));
     let pushes: BTreeMap<String, Vec<String>> = jobs
         .iter()
         .filter(|(_, j)| j.push)

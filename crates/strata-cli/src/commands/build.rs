@@ -49,9 +49,9 @@ pub struct BuildArgs {
     /// Output destination (`type=docker,dest=FILE`, `type=oci,dest=FILE`, `type=local,dest=DIR`, `type=tar,dest=FILE`, `type=image`)
     #[arg(short = 'o', long = "output")]
     pub outputs: Vec<String>,
-    /// Networking mode for RUN instructions: default, none, host
-    #[arg(long, default_value = "default")]
-    pub network: String,
+    /// Networking mode for RUN instructions
+    #[arg(long, value_enum, default_value_t = super::build_flags::NetworkMode::Default)]
+    pub network: super::build_flags::NetworkMode,
     #[command(flatten)]
     pub isolation: super::build_flags::IsolationFlag,
     /// Set metadata for the image (`KEY=VALUE`)
@@ -62,9 +62,9 @@ pub struct BuildArgs {
     /// a foreign platform need a registered binfmt_misc emulator
     #[arg(long)]
     pub platform: Option<String>,
-    /// Progress output: auto, plain, tty, quiet
-    #[arg(long, default_value = "auto")]
-    pub progress: String,
+    /// Progress output
+    #[arg(long, value_enum, default_value_t = crate::progress::ProgressMode::Auto)]
+    pub progress: crate::progress::ProgressMode,
     /// Suppress the build output and print the image ID on success
     #[arg(short, long)]
     pub quiet: bool,
@@ -209,16 +209,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let network = match args.network.as_str() {
-        "default" => strata_exec::Network::Sandbox,
-        "none" => strata_exec::Network::None,
-        "host" => strata_exec::Network::Host,
-        o => {
-            return Err(
-                UsageError(format!("--network {o}: expected default, none or host")).into(),
-            );
-        }
-    };
+    let network = args.network.network();
     warn_if_default_network_is_the_hosts(network);
     let requested = args.isolation.requested()?;
     let timestamp_now = match args.timestamp.as_deref() {
@@ -368,7 +359,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         check: args.check,
         call: args.call.as_deref(),
         format: args.format.as_deref(),
-        rawjson: args.progress == "rawjson",
+        rawjson: args.progress == crate::progress::ProgressMode::Rawjson,
         print: args.print,
     })?;
     let store = super::store::open_store()?;
@@ -421,8 +412,8 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             Err(e) => Err(e.into()),
         };
     }
-    let quiet = args.quiet || args.progress == "quiet";
-    let mut progress = crate::progress::Progress::new(&args.progress, quiet).map_err(UsageError)?;
+    let quiet = args.quiet || args.progress == crate::progress::ProgressMode::Quiet;
+    let mut progress = crate::progress::Progress::new(args.progress, quiet);
     let opts = BuildOptions {
         isolation: choose_isolation(requested, &progress)?,
         ..opts
