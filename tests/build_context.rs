@@ -359,6 +359,43 @@ fn oci_layout_context() {
         ]));
         assert_eq!(cat(&s, "fromlayout:1", "/again"), "from-layout\n");
     }
+    // A layout naming two images: `:TAG` picks by the tag its index
+    // gives (`org.opencontainers.image.ref.name`); no tag means `latest`,
+    // which names neither here, and there is no single image to fall back on.
+    let tagged = s.dir.join("tagged");
+    ok(&s.output(&[
+        "build",
+        "-q",
+        "-t",
+        "layout/one:v1",
+        "-t",
+        "layout/one:v2",
+        "-o",
+        &format!("type=oci,dest={},tar=false", tagged.display()),
+        src.to_str().unwrap(),
+    ]));
+    ok(&s.output(&[
+        "build",
+        "-q",
+        "--build-context",
+        &format!("lay=oci-layout://{}:v2", tagged.display()),
+        "-t",
+        "bytag:1",
+        ctx.to_str().unwrap(),
+    ]));
+    assert_eq!(cat(&s, "bytag:1", "/again"), "from-layout\n");
+    let untagged = s.output(&[
+        "build",
+        "--build-context",
+        &format!("lay=oci-layout://{}", tagged.display()),
+        ctx.to_str().unwrap(),
+    ]);
+    assert_eq!(untagged.status.code(), Some(2), "{}", stderr(&untagged));
+    assert!(
+        stderr(&untagged).contains("no image tagged \"latest\""),
+        "{}",
+        stderr(&untagged)
+    );
     // A digest the layout does not hold.
     let bad = s.output(&[
         "build",
