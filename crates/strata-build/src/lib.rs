@@ -13,6 +13,7 @@ mod emulation;
 mod error;
 mod export;
 mod mounts;
+mod named_context;
 mod solver;
 
 use std::collections::BTreeMap;
@@ -74,9 +75,9 @@ pub fn plan(store: &Store, opts: &BuildOptions) -> Result<String> {
             dockerfile(d)
         }
     })?;
-    let graph = solver::without_replaced_stages(graph, &stages, opts);
+    let graph = named_context::without_replaced_stages(graph, &stages, opts);
     let base_env = |name: &str| -> Option<Vec<String>> {
-        let name = match solver::named_context(opts, name) {
+        let name = match named_context::named_context(opts, name) {
             Some((_, NamedContext::Image(image))) => image.as_str(),
             Some((_, NamedContext::Dir(_))) => return Some(vec![DEFAULT_PATH.to_owned()]),
             None => name,
@@ -91,7 +92,8 @@ pub fn plan(store: &Store, opts: &BuildOptions) -> Result<String> {
                 .unwrap_or_else(|| vec![DEFAULT_PATH.to_owned()]),
         )
     };
-    let contexts = |name: &str| solver::named_context(opts, name).map(|(_, c)| c.to_string());
+    let contexts =
+        |name: &str| named_context::named_context(opts, name).map(|(_, c)| c.to_string());
     strata_frontend::render_plan_with_contexts(
         &df, &global, &stages, &graph, &inputs, &base_env, &contexts,
     )

@@ -160,7 +160,7 @@ pub struct RunSpec {
     pub seccomp: bool,
     /// `--ulimit`s, set on the step's process before its program starts.
     #[serde(default)]
-    pub ulimits: Vec<crate::Ulimit>,
+    pub ulimits: Vec<crate::ulimit::Ulimit>,
 }
 
 /// The sink of a spec that arrived in the helper: output flows through the
