@@ -309,6 +309,19 @@ fn usage_errors_exit_with_2() {
         env.build(&ctx, &["--network", "bogus"]).status.code(),
         Some(2)
     );
+    // --network and --progress name their values and suggest on a typo.
+    for (flag, typo, meant) in [
+        ("--network", "hots", "host"),
+        ("--progress", "plian", "plain"),
+    ] {
+        let o = env.strata(&["build", flag, typo, ctx.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(
+            stderr(&o).contains(&format!("a similar value exists: '{meant}'")),
+            "{}",
+            stderr(&o)
+        );
+    }
     for bad in ["windows/amd64", "linux", "linux/amd64,linux/amd64"] {
         assert_eq!(
             env.build(&ctx, &["--platform", bad]).status.code(),

@@ -37,6 +37,8 @@ const RESERVED: &[&str] = &[
     "DIVERGES",
     "FAILS",
     "BUILD_ARGS",
+    "BUILD_CONTEXTS",
+    "BUILD_FLAGS",
     "DEFAULT_TIMES",
 ];
 
@@ -657,6 +659,43 @@ fn build_args(case_dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// `BUILD_CONTEXTS`: `NAME=VALUE` lines, passed as `--build-context` to
+/// both builds; a VALUE with no `scheme://` is a folder of the case's
+/// context (`extra=extra`), given to both by its path there.
+fn build_contexts(case_dir: &Path, ctx: &Path) -> Vec<String> {
+    std::fs::read_to_string(case_dir.join("BUILD_CONTEXTS"))
+        .map(|t| {
+            t.lines()
+                .filter(|l| !l.trim().is_empty())
+                .flat_map(|l| {
+                    let (name, value) =
+                        l.split_once('=').expect("BUILD_CONTEXTS: NAME=VALUE lines");
+                    let value = if value.contains("://") {
+                        value.to_owned()
+                    } else {
+                        ctx.join(value).display().to_string()
+                    };
+                    ["--build-context".to_owned(), format!("{name}={value}")]
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `BUILD_FLAGS`: lines each passed as one argument to both builds, in
+/// the `--flag=value` form both command lines take (`--ulimit=nofile=1024`).
+fn build_flags(case_dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(case_dir.join("BUILD_FLAGS"))
+        .map(|t| {
+            t.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn compat(case: &str) {
     let test = format!("compat::{case}");
     let Some(suite) = Suite::get(&test) else {
@@ -691,7 +730,9 @@ fn compat(case: &str) {
     let theirs = format!("{name}:buildkit-{}", std::process::id());
     let fails = expected_failure(&case_dir);
     let diverges = std::fs::read_to_string(case_dir.join("DIVERGES")).ok();
-    let build_args = build_args(&case_dir);
+    let mut build_args = build_args(&case_dir);
+    build_args.extend(build_contexts(&case_dir, &ctx));
+    build_args.extend(build_flags(&case_dir));
 
     // `--no-cache` on both sides: neither cache key has mtimes in it (as
     // BuildKit's does not), so a cached COPY would bring the mtimes of
@@ -845,7 +886,13 @@ fn every_case_folder_has_a_test() {
         if let Ok(text) = std::fs::read_to_string(dir.join("DIVERGES")) {
             diverging_topics(case, &text);
         }
-        for file in ["DIVERGES", "SOURCE", "DEFAULT_TIMES"] {
+        for file in [
+            "DIVERGES",
+            "SOURCE",
+            "DEFAULT_TIMES",
+            "BUILD_CONTEXTS",
+            "BUILD_FLAGS",
+        ] {
             if let Ok(text) = std::fs::read_to_string(dir.join(file)) {
                 assert!(!text.trim().is_empty(), "{case}/{file} is empty");
             }
@@ -1096,6 +1143,9 @@ cases!(
     multistage_copy_from_image,
     multistage_copy_from_index,
     multistage_copy_from_name,
+    named_context_dir,
+    named_context_from_dir,
+    named_context_image,
     multistage_from_stage,
     multistage_inherits_config,
     multistage_target_unused_stage,
@@ -1117,6 +1167,7 @@ cases!(
     run_mount_tmpfs,
     run_mount_unknown_key_refused,
     run_no_etc_hostname,
+    run_ulimit,
     scratch_workdir,
     setuid_and_sticky,
     shell_affects_shell_forms,

@@ -49,18 +49,20 @@ pub struct BuildOptions {
     pub extra_hosts: Vec<(String, std::net::IpAddr)>,
     /// `--shm-size`: size of /dev/shm in RUN steps (default 64 MiB).
     pub shm_size: Option<u64>,
+    /// `--ulimit`: resource limits of RUN steps' processes (in their keys).
+    pub ulimits: Vec<strata_exec::Ulimit>,
     /// `--platform A,B`: build once per platform; empty means the host.
     pub platforms: Vec<strata_frontend::Platform>,
     /// Set from outside (Ctrl-C) to stop the build: running RUN steps are
     /// killed and cleaned up, no new step starts, and [`crate::build`]
     /// returns [`crate::BuildError::Cancelled`]. `None`: not cancellable.
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
-    /// Named contexts that are images (`strata bake`'s
-    /// `contexts = { NAME = "target:OTHER" }`, OTHER's image ID): `FROM
-    /// NAME` and `COPY --from=NAME` use that image from the store instead
-    /// of resolving NAME. A stage named NAME still wins, as it does for
-    /// any image name.
-    pub named_contexts: BTreeMap<String, String>,
+    /// Named contexts (`--build-context NAME=VALUE`, bake's `contexts`),
+    /// by name as [`named_context_name`] normalises it: `FROM NAME`, `COPY
+    /// --from=NAME` and `RUN --mount=from=NAME` read the context instead of
+    /// resolving NAME, and a stage named NAME is replaced by it (its
+    /// instructions are not run), as BuildKit's dockerfile frontend does.
+    pub named_contexts: BTreeMap<String, NamedContext>,
     /// Attestations to make (`--provenance`, `--attest`).
     pub attestations: Attestations,
 }
@@ -87,6 +89,43 @@ pub struct PlatformProvenance {
     /// The same as a SLSA v0.2 predicate, the form buildx records in its
     /// metadata file (`buildx.build.provenance`) whatever the version.
     pub predicate_v02: Vec<u8>,
+}
+
+/// What a named context is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// An image: a reference resolved as FROM resolves one (the store, else
+    /// its registry; `docker-image://REF[@DIGEST]`), or a store image ID
+    /// (bake's `target:OTHER`, an `oci-layout://` image the CLI loaded).
+    /// `FROM NAME` takes its layers and config.
+    Image(String),
+    /// Files: a local directory, or a git checkout or http download the
+    /// caller fetched. Its own `.dockerignore` applies and every file is
+    /// owned by root, as in BuildKit's local sources; `FROM NAME` gives an
+    /// image of one layer holding the files, with an empty config.
+    Dir(PathBuf),
+}
+
+impl std::fmt::Display for NamedContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NamedContext::Image(image) => write!(f, "image {image}"),
+            NamedContext::Dir(dir) => write!(f, "directory {}", dir.display()),
+        }
+    }
+}
+
+/// A named context's name as buildx and BuildKit's frontend compare it: a
+/// reference's short form without `:latest` (`docker.io/library/alpine`,
+/// `alpine:latest` and `alpine` are one name); `None` for a name that is not
+/// a reference (BuildKit refuses those: "invalid context name").
+pub fn named_context_name(name: &str) -> Option<String> {
+    let r = strata_oci::reference::Reference::parse_name_only(name).ok()?;
+    let short = r.familiar();
+    Some(match short.strip_suffix(":latest") {
+        Some(s) => s.to_owned(),
+        None => short,
+    })
 }
 
 /// Progress, for the CLI to render.

@@ -15,6 +15,7 @@ mod error;
 mod export;
 mod mounts;
 pub mod provenance;
+mod named_context;
 mod solver;
 
 use std::collections::BTreeMap;
@@ -28,7 +29,10 @@ use solver::{PlatformBuild, build_platform};
 
 pub use cache::remote as remote_cache;
 
-pub use api::{Attestations, BuildOptions, BuildResult, Event, InternalWork, PlatformProvenance};
+pub use api::{
+    Attestations, BuildOptions, BuildResult, Event, InternalWork, NamedContext, PlatformProvenance,
+    named_context_name,
+};
 pub use checks::check;
 pub use error::{BuildError, chain as error_chain};
 use error::{Result, other};
@@ -78,7 +82,13 @@ pub fn plan(store: &Store, opts: &BuildOptions) -> Result<String> {
             dockerfile(d)
         }
     })?;
+    let graph = named_context::without_replaced_stages(graph, &stages, opts);
     let base_env = |name: &str| -> Option<Vec<String>> {
+        let name = match named_context::named_context(opts, name) {
+            Some((_, NamedContext::Image(image))) => image.as_str(),
+            Some((_, NamedContext::Dir(_))) => return Some(vec![DEFAULT_PATH.to_owned()]),
+            None => name,
+        };
         let img = store.resolve(name).ok()?;
         let raw = store.read_blob(&img.id).ok()?;
         let config = ImageConfig::from_json(&raw).ok()?;
@@ -89,8 +99,12 @@ pub fn plan(store: &Store, opts: &BuildOptions) -> Result<String> {
                 .unwrap_or_else(|| vec![DEFAULT_PATH.to_owned()]),
         )
     };
-    strata_frontend::render_plan(&df, &global, &stages, &graph, &inputs, &base_env)
-        .map_err(dockerfile)
+    let contexts =
+        |name: &str| named_context::named_context(opts, name).map(|(_, c)| c.to_string());
+    strata_frontend::render_plan_with_contexts(
+        &df, &global, &stages, &graph, &inputs, &base_env, &contexts,
+    )
+    .map_err(dockerfile)
 }
 
 /// Runs a build into `store` and the requested outputs: once per platform

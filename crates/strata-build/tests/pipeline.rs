@@ -82,6 +82,7 @@ fn options(ctx: &Path, dockerfile: &str) -> BuildOptions {
         isolation: strata_exec::Isolation::Namespaces,
         named_contexts: BTreeMap::new(),
         attestations: Default::default(),
+        ulimits: Vec::new(),
     }
 }
 

@@ -267,6 +267,23 @@ fn internal(n: usize, work: strata_build::InternalWork, seconds: f64, mut show: 
     show(Event::Done { n, seconds });
 }
 
+/// `--progress`, as buildx names its modes: `rawjson` is BuildKit's
+/// solve-status stream as JSON lines (see [`RawJson`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ProgressMode {
+    /// `tty` on a terminal, else `plain`.
+    #[default]
+    Auto,
+    /// Each step's lines as they come (`#n ...`)
+    Plain,
+    /// The running steps, redrawn in place
+    Tty,
+    /// Errors only
+    Quiet,
+    /// BuildKit's solve-status stream, one JSON object per line
+    Rawjson,
+}
+
 /// The renderer `--progress` picked.
 pub enum Progress {
     Plain(Plain),
@@ -276,22 +293,17 @@ pub enum Progress {
 
 impl Progress {
     /// `auto` is `tty` when stderr is a terminal, else `plain`.
-    pub fn new(mode: &str, quiet: bool) -> Result<Self, String> {
+    pub fn new(mode: ProgressMode, quiet: bool) -> Self {
         use std::io::IsTerminal;
-        Ok(match mode {
+        match mode {
             _ if quiet => Progress::Plain(Plain::new(true)),
-            "quiet" => Progress::Plain(Plain::new(true)),
-            "plain" => Progress::Plain(Plain::new(false)),
-            "rawjson" => Progress::RawJson(RawJson::new()),
-            "tty" => Progress::Tty(Tty::new()),
-            "auto" if std::io::stderr().is_terminal() => Progress::Tty(Tty::new()),
-            "auto" => Progress::Plain(Plain::new(false)),
-            other => {
-                return Err(format!(
-                    "--progress {other}: expected auto, plain, tty, quiet or rawjson"
-                ));
-            }
-        })
+            ProgressMode::Quiet => Progress::Plain(Plain::new(true)),
+            ProgressMode::Plain => Progress::Plain(Plain::new(false)),
+            ProgressMode::Rawjson => Progress::RawJson(RawJson::new()),
+            ProgressMode::Tty => Progress::Tty(Tty::new()),
+            ProgressMode::Auto if std::io::stderr().is_terminal() => Progress::Tty(Tty::new()),
+            ProgressMode::Auto => Progress::Plain(Plain::new(false)),
+        }
     }
 
     pub fn event(&mut self, e: Event) {

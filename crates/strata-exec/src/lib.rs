@@ -41,6 +41,7 @@ mod run;
 pub mod signal;
 pub mod snapshot;
 mod step_parent;
+mod ulimit;
 // The in-namespace side.
 mod chroot_step;
 mod helper;
@@ -57,6 +58,7 @@ pub use snapshot::Mode;
 pub use spec::{
     CacheSharing, ExitStatus, Mount, Network, OutputSink, OutputStream, RunSpec, SnapshotMethod,
 };
+pub use ulimit::Ulimit;
 
 /// Must be the first thing `main` calls: when this process was started as a
 /// step helper or a chroot step, runs it and exits; otherwise returns

@@ -170,6 +170,9 @@ pub struct RunSpec {
     /// Docker's default seccomp restrictions (see `seccomp.rs`); off only for
     /// `--security-opt seccomp=unconfined`.
     pub seccomp: bool,
+    /// `--ulimit`s, set on the step's process before its program starts.
+    #[serde(default)]
+    pub ulimits: Vec<crate::ulimit::Ulimit>,
 }
 
 /// The sink of a spec that arrived in the helper: output flows through the

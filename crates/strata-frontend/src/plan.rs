@@ -26,6 +26,12 @@ pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/u
 /// caller has them (strata's store); `None` prints the base as unknown.
 pub type BaseEnv<'a> = &'a dyn Fn(&str) -> Option<Vec<String>>;
 
+/// What the plan knows of named contexts (`--build-context`): for a name
+/// (a FROM base, a `--from`, a stage name), what it stands for
+/// (`directory /src`), if a named context has that name. The caller
+/// compares names as buildx does.
+pub type NamedContexts<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 /// Renders the plan. Deterministic: the same inputs give the same bytes.
 pub fn render_plan(
     df: &Dockerfile,
@@ -35,6 +41,30 @@ pub fn render_plan(
     inputs: &BuildInputs,
     base_env: BaseEnv<'_>,
 ) -> Result<String, Diagnostic> {
+    render_plan_with_contexts(df, global, stages, graph, inputs, base_env, &|_| None)
+}
+
+/// [`render_plan`] naming the named contexts each stage reads, and the
+/// stages they replace (whose instructions do not run). `graph` is the one
+/// the build runs: replaced stages read nothing.
+pub fn render_plan_with_contexts(
+    df: &Dockerfile,
+    global: &GlobalScope,
+    stages: &[Stage],
+    graph: &Graph,
+    inputs: &BuildInputs,
+    base_env: BaseEnv<'_>,
+    contexts: NamedContexts<'_>,
+) -> Result<String, Diagnostic> {
+    let image_or_context = |n: &str| match contexts(n) {
+        Some(what) => format!("context {n} ({what})"),
+        None => format!("image {n}"),
+    };
+    let replaced_by = |s: &Stage| {
+        s.name
+            .as_deref()
+            .and_then(|n| contexts(n).map(|w| (n.to_owned(), w)))
+    };
     let mut out = String::new();
     let target = &stages[graph.target];
     let _ = writeln!(
@@ -74,9 +104,18 @@ pub fn render_plan(
         } else {
             "pruned by --target".to_owned()
         };
+        if let Some((n, what)) = replaced_by(s) {
+            let _ = writeln!(
+                out,
+                "  #{} {}: replaced by context {n} ({what}) [{status}]",
+                s.index,
+                stage_label(s)
+            );
+            continue;
+        }
         let base = match &graph.edges[s.index].first().map(|e| &e.source) {
             Some(Source::Stage(i)) => format!("stage {}", stage_label(&stages[*i])),
-            _ => format!("image {}", s.base),
+            _ => image_or_context(&s.base),
         };
         let platform = s
             .platform
@@ -97,7 +136,7 @@ pub fn render_plan(
             };
             let what = match &e.source {
                 Source::Stage(i) => format!("stage {}", stage_label(&stages[*i])),
-                Source::Image(n) => format!("image {n}"),
+                Source::Image(n) => image_or_context(n),
             };
             let _ = writeln!(out, "      reads {what} ({how}, line {})", e.line);
         }
@@ -133,6 +172,14 @@ pub fn render_plan(
             _ => base_env(&s.base),
         };
         let _ = writeln!(out, "\nstage #{} {}:", s.index, stage_label(s));
+        if let Some((n, what)) = replaced_by(s) {
+            let _ = writeln!(
+                out,
+                "        replaced by context {n} ({what}): its instructions do not run"
+            );
+            final_env[i] = base_env(&n);
+            continue;
+        }
         let _ = writeln!(
             out,
             "  {:>4}  FROM {}{}{}",

@@ -672,6 +672,25 @@ impl Solver<'_> {
     }
 }
 
+/// A named context directory's files copied into `layer_root` as its layer
+/// holds them: its `.dockerignore` applied, every entry owned by root (as
+/// BuildKit's local sources are: buildx sends them with uid and gid 0).
+pub(crate) fn copy_named_dir(
+    dir: &Path,
+    layer_root: &Path,
+    ignore: &context::Ignore,
+) -> Result<()> {
+    owners::begin();
+    let rules = TreeRules {
+        ignore: Some(ignore),
+        exclude: None,
+        owner: Some((0, 0)),
+        chmod: None,
+    };
+    copy_tree(dir, layer_root, "", "", rules, true)?;
+    owners::apply_pending(layer_root)
+}
+
 /// Where sources land in the layer directory, and how.
 struct Placement<'a> {
     layer_root: &'a Path,

@@ -25,7 +25,8 @@ impl Source {
 }
 
 impl Solver<'_> {
-    /// The layers of a stage (by name or index) or, failing that, an image.
+    /// The layers of a stage (by name or index) or, failing that, a named
+    /// context or an image.
     pub(crate) fn source_layers(&self, from: &str, ins: &Instruction) -> Result<Vec<LayerRecord>> {
         let lower = from.to_lowercase();
         let stage_state = {
@@ -47,7 +48,10 @@ impl Solver<'_> {
             Some(s) => s.layers,
             None => {
                 let want = self.plan.inputs.target_platform.clone();
-                self.image(from, ins, &want)?.layers
+                match self.named_context(from) {
+                    Some((name, named)) => self.named_state(&name, named, ins, &want)?.layers,
+                    None => self.image(from, ins, &want)?.layers,
+                }
             }
         })
     }

@@ -74,11 +74,13 @@ impl Solver<'_> {
         ins: &Instruction,
         want: &strata_frontend::Platform,
     ) -> Result<ImageRecord> {
-        if let Some(id) = self.opts.named_contexts.get(name) {
+        // An image ID (a named context of bake's `target:` or a loaded
+        // `oci-layout://`) names an image of this store; nothing to pull.
+        if name.parse::<strata_oci::Digest>().is_ok() {
             return self
                 .store
-                .resolve(id)
-                .map_err(|e| self.fail(ins, &format!("named context {name} (image {id}): {e}")));
+                .resolve(name)
+                .map_err(|e| self.fail(ins, &format!("image {name}: {e}")));
         }
         // A once-cell per image and platform, held throughout: two stages
         // pulling the same image resolve it once (`--pull` pulls each image
@@ -211,26 +213,31 @@ impl Solver<'_> {
             .unwrap_or_else(|| self.plan.inputs.target_platform.clone())
     }
 
+    /// An empty image for `platform` (`FROM scratch`), as BuildKit's
+    /// `emptyImage`.
+    pub(crate) fn scratch_state(&self, stage: usize, p: &strata_frontend::Platform) -> State {
+        let mut config = ImageConfig::new(&p.os, &p.architecture);
+        config.variant = p.variant.clone();
+        config.config.env = Some(vec![DEFAULT_PATH.into()]);
+        // BuildKit's `emptyImage` starts at `/` (an image FROM an
+        // image without WorkingDir keeps none).
+        config.config.working_dir = Some("/".into());
+        // The platform is in the key: the same steps on an empty base
+        // make a different image config for each platform.
+        State {
+            layers: Vec::new(),
+            config,
+            key: key_of(&[CACHE_VERSION, b"scratch", p.to_string().as_bytes()]),
+            base_image: None,
+            stage,
+            cmd_set: false,
+            args: StageScope::new(),
+        }
+    }
+
     pub(crate) fn base(&self, stage: &Stage, all: &[Stage]) -> Result<State> {
         if stage.base == "scratch" {
-            let p = self.stage_platform(stage);
-            let mut config = ImageConfig::new(&p.os, &p.architecture);
-            config.variant = p.variant.clone();
-            config.config.env = Some(vec![DEFAULT_PATH.into()]);
-            // BuildKit's `emptyImage` starts at `/` (an image FROM an
-            // image without WorkingDir keeps none).
-            config.config.working_dir = Some("/".into());
-            // The platform is in the key: the same steps on an empty base
-            // make a different image config for each platform.
-            return Ok(State {
-                layers: Vec::new(),
-                config,
-                key: key_of(&[CACHE_VERSION, b"scratch", p.to_string().as_bytes()]),
-                base_image: None,
-                stage: stage.index,
-                cmd_set: false,
-                args: StageScope::new(),
-            });
+            return Ok(self.scratch_state(stage.index, &self.stage_platform(stage)));
         }
         let lower = stage.base.to_lowercase();
         if let Some(s) = all
@@ -250,10 +257,26 @@ impl Solver<'_> {
             return Ok(st);
         }
         let wanted = self.stage_platform(stage);
-        let img = self.image(&stage.base, &stage.from, &wanted)?;
+        if let Some((name, named)) = self.named_context(&stage.base) {
+            let mut st = self.named_state(&name, named, &stage.from, &wanted)?;
+            st.stage = stage.index;
+            return Ok(st);
+        }
+        self.image_state(&stage.base, &stage.from, &wanted, stage.index)
+    }
+
+    /// The state of image `name` (from the store or its registry) as a base.
+    pub(crate) fn image_state(
+        &self,
+        name: &str,
+        ins: &Instruction,
+        wanted: &strata_frontend::Platform,
+        stage: usize,
+    ) -> Result<State> {
+        let img = self.image(name, ins, wanted)?;
         let raw = self.store.read_blob(&img.id)?;
         let mut config =
-            ImageConfig::from_json(&raw).map_err(context(format!("config of {}", stage.base)))?;
+            ImageConfig::from_json(&raw).map_err(context(format!("config of {name}")))?;
         if config.config.env.is_none() {
             config.config.env = Some(vec![DEFAULT_PATH.into()]);
         }
@@ -262,7 +285,7 @@ impl Solver<'_> {
             config,
             key: key_of(&[CACHE_VERSION, b"image", img.id.to_string().as_bytes()]),
             base_image: Some(img.id),
-            stage: stage.index,
+            stage,
             cmd_set: false,
             args: StageScope::new(),
         })

@@ -21,6 +21,7 @@ use crate::error::{BuildError, Result, context, io, other};
 
 mod base;
 mod dispatch;
+mod named;
 pub(crate) mod once;
 mod run_step;
 mod schedule;
@@ -136,6 +137,10 @@ pub(crate) struct ContextFiles {
 /// pulled it (holding the inner lock meanwhile).
 pub(crate) type PulledOnce = std::sync::Arc<Mutex<Option<ImageRecord>>>;
 
+/// A named context's state for one platform: empty until the first step
+/// needing it has made it (holding the inner lock meanwhile).
+pub(crate) type NamedOnce = std::sync::Arc<Mutex<Option<State>>>;
+
 /// What stages share while they run.
 #[derive(Default)]
 pub(crate) struct Shared {
@@ -148,6 +153,8 @@ pub(crate) struct Shared {
     /// Images already pulled in this build (`--pull` pulls each once), a
     /// once-cell per `name platform`.
     pub(crate) pulled: Mutex<HashMap<String, PulledOnce>>,
+    /// Named contexts' states, a once-cell per `name platform`.
+    pub(crate) named: Mutex<HashMap<String, NamedOnce>>,
     /// Step results from `--cache-from`.
     pub(crate) imported: Mutex<remote_cache::ImportedCache>,
     /// Every step key this build ended with, by stage (for `--cache-to`).
@@ -206,6 +213,7 @@ pub(crate) fn build_platform(
             BuildError::Dockerfile(Box::new(d))
         }
     })?;
+    let graph = crate::named_context::without_replaced_stages(graph, &stages, opts);
     let (target, needed) = (graph.target, graph.needed.clone());
     let created_secs = if opts.timestamp_now {
         strata_store::now_unix()

@@ -128,8 +128,19 @@ impl Solver<'_> {
             user.as_bytes(),
             format!("{network:?}").as_bytes(),
             &mounts.key,
-            // What the step sees in /etc/hosts and /dev/shm can change its result.
-            format!("{:?} {:?}", self.opts.extra_hosts, self.opts.shm_size).as_bytes(),
+            // What the step sees in /etc/hosts and /dev/shm, and its
+            // limits, can change its result (no limits: the key as before).
+            format!(
+                "{:?} {:?}{}",
+                self.opts.extra_hosts,
+                self.opts.shm_size,
+                self.opts
+                    .ulimits
+                    .iter()
+                    .map(|u| format!(" ulimit {u}"))
+                    .collect::<String>()
+            )
+            .as_bytes(),
         ]);
         // `RUN |N K=V ... argv`, as the reference writes it; proxy build
         // args that no ARG declares are not in it.
@@ -180,6 +191,7 @@ impl Solver<'_> {
             cancel: Some(self.schedule.cancelled.clone()),
             stdin: None,
             seccomp: true,
+            ulimits: self.opts.ulimits.clone(),
         };
         let outcome = std::thread::scope(|s| {
             let opts = strata_exec::RunOptions {

@@ -86,8 +86,16 @@ impl Solver<'_> {
     }
 
     pub(crate) fn stage(&self, stage: &Stage, all: &[Stage]) -> Result<State> {
-        let n = self.next_step();
         let pl = &self.progress.label;
+        // A named context of the stage's name replaces it: none of its
+        // instructions run (BuildKit marks such a stage dispatched).
+        if let Some((name, named)) = stage.name.as_deref().and_then(|n| self.named_context(n)) {
+            let mut state =
+                self.named_state(&name, named, &stage.from, &self.stage_platform(stage))?;
+            state.stage = stage.index;
+            return Ok(state);
+        }
+        let n = self.next_step();
         let first_label = |total: usize| match &stage.name {
             Some(name) => format!("[{pl}{name} 1/{total}]"),
             None => format!("[{pl}stage-{} 1/{total}]", stage.index),

@@ -46,9 +46,9 @@ pub struct BakeArgs {
     /// Targets built at once (default: all that are ready)
     #[arg(short = 'j', long, default_value_t = 0, hide_default_value = true)]
     pub jobs: usize,
-    /// Progress output: auto, plain, tty, quiet, rawjson
-    #[arg(long, default_value = "auto")]
-    pub progress: String,
+    /// Progress output
+    #[arg(long, value_enum, default_value_t = crate::progress::ProgressMode::Auto)]
+    pub progress: crate::progress::ProgressMode,
     /// Write each target's result metadata (JSON, by target) to the file
     #[arg(long)]
     pub metadata_file: Option<PathBuf>,
@@ -101,6 +101,8 @@ struct Job {
     /// `contexts` entries `NAME = "target:OTHER"`: (NAME, OTHER).
     links: Vec<(String, String)>,
     push: bool,
+    /// Where its git and http contexts were fetched, kept until it is built.
+    _fetched_contexts: super::named_contexts::Fetched,
 }
 
 fn refuse(target: &str, what: &str) -> anyhow::Error {
@@ -125,6 +127,7 @@ fn entry_csv(e: &Entry) -> String {
 /// Maps one resolved target to build options; any key strata cannot honour
 /// is an error naming the target and the key.
 fn job_for(
+    contexts: &super::named_contexts::Resolve<'_>,
     t: &Target,
     cwd: &Path,
     registry: &std::sync::Arc<strata_registry::Client>,
@@ -155,21 +158,22 @@ fn job_for(
         }
     };
     let mut links = Vec::new();
-    let mut named_contexts = BTreeMap::new();
+    let mut other_contexts = BTreeMap::new();
     for (k, v) in t.contexts.iter().flatten() {
+        let key = strata_build::named_context_name(k)
+            .ok_or_else(|| refuse(name, &format!("contexts.{k}: invalid context name {k}")))?;
         if let Some(other) = v.strip_prefix("target:") {
-            links.push((k.clone(), other.to_owned()));
-        } else if let Some(image) = v.strip_prefix("docker-image://") {
-            named_contexts.insert(k.clone(), image.to_owned());
+            links.push((key, other.to_owned()));
         } else {
-            return Err(refuse(
-                name,
-                &format!(
-                    "contexts.{k} = {v:?}: only target:NAME and docker-image://REF contexts are supported by strata"
-                ),
-            ));
+            // Local paths are the working directory's, as buildx's
+            // `toBuildOpt` leaves them (`cwd://` said so explicitly).
+            let v = v.strip_prefix("cwd://").unwrap_or(v);
+            other_contexts.insert(key, v.to_owned());
         }
     }
+    let (named_contexts, fetched_contexts) =
+        super::named_contexts::resolve_contexts(&other_contexts, cwd, contexts)
+            .with_context(|| format!("target {name}"))?;
     let mut outputs = Vec::new();
     let mut push = false;
     for o in t.outputs.iter().flatten() {
@@ -209,9 +213,15 @@ fn job_for(
     if t.annotations.as_ref().is_some_and(|a| !a.is_empty()) {
         return Err(refuse(name, "annotations are not supported by strata"));
     }
-    if t.ulimits.as_ref().is_some_and(|u| !u.is_empty()) {
-        return Err(refuse(name, "ulimits are not supported by strata"));
-    }
+    let ulimits = t
+        .ulimits
+        .iter()
+        .flatten()
+        .map(|u| {
+            u.parse::<strata_exec::Ulimit>()
+                .map_err(|e| refuse(name, &format!("ulimits {u:?}: {e}")))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     if let Some(c) = t.call.as_deref().filter(|c| *c != "build") {
         return Err(refuse(
             name,
@@ -349,6 +359,7 @@ fn job_for(
             .collect::<anyhow::Result<_>>()
             .with_context(|| format!("target {name}: extra-hosts"))?,
         shm_size,
+        ulimits,
         platforms,
         named_contexts,
         // `attest` is refused above: bake's images carry no attestations.
@@ -362,7 +373,12 @@ fn job_for(
     if push && opts.tags.is_empty() {
         return Err(refuse(name, "push needs tags to push to"));
     }
-    Ok(Job { opts, links, push })
+    Ok(Job {
+        opts,
+        links,
+        push,
+        _fetched_contexts: fetched_contexts,
+    })
 }
 
 /// How a target ended.
@@ -375,22 +391,12 @@ enum Outcome {
 /// (it fails without running if one of them failed), at most `jobs` at
 /// once (0: no limit).
 fn run_all(
+    lease: &strata_store::Lease,
     store: &strata_store::Store,
     mut jobs: BTreeMap<String, Job>,
     limit: usize,
     progress: &Mutex<crate::progress::Progress>,
 ) -> BTreeMap<String, Outcome> {
-    // One lease for every target's blobs; no target holds the store lock
-    // while it builds.
-    let lease = match store.lease("bake") {
-        Ok(l) => l,
-        Err(e) => {
-            return jobs
-                .into_keys()
-                .map(|k| (k, Outcome::Failed(format!("taking a store lease: {e}"))))
-                .collect();
-        }
-    };
     let mut done: BTreeMap<String, Outcome> = BTreeMap::new();
     let step_base = Mutex::new(0usize);
     std::thread::scope(|s| {
@@ -414,9 +420,10 @@ fn run_all(
                 for (ctx, other) in &job.links {
                     match done.get(other) {
                         Some(Outcome::Built(r)) if r.platforms.len() <= 1 => {
-                            job.opts
-                                .named_contexts
-                                .insert(ctx.clone(), r.image_id.to_string());
+                            job.opts.named_contexts.insert(
+                                ctx.clone(),
+                                strata_build::NamedContext::Image(r.image_id.to_string()),
+                            );
                         }
                         Some(Outcome::Built(_)) => {
                             failed_link = Some(format!(
@@ -432,7 +439,7 @@ fn run_all(
                 }
                 running += 1;
                 let tx = tx.clone();
-                let (lease, step_base) = (&lease, &step_base);
+                let step_base = &step_base;
                 s.spawn(move || {
                     // Step numbers are renumbered into one sequence, and
                     // each step is labelled with its target.
@@ -522,13 +529,26 @@ pub fn run(args: BakeArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let client = std::sync::Arc::new(args.registry.client(Default::default())?);
+    let store = super::store::open_store()?;
+    // One lease for every target's blobs (an `oci-layout://` context's
+    // image from its load on); no target holds the store lock while it
+    // builds.
+    let lease = store.lease("bake")?;
     let mut jobs = BTreeMap::new();
     for (name, t) in &resolved.targets {
-        jobs.insert(name.clone(), job_for(t, &cwd, &client)?);
+        let platforms = match t.platforms.as_deref() {
+            None | Some([]) => Vec::new(),
+            Some(list) => parse_platforms(&list.join(","))?,
+        };
+        let contexts = super::named_contexts::Resolve {
+            store: &store,
+            lease: &lease,
+            registry: &args.registry,
+            platforms: &platforms,
+        };
+        jobs.insert(name.clone(), job_for(&contexts, t, &cwd, &client)?);
     }
-    let store = super::store::open_store()?;
-    let progress =
-        Mutex::new(crate::progress::Progress::new(&args.progress, false).map_err(UsageError)?);
+    let progress = Mutex::new(crate::progress::Progress::new(args.progress, false));
     let pushes: BTreeMap<String, Vec<String>> = jobs
         .iter()
         .filter(|(_, j)| j.push)
@@ -538,7 +558,7 @@ pub fn run(args: BakeArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|(k, j)| (k.clone(), j.opts.tags.clone()))
         .collect();
-    let outcomes = run_all(&store, jobs, args.jobs, &progress);
+    let outcomes = run_all(&lease, &store, jobs, args.jobs, &progress);
     let progress = progress.into_inner().unwrap_or_else(|e| e.into_inner());
     let quiet = progress.is_quiet();
     let mut failed = false;

@@ -33,6 +33,13 @@ pub struct BuildArgs {
     /// Set the target build stage to build
     #[arg(long)]
     pub target: Option<String>,
+    /// Additional build context, as buildx (`NAME=VALUE`; repeatable): a
+    /// directory, `docker-image://REF[@DIGEST]`,
+    /// `oci-layout://PATH[:TAG][@DIGEST]`, a git URL, or an http(s) URL
+    /// (one file named `context`). `FROM NAME`, `COPY --from=NAME` and
+    /// `RUN --mount=from=NAME` read it, and it replaces a stage named NAME
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
     /// Do not use the cache when building the image
     #[arg(long)]
     pub no_cache: bool,
@@ -42,9 +49,9 @@ pub struct BuildArgs {
     /// Output destination (`type=docker,dest=FILE`, `type=oci,dest=FILE`, `type=local,dest=DIR`, `type=tar,dest=FILE`, `type=image`)
     #[arg(short = 'o', long = "output")]
     pub outputs: Vec<String>,
-    /// Networking mode for RUN instructions: default, none, host
-    #[arg(long, default_value = "default")]
-    pub network: String,
+    /// Networking mode for RUN instructions
+    #[arg(long, value_enum, default_value_t = super::build_flags::NetworkMode::Default)]
+    pub network: super::build_flags::NetworkMode,
     #[command(flatten)]
     pub isolation: super::build_flags::IsolationFlag,
     /// Set metadata for the image (`KEY=VALUE`)
@@ -55,9 +62,9 @@ pub struct BuildArgs {
     /// a foreign platform need a registered binfmt_misc emulator
     #[arg(long)]
     pub platform: Option<String>,
-    /// Progress output: auto, plain, tty, quiet
-    #[arg(long, default_value = "auto")]
-    pub progress: String,
+    /// Progress output
+    #[arg(long, value_enum, default_value_t = crate::progress::ProgressMode::Auto)]
+    pub progress: crate::progress::ProgressMode,
     /// Suppress the build output and print the image ID on success
     #[arg(short, long)]
     pub quiet: bool,
@@ -103,6 +110,10 @@ pub struct BuildArgs {
     /// for one platform (`manifest[linux/arm64]`); repeatable
     #[arg(long = "annotation", value_name = "KEY=VALUE")]
     pub annotations: Vec<String>,
+    /// Resource limit of RUN steps, as buildx: `NAME=SOFT[:HARD]`
+    /// (`nofile=1024:2048`; names as `docker run --ulimit`); repeatable
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]", value_parser = parse_ulimit)]
+    pub ulimits: Vec<strata_exec::Ulimit>,
     /// Size of /dev/shm for RUN steps (`64m`, `1g`; default 64m)
     #[arg(long = "shm-size", value_name = "SIZE")]
     pub shm_size: Option<String>,
@@ -145,6 +156,10 @@ pub struct BuildArgs {
     pub format: Option<String>,
     #[command(flatten)]
     pub registry: super::registry::RegistryFlags,
+}
+
+fn parse_ulimit(s: &str) -> Result<strata_exec::Ulimit, String> {
+    s.parse()
 }
 
 /// Resolves `--isolation` once for the whole build; `auto` says what it
@@ -201,16 +216,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     )?;
     let annotations = super::attest_flags::annotations(&args.annotations)?;
     let mut push_annotations = strata_build::annotations::Annotations(annotations.clone());
-    let network = match args.network.as_str() {
-        "default" => strata_exec::Network::Sandbox,
-        "none" => strata_exec::Network::None,
-        "host" => strata_exec::Network::Host,
-        o => {
-            return Err(
-                UsageError(format!("--network {o}: expected default, none or host")).into(),
-            );
-        }
-    };
+    let network = args.network.network();
     warn_if_default_network_is_the_hosts(network);
     let requested = args.isolation.requested()?;
     let timestamp_now = match args.timestamp.as_deref() {
@@ -357,6 +363,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
                 UsageError(format!("--shm-size {v}: expected a size such as 64m or 1g"))
             })?),
         },
+        ulimits: args.ulimits.clone(),
         registry: Some(client.clone()),
         platforms,
         cache_from: args
@@ -389,10 +396,30 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         check: args.check,
         call: args.call.as_deref(),
         format: args.format.as_deref(),
-        rawjson: args.progress == "rawjson",
+        rawjson: args.progress == crate::progress::ProgressMode::Rawjson,
         print: args.print,
     })?;
     let store = super::store::open_store()?;
+    // Named contexts are fetched (git, http) and loaded (OCI layouts) before
+    // `--print` and `--check` too, as a URL build context is. The build's
+    // lease from here on: an `oci-layout://` context's image is held in it
+    // from the moment it is loaded.
+    let contexts = super::named_contexts::split_contexts(&args.build_contexts)?;
+    let lease = store.lease("build")?;
+    let (named_contexts, _fetched_contexts) = super::named_contexts::resolve_contexts(
+        &contexts,
+        std::path::Path::new("."),
+        &super::named_contexts::Resolve {
+            store: &store,
+            lease: &lease,
+            registry: &args.registry,
+            platforms: &opts.platforms,
+        },
+    )?;
+    let opts = BuildOptions {
+        named_contexts,
+        ..opts
+    };
     if let Some(call) = check {
         // buildx names the Dockerfile in its excerpts by its path from the
         // working directory (`ctx/Dockerfile`), or `-f` as given.
@@ -422,14 +449,14 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             Err(e) => Err(e.into()),
         };
     }
-    let quiet = args.quiet || args.progress == "quiet";
-    let mut progress = crate::progress::Progress::new(&args.progress, quiet).map_err(UsageError)?;
+    let quiet = args.quiet || args.progress == crate::progress::ProgressMode::Quiet;
+    let mut progress = crate::progress::Progress::new(args.progress, quiet);
     let opts = BuildOptions {
         isolation: choose_isolation(requested, &progress)?,
         ..opts
     };
     let mut warnings = Vec::new();
-    let result = strata_build::build(&store, &opts, &mut |e: Event| {
+    let result = strata_build::build_with_lease(&store, Some(&lease), &opts, &mut |e: Event| {
         if let Event::Warning(w) = &e {
             warnings.push(w.clone());
         }

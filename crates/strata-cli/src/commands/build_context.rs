@@ -27,7 +27,7 @@ pub(super) fn is_git_url(s: &str) -> bool {
 /// `URL#REF:SUBDIR` as docker reads it: clone (at REF, a branch, tag or
 /// commit), then use SUBDIR of it as the context. The clone is a git work
 /// tree, so the build epoch is its HEAD commit time.
-fn git_context(spec: &str, dir: &Path) -> anyhow::Result<PathBuf> {
+pub(super) fn git_context(spec: &str, dir: &Path) -> anyhow::Result<PathBuf> {
     let (url, fragment) = spec.split_once('#').unwrap_or((spec, ""));
     let (reference, subdir) = fragment.split_once(':').unwrap_or((fragment, ""));
     let repo = dir.join("repo");

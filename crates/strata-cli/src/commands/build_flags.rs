@@ -200,3 +200,24 @@ pub(crate) fn resolve_isolation(
         Err(e) => Err(UsageError(e)),
     }
 }
+
+/// `--network`, as buildx names its modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NetworkMode {
+    /// A private network namespace connected outwards (see docs/decisions.md)
+    Default,
+    /// Loopback only
+    None,
+    /// The host's network namespace
+    Host,
+}
+
+impl NetworkMode {
+    pub(super) fn network(self) -> strata_exec::Network {
+        match self {
+            NetworkMode::Default => strata_exec::Network::Sandbox,
+            NetworkMode::None => strata_exec::Network::None,
+            NetworkMode::Host => strata_exec::Network::Host,
+        }
+    }
+}

@@ -289,6 +289,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             .security_opt
             .iter()
             .any(|o| o == "seccomp=unconfined" || o == "seccomp:unconfined"),
+        ulimits: Vec::new(),
         stdin: if a.interactive {
             use std::os::fd::AsFd;
             Some(

@@ -10,6 +10,7 @@ mod check;
 pub mod container;
 pub mod debug;
 pub mod image;
+mod named_contexts;
 mod per_item;
 pub mod registry;
 mod ship;

@@ -94,6 +94,8 @@ pub(super) fn child(spec: &HelperSpec, merged: &Path) -> Result<std::convert::In
     let (env, program) = step_env_and_program(&spec.step, id.home.as_deref())?;
     stdin_in_place(spec.stdin_fd)?;
 
+    // Before the capabilities go: raising a hard limit needs CAP_SYS_RESOURCE.
+    crate::ulimit::apply(&spec.step.ulimits)?;
     drop_capabilities(spec.device_filter)?;
     nix::sys::prctl::set_no_new_privs().map_err(err("no_new_privs"))?;
     let setgroups_allowed = std::fs::read_to_string("/proc/self/setgroups")

@@ -65,6 +65,7 @@ impl Fixture {
             cancel: None,
             stdin: None,
             seccomp: true,
+            ulimits: Vec::new(),
         };
         (spec, out)
     }
