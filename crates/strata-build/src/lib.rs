@@ -14,8 +14,8 @@ mod emulation;
 mod error;
 mod export;
 mod mounts;
-pub mod provenance;
 mod named_context;
+pub mod provenance;
 mod solver;
 
 use std::collections::BTreeMap;
