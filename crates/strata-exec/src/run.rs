@@ -157,6 +157,8 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
 
     // Cache sharing: hold locks for the whole step.
     let locks = crate::step_parent::lock_cache_mounts(&mut spec.mounts, &state)?;
+    // Held until the step is over: the sockets SSH mounts bind.
+    let ssh_forwards = crate::chroot_mounts::forward_ssh_mounts(&mut spec.mounts, &state)?;
 
     let input = serde_json::to_vec(&HelperSpec {
         step: &spec,
@@ -234,6 +236,7 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
         source,
     })?;
     drop(locks);
+    drop(ssh_forwards);
     if cancelled {
         if let Some(pid) = step_pid {
             // pid 1's exit waits for the rest of its namespace; once it is
