@@ -280,7 +280,8 @@ fn chroot_runs_a_compiler_and_package_tools_on_debian() {
 
 /// A Python wheel and a Node package, as a project's build context holds
 /// them: `hello` (a module and its dist-info, zipped into a wheel by the
-/// step with Python's own zipfile) and `hello-js` (packed by `npm pack`).
+/// step with Python's own zipfile) and `hello-js` with a build script that
+/// uses it, a child node and a worker thread.
 fn runtimes_context(dir: &Path, dockerfile: &str) -> PathBuf {
     let ctx = context(dir, dockerfile);
     let files = [
@@ -307,7 +308,19 @@ fn runtimes_context(dir: &Path, dockerfile: &str) -> PathBuf {
         ),
         (
             "hello-js/index.js",
-            "module.exports = () => 'hello from an npm package';\n",
+            "module.exports = () => 'hello from a node package';\n",
+        ),
+        (
+            "build.js",
+            r#"const { execFileSync } = require('child_process');
+const { Worker } = require('worker_threads');
+console.log(require('hello-js')());
+const child = execFileSync(process.execPath,
+  ['-e', 'process.stdout.write("child " + (require("os").cpus().length > 0))']);
+console.log(child.toString());
+new Worker('require("worker_threads").parentPort.postMessage(6 * 7)', { eval: true })
+  .on('message', (m) => console.log('worker ' + m));
+"#,
         ),
     ];
     for (path, content) in files {
@@ -320,27 +333,25 @@ fn runtimes_context(dir: &Path, dockerfile: &str) -> PathBuf {
 
 /// Steps of Python and Node projects, offline: a venv with pip (from
 /// ensurepip), a local wheel installed with `--no-index`, multiprocessing
-/// (POSIX semaphores in /dev/shm, worker processes), `npm pack` and `npm
-/// install` of the packed tarball, `npm ci` from the lock file it wrote,
-/// and node itself (which reads `/proc/self/exe` where it can).
-/// `SOURCE_DATE_EPOCH` reaches the steps (`ARG`), so pip writes hash-checked
-/// `.pyc` files, not ones holding the install time.
+/// (POSIX semaphores in /dev/shm, worker processes); node running a build
+/// script with a package from `node_modules`, a child node started through
+/// `process.execPath` (which node finds through `/proc/self/exe` where
+/// there is one) and a worker thread. No `.pyc` files are kept: CPython's
+/// are not reproducible (marshal's output depends on reference counts,
+/// bpo-34033), so two namespaces builds differ in them, as reproducible
+/// Python images find. (No npm: see .ci/testenv's debian_runtimes_fixture.)
 const RUNTIMES_DOCKERFILE: &str = r#"FROM strata-test/debian:runtimes
-ARG SOURCE_DATE_EPOCH
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 COPY wheel /src/wheel
-RUN python3 -m venv /venv \
+RUN python3 -m venv /venv && find /venv -name __pycache__ -prune -exec rm -r {} + \
  && cd /src/wheel && python3 -m zipfile -c /tmp/hello-1.0-py3-none-any.whl hello hello-1.0.dist-info \
- && /venv/bin/pip install --no-index /tmp/hello-1.0-py3-none-any.whl && rm /tmp/hello-1.0-py3-none-any.whl \
+ && /venv/bin/pip install --no-compile --no-index /tmp/hello-1.0-py3-none-any.whl \
+ && rm /tmp/hello-1.0-py3-none-any.whl \
  && /venv/bin/python -c 'import hello; print(hello.greet())' \
  && /venv/bin/python -c 'import multiprocessing as mp; print("pool", sum(mp.Pool(2).map(abs, [-1, -2])))'
-COPY hello-js /src/hello-js
-RUN mkdir -p /app /pkgs && cd /app \
- && npm pack --pack-destination /pkgs /src/hello-js --cache /tmp/npm-cache \
- && npm install --offline --no-audit --no-fund --cache /tmp/npm-cache /pkgs/hello-js-1.0.0.tgz \
- && rm -rf node_modules && npm ci --offline --no-audit --no-fund --cache /tmp/npm-cache \
- && rm -rf /tmp/npm-cache \
- && node -e 'console.log(require("hello-js")())'
+COPY hello-js /app/node_modules/hello-js
+COPY build.js /app/
+RUN cd /app && node build.js > /app/built.txt && cat /app/built.txt
 "#;
 
 /// Python and Node steps build in chroot mode (no `/proc/self`, a copied
@@ -366,7 +377,13 @@ fn chroot_runs_python_and_node_steps_like_namespaces() {
         let o = store.build_with(&ctx, isolation, &["--no-cache"]);
         let err = text(&o.stderr);
         assert!(o.status.success(), "{isolation}: {err}");
-        for want in ["hello from a wheel", "pool 3", "hello from an npm package"] {
+        for want in [
+            "hello from a wheel",
+            "pool 3",
+            "hello from a node package",
+            "child true",
+            "worker 42",
+        ] {
             assert!(
                 err.lines()
                     .any(|l| l.split_once(' ').map(|x| x.1) == Some(want)),
