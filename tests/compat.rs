@@ -856,8 +856,22 @@ macro_rules! cases {
                 compat(stringify!($name));
             }
         )*
+        /// The second pass (issue 15): every case built with `--isolation
+        /// namespaces` and `--isolation chroot` must give one image; see
+        /// [`super::isolation_pass`]. Needs no reference builder.
+        mod isolation {
+            $(
+                #[test]
+                fn $name() {
+                    super::isolation_pass::same_image(stringify!($name));
+                }
+            )*
+        }
     };
 }
+
+#[path = "compat/isolation.rs"]
+mod isolation_pass;
 
 /// A case folder without a test (or a test without a folder) is a mistake,
 /// and so is a harness file that says nothing.

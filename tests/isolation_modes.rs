@@ -161,7 +161,8 @@ RUN --mount=type=secret,id=tok,required=true,uid=3,mode=0440 \
     wc -c < /run/secrets/tok > /secret-len && stat -c '%u %a' /run/secrets/tok > /secret-owner
 RUN --mount=type=secret,id=tok,target=/etc/app/token,required=true \
     test "$(cat /etc/app/token)" = s3cr3t-value && touch /etc/app-seen
-RUN --mount=type=ssh,required=true test -S /run/buildkit/ssh_agent.0 && echo socket > /agent
+RUN --mount=type=ssh,required=true,uid=1000,gid=3,mode=0640 test -S /run/buildkit/ssh_agent.0 \
+ && stat -c 'socket %u:%g %a' /run/buildkit/ssh_agent.0 > /agent
 "#;
 
 /// The mounts a chroot provides by copying and forwarding give the image
@@ -176,10 +177,9 @@ fn chroot_cache_secret_and_ssh_mounts_give_the_namespaces_image() {
     let ctx = context(tmp.path(), MOUNTS_DOCKERFILE);
     let secret = tmp.path().join("tok.txt");
     std::fs::write(&secret, "s3cr3t-value").expect("write secret");
-    // Only its presence as a socket is checked by the steps (busybox has no
-    // client); that connections reach the agent is the executor's unit test.
-    // (Nor its mode: the namespaces executor binds the agent's own socket,
-    // whose mode is the agent's, not the mount's `mode=`.)
+    // The steps check the socket's owner and mode, which both executors
+    // give their forwarder's socket (busybox has no agent client); that
+    // connections reach the agent is the executor's unit test.
     let agent_path = tmp.path().join("agent.sock");
     let _agent = std::os::unix::net::UnixListener::bind(&agent_path).expect("bind agent");
     let secret_flag = format!("id=tok,src={}", secret.display());
@@ -213,11 +213,16 @@ fn chroot_cache_secret_and_ssh_mounts_give_the_namespaces_image() {
         text(&o.stdout)
     };
     let files = "/runs /cache-owner /seen /secret-len /secret-owner /agent /etc/app-seen";
-    assert_eq!(
-        read(&ch, files),
-        "1\n1:2 750\nrun\n12\n3 440\nsocket\n",
-        "what the chroot steps saw"
-    );
+    // The same in both: the mounts' owners and modes, the SSH socket's
+    // included (the namespaces executor once bound the agent's own socket,
+    // with the agent's owner and mode).
+    for (store, isolation) in [(&ch, "chroot"), (&ns, "namespaces")] {
+        assert_eq!(
+            read(store, files),
+            "1\n1:2 750\nrun\n12\n3 440\nsocket 1000:3 640\n",
+            "what the {isolation} steps saw"
+        );
+    }
     assert_eq!(
         ns.image_id(),
         ch.image_id(),
@@ -271,6 +276,123 @@ fn chroot_runs_a_compiler_and_package_tools_on_debian() {
             "no step output line {want:?} in:\n{err}"
         );
     }
+}
+
+/// A Python wheel and a Node package, as a project's build context holds
+/// them: `hello` (a module and its dist-info, zipped into a wheel by the
+/// step with Python's own zipfile) and `hello-js` with a build script that
+/// uses it, a child node and a worker thread.
+fn runtimes_context(dir: &Path, dockerfile: &str) -> PathBuf {
+    let ctx = context(dir, dockerfile);
+    let files = [
+        (
+            "wheel/hello/__init__.py",
+            "def greet():\n    return 'hello from a wheel'\n",
+        ),
+        (
+            "wheel/hello-1.0.dist-info/METADATA",
+            "Metadata-Version: 2.1\nName: hello\nVersion: 1.0\n",
+        ),
+        (
+            "wheel/hello-1.0.dist-info/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: strata-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        ),
+        (
+            "wheel/hello-1.0.dist-info/RECORD",
+            "hello/__init__.py,,\nhello-1.0.dist-info/METADATA,,\nhello-1.0.dist-info/WHEEL,,\n\
+             hello-1.0.dist-info/RECORD,,\n",
+        ),
+        (
+            "hello-js/package.json",
+            r#"{"name": "hello-js", "version": "1.0.0", "main": "index.js"}"#,
+        ),
+        (
+            "hello-js/index.js",
+            "module.exports = () => 'hello from a node package';\n",
+        ),
+        (
+            "build.js",
+            r#"const { execFileSync } = require('child_process');
+const { Worker } = require('worker_threads');
+console.log(require('hello-js')());
+const child = execFileSync(process.execPath,
+  ['-e', 'process.stdout.write("child " + (require("os").cpus().length > 0))']);
+console.log(child.toString());
+new Worker('require("worker_threads").parentPort.postMessage(6 * 7)', { eval: true })
+  .on('message', (m) => console.log('worker ' + m));
+"#,
+        ),
+    ];
+    for (path, content) in files {
+        let at = ctx.join(path);
+        std::fs::create_dir_all(at.parent().expect("a parent")).expect("mkdir");
+        std::fs::write(&at, content).expect("write context file");
+    }
+    ctx
+}
+
+/// Steps of Python and Node projects, offline: a venv with pip (from
+/// ensurepip), a local wheel installed with `--no-index`, multiprocessing
+/// (POSIX semaphores in /dev/shm, worker processes); node running a build
+/// script with a package from `node_modules`, a child node started through
+/// `process.execPath` (which node finds through `/proc/self/exe` where
+/// there is one) and a worker thread. No `.pyc` files are kept: CPython's
+/// are not reproducible (marshal's output depends on reference counts,
+/// bpo-34033), so two namespaces builds differ in them, as reproducible
+/// Python images find. (No npm: see .ci/testenv's debian_runtimes_fixture.)
+const RUNTIMES_DOCKERFILE: &str = r#"FROM strata-test/debian:runtimes
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
+COPY wheel /src/wheel
+RUN python3 -m venv /venv && find /venv -name __pycache__ -prune -exec rm -r {} + \
+ && cd /src/wheel && python3 -m zipfile -c /tmp/hello-1.0-py3-none-any.whl hello hello-1.0.dist-info \
+ && /venv/bin/pip install --no-compile --no-index /tmp/hello-1.0-py3-none-any.whl \
+ && rm /tmp/hello-1.0-py3-none-any.whl \
+ && /venv/bin/python -c 'import hello; print(hello.greet())' \
+ && /venv/bin/python -c 'import multiprocessing as mp; print("pool", sum(mp.Pool(2).map(abs, [-1, -2])))'
+COPY hello-js /app/node_modules/hello-js
+COPY build.js /app/
+RUN cd /app && node build.js > /app/built.txt && cat /app/built.txt
+"#;
+
+/// Python and Node steps build in chroot mode (no `/proc/self`, a copied
+/// `/dev/shm`) and give the image namespaces give.
+#[test]
+fn chroot_runs_python_and_node_steps_like_namespaces() {
+    const T: &str = "chroot_runs_python_and_node_steps_like_namespaces";
+    if !strata_testutil::require_root(T) {
+        return;
+    }
+    let Some(runtimes) = strata_testutil::env_or_skip(T, "STRATA_TEST_DEBIAN_RUNTIMES_TAR") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store {
+        root: tmp.path().join("store"),
+    };
+    let o = store.strata(&["import", &runtimes, "strata-test/debian:runtimes"]);
+    assert!(o.status.success(), "import: {}", text(&o.stderr));
+    let ctx = runtimes_context(tmp.path(), RUNTIMES_DOCKERFILE);
+    let mut ids = Vec::new();
+    for isolation in ["namespaces", "chroot"] {
+        let o = store.build_with(&ctx, isolation, &["--no-cache"]);
+        let err = text(&o.stderr);
+        assert!(o.status.success(), "{isolation}: {err}");
+        for want in [
+            "hello from a wheel",
+            "pool 3",
+            "hello from a node package",
+            "child true",
+            "worker 42",
+        ] {
+            assert!(
+                err.lines()
+                    .any(|l| l.split_once(' ').map(|x| x.1) == Some(want)),
+                "{isolation}: no step output line {want:?} in:\n{err}"
+            );
+        }
+        ids.push(store.image_id());
+    }
+    assert_eq!(ids[0], ids[1], "namespaces and chroot gave two images");
 }
 
 #[test]

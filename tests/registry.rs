@@ -826,6 +826,149 @@ fn a_shared_cache_lets_an_empty_store_build_without_running_anything() {
     );
 }
 
+/// A container without a CA bundle (rustls-native-certs reads only
+/// `SSL_CERT_FILE` and `SSL_CERT_DIR` when they are set: here they name
+/// nothing): strata still makes TLS connections, with its built-in Mozilla
+/// roots. Against the TLS test registry, whose certificate is signed by the
+/// test's own CA, that is a verification failure naming the unknown
+/// issuer and the roots used, never "No CA certificates were loaded";
+/// with the registry's CA given, the same pull gets as far as the login.
+#[test]
+fn without_a_system_ca_bundle_the_built_in_roots_verify() {
+    let t = "without_a_system_ca_bundle_the_built_in_roots_verify";
+    let Some(reg) = strata_testutil::env_or_skip(t, "STRATA_TEST_REGISTRY_TLS") else {
+        return;
+    };
+    let Some(ca) = strata_testutil::env_or_skip(t, "STRATA_TEST_REGISTRY_CA") else {
+        return;
+    };
+    let a = Env::new();
+    let empty = a.work.join("no-certs");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    let no_bundle = |args: &[&str]| {
+        a.cmd(args)
+            .env("SSL_CERT_FILE", empty.join("ca-certificates.crt"))
+            .env("SSL_CERT_DIR", &empty)
+            .output()
+            .expect("spawn strata")
+    };
+    let name = format!("{reg}/{}:1", unique("no-bundle"));
+    let o = no_bundle(&["pull", &name]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(!err.contains("No CA certificates"), "{err}");
+    assert!(
+        err.contains(&format!("TLS with {reg} failed"))
+            && err.contains("UnknownIssuer")
+            && err.contains(
+                "(trusted roots: strata's built-in Mozilla roots, as the system has no CA bundle)"
+            ),
+        "{err}"
+    );
+    // The system's bundle, where there is one, is what is named instead.
+    let system_bundle = std::env::var_os("SSL_CERT_FILE").is_none()
+        && std::env::var_os("SSL_CERT_DIR").is_none()
+        && Path::new("/etc/ssl/certs/ca-certificates.crt").is_file();
+    if system_bundle {
+        let err = a.fails(&["pull", &name]);
+        assert!(
+            err.contains("(trusted roots: the system's CA bundle)"),
+            "{err}"
+        );
+    }
+    // With the registry's CA (added to the built-in roots), TLS works: the
+    // registry asks for a login.
+    let o = no_bundle(&["pull", "--registry-ca", &ca, &name]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(err.contains("authentication required"), "{err}");
+    // A plain-HTTP registry named `localhost` needs no certificates at all
+    // (as 127.0.0.1 does: tests/dist.rs).
+    let Some(plain) = strata_testutil::registry(t) else {
+        return;
+    };
+    let port = plain.rsplit_once(':').map_or("", |(_, p)| p);
+    let local = format!("localhost:{port}/{}:1", unique("no-bundle"));
+    if busybox_image(&a, t, &local).is_none() {
+        return;
+    }
+    let o = no_bundle(&["push", &local]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// docs/ci.md's CI snippets ("GitLab CI on Kubernetes", "GitHub Actions",
+/// container job and plain runner): every job runs, in a fresh store (an
+/// ephemeral runner), in its checkout,
+/// `strata build --progress plain --push -t REGISTRY/app:TAG
+///   --cache-from type=registry,ref=REGISTRY/app:cache
+///   --cache-to type=registry,ref=REGISTRY/app:cache,mode=max .`
+/// The first job finds no cache yet and must still build; the next, on
+/// another runner for another commit of the same content, takes every step
+/// from the cache the first wrote to the same ref, and pushes the same
+/// image.
+#[test]
+fn ci_md_snippet_cache_from_and_to_one_ref_shares_steps_between_runners() {
+    let t = "ci_md_snippet_cache_from_and_to_one_ref_shares_steps_between_runners";
+    let Some(reg) = strata_testutil::registry(t) else {
+        return;
+    };
+    if !strata_testutil::require_root(t) {
+        return;
+    }
+    let setup = Env::new();
+    let base = format!("{reg}/{}:1", unique("ci-base"));
+    if busybox_image(&setup, t, &base).is_none() {
+        return;
+    }
+    setup.ok(&["push", "-q", &base]);
+    let checkout = setup.work.join("checkout");
+    std::fs::create_dir_all(&checkout).expect("mkdir checkout");
+    std::fs::write(
+        checkout.join("Dockerfile"),
+        format!(
+            "FROM {base} AS build\nRUN echo compiled > /out && rm -rf /root\n\
+             FROM {base}\nCOPY --from=build /out /app/out\nCOPY src.txt /app/\n\
+             RUN cat /app/out /app/src.txt > /app/all\n"
+        ),
+    )
+    .expect("write Dockerfile");
+    std::fs::write(checkout.join("src.txt"), "source\n").expect("write src.txt");
+    let app = format!("{reg}/{}", unique("ci-app"));
+    let job = |runner: &Env, tag: &str| {
+        let image = format!("{app}:{tag}");
+        let o = runner
+            .cmd(&[
+                "build",
+                "--progress",
+                "plain",
+                "--push",
+                "-t",
+                &image,
+                "--cache-from",
+                &format!("type=registry,ref={app}:cache"),
+                "--cache-to",
+                &format!("type=registry,ref={app}:cache,mode=max"),
+                ".",
+            ])
+            .current_dir(&checkout)
+            .output()
+            .expect("spawn strata");
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "the CI job for {tag} failed:\n{err}");
+        (runner.inspect(&image)["Id"].clone(), err)
+    };
+    let first = setup.other_store("runner-1");
+    let (id_first, err) = job(&first, "c0ffee1");
+    assert_eq!(steps_run(&err), 2, "{err}");
+    let second = setup.other_store("runner-2");
+    let (id_second, err) = job(&second, "c0ffee2");
+    assert_eq!(steps_run(&err), 0, "the second runner ran steps:\n{err}");
+    assert_eq!(id_second, id_first);
+    // What the second job pushed is the first job's image.
+    let pulled = setup.other_store("puller");
+    pulled.ok(&["pull", &format!("{app}:c0ffee2")]);
+    assert_eq!(pulled.inspect(&format!("{app}:c0ffee2"))["Id"], id_first);
+}
+
 /// The compressed layer digests of an image, from its manifest as shipped:
 /// the one `inspect`'s RepoDigests names (layers a build stored
 /// uncompressed are compressed for it, and the manifest stored).

@@ -1,5 +1,6 @@
 //! `--isolation chroot`: `RUN --mount=type=cache|secret|ssh` without
-//! `mount(2)`. What a bind mount would share is copied in before the step
+//! `mount(2)` (the SSH forwarder serves the namespaces executor too, so
+//! that its socket can have the mount's owner and mode). What a bind mount would share is copied in before the step
 //! and, for a cache, copied back after it; an SSH agent is reached through
 //! a socket strata listens on inside the step's root and forwards to the
 //! agent. [`crate::chroot`] places these where the step's mounts go and
@@ -30,7 +31,7 @@ use nix::fcntl::{Flock, FlockArg};
 use strata_oci::apply::remove_any;
 
 use crate::error::ExecError;
-use crate::spec::CacheSharing;
+use crate::spec::{CacheSharing, Mount};
 
 fn setup(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> ExecError {
     move |e| ExecError::Setup(format!("--isolation chroot: {what}: {e}"))
@@ -196,10 +197,20 @@ impl SshForward {
         agent: &Path,
         (uid, gid, mode): (u32, u32, u32),
     ) -> Result<Self, ExecError> {
+        let forward = Self::listen(target, at, agent)?;
+        own(at, uid, gid, mode)
+            .map_err(setup(format!("listening for the SSH agent at {target}")))?;
+        Ok(forward)
+    }
+
+    /// Listens at `at` (which must not exist), owned by this process with
+    /// mode 0600, and forwards to `agent`.
+    fn listen(target: &str, at: &Path, agent: &Path) -> Result<Self, ExecError> {
         let what = || format!("listening for the SSH agent at {target}");
         let listener = bind_unix(at).map_err(setup(what()))?;
         listener.set_nonblocking(true).map_err(setup(what()))?;
-        own(at, uid, gid, mode).map_err(setup(what()))?;
+        std::fs::set_permissions(at, std::fs::Permissions::from_mode(0o600))
+            .map_err(setup(what()))?;
         let stop = Arc::new(AtomicBool::new(false));
         let agent = agent.to_path_buf();
         let stopped = Arc::clone(&stop);
@@ -221,6 +232,27 @@ impl Drop for SshForward {
             let _ = t.join();
         }
     }
+}
+
+/// For the namespaces executor: each SSH mount's agent socket replaced by
+/// a forwarder's socket in the step's state directory, which the helper
+/// gives the mount's `uid=`/`gid=`/`mode=` inside the user namespace (where
+/// those IDs are the step's) before binding it. Binding the agent's own
+/// socket would show the step the agent's owner and mode, and changing
+/// them would change the user's agent. Stopped when dropped, after the step.
+pub(crate) fn forward_ssh_mounts(
+    mounts: &mut [Mount],
+    state: &Path,
+) -> Result<Vec<SshForward>, ExecError> {
+    let mut forwards = Vec::new();
+    for (i, m) in mounts.iter_mut().enumerate() {
+        if let Mount::Ssh { target, socket, .. } = m {
+            let at = state.join(format!("ssh-agent-{i}.sock"));
+            forwards.push(SshForward::listen(target, &at, socket)?);
+            *socket = at;
+        }
+    }
+    Ok(forwards)
 }
 
 /// Binds a listening socket at `at`, whose path may be longer than a

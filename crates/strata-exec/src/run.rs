@@ -160,6 +160,8 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
     // Made before the helper starts; it joins between fork and exec. Ends
     // whatever is left in it and goes when dropped, on every path below.
     let cgroup = crate::cgroup::StepCgroup::for_step(&state)?;
+    // Held until the step is over: the sockets SSH mounts bind.
+    let ssh_forwards = crate::chroot_mounts::forward_ssh_mounts(&mut spec.mounts, &state)?;
 
     let input = serde_json::to_vec(&HelperSpec {
         step: &spec,
@@ -251,6 +253,7 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
     if let Some(cg) = cgroup {
         cg.finish();
     }
+    drop(ssh_forwards);
     if cancelled {
         if let Some(pid) = step_pid {
             // pid 1's exit waits for the rest of its namespace; once it is

@@ -182,6 +182,7 @@ impl Client {
             return Err(RegistryError::Tls {
                 registry: host.to_owned(),
                 message: tls_msg,
+                roots: root_source(),
             });
         }
         Err(tls_err)
@@ -550,6 +551,17 @@ pub enum RootSource {
     BuiltIn,
 }
 
+impl std::fmt::Display for RootSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RootSource::System => "the system's CA bundle",
+            RootSource::BuiltIn => {
+                "strata's built-in Mozilla roots, as the system has no CA bundle"
+            }
+        })
+    }
+}
+
 /// The trusted roots: the system's when it has any, else the built-in set.
 pub fn root_source() -> RootSource {
     roots().0
@@ -561,28 +573,28 @@ fn root_certificates() -> &'static [reqwest::Certificate] {
 
 fn roots() -> &'static (RootSource, Vec<reqwest::Certificate>) {
     static ROOTS: OnceLock<(RootSource, Vec<reqwest::Certificate>)> = OnceLock::new();
-    ROOTS.get_or_init(|| {
-        // reqwest refuses the whole set if one root does not parse, so the
-        // system's unusable entries are skipped here, as rustls' own
-        // `add_parsable_certificates` does.
-        let usable = |der: &CertificateDer<'_>| -> Option<reqwest::Certificate> {
-            rustls::RootCertStore::empty().add(der.clone()).ok()?;
-            reqwest::Certificate::from_der(der).ok()
-        };
-        let system: Vec<_> = rustls_native_certs::load_native_certs()
-            .certs
-            .iter()
-            .filter_map(usable)
-            .collect();
-        if !system.is_empty() {
-            return (RootSource::System, system);
-        }
-        let builtin = webpki_root_certs::TLS_SERVER_ROOT_CERTS
-            .iter()
-            .filter_map(usable)
-            .collect();
-        (RootSource::BuiltIn, builtin)
-    })
+    ROOTS.get_or_init(|| roots_from(&rustls_native_certs::load_native_certs().certs))
+}
+
+/// The roots to trust given the system's certificates (`system`, as
+/// rustls-native-certs found them): those that parse, else the built-in
+/// Mozilla set. reqwest refuses the whole set if one root does not parse,
+/// so unusable entries are skipped here, as rustls' own
+/// `add_parsable_certificates` does.
+fn roots_from(system: &[CertificateDer<'_>]) -> (RootSource, Vec<reqwest::Certificate>) {
+    let usable = |der: &CertificateDer<'_>| -> Option<reqwest::Certificate> {
+        rustls::RootCertStore::empty().add(der.clone()).ok()?;
+        reqwest::Certificate::from_der(der).ok()
+    };
+    let system: Vec<_> = system.iter().filter_map(usable).collect();
+    if !system.is_empty() {
+        return (RootSource::System, system);
+    }
+    let builtin = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .filter_map(usable)
+        .collect();
+    (RootSource::BuiltIn, builtin)
 }
 
 pub(crate) fn is_loopback(host: &str) -> bool {
@@ -673,5 +685,33 @@ mod tests {
             " (MANIFEST_UNKNOWN: manifest unknown)"
         );
         assert_eq!(error_detail(""), "");
+    }
+
+    /// With no system certificates (a `FROM scratch` or slim container),
+    /// the trusted set is the built-in Mozilla roots, not empty, and a
+    /// client builds with them alone.
+    #[test]
+    fn no_system_certificates_means_the_built_in_roots() {
+        let (source, roots) = roots_from(&[]);
+        assert_eq!(source, RootSource::BuiltIn);
+        assert_eq!(roots.len(), webpki_root_certs::TLS_SERVER_ROOT_CERTS.len());
+        assert!(roots.len() > 100, "only {} built-in roots", roots.len());
+        install_crypto_provider();
+        Http::builder()
+            .tls_certs_only(roots)
+            .build()
+            .expect("a client with the built-in roots only");
+    }
+
+    /// A system bundle whose only entry does not parse counts as none: the
+    /// built-in roots serve. One that parses is used instead of them.
+    #[test]
+    fn unusable_system_certificates_are_skipped() {
+        let garbage = CertificateDer::from(b"not a certificate".to_vec());
+        assert_eq!(roots_from(&[garbage]).0, RootSource::BuiltIn);
+        let one = webpki_root_certs::TLS_SERVER_ROOT_CERTS[0].clone();
+        let (source, roots) = roots_from(&[one]);
+        assert_eq!(source, RootSource::System);
+        assert_eq!(roots.len(), 1);
     }
 }

@@ -50,9 +50,15 @@ pub enum RegistryError {
     #[error("cannot reach registry {registry}: {message}")]
     Transport { registry: String, message: String },
     #[error(
-        "TLS with {registry} failed: {message}\n  hint: pass the registry's CA with --registry-ca FILE or put it in /etc/docker/certs.d/{registry}/ca.crt; use --insecure-registry {registry} only for a registry you trust"
+        "TLS with {registry} failed: {message} (trusted roots: {roots})\n  hint: pass the registry's CA with --registry-ca FILE or put it in /etc/docker/certs.d/{registry}/ca.crt; use --insecure-registry {registry} only for a registry you trust"
     )]
-    Tls { registry: String, message: String },
+    Tls {
+        registry: String,
+        message: String,
+        /// Which roots the certificate was checked against, so that a
+        /// container without a CA bundle shows it used the built-in ones.
+        roots: RootSource,
+    },
     #[error(
         "{what}: authentication required by {registry}{detail}\n  hint: run `strata login {registry}`"
     )]

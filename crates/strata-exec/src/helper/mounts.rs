@@ -235,7 +235,22 @@ pub(super) fn setup_mounts(spec: &HelperSpec, root: &Path) -> Result<(), String>
                     .map_err(err("chmod secret"))?;
                 bind(&file, &target, true)?;
             }
-            Mount::Ssh { socket, .. } => bind(socket, &target, false)?,
+            Mount::Ssh {
+                socket,
+                uid,
+                gid,
+                mode,
+                ..
+            } => {
+                // The parent's forwarder socket (`forward_ssh_mounts`), not
+                // the agent's own: given the mount's owner and mode here,
+                // where the IDs are the step's.
+                std::os::unix::fs::chown(socket, Some(*uid), Some(*gid))
+                    .map_err(err("chown ssh socket"))?;
+                std::fs::set_permissions(socket, std::fs::Permissions::from_mode(*mode & 0o7777))
+                    .map_err(err("chmod ssh socket"))?;
+                bind(socket, &target, false)?
+            }
         }
     }
     Ok(())
