@@ -14,6 +14,7 @@ pub mod lint;
 mod parse;
 mod plan;
 mod scope;
+mod suggest;
 
 pub use ast::{Arg as AstArg, Node, dump, parse_ast};
 pub use expand::{ExpandError, expand_word, expand_words, split_words};

@@ -80,6 +80,26 @@ impl Args {
 }
 
 impl Instruction {
+    /// The instruction as written, flags included (`COPY --from=build
+    /// /src/hello /hello`): what BuildKit names a step by in its progress
+    /// (dockerfile2llb's `prefixCommand` over the command's source text).
+    pub fn source_form(&self) -> String {
+        let mut s = self.keyword.to_uppercase();
+        for (name, value) in &self.flags {
+            s.push_str(" --");
+            s.push_str(name);
+            if let Some(v) = value {
+                s.push('=');
+                s.push_str(v);
+            }
+        }
+        if !self.text.is_empty() {
+            s.push(' ');
+            s.push_str(&self.text);
+        }
+        s
+    }
+
     /// The value of `--name=value` (last one wins), or "" for a bare `--name`.
     pub fn flag(&self, name: &str) -> Option<&str> {
         self.flags
@@ -167,6 +187,16 @@ fn allowed_flags(keyword: &str) -> &'static [&'static str] {
         ],
         _ => &[],
     }
+}
+
+/// BuildKit's wording (`unknown flag: --chwon`, bflag.go) with its
+/// suggestion (`util/suggest`: edit distance under 3, case-sensitive).
+fn unknown_flag(keyword: &str, name: &str) -> String {
+    let mut message = format!("unknown flag: --{name} for {}", keyword.to_uppercase());
+    if let Some(s) = crate::suggest::closest(name, allowed_flags(keyword).iter().copied(), true) {
+        message.push_str(&format!(" (did you mean {s}?)"));
+    }
+    message
 }
 
 /// Instructions whose JSON form is an exec array.
@@ -327,12 +357,7 @@ pub fn parse(source: &str, file: &str) -> Result<Dockerfile, Diagnostic> {
                 None => (word.to_owned(), None),
             };
             if !allowed_flags(&keyword).contains(&name.as_str()) {
-                return Err(err(
-                    &df,
-                    start,
-                    col,
-                    format!("unknown flag --{name} for {}", keyword.to_uppercase()),
-                ));
+                return Err(err(&df, start, col, unknown_flag(&keyword, &name)));
             }
             if keyword == "run"
                 && name == "mount"

@@ -140,10 +140,11 @@ refused! {
     unknown_instruction: "FROM x\nFOOBARBAZ y\n" => "unknown instruction: FOOBARBAZ";
     typo_suggests_nearest: "FROM x\nCOPPY a b\n" => "did you mean COPY?";
     typo_suggests_workdir: "FROM x\nWORKDR /a\n" => "did you mean WORKDIR?";
-    unknown_flag_on_run: "FROM x\nRUN --nope=1 a\n" => "unknown flag --nope for RUN";
-    from_flag_not_allowed_on_add: "FROM x\nADD --from=b a c\n" => "unknown flag --from for ADD";
-    checksum_not_allowed_on_copy: "FROM x\nCOPY --checksum=sha256:00 a b\n" => "unknown flag --checksum for COPY";
-    flags_not_allowed_on_cmd: "FROM x\nCMD --x a\n" => "unknown flag --x for CMD";
+    unknown_flag_on_run: "FROM x\nRUN --nope=1 a\n" => "unknown flag: --nope for RUN";
+    from_flag_not_allowed_on_add: "FROM x\nADD --from=b a c\n" => "unknown flag: --from for ADD";
+    checksum_not_allowed_on_copy: "FROM x\nCOPY --checksum=sha256:00 a b\n" => "unknown flag: --checksum for COPY";
+    flags_not_allowed_on_cmd: "FROM x\nCMD --x a\n" => "unknown flag: --x for CMD";
+    unknown_flag_suggests_nearest: "FROM x\nCOPY --chwon=1 a b\n" => "unknown flag: --chwon for COPY (did you mean chown?)";
     unterminated_heredoc: "FROM x\nRUN <<EOF\necho\n" => "unterminated heredoc <<EOF";
     // "ONBUILD ONBUILD isn't allowed"; FROM and MAINTAINER neither.
     onbuild_onbuild: "FROM x\nONBUILD ONBUILD RUN a\n" => "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed";
@@ -305,4 +306,11 @@ fn arg_pairs_split_name_and_default() {
             ("C".to_owned(), Some("x=y".to_owned())),
         ]
     );
+}
+
+/// BuildKit suggests only a flag within edit distance 2 (`util/suggest`).
+#[test]
+fn unknown_flag_far_from_any_has_no_suggestion() {
+    let d = err("FROM x\nCOPY --owner=1 a b\n");
+    assert_eq!(d.message, "unknown flag: --owner for COPY");
 }

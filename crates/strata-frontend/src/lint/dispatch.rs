@@ -5,12 +5,13 @@
 use std::collections::BTreeSet;
 
 use super::env::{StageState, expand_tracked, global_value};
-use super::findings::{CheckError, Hint, LintOptions, Scope, Sink, range, range_in, suggest};
+use super::findings::{CheckError, Hint, LintOptions, Scope, Sink, range, range_in};
 use super::rules;
 use super::stage::StageDispatch;
 use crate::expand::expand_word;
 use crate::parse::{Dockerfile, Instruction};
 use crate::plan::{env_get, env_set};
+use crate::suggest::closest as suggest;
 use crate::{BuildInputs, GlobalScope, Platform, mount_sources, reference_error};
 
 /// Stage names the reference reserves (`FROM scratch`, the named context).

@@ -3,12 +3,13 @@
 //! (undefined variables, relative WORKDIR, JSON args, secrets in ARG/ENV...).
 
 use super::env::{NON_ENV_ARGS, StageState, expand_tracked, global_value};
-use super::findings::{LintOptions, Sink, range, range_in, suggest};
+use super::findings::{LintOptions, Sink, range, range_in};
 use super::rules;
 use crate::GlobalScope;
 use crate::expand::split_words;
 use crate::parse::{Args, Dockerfile, Instruction};
 use crate::plan::{env_get, env_set};
+use crate::suggest::closest as suggest;
 
 /// The secret-looking names SecretsUsedInArgOrEnv flags: a token from the
 /// list as the whole name or its first or last `_` word, unless a `public`

@@ -28,7 +28,7 @@ fn flags_are_parsed_and_checked() {
     assert_eq!(i.flag("chown"), Some("1:2"));
     assert_eq!(i.args.words(), vec!["a", "/b"]);
     let e = parse("COPY --nope a b", "Dockerfile").unwrap_err();
-    assert!(e.message.contains("unknown flag --nope"), "{e}");
+    assert!(e.message.contains("unknown flag: --nope"), "{e}");
 }
 
 /// BuildKit's parseMount refuses what it would otherwise ignore.
@@ -98,4 +98,25 @@ fn empty_and_comment_only_files_are_refused() {
 fn continuation_at_eof_ends_the_instruction() {
     let i = one("RUN echo \\");
     assert_eq!(i.args, Args::Shell("echo".into()));
+}
+
+/// Progress names a step as BuildKit does, by its source with its flags
+/// (issue #13: `COPY --from=build /src/hello …` showed as `COPY /src/hello …`).
+#[test]
+fn source_form_keeps_flags_as_written() {
+    let df = parse(
+        "FROM x AS b\nCOPY --from=build --chmod=644 /src/hello /hello\nRUN --mount=type=cache,target=/c --network=none make\nHEALTHCHECK --interval=5s --retries=3 CMD true\nCOPY --link a b\n",
+        "Dockerfile",
+    )
+    .unwrap();
+    let forms: Vec<String> = df.instructions.iter().map(|i| i.source_form()).collect();
+    assert_eq!(
+        forms[1..],
+        [
+            "COPY --from=build --chmod=644 /src/hello /hello",
+            "RUN --mount=type=cache,target=/c --network=none make",
+            "HEALTHCHECK --interval=5s --retries=3 CMD true",
+            "COPY --link a b",
+        ]
+    );
 }
