@@ -218,6 +218,12 @@ fn push_then_pull_back_gives_the_same_digest_and_skopeo_agrees() {
         mounted.contains(&format!("Mounted from {repo}")),
         "{mounted}"
     );
+    // As `docker push`: a line per layer, none for the config (issue #13).
+    let id = local["Id"].as_str().expect("Id is a string");
+    let config_short = &id["sha256:".len()..][..12];
+    for out in [&again, &mounted] {
+        assert!(!out.contains(config_short), "the config is listed: {out}");
+    }
     // A fresh store pulls it back: same manifest digest, same image ID.
     let b = a.other_store("b");
     let out = b.ok(&["pull", &other]);

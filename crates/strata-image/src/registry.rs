@@ -283,6 +283,10 @@ pub fn push(
         let open = || std::fs::File::open(&path);
         let how = client.push_blob(&repo, &desc, sibling.as_deref(), &open)?;
         pushed.lock().expect("pushed").push(desc.digest);
+        // `docker push` lists layers only; the config is no layer.
+        if is_config(&desc.media_type) {
+            return Ok(());
+        }
         events(match how {
             BlobPush::AlreadyExists => TransferEvent::Exists { short },
             BlobPush::Mounted => TransferEvent::Finished {
@@ -359,6 +363,10 @@ pub fn push_upload(
         let open = || std::fs::File::open(&path);
         let how = client.push_blob(&repo, &desc, sibling.as_deref(), &open)?;
         pushed.lock().expect("pushed").push(desc.digest);
+        // `docker push` lists layers only; the config is no layer.
+        if is_config(&desc.media_type) {
+            return Ok(());
+        }
         events(match how {
             BlobPush::AlreadyExists => TransferEvent::Exists { short },
             BlobPush::Mounted => TransferEvent::Finished {
@@ -418,4 +426,10 @@ fn parallel<T: Send>(
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// An image config's media type (OCI or Docker).
+fn is_config(media_type: &str) -> bool {
+    media_type == strata_oci::image::MEDIA_TYPE_OCI_CONFIG
+        || media_type == strata_oci::image::MEDIA_TYPE_DOCKER_CONFIG
 }
