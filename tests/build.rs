@@ -234,7 +234,12 @@ fn multi_stage_copy_from_and_target() {
               FROM scratch\nCOPY --from=build /artifact /artifact\nCOPY --from=0 /bin/busybox /bin/busybox\n";
     let ctx = env.context("ms", &[("Dockerfile", df)]);
     let out = env.dir.join("rootfs");
-    ok(&env.build(&ctx, &["-o", &format!("type=local,dest={}", out.display())]));
+    let log = ok(&env.build(&ctx, &["-o", &format!("type=local,dest={}", out.display())]));
+    // Progress names a step by its source, flags included, as BuildKit does.
+    assert!(
+        log.contains("[stage-2 2/3] COPY --from=build /artifact /artifact"),
+        "{log}"
+    );
     assert_eq!(
         std::fs::read_to_string(out.join("artifact")).unwrap(),
         "built\n"

@@ -135,11 +135,10 @@ impl Solver<'_> {
             }
             let n = self.next_step();
             let name = format!(
-                "{} {}{} {}",
+                "{} {}{}",
                 label(i + 2),
                 if trigger { "ONBUILD " } else { "" },
-                ins.keyword.to_uppercase(),
-                ins.text
+                ins.source_form()
             );
             self.emit(Event::Step { n, name });
             let start = Instant::now();
