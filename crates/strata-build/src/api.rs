@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use strata_oci::Digest;
 
+use crate::annotations::Annotations;
 use crate::cache::spec as remote_cache;
-use crate::export::Output;
+use crate::error::{Result, other};
 
 /// What `strata build` was asked to do.
 #[derive(Debug, Clone)]
@@ -71,9 +72,9 @@ pub struct BuildOptions {
 #[derive(Debug, Clone, Default)]
 pub struct Attestations {
     /// SLSA provenance; `None` makes none (`--provenance=false`).
-    pub provenance: Option<crate::provenance::ProvenanceRequest>,
+    pub provenance: Option<ProvenanceRequest>,
     /// Where the build context came from, for the provenance.
-    pub context_source: crate::provenance::ContextSource,
+    pub context_source: ContextSource,
 }
 
 /// One platform's provenance predicate, made once per build; each output
@@ -83,7 +84,7 @@ pub struct PlatformProvenance {
     pub platform: strata_oci::Platform,
     /// The image it describes (config digest).
     pub image: Digest,
-    pub request: crate::provenance::ProvenanceRequest,
+    pub request: ProvenanceRequest,
     /// The predicate's JSON.
     pub predicate: Vec<u8>,
     /// The same as a SLSA v0.2 predicate, the form buildx records in its
@@ -231,4 +232,163 @@ pub struct BuildResult {
     pub steps_numbered: usize,
     /// The provenance of each platform's image, when asked for.
     pub provenance: Vec<PlatformProvenance>,
+}
+
+/// Where `strata build -o` sends the image (`parse_output` reads buildx's
+/// syntax into it; the exporters in `export` write it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputKind {
+    /// Into the local store (always done; named by -t).
+    Image,
+    /// docker-archive tar (`docker load`).
+    Docker,
+    /// OCI image layout, as a tar or (`tar=false`) a folder.
+    Oci { tar: bool },
+    /// The final root filesystem as plain files.
+    Local,
+    /// The final root filesystem as one tar.
+    Tar,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub kind: OutputKind,
+    /// `-` is stdout.
+    pub dest: Option<PathBuf>,
+    /// `compression=` (and `compression-level=`): layers are re-encoded on
+    /// export when they are stored otherwise (or always, with `force`).
+    pub compression: Option<strata_oci::Compression>,
+    /// `force-compression=true`
+    pub force_compression: bool,
+    /// `compression-level=` was given: layers already in the requested
+    /// codec are re-encoded too (the level they were made with is unknown).
+    pub explicit_level: bool,
+    /// `annotation*.KEY=VALUE` options, and `--annotation`s (the CLI adds
+    /// those to every output, as buildx does).
+    pub annotations: Annotations,
+}
+
+/// The predicate types of the two SLSA versions.
+pub const PREDICATE_SLSA02: &str = "https://slsa.dev/provenance/v0.2";
+pub const PREDICATE_SLSA1: &str = "https://slsa.dev/provenance/v1";
+
+/// How much provenance to record (`mode=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProvenanceMode {
+    /// Materials, dates, the frontend; no build argument values.
+    Min,
+    /// Also build arguments, labels and the Dockerfile.
+    Max,
+}
+
+/// Which SLSA provenance predicate (`version=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlsaVersion {
+    V02,
+    V1,
+}
+
+/// A provenance attestation asked for (`--provenance`, `--attest
+/// type=provenance,...`, or buildx's default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvenanceRequest {
+    pub mode: ProvenanceMode,
+    pub version: SlsaVersion,
+    /// `builder-id=`: the predicate's builder ID (empty by default).
+    pub builder_id: String,
+    /// `reproducible=true`: recorded in the metadata.
+    pub reproducible: bool,
+    /// `inline-only=true`: only in outputs that carry attestations inline
+    /// (images pushed, not files in a `local`/`tar` output); buildx's
+    /// default provenance has it.
+    pub inline_only: bool,
+    /// `filename=`: the file a `local`/`tar` output gets it in.
+    pub filename: String,
+}
+
+impl ProvenanceRequest {
+    /// What buildx asks for when no `--provenance`/`--attest
+    /// type=provenance` is given (`build/opt.go`: `mode=min,inline-only=true`).
+    pub fn buildx_default() -> Self {
+        ProvenanceRequest {
+            mode: ProvenanceMode::Min,
+            version: SlsaVersion::V02,
+            builder_id: String::new(),
+            reproducible: false,
+            inline_only: true,
+            filename: "provenance.json".into(),
+        }
+    }
+
+    /// The attributes of `--attest type=provenance,...` (without `type=`),
+    /// with BuildKit's defaults: `mode=max`, `version=v0.2`.
+    pub fn from_attrs(attrs: &[(String, String)]) -> Result<Self> {
+        let mut r = ProvenanceRequest {
+            mode: ProvenanceMode::Max,
+            inline_only: false,
+            ..Self::buildx_default()
+        };
+        let bool_of = |k: &str, v: &str| match v {
+            "true" | "1" => Ok(true),
+            "false" | "0" => Ok(false),
+            _ => Err(other(format!(
+                "provenance attestation: {k}={v}: expected true or false"
+            ))),
+        };
+        for (k, v) in attrs {
+            match k.as_str() {
+                "mode" => {
+                    r.mode = match v.as_str() {
+                        "min" => ProvenanceMode::Min,
+                        "max" | "full" => ProvenanceMode::Max,
+                        _ => return Err(other(format!("invalid mode {v:?}"))),
+                    }
+                }
+                "version" => {
+                    r.version = match v.as_str() {
+                        "v0.2" => SlsaVersion::V02,
+                        "v1" => SlsaVersion::V1,
+                        _ => {
+                            return Err(other(format!("invalid provenance SLSA version: {v}")));
+                        }
+                    }
+                }
+                "builder-id" => r.builder_id = v.clone(),
+                "reproducible" => r.reproducible = bool_of(k, v)?,
+                "inline-only" => r.inline_only = bool_of(k, v)?,
+                "filename" => r.filename = v.clone(),
+                // BuildKit samples resource usage into the predicate; strata
+                // does not measure it, and says so rather than ignore it.
+                "capture-usage" => {
+                    return Err(other(
+                        "provenance attestation: capture-usage is not supported by strata",
+                    ));
+                }
+                _ => {
+                    return Err(other(format!(
+                        "provenance attestation: unknown attribute {k:?} (mode, version, builder-id, reproducible, inline-only, filename)"
+                    )));
+                }
+            }
+        }
+        Ok(r)
+    }
+
+    /// The predicate type this request produces.
+    pub fn predicate_type(&self) -> &'static str {
+        match self.version {
+            SlsaVersion::V02 => PREDICATE_SLSA02,
+            SlsaVersion::V1 => PREDICATE_SLSA1,
+        }
+    }
+}
+
+/// Where the build context came from, for the predicate's config source.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ContextSource {
+    /// A local directory (buildx sends it as the `context` local).
+    #[default]
+    Local,
+    /// A git or http(s) URL (buildx's `context` frontend argument).
+    Url(String),
 }

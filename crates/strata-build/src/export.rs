@@ -13,40 +13,8 @@ use strata_oci::image::{Manifest, Platform};
 use strata_store::{ImageRecord, Lease, Store};
 
 use crate::annotations::{AnnotationTarget, Annotations, parse_annotation_option};
-use crate::api::PlatformProvenance;
+use crate::api::{Output, OutputKind, PlatformProvenance};
 use crate::error::{BuildError, Result, context, io, other};
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OutputKind {
-    /// Into the local store (always done; named by -t).
-    Image,
-    /// docker-archive tar (`docker load`).
-    Docker,
-    /// OCI image layout, as a tar or (`tar=false`) a folder.
-    Oci { tar: bool },
-    /// The final root filesystem as plain files.
-    Local,
-    /// The final root filesystem as one tar.
-    Tar,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Output {
-    pub kind: OutputKind,
-    /// `-` is stdout.
-    pub dest: Option<PathBuf>,
-    /// `compression=` (and `compression-level=`): layers are re-encoded on
-    /// export when they are stored otherwise (or always, with `force`).
-    pub compression: Option<strata_oci::Compression>,
-    /// `force-compression=true`
-    pub force_compression: bool,
-    /// `compression-level=` was given: layers already in the requested
-    /// codec are re-encoded too (the level they were made with is unknown).
-    pub explicit_level: bool,
-    /// `annotation*.KEY=VALUE` options, and `--annotation`s (the CLI adds
-    /// those to every output, as buildx does).
-    pub annotations: Annotations,
-}
 
 /// Parses `type=docker,dest=app.tar` (or the shorthand `PATH`, which means
 /// `type=local,dest=PATH`, and `-`, a tar to stdout), as buildx does.
@@ -409,7 +377,7 @@ pub(crate) fn export(
 /// the caller.
 pub fn registry_upload(
     store: &Store,
-    result: &crate::BuildResult,
+    result: &crate::api::BuildResult,
     names: &[String],
     annotations: &Annotations,
 ) -> Result<Option<strata_image::registry::Upload>> {

@@ -30,15 +30,13 @@ use solver::{PlatformBuild, build_platform};
 pub use cache::remote as remote_cache;
 
 pub use api::{
-    Attestations, BuildOptions, BuildResult, Event, InternalWork, NamedContext, PlatformProvenance,
-    named_context_name,
+    Attestations, BuildOptions, BuildResult, Event, InternalWork, NamedContext, Output, OutputKind,
+    PlatformProvenance, named_context_name,
 };
 pub use checks::check;
 pub use error::{BuildError, chain as error_chain};
 use error::{Result, other};
-pub use export::{
-    Output, OutputKind, check_outputs, describe as describe_output, parse_output, registry_upload,
-};
+pub use export::{check_outputs, describe as describe_output, parse_output, registry_upload};
 
 /// The build epoch and where it came from: SOURCE_DATE_EPOCH (env or build
 /// arg), else the commit time of HEAD when the context is a git work tree,

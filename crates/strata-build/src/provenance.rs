@@ -21,133 +21,14 @@ use strata_oci::attestation::docker_purl;
 
 use crate::error::{Result, other};
 
-/// The predicate types of the two SLSA versions.
-pub const PREDICATE_SLSA02: &str = "https://slsa.dev/provenance/v0.2";
-pub const PREDICATE_SLSA1: &str = "https://slsa.dev/provenance/v1";
 const BUILD_TYPE_02: &str = "https://mobyproject.org/buildkit@v1";
 const BUILD_TYPE_1: &str =
     "https://github.com/moby/buildkit/blob/master/docs/attestations/slsa-definitions.md";
 
-/// How much provenance to record (`mode=`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProvenanceMode {
-    /// Materials, dates, the frontend; no build argument values.
-    Min,
-    /// Also build arguments, labels and the Dockerfile.
-    Max,
-}
-
-/// Which SLSA provenance predicate (`version=`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SlsaVersion {
-    V02,
-    V1,
-}
-
-/// A provenance attestation asked for (`--provenance`, `--attest
-/// type=provenance,...`, or buildx's default).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProvenanceRequest {
-    pub mode: ProvenanceMode,
-    pub version: SlsaVersion,
-    /// `builder-id=`: the predicate's builder ID (empty by default).
-    pub builder_id: String,
-    /// `reproducible=true`: recorded in the metadata.
-    pub reproducible: bool,
-    /// `inline-only=true`: only in outputs that carry attestations inline
-    /// (images pushed, not files in a `local`/`tar` output); buildx's
-    /// default provenance has it.
-    pub inline_only: bool,
-    /// `filename=`: the file a `local`/`tar` output gets it in.
-    pub filename: String,
-}
-
-impl ProvenanceRequest {
-    /// What buildx asks for when no `--provenance`/`--attest
-    /// type=provenance` is given (`build/opt.go`: `mode=min,inline-only=true`).
-    pub fn buildx_default() -> Self {
-        ProvenanceRequest {
-            mode: ProvenanceMode::Min,
-            version: SlsaVersion::V02,
-            builder_id: String::new(),
-            reproducible: false,
-            inline_only: true,
-            filename: "provenance.json".into(),
-        }
-    }
-
-    /// The attributes of `--attest type=provenance,...` (without `type=`),
-    /// with BuildKit's defaults: `mode=max`, `version=v0.2`.
-    pub fn from_attrs(attrs: &[(String, String)]) -> Result<Self> {
-        let mut r = ProvenanceRequest {
-            mode: ProvenanceMode::Max,
-            inline_only: false,
-            ..Self::buildx_default()
-        };
-        let bool_of = |k: &str, v: &str| match v {
-            "true" | "1" => Ok(true),
-            "false" | "0" => Ok(false),
-            _ => Err(other(format!(
-                "provenance attestation: {k}={v}: expected true or false"
-            ))),
-        };
-        for (k, v) in attrs {
-            match k.as_str() {
-                "mode" => {
-                    r.mode = match v.as_str() {
-                        "min" => ProvenanceMode::Min,
-                        "max" | "full" => ProvenanceMode::Max,
-                        _ => return Err(other(format!("invalid mode {v:?}"))),
-                    }
-                }
-                "version" => {
-                    r.version = match v.as_str() {
-                        "v0.2" => SlsaVersion::V02,
-                        "v1" => SlsaVersion::V1,
-                        _ => {
-                            return Err(other(format!("invalid provenance SLSA version: {v}")));
-                        }
-                    }
-                }
-                "builder-id" => r.builder_id = v.clone(),
-                "reproducible" => r.reproducible = bool_of(k, v)?,
-                "inline-only" => r.inline_only = bool_of(k, v)?,
-                "filename" => r.filename = v.clone(),
-                // BuildKit samples resource usage into the predicate; strata
-                // does not measure it, and says so rather than ignore it.
-                "capture-usage" => {
-                    return Err(other(
-                        "provenance attestation: capture-usage is not supported by strata",
-                    ));
-                }
-                _ => {
-                    return Err(other(format!(
-                        "provenance attestation: unknown attribute {k:?} (mode, version, builder-id, reproducible, inline-only, filename)"
-                    )));
-                }
-            }
-        }
-        Ok(r)
-    }
-
-    /// The predicate type this request produces.
-    pub fn predicate_type(&self) -> &'static str {
-        match self.version {
-            SlsaVersion::V02 => PREDICATE_SLSA02,
-            SlsaVersion::V1 => PREDICATE_SLSA1,
-        }
-    }
-}
-
-/// Where the build context came from, for the predicate's config source.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum ContextSource {
-    /// A local directory (buildx sends it as the `context` local).
-    #[default]
-    Local,
-    /// A git or http(s) URL (buildx's `context` frontend argument).
-    Url(String),
-}
+pub use crate::api::{
+    ContextSource, PREDICATE_SLSA1, PREDICATE_SLSA02, ProvenanceMode, ProvenanceRequest,
+    SlsaVersion,
+};
 
 /// A base image a platform's build used (FROM, `COPY --from`,
 /// `RUN --mount=from=`): the name as written, the platform it was
@@ -162,7 +43,7 @@ pub(crate) struct ImageMaterial {
 /// What a predicate is made of, per platform.
 pub(crate) struct ProvenanceInputs<'a> {
     pub(crate) request: &'a ProvenanceRequest,
-    pub(crate) opts: &'a crate::BuildOptions,
+    pub(crate) opts: &'a crate::api::BuildOptions,
     pub(crate) materials: &'a [ImageMaterial],
     /// The image built (its config digest), for the invocation ID.
     pub(crate) image: Digest,
@@ -495,7 +376,7 @@ pub(crate) fn predicate(inputs: &ProvenanceInputs<'_>) -> Result<Vec<u8>> {
     json.map_err(|e| other(format!("provenance: {e}")))
 }
 
-fn req_context(opts: &crate::BuildOptions) -> ContextSource {
+fn req_context(opts: &crate::api::BuildOptions) -> ContextSource {
     opts.attestations.context_source.clone()
 }
 

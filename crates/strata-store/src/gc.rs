@@ -9,6 +9,7 @@ use strata_oci::Digest;
 
 use crate::db::*;
 use crate::records::*;
+use crate::scratch::{disk_usage, remove_any};
 use crate::*;
 
 impl Store {
@@ -93,7 +94,7 @@ impl Store {
                 .unwrap_or(false);
             if !live {
                 dead_snaps.push(name);
-                report.snapshot_bytes += crate::scratch::disk_usage(&e.path());
+                report.snapshot_bytes += disk_usage(&e.path());
                 remove_any(&e.path())?;
                 report.snapshots_removed += 1;
             }
@@ -325,13 +326,4 @@ pub(crate) fn prune_layer_table(
         enc.remove(k.as_str())?;
     }
     Ok(dead)
-}
-
-pub(crate) fn remove_any(p: &Path) -> Result<()> {
-    let meta = fs_err::symlink_metadata(p).map_err(io_err(p))?;
-    if meta.is_dir() {
-        fs_err::remove_dir_all(p).map_err(io_err(p))
-    } else {
-        fs_err::remove_file(p).map_err(io_err(p))
-    }
 }

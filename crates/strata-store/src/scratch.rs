@@ -29,7 +29,6 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::gc::remove_any;
 use crate::*;
 
 /// Suffix of the owner lock file beside each scratch directory.
@@ -380,4 +379,14 @@ pub fn disk_usage(p: &Path) -> u64 {
         }
     }
     total
+}
+
+/// Removes a file or a whole tree (GC and the scratch sweep).
+pub(crate) fn remove_any(p: &Path) -> Result<()> {
+    let meta = fs_err::symlink_metadata(p).map_err(io_err(p))?;
+    if meta.is_dir() {
+        fs_err::remove_dir_all(p).map_err(io_err(p))
+    } else {
+        fs_err::remove_file(p).map_err(io_err(p))
+    }
 }
