@@ -28,8 +28,8 @@ use std::process::Command;
 use sha2::{Digest as _, Sha256};
 
 use super::{
-    BASE, BuildResult, SOURCE_DATE_EPOCH, Times, build_args, cases_dir, expected_failure, finished,
-    materialize, names_line, ok, run, strata,
+    BASE, BuildResult, SOURCE_DATE_EPOCH, Times, build_args, build_contexts, build_flags,
+    cases_dir, expected_failure, finished, materialize, names_line, ok, run, strata,
 };
 
 /// What a case needs that `--isolation chroot` cannot give, from its
@@ -133,7 +133,9 @@ pub(super) fn same_image(case: &str) {
     std::fs::create_dir(&ctx).expect("context directory");
     let times = Times::of(case, case_dir.join("DEFAULT_TIMES").exists());
     materialize(&case_dir, &ctx, times);
-    let args = build_args(&case_dir);
+    let mut args = build_args(&case_dir);
+    args.extend(build_contexts(&case_dir, &ctx));
+    args.extend(build_flags(&case_dir));
     // Each build in a store of its own, which holds its image afterwards.
     let build = |isolation: &str, n: u32| {
         let store = format!("store-{isolation}-{n}");
