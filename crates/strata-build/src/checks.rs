@@ -42,8 +42,13 @@ pub(crate) fn run(
         ImageConfig::from_json(&raw).ok()
     };
     let base_env = |name: &str| config(name).map(|c| c.config.env.unwrap_or_default());
-    let base_platform =
-        |name: &str| config(name).and_then(|c| format!("{}/{}", c.os, c.architecture).parse().ok());
+    let base_platform = |name: &str| {
+        config(name).and_then(|c| {
+            format!("{}/{}", c.platform.os, c.platform.architecture)
+                .parse()
+                .ok()
+        })
+    };
     Ok(lint::lint(
         &opts.dockerfile,
         &opts.dockerfile_name,

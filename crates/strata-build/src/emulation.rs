@@ -17,12 +17,12 @@ pub(crate) fn missing_emulator(config: &ImageConfig) -> Option<String> {
 
 fn missing_emulator_in(config: &ImageConfig, binfmt: &Path) -> Option<String> {
     let host = strata_oci::image::host_architecture();
-    let arch = config.architecture.as_str();
-    let platform = match config.variant.as_deref() {
-        Some(v) if !v.is_empty() => format!("{}/{arch}/{v}", config.os),
-        _ => format!("{}/{arch}", config.os),
+    let arch = config.platform.architecture.as_str();
+    let platform = match config.platform.variant.as_deref() {
+        Some(v) if !v.is_empty() => format!("{}/{arch}/{v}", config.platform.os),
+        _ => format!("{}/{arch}", config.platform.os),
     };
-    if config.os != "linux" {
+    if config.platform.os != "linux" {
         return Some(format!(
             "RUN for {platform}: only linux images can run steps"
         ));

@@ -65,24 +65,48 @@ pub struct ImageConfig {
     pub created: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<String>,
-    pub architecture: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-    pub os: String,
-    #[serde(
-        rename = "os.version",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub os_version: Option<String>,
+    /// `architecture`, `variant`, `os`, `os.version`, in that order (the
+    /// config's, which differs from a descriptor's).
+    #[serde(flatten, with = "platform_in_config")]
+    pub platform: Platform,
     #[serde(default)]
     pub config: ContainerConfig,
     pub rootfs: RootFs,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<History>,
     /// Fields of a base image's config we do not model, kept verbatim.
+    /// After `platform`: a flattened map gets the keys no field before it
+    /// took.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// The platform's fields in an image config, written in the config's order
+/// (Docker's and the OCI image spec's `Image` struct: architecture, variant,
+/// os, os.version), which is hashed into the config digest; read as any
+/// [`Platform`].
+mod platform_in_config {
+    use serde::ser::SerializeMap;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::Platform;
+
+    pub fn serialize<S: Serializer>(p: &Platform, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("architecture", &p.architecture)?;
+        if let Some(v) = &p.variant {
+            map.serialize_entry("variant", v)?;
+        }
+        map.serialize_entry("os", &p.os)?;
+        if let Some(v) = &p.os_version {
+            map.serialize_entry("os.version", v)?;
+        }
+        map.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Platform, D::Error> {
+        Platform::deserialize(d)
+    }
 }
 
 /// The runtime defaults (`.Config` in `docker image inspect`).
@@ -177,8 +201,7 @@ impl ImageConfig {
     /// A config for an empty image for this platform (`linux`/`amd64` etc.).
     pub fn new(os: &str, architecture: &str) -> Self {
         Self {
-            os: os.into(),
-            architecture: architecture.into(),
+            platform: Platform::new(os, architecture, None),
             ..Self::default()
         }
     }
@@ -476,8 +499,8 @@ mod tests {
         let mut i = Index::new(vec![d]);
         i.media_type = String::new();
         let mut c = ImageConfig::new("linux", "arm64");
-        c.variant = Some("v8".into());
-        c.os_version = Some("1".into());
+        c.platform.variant = Some("v8".into());
+        c.platform.os_version = Some("1".into());
         c.author = Some("me".into());
         let got = [m.to_json(), i.to_json(), c.to_json()].map(|b| String::from_utf8(b).unwrap());
         assert_eq!(
@@ -495,5 +518,82 @@ mod tests {
         assert_eq!(Manifest::from_json(got[0].as_bytes()).unwrap(), m);
         assert_eq!(Index::from_json(got[1].as_bytes()).unwrap(), i);
         assert_eq!(ImageConfig::from_json(got[2].as_bytes()).unwrap(), c);
+    }
+
+    /// `ImageConfig` as it was before its platform fields became a
+    /// [`Platform`]: its bytes are hashed into image IDs, so the new shape
+    /// must write and read exactly what this one did.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct FlatPlatformConfig {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        created: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        author: Option<String>,
+        architecture: String,
+        #[serde(default)]
+        #[serde(skip_serializing_if = "Option::is_none")]
+        variant: Option<String>,
+        os: String,
+        #[serde(rename = "os.version")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        os_version: Option<String>,
+        #[serde(default)]
+        config: ContainerConfig,
+        rootfs: RootFs,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        history: Vec<History>,
+        #[serde(flatten)]
+        extra: BTreeMap<String, serde_json::Value>,
+    }
+
+    #[test]
+    fn platform_fields_serialize_as_the_flat_config_did() {
+        let extras = [
+            BTreeMap::new(),
+            BTreeMap::from([
+                ("os.features".to_owned(), serde_json::json!(["win32k"])),
+                ("container".to_owned(), serde_json::json!("abc")),
+                ("docker_version".to_owned(), serde_json::json!("28.5.0")),
+                ("zz".to_owned(), serde_json::json!({"n": 1.5})),
+            ]),
+        ];
+        let mut cases = 0;
+        for variant in [None, Some("v8")] {
+            for os_version in [None, Some("10.0.17763")] {
+                for extra in &extras {
+                    let mut new = sample();
+                    new.platform = Platform {
+                        architecture: "arm64".into(),
+                        os: "linux".into(),
+                        os_version: os_version.map(Into::into),
+                        variant: variant.map(Into::into),
+                    };
+                    new.author = Some("me".into());
+                    new.extra = extra.clone();
+                    let old = FlatPlatformConfig {
+                        created: new.created.clone(),
+                        author: new.author.clone(),
+                        architecture: "arm64".into(),
+                        variant: variant.map(Into::into),
+                        os: "linux".into(),
+                        os_version: os_version.map(Into::into),
+                        config: new.config.clone(),
+                        rootfs: new.rootfs.clone(),
+                        history: new.history.clone(),
+                        extra: extra.clone(),
+                    };
+                    let (new_bytes, old_bytes) = (new.to_json(), canonical_json(&old));
+                    assert_eq!(
+                        String::from_utf8_lossy(&new_bytes),
+                        String::from_utf8_lossy(&old_bytes)
+                    );
+                    assert_eq!(ImageConfig::from_json(&old_bytes).unwrap(), new);
+                    let back: FlatPlatformConfig = serde_json::from_slice(&new_bytes).unwrap();
+                    assert_eq!(back, old);
+                    cases += 1;
+                }
+            }
+        }
+        assert_eq!(cases, 8);
     }
 }

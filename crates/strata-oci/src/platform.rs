@@ -23,7 +23,9 @@ use serde::{Deserialize, Serialize};
 
 /// A platform as image indexes, configs and `--platform` name it. The serde
 /// form is the OCI descriptor's `platform` object.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// The default is empty (no OS, no architecture), as an image config
+/// without them reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Platform {
     pub architecture: String,
     pub os: String,

@@ -197,9 +197,9 @@ impl Solver<'_> {
         let config =
             ImageConfig::from_json(&raw).map_err(context(format!("config of image {}", img.id)))?;
         Ok(strata_frontend::Platform::new(
-            &config.os,
-            &config.architecture,
-            config.variant.as_deref(),
+            &config.platform.os,
+            &config.platform.architecture,
+            config.platform.variant.as_deref(),
         )
         .normalized())
     }
@@ -217,7 +217,7 @@ impl Solver<'_> {
     /// `emptyImage`.
     pub(crate) fn scratch_state(&self, stage: usize, p: &strata_frontend::Platform) -> State {
         let mut config = ImageConfig::new(&p.os, &p.architecture);
-        config.variant = p.variant.clone();
+        config.platform.variant = p.variant.clone();
         config.config.env = Some(vec![DEFAULT_PATH.into()]);
         // BuildKit's `emptyImage` starts at `/` (an image FROM an
         // image without WorkingDir keeps none).

@@ -443,7 +443,7 @@ mod tests {
         let loaded = read_archive_from(&tar_bytes[..], &back).unwrap();
         let mut loaded_archs: Vec<String> = loaded
             .iter()
-            .map(|i| i.config.architecture.clone())
+            .map(|i| i.config.platform.architecture.clone())
             .collect();
         loaded_archs.sort();
         assert_eq!(loaded_archs, ["amd64", "arm64"]);
