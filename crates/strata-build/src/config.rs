@@ -361,6 +361,49 @@ const CHANGE_KEYWORDS: &[&str] = &[
     "workdir",
 ];
 
+/// One stage's config as its config instructions change it, one after the
+/// other, with what they keep between them: whether CMD was set and the
+/// ARGs declared. `--change` lines are applied with it; the solver keeps the
+/// same parts in its own state and calls [`apply_instruction`].
+#[derive(Debug, Clone)]
+pub struct StageConfig {
+    pub config: ImageConfig,
+    pub cmd_set: bool,
+    pub args: StageScope,
+}
+
+impl StageConfig {
+    /// A stage on `config` whose instructions have set nothing yet.
+    pub fn new(config: ImageConfig) -> Self {
+        StageConfig {
+            config,
+            cmd_set: false,
+            args: StageScope::new(),
+        }
+    }
+
+    /// Applies `ins` (see [`apply_instruction`]), its words expanded with
+    /// the ARGs of `global` and `inputs` and this stage's.
+    pub fn apply(
+        &mut self,
+        ins: &Instruction,
+        global: &GlobalScope,
+        inputs: &BuildInputs,
+        escape: char,
+    ) -> Result<Applied, ConfigError> {
+        let state = ConfigState {
+            config: &mut self.config,
+            cmd_set: &mut self.cmd_set,
+        };
+        let args = ArgScope {
+            stage: &mut self.args,
+            global,
+            inputs,
+        };
+        apply_instruction(state, ins, args, escape)
+    }
+}
+
 /// Applies `--change` lines (Dockerfile instructions, parsed by the
 /// frontend) to the `config` object of an image config, `container_config`,
 /// in order, as a Dockerfile stage would. Keys this crate's config type
@@ -381,12 +424,10 @@ pub fn apply_changes(
     };
     let before: ContainerConfig = serde_json::from_value(serde_json::Value::Object(raw.clone()))
         .map_err(|e| ConfigError(format!("the image's config: {e}")))?;
-    let mut config = ImageConfig {
+    let mut stage = StageConfig::new(ImageConfig {
         config: before.clone(),
         ..ImageConfig::default()
-    };
-    let mut cmd_set = false;
-    let mut stage = StageScope::new();
+    });
     let inputs = BuildInputs::host(BTreeMap::new());
     for line in lines {
         let df = strata_frontend::parse(&format!("{line}\n"), "--change")
@@ -399,27 +440,16 @@ pub fn apply_changes(
                     "{line}: unsupported instruction (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR)"
                 )));
             }
-            apply_instruction(
-                ConfigState {
-                    config: &mut config,
-                    cmd_set: &mut cmd_set,
-                },
-                ins,
-                ArgScope {
-                    stage: &mut stage,
-                    global: &global,
-                    inputs: &inputs,
-                },
-                df.escape,
-            )
-            .map_err(|e| ConfigError(format!("{line}: {e}")))?;
+            stage
+                .apply(ins, &global, &inputs, df.escape)
+                .map_err(|e| ConfigError(format!("{line}: {e}")))?;
         }
     }
     let as_map = |c: &ContainerConfig| match serde_json::to_value(c) {
         Ok(serde_json::Value::Object(m)) => Ok(m),
         _ => Err(ConfigError("the image's config does not serialize".into())),
     };
-    let (before, after) = (as_map(&before)?, as_map(&config.config)?);
+    let (before, after) = (as_map(&before)?, as_map(&stage.config.config)?);
     for k in before.keys() {
         if !after.contains_key(k) {
             raw.remove(k);

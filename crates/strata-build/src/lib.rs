@@ -99,10 +99,8 @@ pub fn plan(store: &Store, opts: &BuildOptions) -> Result<String> {
     };
     let contexts =
         |name: &str| named_context::named_context(opts, name).map(|(_, c)| c.to_string());
-    strata_frontend::render_plan_with_contexts(
-        &df, &global, &stages, &graph, &inputs, &base_env, &contexts,
-    )
-    .map_err(dockerfile)
+    strata_frontend::render_plan(&df, &global, &stages, &graph, &inputs, &base_env, &contexts)
+        .map_err(dockerfile)
 }
 
 /// Runs a build into `store` and the requested outputs: once per platform

@@ -23,9 +23,7 @@ pub use graph::{
 };
 pub use ignore::Ignore;
 pub use parse::{Args, Dockerfile, Heredoc, Instruction, Trivia, parse};
-pub use plan::{
-    BaseEnv, DEFAULT_PATH, NamedContexts, env_get, env_set, render_plan, render_plan_with_contexts,
-};
+pub use plan::{BaseEnv, DEFAULT_PATH, NamedContexts, env_get, env_set, render_plan};
 pub use scope::{
     BuildInputs, GlobalScope, PLATFORM_ARGS, PROXY_ARGS, Platform, StageScope, is_proxy_arg,
 };

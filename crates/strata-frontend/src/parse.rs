@@ -109,6 +109,22 @@ impl Instruction {
             .map(|(_, v)| v.as_deref().unwrap_or(""))
     }
 
+    /// A boolean flag as BuildKit's `BFlags` reads one (`--link`,
+    /// `--parents`): absent or `false` is off, bare or `true` on,
+    /// case-insensitive, the last one winning; `--name=` and any other value
+    /// are errors, worded as BuildKit's.
+    pub fn bool_flag(&self, name: &str) -> Result<bool, String> {
+        let Some((_, value)) = self.flags.iter().rev().find(|(n, _)| n == name) else {
+            return Ok(false);
+        };
+        match value.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            Some("") => Err(format!("missing a value on flag: {name}")),
+            Some(v) => Err(format!("expecting boolean value for flag {name}, not: {v}")),
+        }
+    }
+
     /// Every value of a repeatable flag, in order.
     pub fn flag_all(&self, name: &str) -> Vec<&str> {
         self.flags

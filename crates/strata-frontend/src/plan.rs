@@ -32,22 +32,12 @@ pub type BaseEnv<'a> = &'a dyn Fn(&str) -> Option<Vec<String>>;
 /// compares names as buildx does.
 pub type NamedContexts<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-/// Renders the plan. Deterministic: the same inputs give the same bytes.
+/// Renders the plan, naming the named contexts each stage reads and the
+/// stages they replace (whose instructions do not run); `contexts` answers
+/// `None` for every name when there are none. `graph` is the one the build
+/// runs: replaced stages read nothing. Deterministic: the same inputs give
+/// the same bytes.
 pub fn render_plan(
-    df: &Dockerfile,
-    global: &GlobalScope,
-    stages: &[Stage],
-    graph: &Graph,
-    inputs: &BuildInputs,
-    base_env: BaseEnv<'_>,
-) -> Result<String, Diagnostic> {
-    render_plan_with_contexts(df, global, stages, graph, inputs, base_env, &|_| None)
-}
-
-/// [`render_plan`] naming the named contexts each stage reads, and the
-/// stages they replace (whose instructions do not run). `graph` is the one
-/// the build runs: replaced stages read nothing.
-pub fn render_plan_with_contexts(
     df: &Dockerfile,
     global: &GlobalScope,
     stages: &[Stage],

@@ -19,7 +19,7 @@ fn plan(src: &str, target: Option<&str>, args: &[(&str, &str)]) -> String {
     let (global, st) = stages(&df, &inputs).unwrap();
     let g = graph(&df, &st, target).unwrap();
     let base_env = |name: &str| (name == "known").then(|| vec!["HOME=/root".to_owned()]);
-    render_plan(&df, &global, &st, &g, &inputs, &base_env).unwrap()
+    render_plan(&df, &global, &st, &g, &inputs, &base_env, &|_| None).unwrap()
 }
 
 const MULTI: &str = "\

@@ -13,9 +13,7 @@ fn apply_all(dockerfile: &str, build_args: &[(&str, &str)]) -> (ImageConfig, Vec
             .collect(),
     );
     let global = GlobalScope::new(&df, &inputs).expect("global scope");
-    let mut config = ImageConfig::new("linux", "amd64");
-    let mut cmd_set = false;
-    let mut stage = StageScope::new();
+    let mut stage = StageConfig::new(ImageConfig::new("linux", "amd64"));
     let mut histories = Vec::new();
     for ins in df
         .instructions
@@ -23,25 +21,14 @@ fn apply_all(dockerfile: &str, build_args: &[(&str, &str)]) -> (ImageConfig, Vec
         .skip_while(|i| i.keyword != "from")
         .skip(1)
     {
-        let applied = apply_instruction(
-            ConfigState {
-                config: &mut config,
-                cmd_set: &mut cmd_set,
-            },
-            ins,
-            ArgScope {
-                stage: &mut stage,
-                global: &global,
-                inputs: &inputs,
-            },
-            df.escape,
-        )
-        .unwrap_or_else(|e| panic!("{}: {e}", ins.text));
+        let applied = stage
+            .apply(ins, &global, &inputs, df.escape)
+            .unwrap_or_else(|e| panic!("{}: {e}", ins.text));
         if applied.recorded {
             histories.push(applied.history);
         }
     }
-    (config, histories)
+    (stage.config, histories)
 }
 
 /// Applies one instruction line to `config`, as the first step of a

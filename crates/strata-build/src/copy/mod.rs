@@ -69,20 +69,6 @@ impl CopyRequest {
     }
 }
 
-/// A boolean flag as BuildKit's `BFlags` reads one: bare or `true` is on,
-/// `false` off, case-insensitive; `--name=` and any other value are errors.
-fn bool_flag(ins: &Instruction, name: &str) -> std::result::Result<bool, String> {
-    let Some((_, value)) = ins.flags.iter().rev().find(|(n, _)| n == name) else {
-        return Ok(false);
-    };
-    match value.as_deref().map(str::to_ascii_lowercase).as_deref() {
-        None | Some("true") => Ok(true),
-        Some("false") => Ok(false),
-        Some("") => Err(format!("missing a value on flag: {name}")),
-        Some(v) => Err(format!("expecting boolean value for flag {name}, not: {v}")),
-    }
-}
-
 /// A COPY/ADD step's `created_by`, as BuildKit's `dispatchCopy` writes it:
 /// `--parents`, `--chown` and `--chmod` with their expanded values (never
 /// `--from`, `--link` or `--exclude`), the expanded sources with heredocs
@@ -252,8 +238,8 @@ impl Solver<'_> {
         } else {
             Some(context::Ignore::parse(&excludes.join("\n"))?)
         };
-        let parents = bool_flag(ins, "parents").map_err(|e| self.fail(ins, &e))?;
-        let link = bool_flag(ins, "link").map_err(|e| self.fail(ins, &e))?;
+        let parents = ins.bool_flag("parents").map_err(|e| self.fail(ins, &e))?;
+        let link = ins.bool_flag("link").map_err(|e| self.fail(ins, &e))?;
         Ok(CopyRequest {
             is_add,
             source_words: words,

@@ -64,9 +64,15 @@ fuzz_target!(|data: &[u8]| {
         };
         let _ = graph.levels();
         let base_env = |name: &str| (name.len() % 2 == 0).then(|| vec![format!("B={name}")]);
-        if let Err(d) =
-            strata_frontend::render_plan(&df, &global, &stages, &graph, &inputs, &base_env)
-        {
+        if let Err(d) = strata_frontend::render_plan(
+            &df,
+            &global,
+            &stages,
+            &graph,
+            &inputs,
+            &base_env,
+            &|_| None,
+        ) {
             check(&d, lines);
         }
     }

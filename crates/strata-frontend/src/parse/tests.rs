@@ -120,3 +120,25 @@ fn source_form_keeps_flags_as_written() {
         ]
     );
 }
+
+/// BuildKit's `BFlags` booleans: bare or `true` (any case) on, `false` off,
+/// absent off, the last one winning; an empty or other value refused.
+#[test]
+fn bool_flags_read_as_buildkit_reads_them() {
+    assert_eq!(one("COPY a b").bool_flag("link"), Ok(false));
+    assert_eq!(one("COPY --link a b").bool_flag("link"), Ok(true));
+    assert_eq!(one("COPY --link=TRUE a b").bool_flag("link"), Ok(true));
+    assert_eq!(one("COPY --link=false a b").bool_flag("link"), Ok(false));
+    assert_eq!(
+        one("COPY --link=false --link a b").bool_flag("link"),
+        Ok(true)
+    );
+    assert_eq!(
+        one("COPY --parents= a b").bool_flag("parents"),
+        Err("missing a value on flag: parents".to_owned())
+    );
+    assert_eq!(
+        one("COPY --link=yes a b").bool_flag("link"),
+        Err("expecting boolean value for flag link, not: yes".to_owned())
+    );
+}
