@@ -17,6 +17,10 @@ use super::build_flags::{
 use super::check::{CheckFlags, check_call, clean_path, run_check};
 use crate::exit::UsageError;
 
+mod load;
+mod metadata;
+mod summary;
+
 #[derive(clap::Args)]
 pub struct BuildArgs {
     /// Build context: a directory; a git URL (`https://host/repo.git#ref:subdir`, `git@...`); an http(s) URL of a tar archive or of a Dockerfile; or `-` to read a Dockerfile from stdin (no context)
@@ -112,7 +116,7 @@ pub struct BuildArgs {
     pub annotations: Vec<String>,
     /// Resource limit of RUN steps, as buildx: `NAME=SOFT[:HARD]`
     /// (`nofile=1024:2048`; names as `docker run --ulimit`); repeatable
-    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]", value_parser = parse_ulimit)]
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
     pub ulimits: Vec<strata_exec::Ulimit>,
     /// Size of /dev/shm for RUN steps (`64m`, `1g`; default 64m)
     #[arg(long = "shm-size", value_name = "SIZE")]
@@ -156,10 +160,6 @@ pub struct BuildArgs {
     pub format: Option<String>,
     #[command(flatten)]
     pub registry: super::registry::RegistryFlags,
-}
-
-fn parse_ulimit(s: &str) -> Result<strata_exec::Ulimit, String> {
-    s.parse()
 }
 
 /// Resolves `--isolation` once for the whole build; `auto` says what it
@@ -520,7 +520,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(endpoint) = &load_endpoint
-        && let Err(e) = load_into_daemon(&store, &result.image_id, &tags, endpoint, quiet)
+        && let Err(e) = load::load_into_daemon(&store, &result.image_id, &tags, endpoint, quiet)
     {
         #[expect(clippy::print_stderr, reason = "the CLI renders build errors")]
         {
@@ -536,121 +536,13 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &args.metadata_file {
-        // The manifest as shipped, as before layers were kept uncompressed
-        // (compressing them now if no output has).
-        let manifest_digest = match store.get_image(&result.image_id)? {
-            Some(img) => super::ship::shipped_digest(&store, &img)?,
-            None => result.manifest_digest,
-        };
-        let mut meta = serde_json::json!({
-            "containerimage.digest": manifest_digest.to_string(),
-            "containerimage.config.digest": result.image_id.to_string(),
-            "image.name": tags.join(","),
-        });
-        if let Some((_, d)) = pushed.first() {
-            // What buildx records after a push: the digest the registry serves.
-            meta["containerimage.digest"] = serde_json::json!(d.to_string());
-            meta["pushed"] = serde_json::json!(
-                pushed
-                    .iter()
-                    .map(|(t, d)| serde_json::json!({"name": t, "digest": d.to_string()}))
-                    .collect::<Vec<_>>()
-            );
-        }
-        // buildx records the provenance (as SLSA v0.2; without its
-        // `metadata` unless BUILDX_METADATA_PROVENANCE=max), per platform
-        // when there are several.
-        let provenance_mode = std::env::var("BUILDX_METADATA_PROVENANCE").unwrap_or_default();
-        let record_provenance = !matches!(
-            provenance_mode.as_str(),
-            "disabled" | "0" | "f" | "F" | "false" | "FALSE" | "False"
-        );
-        if record_provenance {
-            for p in &result.provenance {
-                let mut pred: serde_json::Value = serde_json::from_slice(&p.predicate_v02)?;
-                if provenance_mode != "max"
-                    && let Some(o) = pred.as_object_mut()
-                {
-                    o.remove("metadata");
-                    o.remove("buildConfig");
-                }
-                let key = if result.provenance.len() > 1 {
-                    format!("buildx.build.provenance/{}", p.platform)
-                } else {
-                    "buildx.build.provenance".to_owned()
-                };
-                meta[key] = pred;
-            }
-        }
-        // buildx records warnings only when asked (BUILDX_METADATA_WARNINGS).
-        let record_warnings = std::env::var("BUILDX_METADATA_WARNINGS")
-            .is_ok_and(|v| matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"));
-        if record_warnings && !warnings.is_empty() {
-            meta["buildx.build.warnings"] = warnings
-                .iter()
-                .map(|w| {
-                    crate::progress::vertex_warning(
-                        w,
-                        Some((&opts.dockerfile_name, &opts.dockerfile)),
-                    )
-                })
-                .collect();
-        }
-        strata_oci::atomic_write_shared(p, serde_json::to_string_pretty(&meta)?.as_bytes())
-            .with_context(|| format!("writing {}", p.display()))?;
+        metadata::write_metadata_file(p, &store, &result, &tags, &pushed, &warnings, &opts)?;
     }
     if args.quiet {
         let mut o = std::io::stdout().lock();
         writeln!(o, "{}", result.image_id)?;
     } else if !stdout_used && progress.wants_summary() {
-        // The manifest digest is that of the image as shipped, known once
-        // its layers are compressed for shipping; a build compresses
-        // nothing just to print it.
-        let shipped = match store.get_image(&result.image_id)? {
-            Some(img) => store.shipped(&img)?.is_some(),
-            None => true,
-        };
-        let digest = if shipped {
-            result.manifest_digest.to_string()
-        } else {
-            "made when the image is first pushed, saved or exported (layers are compressed then)"
-                .to_owned()
-        };
-        #[expect(clippy::print_stderr, reason = "the build summary is progress output")]
-        {
-            eprintln!(
-                "#{} exporting\n#{} writing image {} done\n#{} naming to {}\nimage: {}\ndigest: {}\nsize: {} bytes, layers built: {}, steps cached: {}, steps run: {}\ncontext files hashed: {}\nepoch: {} ({})\ntotal: {:.1}s",
-                progress.next(),
-                progress.current(),
-                result.image_id,
-                progress.current(),
-                if tags.is_empty() {
-                    "<none>".to_owned()
-                } else {
-                    tags.join(", ")
-                },
-                result.image_id,
-                digest,
-                result.size,
-                result.layers_built,
-                result.steps_cached,
-                result.steps_run,
-                result.context_files_hashed,
-                result.epoch,
-                result.epoch_source,
-                start.elapsed().as_secs_f64()
-            );
-        }
-        if result.platforms.len() > 1 {
-            #[expect(clippy::print_stderr, reason = "the build summary is progress output")]
-            for (p, id, digest) in &result.platforms {
-                eprintln!("platform {p}: image {id}, manifest {digest}");
-            }
-        }
-        let _ = outputs
-            .iter()
-            .filter(|o| o.kind != OutputKind::Image)
-            .count();
+        summary::print_summary(&store, &result, &tags, &mut progress, start)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -677,36 +569,4 @@ fn registry_upload(
     let lease = store.lease_images("push", images.iter().map(|(i, n)| (i, n.as_str())))?;
     super::ship::ship_all(store, &lease, images.iter().map(|(i, _)| i))?;
     Ok(strata_build::registry_upload(store, result, tags, annotations)?.map(|u| (u, lease)))
-}
-
-/// `--load`: the built image, named by its tags, streamed as a docker-archive
-/// into the daemon's load API.
-fn load_into_daemon(
-    store: &strata_store::Store,
-    id: &strata_oci::Digest,
-    tags: &[String],
-    endpoint: &crate::daemon::Endpoint,
-    quiet: bool,
-) -> anyhow::Result<()> {
-    let image = store
-        .get_image(id)?
-        .ok_or_else(|| anyhow::anyhow!("image {id} is not in the store"))?;
-    let names = tags
-        .iter()
-        .map(|t| strata_store::normalize_reference(t))
-        .collect::<Result<Vec<_>, _>>()?;
-    let reading = store.lease_images("load", [(&image, id.to_string().as_str())])?;
-    super::ship::ship_all(store, &reading, [&image])?;
-    let chosen = [(image, names)];
-    let loaded = crate::daemon::load(endpoint, |w| {
-        strata_store::save_archive(store, &chosen, std::path::Path::new("<docker daemon>"), w)?;
-        Ok(())
-    })?;
-    if !quiet {
-        #[expect(clippy::print_stderr, reason = "progress output")]
-        for m in &loaded.messages {
-            eprintln!("loading into {endpoint}: {m}");
-        }
-    }
-    Ok(())
 }

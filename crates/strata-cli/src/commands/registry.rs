@@ -197,6 +197,38 @@ pub fn pull(a: PullArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `name` as a push target: a reference with a tag.
+fn push_reference(name: &str) -> anyhow::Result<Reference> {
+    let reference = parse_reference(name)?;
+    if reference.tag.is_none() {
+        return Err(UsageError(format!("{name}: push needs a tag (name:tag)")).into());
+    }
+    Ok(reference)
+}
+
+/// Runs `send` to push to `reference`, printed as `docker push` prints it:
+/// the repository before, the tag's digest and manifest size (asked of
+/// `manifest_size` once sent) after; returns the digest the tag names.
+fn push_printed(
+    reference: &Reference,
+    quiet: bool,
+    send: impl FnOnce(&(dyn Fn(TransferEvent) + Sync)) -> anyhow::Result<strata_oci::Digest>,
+    manifest_size: impl FnOnce() -> anyhow::Result<u64>,
+) -> anyhow::Result<strata_oci::Digest> {
+    if !quiet {
+        eprintln!("The push refers to repository [{}]", reference.name());
+    }
+    let digest = send(&render_transfer(quiet, true))?;
+    if !quiet {
+        eprintln!(
+            "{}: digest: {digest} size: {}",
+            reference.tag.as_deref().unwrap_or("latest"),
+            manifest_size()?
+        );
+    }
+    Ok(digest)
+}
+
 /// Pushes the stored image `name` to where its name points; returns the
 /// manifest digest. Shared by `push` and `build --push`.
 pub(crate) fn push_image(
@@ -205,29 +237,25 @@ pub(crate) fn push_image(
     name: &str,
     quiet: bool,
 ) -> anyhow::Result<strata_oci::Digest> {
-    let reference = parse_reference(name)?;
-    if reference.tag.is_none() {
-        return Err(UsageError(format!("{name}: push needs a tag (name:tag)")).into());
-    }
+    let reference = push_reference(name)?;
     let image = store.resolve(&reference.to_string())?;
     // Its blobs stay while they are sent, whatever `rmi` + `prune` do.
     let _reading = store.lease_images("push", [(&image, name)])?;
-    if !quiet {
-        eprintln!("The push refers to repository [{}]", reference.name());
-    }
-    let render = render_transfer(quiet, true);
-    let digest = strata_image::registry::push(store, client, &image, &reference, &render)?;
-    if !quiet {
-        let size = match store.shipped(&image)? {
-            Some(s) => s.manifest_size,
-            None => image.manifest_size,
-        };
-        eprintln!(
-            "{}: digest: {digest} size: {size}",
-            reference.tag.as_deref().unwrap_or("latest")
-        );
-    }
-    Ok(digest)
+    push_printed(
+        &reference,
+        quiet,
+        |render| {
+            Ok(strata_image::registry::push(
+                store, client, &image, &reference, render,
+            )?)
+        },
+        || {
+            Ok(match store.shipped(&image)? {
+                Some(s) => s.manifest_size,
+                None => image.manifest_size,
+            })
+        },
+    )
 }
 
 /// Pushes what a build made for `name` when it is more than one stored
@@ -240,23 +268,17 @@ pub(crate) fn push_upload(
     name: &str,
     quiet: bool,
 ) -> anyhow::Result<strata_oci::Digest> {
-    let reference = parse_reference(name)?;
-    if reference.tag.is_none() {
-        return Err(UsageError(format!("{name}: push needs a tag (name:tag)")).into());
-    }
-    if !quiet {
-        eprintln!("The push refers to repository [{}]", reference.name());
-    }
-    let render = render_transfer(quiet, true);
-    let digest = strata_image::registry::push_upload(store, client, upload, &reference, &render)?;
-    if !quiet {
-        eprintln!(
-            "{}: digest: {digest} size: {}",
-            reference.tag.as_deref().unwrap_or("latest"),
-            upload.top.len()
-        );
-    }
-    Ok(digest)
+    let reference = push_reference(name)?;
+    push_printed(
+        &reference,
+        quiet,
+        |render| {
+            Ok(strata_image::registry::push_upload(
+                store, client, upload, &reference, render,
+            )?)
+        },
+        || Ok(upload.top.len() as u64),
+    )
 }
 
 pub fn push(a: PushArgs) -> anyhow::Result<ExitCode> {
