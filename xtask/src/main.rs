@@ -10,9 +10,9 @@
 //! - `example`: build examples/hello-c with strata, `docker load` and run it.
 //! - `services up|down`: start or stop the test fixtures and services by hand.
 //! - `bench layers [SIZE_MB]`: layer creation throughput next to pigz and zstd.
-//! - `bench build [--runs N] [--full] [--out FILE] [--strata PATH]`: strata
+//! - `bench build [--runs N] [--full] [--out FILE] [--strata PATH] [--only SCENARIO]`: strata
 //!   against BuildKit 0.25 (dockerd 28.5) and Buildah, interleaved, medians
-//!   (see bench_build.rs).
+//!   (see bench_build/).
 //! - `module-cycles [CRATE_DIR...]`: import cycles between the modules of each
 //!   crate (default: all of them); exits 1 when there is one.
 //! - `fuzz CRATE TARGET [SECONDS]`: `cargo fuzz run` on `crates/CRATE/fuzz`
@@ -92,7 +92,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             _ => anyhow::bail!(
-                "usage: cargo xtask bench layers [SIZE_MB] | bench build [--runs N] [--full] [--out FILE] [--strata PATH]"
+                "usage: cargo xtask bench layers [SIZE_MB] | bench build [--runs N] [--full] [--out FILE] [--strata PATH] [--only SCENARIO]"
             ),
         },
         _ => anyhow::bail!(
