@@ -1570,27 +1570,6 @@ fn print_shows_the_plan_without_building() {
     );
 }
 
-/// Serves `body` to every GET on 127.0.0.1 until the test ends.
-fn serve_once_forever(body: Vec<u8>) -> String {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut c) = conn else { continue };
-            let mut buf = [0u8; 4096];
-            let _ = c.read(&mut buf);
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = c.write_all(head.as_bytes());
-            let _ = c.write_all(&body);
-        }
-    });
-    addr
-}
-
 #[test]
 fn contexts_from_git_and_http_urls() {
     let Some(env) = Env::new("contexts_from_git_and_http_urls") else {
@@ -1663,7 +1642,7 @@ fn contexts_from_git_and_http_urls() {
     }
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     std::io::Write::write_all(&mut gz, &tar.into_inner().unwrap()).unwrap();
-    let addr = serve_once_forever(gz.finish().unwrap());
+    let addr = strata_testutil::serve_forever(gz.finish().unwrap());
     ok(&env.strata(&[
         "build",
         "-q",
@@ -1674,8 +1653,9 @@ fn contexts_from_git_and_http_urls() {
     let o = env.strata(&["run", "--rm", "fromtar:1", "cat", "/in-tar.txt"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "from a tarball\n");
     // ...and one of a plain Dockerfile builds with an empty context.
-    let addr =
-        serve_once_forever(b"FROM strata-test/busybox:latest\nRUN echo plain > /p\n".to_vec());
+    let addr = strata_testutil::serve_forever(
+        b"FROM strata-test/busybox:latest\nRUN echo plain > /p\n".to_vec(),
+    );
     ok(&env.strata(&[
         "build",
         "-q",

@@ -11,18 +11,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use strata_testutil::ImportedStore;
+use strata_testutil::{ImportedStore, serve_forever, stderr};
 
 const BASE: &str = "strata-test/busybox:latest";
 
 fn strata() -> PathBuf {
-    std::env::var_os("STRATA_TEST_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_strata")))
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    strata_testutil::strata_bin(env!("CARGO_BIN_EXE_strata"))
 }
 
 fn ok(o: &Output) -> String {
@@ -502,25 +496,4 @@ fn bad_contexts_are_usage_errors() {
         assert_eq!(o.status.code(), Some(2), "{value}: {}", stderr(&o));
         assert!(stderr(&o).contains(says), "{value}: {}", stderr(&o));
     }
-}
-
-/// Serves `body` to every GET on 127.0.0.1 until the test ends.
-fn serve_forever(body: Vec<u8>) -> String {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut c) = conn else { continue };
-            let mut buf = [0u8; 4096];
-            let _ = c.read(&mut buf);
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = c.write_all(head.as_bytes());
-            let _ = c.write_all(&body);
-        }
-    });
-    addr
 }

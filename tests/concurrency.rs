@@ -86,6 +86,12 @@ impl Env {
         panic!("no RUN step made {file} in {}", mounts.display());
     }
 
+    /// `strata check` finds no problem in the store.
+    fn assert_consistent(&self) {
+        let check = self.ok(&["check"]);
+        assert!(check.contains(" 0 problem(s)"), "{check}");
+    }
+
     fn lease_files(&self) -> Vec<PathBuf> {
         std::fs::read_dir(self.root.join("leases"))
             .map(|r| r.flatten().map(|e| e.path()).collect())
@@ -156,8 +162,7 @@ fn two_builds_on_one_store_run_at_the_same_time() {
     );
     assert_eq!(env.ok(&["run", "--rm", "a", "cat", "/who"]), "a\n");
     assert_eq!(env.ok(&["run", "--rm", "b", "cat", "/who"]), "b\n");
-    let check = env.ok(&["check"]);
-    assert!(check.contains(" 0 problem(s)"), "{check}");
+    env.assert_consistent();
     assert!(env.lease_files().is_empty(), "{:?}", env.lease_files());
 }
 
@@ -231,8 +236,7 @@ fn a_killed_builds_lease_is_removed_by_the_next_gc() {
     assert!(leases[0].exists());
     env.ok(&["system", "prune", "-f"]);
     assert!(env.lease_files().is_empty(), "{:?}", env.lease_files());
-    let check = env.ok(&["check"]);
-    assert!(check.contains(" 0 problem(s)"), "{check}");
+    env.assert_consistent();
 }
 
 #[test]
@@ -317,12 +321,17 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// Runs a build to its end while `paused` is stopped (SIGSTOP) in the
-/// middle of its work; the build must finish on its own, which it cannot
-/// if `paused` holds the store lock. Bounded: after 90 s the paused process
-/// is resumed and the test fails.
-fn a_build_completes_while_paused(env: &Env, paused: u32, ctx: &Path) {
-    let mut build = env.spawn_build("meanwhile", ctx);
+/// Runs a build (`meanwhile`, whose RUN writes /other) to its end while
+/// `paused` is stopped (SIGSTOP) in the middle of its work; the build must
+/// finish on its own, which it cannot if `paused` holds the store lock.
+/// Bounded: after 90 s the paused process is resumed and the test fails.
+/// See [`assert_meanwhile_runs`] for its image.
+fn a_build_completes_while_paused(env: &Env, paused: u32) {
+    let ctx = env.context(
+        "other",
+        "FROM strata-test/busybox:latest\nRUN echo other > /other\n",
+    );
+    let mut build = env.spawn_build("meanwhile", &ctx);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
     loop {
         if build.try_wait().unwrap().is_some() {
@@ -341,6 +350,15 @@ fn a_build_completes_while_paused(env: &Env, paused: u32, ctx: &Path) {
     }
     let out = build.wait_with_output().unwrap();
     assert!(out.status.success(), "build: {}", stderr(&out));
+}
+
+/// The image [`a_build_completes_while_paused`] built runs: it was
+/// committed whole.
+fn assert_meanwhile_runs(env: &Env) {
+    assert_eq!(
+        env.ok(&["run", "--rm", "meanwhile", "cat", "/other"]),
+        "other\n"
+    );
 }
 
 /// Compressing a layer for shipping (here for `save`) runs outside the
@@ -381,11 +399,7 @@ fn a_build_commits_while_another_process_compresses_a_layer() {
         compressing(),
         "the save finished compressing before it was stopped"
     );
-    let other = env.context(
-        "other",
-        "FROM strata-test/busybox:latest\nRUN echo other > /other\n",
-    );
-    a_build_completes_while_paused(&env, save.id(), &other);
+    a_build_completes_while_paused(&env, save.id());
     assert!(compressing(), "the save went on while stopped");
     signal(save.id(), "CONT");
     let out = save.wait_with_output().unwrap();
@@ -396,12 +410,8 @@ fn a_build_commits_while_another_process_compresses_a_layer() {
     let loaded = env.ok(&["load", "-i", archive.to_str().unwrap()]);
     assert!(loaded.contains("big"), "{loaded}");
     assert_eq!(env.ok(&["images", "-q", "--no-trunc", "big"]), id);
-    assert_eq!(
-        env.ok(&["run", "--rm", "meanwhile", "cat", "/other"]),
-        "other\n"
-    );
-    let check = env.ok(&["check"]);
-    assert!(check.contains(" 0 problem(s)"), "{check}");
+    assert_meanwhile_runs(&env);
+    env.assert_consistent();
 }
 
 /// The sweep of stale scratch at the start of a build deletes outside the
@@ -453,11 +463,7 @@ fn a_build_commits_while_another_sweeps_stale_scratch() {
     wait_until("the sweep deletes", || links() <= LINKS - 100);
     signal(sweeping.id(), "STOP");
     assert!(links() > 0, "the sweep finished before it was stopped");
-    let other = env.context(
-        "other",
-        "FROM strata-test/busybox:latest\nRUN echo other > /other\n",
-    );
-    a_build_completes_while_paused(&env, sweeping.id(), &other);
+    a_build_completes_while_paused(&env, sweeping.id());
     signal(sweeping.id(), "CONT");
     let out = sweeping.wait_with_output().unwrap();
     assert!(out.status.success(), "build: {}", stderr(&out));
@@ -468,12 +474,8 @@ fn a_build_commits_while_another_sweeps_stale_scratch() {
         .map(|e| e.path())
         .collect();
     assert!(left.is_empty(), "{left:?}");
-    assert_eq!(
-        env.ok(&["run", "--rm", "meanwhile", "cat", "/other"]),
-        "other\n"
-    );
-    let check = env.ok(&["check"]);
-    assert!(check.contains(" 0 problem(s)"), "{check}");
+    assert_meanwhile_runs(&env);
+    env.assert_consistent();
 }
 
 /// Compressing outside the store lock still compresses each layer once:
@@ -530,7 +532,6 @@ fn two_exports_at_once_compress_a_layer_once() {
         std::fs::read(a_dest).unwrap(),
         std::fs::read(b_dest).unwrap()
     );
-    let check = env.ok(&["check"]);
-    assert!(check.contains(" 0 problem(s)"), "{check}");
+    env.assert_consistent();
     assert!(env.lease_files().is_empty(), "{:?}", env.lease_files());
 }

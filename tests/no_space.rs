@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 fn strata() -> PathBuf {
-    std::env::var_os("STRATA_TEST_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_strata")))
+    strata_testutil::strata_bin(env!("CARGO_BIN_EXE_strata"))
 }
 
 /// A tmpfs of `size` at `dir`, unmounted when dropped.
@@ -34,17 +32,23 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Runs `strata ARGS` as root on the store at `root`; says whether it
+/// succeeded, with its stderr.
 fn strata_at(root: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(strata())
-        .args(args)
-        .env("STRATA_ROOT", root)
-        .stdin(Stdio::null())
-        .output()
-        .expect("spawn strata");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    let (ok, _, err) = strata_as(None, root, args);
+    (ok, err)
+}
+
+/// `len` bytes of /dev/urandom: incompressible, so a layer or archive that
+/// holds them is as big as they are.
+fn noise(len: u64) -> Vec<u8> {
+    let mut noise = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::open("/dev/urandom").expect("urandom"), len),
+        &mut noise,
     )
+    .expect("noise");
+    noise
 }
 
 /// The last line of `stderr`, checked: it says the disk is full, names a
@@ -80,17 +84,7 @@ fn a_full_disk_is_reported_with_its_path_everywhere() {
     assert!(ok, "{err}");
     let ctx = tmp.path().join("ctx");
     std::fs::create_dir_all(&ctx).expect("ctx");
-    // Incompressible, so the archive's layer is as big as the file.
-    let mut noise = Vec::new();
-    std::io::Read::read_to_end(
-        &mut std::io::Read::take(
-            std::fs::File::open("/dev/urandom").expect("urandom"),
-            6_000_000,
-        ),
-        &mut noise,
-    )
-    .expect("noise");
-    std::fs::write(ctx.join("noise"), noise).expect("noise");
+    std::fs::write(ctx.join("noise"), noise(6_000_000)).expect("noise");
     std::fs::write(ctx.join("Dockerfile"), "FROM bb:1\nCOPY noise /noise\n").expect("Dockerfile");
     let (ok, err) = strata_at(
         &big,
@@ -236,15 +230,7 @@ fn a_full_disk_while_unpacking_a_base(test: &str, user: Option<&str>) {
         .status()
         .expect("tar");
     assert!(ok.success(), "unpacking the busybox fixture");
-    let mut noise = Vec::new();
-    std::io::Read::read_to_end(
-        &mut std::io::Read::take(
-            std::fs::File::open("/dev/urandom").expect("urandom"),
-            6_000_000,
-        ),
-        &mut noise,
-    )
-    .expect("noise");
+    let noise = noise(6_000_000);
     let noise_sum = {
         use sha2::Digest;
         format!("{:x}", sha2::Sha256::digest(&noise))
@@ -304,16 +290,18 @@ fn a_full_disk_while_unpacking_a_base(test: &str, user: Option<&str>) {
     assert!(left.is_empty(), "half-made snapshots left: {left:?}");
 
     std::fs::remove_file(&filler).expect("free the disk");
-    let (ok, report, err) = strata_as(user, &root, &["check"]);
-    assert!(ok, "{err}");
-    assert!(report.contains(" 0 problem(s)"), "{report}");
+    let check = || {
+        let (ok, report, err) = strata_as(user, &root, &["check"]);
+        assert!(ok, "{err}");
+        assert!(report.contains(" 0 problem(s)"), "{report}");
+        report
+    };
+    let report = check();
     assert!(!report.contains("stale"), "{report}");
     // The next build unpacks the whole layer: the step sees every byte.
     let (ok, _, err) = strata_as(user, &root, &args);
     assert!(ok, "{err}");
-    let (ok, report, err) = strata_as(user, &root, &["check"]);
-    assert!(ok, "{err}");
-    assert!(report.contains(" 0 problem(s)"), "{report}");
+    check();
 }
 
 #[test]

@@ -4,18 +4,11 @@
 //! tests/compat (`run_ulimit`).
 
 use std::path::PathBuf;
-use std::process::Output;
 
-use strata_testutil::ImportedStore;
+use strata_testutil::{ImportedStore, stderr};
 
 fn strata() -> PathBuf {
-    std::env::var_os("STRATA_TEST_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_strata")))
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    strata_testutil::strata_bin(env!("CARGO_BIN_EXE_strata"))
 }
 
 #[test]

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use strata_build::{BuildOptions, BuildResult, Event, InternalWork};
 use strata_store::Store;
@@ -86,41 +86,73 @@ fn options(ctx: &Path, dockerfile: &str) -> BuildOptions {
     }
 }
 
+/// What every test here starts from: a temporary directory holding the
+/// context (`ctx`) and a store (`root`), and the options that build that
+/// context; `None` (a loud skip) without root.
+struct Fixture {
+    tmp: tempfile::TempDir,
+    ctx: PathBuf,
+    root: PathBuf,
+    store: Store,
+    opts: BuildOptions,
+}
+
+fn fixture(test: &str) -> Option<Fixture> {
+    if !strata_testutil::require_root(test) {
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    context(&ctx);
+    let root = tmp.path().join("root");
+    let store = Store::open(&root).unwrap();
+    let opts = options(&ctx, DOCKERFILE);
+    Some(Fixture {
+        tmp,
+        ctx,
+        root,
+        store,
+        opts,
+    })
+}
+
 /// A build and the work it did outside its steps.
 struct Built {
     result: BuildResult,
     internal: Vec<InternalWork>,
 }
 
+/// The kind of internal work `w` is, and how much of it it did.
+fn work_count(w: &InternalWork) -> (&'static str, usize) {
+    match w {
+        InternalWork::Unpacking { layers } => ("unpacking", *layers),
+        InternalWork::HashingContext { files } => ("hashing context", *files),
+        InternalWork::Indexing { layers } => ("indexing", *layers),
+        _ => ("other", 0),
+    }
+}
+
 impl Built {
-    fn unpacked(&self) -> usize {
+    /// How much internal work of `kind` (see [`work_count`]) the build did.
+    fn total(&self, kind: &str) -> usize {
         self.internal
             .iter()
-            .map(|w| match w {
-                InternalWork::Unpacking { layers } => *layers,
-                _ => 0,
-            })
+            .map(work_count)
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, n)| n)
             .sum()
+    }
+
+    fn unpacked(&self) -> usize {
+        self.total("unpacking")
     }
 
     fn context_files_hashed(&self) -> usize {
-        self.internal
-            .iter()
-            .map(|w| match w {
-                InternalWork::HashingContext { files } => *files,
-                _ => 0,
-            })
-            .sum()
+        self.total("hashing context")
     }
 
     fn indexed(&self) -> usize {
-        self.internal
-            .iter()
-            .map(|w| match w {
-                InternalWork::Indexing { layers } => *layers,
-                _ => 0,
-            })
-            .sum()
+        self.total("indexing")
     }
 }
 
@@ -137,14 +169,16 @@ fn build(store: &Store, opts: &BuildOptions) -> Built {
 
 #[test]
 fn a_fully_cached_multi_stage_rebuild_unpacks_nothing() {
-    if !strata_testutil::require_root("a_fully_cached_multi_stage_rebuild_unpacks_nothing") {
+    let Some(Fixture {
+        tmp: _tmp,
+        root,
+        store,
+        opts,
+        ..
+    }) = fixture("a_fully_cached_multi_stage_rebuild_unpacks_nothing")
+    else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let ctx = tmp.path().join("ctx");
-    context(&ctx);
-    let store = Store::open(&tmp.path().join("root")).unwrap();
-    let opts = options(&ctx, DOCKERFILE);
+    };
 
     let first = build(&store, &opts);
     assert_eq!(first.result.steps_cached, 0);
@@ -172,7 +206,7 @@ fn a_fully_cached_multi_stage_rebuild_unpacks_nothing() {
 
     // A store whose layers have no index yet (made before indexes
     // existed): they are indexed from their tars, still nothing unpacked.
-    std::fs::remove_dir_all(tmp.path().join("root/indexes")).unwrap();
+    std::fs::remove_dir_all(root.join("indexes")).unwrap();
     let reindexed = build(&store, &opts);
     assert_eq!(reindexed.result.image_id, first.result.image_id);
     assert_eq!(reindexed.result.steps_cached, 7);
@@ -182,16 +216,16 @@ fn a_fully_cached_multi_stage_rebuild_unpacks_nothing() {
 
 #[test]
 fn copy_from_keys_change_when_and_only_when_a_selected_file_changes() {
-    if !strata_testutil::require_root(
-        "copy_from_keys_change_when_and_only_when_a_selected_file_changes",
-    ) {
+    let Some(Fixture {
+        tmp: _tmp,
+        ctx,
+        store,
+        opts,
+        ..
+    }) = fixture("copy_from_keys_change_when_and_only_when_a_selected_file_changes")
+    else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let ctx = tmp.path().join("ctx");
-    context(&ctx);
-    let store = Store::open(&tmp.path().join("root")).unwrap();
-    let opts = options(&ctx, DOCKERFILE);
+    };
     let first = build(&store, &opts);
 
     // A file under `dir` changes: `COPY . /src/` and the two steps copying
@@ -237,15 +271,16 @@ fn copy_from_keys_change_when_and_only_when_a_selected_file_changes() {
 /// the wildcard matches (a file `/links/link`), as BuildKit's copy does.
 #[test]
 fn image_ids_and_exports_are_byte_identical_to_before() {
-    if !strata_testutil::require_root("image_ids_and_exports_are_byte_identical_to_before") {
+    let Some(Fixture {
+        tmp,
+        store,
+        mut opts,
+        ..
+    }) = fixture("image_ids_and_exports_are_byte_identical_to_before")
+    else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let ctx = tmp.path().join("ctx");
-    context(&ctx);
-    let store = Store::open(&tmp.path().join("root")).unwrap();
+    };
     let dest = tmp.path().join("image.tar");
-    let mut opts = options(&ctx, DOCKERFILE);
     opts.outputs =
         vec![strata_build::parse_output(&format!("type=oci,dest={}", dest.display())).unwrap()];
     for round in ["built", "cached"] {
@@ -312,15 +347,16 @@ fn compressed(built: &Built) -> usize {
 /// reuses them; GC keeps them with their layers.
 #[test]
 fn layers_are_compressed_only_when_an_export_needs_them() {
-    if !strata_testutil::require_root("layers_are_compressed_only_when_an_export_needs_them") {
+    let Some(Fixture {
+        tmp,
+        root,
+        store,
+        mut opts,
+        ..
+    }) = fixture("layers_are_compressed_only_when_an_export_needs_them")
+    else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let ctx = tmp.path().join("ctx");
-    context(&ctx);
-    let root = tmp.path().join("root");
-    let store = Store::open(&root).unwrap();
-    let mut opts = options(&ctx, DOCKERFILE);
+    };
 
     let stored = build(&store, &opts);
     assert_eq!(stored.result.image_id.to_string(), PINNED_IMAGE_ID);

@@ -128,29 +128,19 @@ fn tun_open_to_all() -> bool {
         .is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006)
 }
 
+/// What the rootless twin of a default-network test lacks, if anything: a
+/// tun device the test user may open (mode 0666, as udev makes it; a host
+/// without udev leaves it 0600).
+fn no_tun_for_the_test_user() -> Option<&'static str> {
+    (nix::unistd::geteuid().is_root() && !tun_open_to_all())
+        .then_some("/dev/net/tun is not open to unprivileged users (chmod 0666 it, as udev does)")
+}
+
 /// [`both!`] for the default network: the rootless twin needs a tun device
-/// the test user may open (mode 0666, as udev makes it; a host without udev
-/// leaves it 0600), and says so loudly when there is none.
+/// the test user may open, and says so loudly when there is none.
 macro_rules! net_both {
     ($name:ident, $rootless:ident, $body:expr) => {
-        #[test]
-        fn $name() {
-            if let Some(fx) = common::Fixture::new(stringify!($name)) {
-                let f: fn(&common::Fixture) = $body;
-                f(&fx);
-            }
-        }
-        #[test]
-        fn $rootless() {
-            if nix::unistd::geteuid().is_root() && !tun_open_to_all() {
-                strata_testutil::skip(
-                    stringify!($rootless),
-                    "/dev/net/tun is not open to unprivileged users (chmod 0666 it, as udev does)",
-                );
-                return;
-            }
-            common::run_as_test_user(stringify!($name));
-        }
+        both!($name, $rootless, rootless_needs: no_tun_for_the_test_user, $body);
     };
 }
 

@@ -2,20 +2,12 @@
 //! writes), removes the lease files of dead processes and what only they
 //! named, and a reader that lost a race with `rmi` is told so.
 
+mod common;
+
 use std::io::Write;
 
+use common::tar_with;
 use strata_store::{KeyKind, RmiOptions, Store, StoreError, empty_config, put_layer, write_image};
-
-fn tar_with(name: &str, content: &str) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_size(content.len() as u64);
-    h.set_mode(0o644);
-    h.set_entry_type(tar::EntryType::Regular);
-    b.append_data(&mut h, name, content.as_bytes())
-        .expect("append");
-    b.into_inner().expect("tar")
-}
 
 fn image(store: &Store, name: &str) -> strata_store::ImageRecord {
     let lock = store.lock().expect("lock");

@@ -2,23 +2,15 @@
 //! build cache; GC freeing exactly what nothing refers to; metadata never
 //! pointing at missing blobs.
 
+mod common;
+
+use common::tar_with;
 use serde_json::json;
 use strata_oci::Digest;
 use strata_store::{
     CacheRecord, ContainerRecord, CtxMeta, RmiEvent, RmiOptions, Store, StoreError, empty_config,
     put_layer, write_image,
 };
-
-fn tar_with(name: &str, content: &str) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_size(content.len() as u64);
-    h.set_mode(0o644);
-    h.set_entry_type(tar::EntryType::Regular);
-    b.append_data(&mut h, name, content.as_bytes())
-        .expect("append");
-    b.into_inner().expect("tar")
-}
 
 fn blobs(store: &Store) -> usize {
     std::fs::read_dir(store.root().join("blobs/sha256"))

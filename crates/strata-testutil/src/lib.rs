@@ -103,6 +103,44 @@ pub fn test_user(test: &str) -> Option<String> {
     env_or_skip(test, "STRATA_TEST_USER")
 }
 
+/// The `strata` binary the end-to-end tests drive: `STRATA_TEST_BIN` when
+/// set (another build of it), else `built`, which a test of the binary's
+/// own package passes as `env!("CARGO_BIN_EXE_strata")` (only it can name
+/// that).
+pub fn strata_bin(built: &str) -> PathBuf {
+    std::env::var_os("STRATA_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(built))
+}
+
+/// What a finished command wrote to stderr, as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Serves `body` to every request on 127.0.0.1 until the test process
+/// ends, as a plain HTTP/1.1 200 with `Connection: close`; returns the
+/// `HOST:PORT` it listens on.
+pub fn serve_forever(body: Vec<u8>) -> String {
+    use std::io::Read as _;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = c.write_all(head.as_bytes());
+            let _ = c.write_all(&body);
+        }
+    });
+    addr
+}
+
 /// A fresh store with the busybox fixture imported as
 /// `strata-test/busybox:latest`, and a work directory beside it, for tests
 /// that drive the `strata` binary. Both go with the value.

@@ -346,10 +346,15 @@ pub fn run_as_test_user(name: &str) {
     let _ = std::io::stderr().write_all(b"");
 }
 
-/// Declares a test and its rootless twin.
+/// Declares a test and its rootless twin. With `rootless_needs: F`, the
+/// twin first asks `F` (a `fn() -> Option<&'static str>`) what the host
+/// lacks for it, and skips loudly with that reason when it says.
 #[macro_export]
 macro_rules! both {
     ($name:ident, $rootless:ident, $body:expr) => {
+        both!($name, $rootless, rootless_needs: || None, $body);
+    };
+    ($name:ident, $rootless:ident, rootless_needs: $missing:expr, $body:expr) => {
         #[test]
         fn $name() {
             if let Some(fx) = common::Fixture::new(stringify!($name)) {
@@ -359,6 +364,11 @@ macro_rules! both {
         }
         #[test]
         fn $rootless() {
+            let missing: fn() -> Option<&'static str> = $missing;
+            if let Some(reason) = missing() {
+                strata_testutil::skip(stringify!($rootless), reason);
+                return;
+            }
             common::run_as_test_user(stringify!($name));
         }
     };
