@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 
-use super::Options;
 use super::machine::{Machine, utc_now};
+use super::options::Options;
 
 /// The bound on strata's memory in every scenario.
 const RSS_LIMIT_KIB: u64 = 100 * 1024;

@@ -6,21 +6,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::machine::{machine, utc_now};
+use super::options::Options;
 use super::report::{Row, Target, render, thousands};
 use super::tools::{
-    BUSYBOX, Build, Env, Net, REFERENCE_DOCKER_HOST, Sample, TOOLS, Tool, rotation,
+    BUSYBOX, Build, Env, Net, REFERENCE_DOCKER_HOST, Sample, TOOLS, Tool, progress, rotation,
 };
-use super::{Options, progress};
-
-/// The names `--only` takes, one per group of rows, in the order they run.
-pub(super) const SCENARIOS: [&str; 6] = [
-    "multistage",
-    "copy",
-    "load",
-    "run-files",
-    "parallel",
-    "examples",
-];
 
 /// An example of `examples/` and the source file the "edited" row changes.
 struct Example {
@@ -321,8 +311,18 @@ fn copy_and_load(
         for tool in can_load {
             bench.env.build(tool, &loading)?;
         }
+        // Under the COPY rows when they ran, else named in full.
+        let label = if copy_rows {
+            "  same".to_owned()
+        } else {
+            format!(
+                "COPY of {} files / {} MB",
+                thousands(opts.files),
+                opts.bytes / 1_000_000
+            )
+        };
         bench.measure_tools(
-            "  same, `--load` of the cached build into dockerd".into(),
+            format!("{label}, `--load` of the cached build into dockerd"),
             Target::None,
             &can_load,
             // BuildKit's COPY image is the one it loads: both tags go, so

@@ -1,13 +1,17 @@
 //! The three builders under test and how each is driven: the commands that
 //! build, export, load, clear a cache and import the bases, timed.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use super::progress;
+/// A progress line on stderr; a closed stderr only loses the line.
+pub(super) fn progress(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
 
 /// Where `../shared/tools/reference-docker.sh` serves dockerd 28.5.
 pub(super) const REFERENCE_DOCKER_HOST: &str = "unix:///opt/sid/run/docker28.sock";
