@@ -171,7 +171,7 @@ pub(super) fn run_bench(opts: &Options, top: &Path) -> Result<String> {
         .chain(PAR_TAGS)
         .map(str::to_owned)
         .collect();
-    tags.extend(examples.iter().map(|ex| example_tag(ex)));
+    tags.extend(examples.iter().map(example_tag));
     env.clean_up(&tags.iter().map(String::as_str).collect::<Vec<_>>())?;
     render(opts, &machine, &started, &bench.rows)
 }
