@@ -6,6 +6,7 @@
 mod chmod;
 mod chown;
 mod owners;
+mod request;
 mod select;
 mod stage_tree;
 mod tree;
@@ -18,6 +19,7 @@ use strata_frontend::{Args, Instruction};
 use strata_store::{LayerRecord, MergedTree};
 
 use chmod::Chmod;
+use request::{CopyRequest, copy_history};
 use select::{Source, is_archive, resolve_in_image};
 pub(crate) use stage_tree::{hash_tree_at, tree_is_dir};
 use tree::{TreeRules, copy_tree};
@@ -27,76 +29,6 @@ use crate::cache::key_of;
 use crate::context;
 use crate::error::{Result, context, io, other};
 use crate::solver::{Solver, State, clean_abs};
-
-/// A COPY/ADD instruction with its words and flags expanded.
-struct CopyRequest {
-    is_add: bool,
-    source_words: Vec<String>,
-    dest_word: String,
-    /// The destination as written, made absolute against WORKDIR.
-    dest_abs: String,
-    /// `dest_abs` cleaned and relative to the root.
-    dest_rel: String,
-    /// `dir/`, `.` and `dir/.` name a directory; so does an existing
-    /// directory in the image (checked once the lowers are known).
-    dest_is_dir_syntax: bool,
-    /// `--from`: a stage (name or index) or an image.
-    from: Option<String>,
-    /// `--exclude` patterns as written (for the key) and as rules.
-    excludes: Vec<String>,
-    exclude: Option<context::Ignore>,
-    parents: bool,
-    chown: Option<String>,
-    /// `--chmod`, expanded; an empty value is no `--chmod` (BuildKit's
-    /// `cfg.chmod != ""`).
-    chmod: Option<String>,
-    link: bool,
-}
-
-impl CopyRequest {
-    fn keyword(&self) -> &'static str {
-        if self.is_add { "ADD" } else { "COPY" }
-    }
-
-    /// Whether the layer is made without the image under it. BuildKit
-    /// merges a `--link` copy made on scratch onto the image only without
-    /// `--chmod` (`cfg.link && cfg.chmod == ""` in dockerfile2llb's
-    /// `dispatchCopy`, since `--link` was added); with `--chmod` the copy
-    /// is an ordinary one onto the image, which follows the image's
-    /// symlinks and leaves its existing directories alone.
-    fn layer_without_image(&self) -> bool {
-        self.link && self.chmod.is_none()
-    }
-}
-
-/// A COPY/ADD step's `created_by`, as BuildKit's `dispatchCopy` writes it:
-/// `--parents`, `--chown` and `--chmod` with their expanded values (never
-/// `--from`, `--link` or `--exclude`), the expanded sources with heredocs
-/// last as `<<NAME`, the destination, and ` # buildkit`.
-fn copy_history(req: &CopyRequest) -> String {
-    let mut text = req.keyword().to_owned();
-    if req.parents {
-        text.push_str(" --parents");
-    }
-    if let Some(c) = req.chown.as_deref().filter(|c| !c.is_empty()) {
-        text.push_str(&format!(" --chown={c}"));
-    }
-    if let Some(m) = &req.chmod {
-        text.push_str(&format!(" --chmod={m}"));
-    }
-    let (heredocs, paths): (Vec<&String>, Vec<&String>) =
-        req.source_words.iter().partition(|w| w.starts_with("<<"));
-    for p in paths {
-        text.push_str(&format!(" {p}"));
-    }
-    for h in heredocs {
-        let name = h[2..]
-            .trim_start_matches('-')
-            .trim_matches(|c| c == '"' || c == '\'');
-        text.push_str(&format!(" <<{name}"));
-    }
-    format!("{text} {} # buildkit", req.dest_word)
-}
 
 /// A COPY heredoc's text with its quotes escaped, so that expanding it
 /// substitutes variables everywhere and keeps quotes as written, as
