@@ -3,10 +3,12 @@
 //! step's cache key, and on a miss a fresh layer directory built with
 //! docker's path rules and written as a layer.
 
+// What the instruction asks, first; then how it is carried out.
+mod request;
+
 mod chmod;
 mod chown;
 mod owners;
-mod request;
 mod select;
 mod stage_tree;
 mod tree;
