@@ -335,7 +335,10 @@ fn push_blobs(
     let here = format!("{registry}/");
     let pushed: Mutex<Vec<Digest>> = Mutex::new(Vec::new());
     let mut seen = std::collections::HashSet::new();
-    let unique: Vec<Descriptor> = blobs.into_iter().filter(|d| seen.insert(d.digest)).collect();
+    let unique: Vec<Descriptor> = blobs
+        .into_iter()
+        .filter(|d| seen.insert(d.digest))
+        .collect();
     parallel(unique, PARALLEL_UPLOADS, |desc| {
         let short = desc.digest.short();
         let sibling = store
