@@ -37,13 +37,14 @@ pub(crate) fn export(
         [] => return Err(other("no image to export")),
         [one] => merge_into(store, one, attach, tmp.path())?,
         several => {
-            // The folders' own entries (in a tar) are 0755, as BuildKit's.
+            // The folders' own entries (in a tar) are 0755 whatever the
+            // images' roots are, as BuildKit's.
             set_mode(tmp.path(), 0o755)?;
             for pi in several {
                 let sub = tmp.path().join(platform_dir(&pi.platform));
                 fs_err::create_dir(&sub)?;
-                set_mode(&sub, 0o755)?;
                 merge_into(store, pi, attach, &sub)?;
+                set_mode(&sub, 0o755)?;
             }
         }
     }

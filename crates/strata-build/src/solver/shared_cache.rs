@@ -67,9 +67,10 @@ impl Solver<'_> {
     }
 
     /// Writes the cached steps of `keys` (this build's, and with several
-    /// platforms the earlier platforms' too: one cache for the build, as
-    /// BuildKit exports every platform's result into one) to a
-    /// `--cache-to` destination.
+    /// platforms the earlier platforms' too) to a `--cache-to`
+    /// destination: one cache for the build, as BuildKit's
+    /// `solver/llbsolver/solver.go` exports each platform's result into
+    /// the one cache exporter and finalizes it once.
     pub(crate) fn export_cache(&self, dest: &CacheExport, keys: &[String]) -> Result<()> {
         let n = self.next_step();
         let name = match &dest.location {
