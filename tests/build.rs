@@ -1880,18 +1880,23 @@ fn multi_platform_build_writes_an_index_with_a_manifest_per_platform() {
         std::fs::read(&archive).unwrap(),
         std::fs::read(&again).unwrap()
     );
-    // Outputs that cannot hold several platforms are refused up front.
-    for (spec, says) in [
-        (
+    // A docker-archive cannot hold several platforms: refused up front
+    // (tests/platforms.rs has type=tar's folder per platform).
+    let o = env.build(
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-o",
             "type=docker,dest=d.tar",
-            "cannot hold a multi-platform image",
-        ),
-        ("type=tar,dest=t.tar", "type=tar with several platforms"),
-    ] {
-        let o = env.build(&ctx, &["--platform", "linux/amd64,linux/arm64", "-o", spec]);
-        assert_eq!(o.status.code(), Some(2), "{spec}: {}", stderr(&o));
-        assert!(stderr(&o).contains(says), "{spec}: {}", stderr(&o));
-    }
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("does not currently support exporting manifest lists"),
+        "{}",
+        stderr(&o)
+    );
     let o = env.build(&ctx, &["--platform", "linux/amd64,linux/amd64"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("given twice"), "{}", stderr(&o));

@@ -36,7 +36,10 @@ pub use api::{
 pub use checks::check;
 pub use error::{BuildError, chain as error_chain};
 use error::{Result, other};
-pub use export::{check_outputs, describe as describe_output, parse_output, registry_upload};
+pub use export::{
+    DOCKER_MANIFEST_LISTS, check_outputs, describe as describe_output, parse_output,
+    registry_upload,
+};
 
 /// The build epoch and where it came from: SOURCE_DATE_EPOCH (env or build
 /// arg), else the commit time of HEAD when the context is a git work tree,
@@ -141,11 +144,6 @@ pub fn build_with_lease(
         }
     }
     export::check_outputs(&opts.outputs, platforms.len())?;
-    if platforms.len() > 1 && !opts.cache_to.is_empty() {
-        return Err(other(
-            "--cache-to with several platforms is not supported yet; build one --platform at a time to export its cache",
-        ));
-    }
     // The checks run before anything is built, as in the reference's
     // frontend: their warnings go out as events, `error=true` stops here.
     let report = checks::run(
@@ -198,7 +196,8 @@ pub fn build_with_lease(
     };
     let mut images = Vec::new();
     let mut result: Option<BuildResult> = None;
-    for p in &platforms {
+    let mut cache_keys: Vec<Vec<String>> = Vec::new();
+    for (i, p) in platforms.iter().enumerate() {
         let inputs = BuildInputs {
             build_args: opts.build_args.clone(),
             build_platform: host.clone(),
@@ -223,6 +222,8 @@ pub fn build_with_lease(
                 tags: store_tags,
                 label,
                 first_step,
+                earlier_cache_keys: &cache_keys,
+                last: i + 1 == platforms.len(),
             },
             epoch,
             events,
@@ -242,6 +243,7 @@ pub fn build_with_lease(
             provenance: Vec::new(),
         });
         r.steps_numbered = stats.steps_numbered;
+        cache_keys = stats.cache_keys;
         if is_named {
             r.image_id = image.id;
             r.manifest_digest = image.manifest;

@@ -251,61 +251,19 @@ pub fn push(
         .ok()
         .and_then(|v| v["mediaType"].as_str().map(str::to_owned))
         .unwrap_or_else(|| strata_oci::image::MEDIA_TYPE_OCI_MANIFEST.to_owned());
-    let mut blobs: Vec<(Descriptor, String)> = shipped
+    let mut blobs: Vec<Descriptor> = shipped
         .layers
         .iter()
-        .map(|l: &LayerRecord| {
-            (
-                Descriptor::new(&l.media_type, l.blob, l.size),
-                l.blob.short(),
-            )
-        })
+        .map(|l: &LayerRecord| Descriptor::new(&l.media_type, l.blob, l.size))
         .collect();
-    blobs.push((
-        Descriptor::new(
-            strata_oci::image::MEDIA_TYPE_OCI_CONFIG,
-            image.id,
-            image.config_size,
-        ),
-        image.id.short(),
+    blobs.push(Descriptor::new(
+        strata_oci::image::MEDIA_TYPE_OCI_CONFIG,
+        image.id,
+        image.config_size,
     ));
-    let pushed: Mutex<Vec<Digest>> = Mutex::new(Vec::new());
-    let here = format!("{}/", target.registry);
-    parallel(blobs, PARALLEL_UPLOADS, |(desc, short)| {
-        // A repository on the same registry that has this blob.
-        let sibling = store
-            .blob_sources(&desc.digest)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|s| s.strip_prefix(&here).map(str::to_owned))
-            .find(|r| *r != repo.name);
-        let path = store.blob_path(&desc.digest);
-        let open = || std::fs::File::open(&path);
-        let how = client.push_blob(&repo, &desc, sibling.as_deref(), &open)?;
-        pushed.lock().expect("pushed").push(desc.digest);
-        // `docker push` lists layers only; the config is no layer.
-        if is_config(&desc.media_type) {
-            return Ok(());
-        }
-        events(match how {
-            BlobPush::AlreadyExists => TransferEvent::Exists { short },
-            BlobPush::Mounted => TransferEvent::Finished {
-                short,
-                how: format!("Mounted from {}", sibling.unwrap_or_default()),
-            },
-            BlobPush::Uploaded => TransferEvent::Finished {
-                short,
-                how: "Pushed".into(),
-            },
-        });
-        Ok(())
-    })?;
+    let pushed = push_blobs(store, client, &repo, &target.registry, blobs, events)?;
     let digest = client.put_manifest(&repo, &tag, &media_type, &manifest)?;
-    // Remember where these blobs now live, for cross-repository mounts.
-    let lock = store.lock()?;
-    for d in pushed.into_inner().expect("pushed") {
-        store.add_blob_source(&lock, &d, &repo.to_string())?;
-    }
+    record_sources(store, &repo, &pushed)?;
     Ok(digest)
 }
 
@@ -342,14 +300,44 @@ pub fn push_upload(
         .tag
         .clone()
         .ok_or_else(|| ImageError::NoTag(target.to_string()))?;
-    let here = format!("{}/", target.registry);
+    let pushed = push_blobs(
+        store,
+        client,
+        &repo,
+        &target.registry,
+        upload.store_blobs.clone(),
+        events,
+    )?;
+    for (desc, bytes) in &upload.blobs {
+        client.push_blob_bytes(&repo, desc, bytes)?;
+    }
+    for (desc, bytes) in &upload.manifests {
+        client.put_manifest(&repo, &desc.digest.to_string(), &desc.media_type, bytes)?;
+    }
+    let digest = client.put_manifest(&repo, &tag, &upload.top_media_type, &upload.top)?;
+    record_sources(store, &repo, &pushed)?;
+    Ok(digest)
+}
+
+/// Sends the store's `blobs` to `repo` (on `registry`) in parallel, each
+/// once however often it is listed (layers several platforms share):
+/// skipped when the registry has it, mounted from a sibling repository
+/// that we know holds it, else uploaded. Reports each layer as `docker
+/// push` does (configs are no layers) and returns the digests sent.
+fn push_blobs(
+    store: &Store,
+    client: &Client,
+    repo: &Repository,
+    registry: &str,
+    blobs: Vec<Descriptor>,
+    events: &(dyn Fn(TransferEvent) + Sync),
+) -> Result<Vec<Digest>> {
+    let here = format!("{registry}/");
     let pushed: Mutex<Vec<Digest>> = Mutex::new(Vec::new());
     let mut seen = std::collections::HashSet::new();
-    let unique: Vec<Descriptor> = upload
-        .store_blobs
-        .iter()
+    let unique: Vec<Descriptor> = blobs
+        .into_iter()
         .filter(|d| seen.insert(d.digest))
-        .cloned()
         .collect();
     parallel(unique, PARALLEL_UPLOADS, |desc| {
         let short = desc.digest.short();
@@ -361,9 +349,8 @@ pub fn push_upload(
             .find(|r| *r != repo.name);
         let path = store.blob_path(&desc.digest);
         let open = || std::fs::File::open(&path);
-        let how = client.push_blob(&repo, &desc, sibling.as_deref(), &open)?;
+        let how = client.push_blob(repo, &desc, sibling.as_deref(), &open)?;
         pushed.lock().expect("pushed").push(desc.digest);
-        // `docker push` lists layers only; the config is no layer.
         if is_config(&desc.media_type) {
             return Ok(());
         }
@@ -380,18 +367,17 @@ pub fn push_upload(
         });
         Ok(())
     })?;
-    for (desc, bytes) in &upload.blobs {
-        client.push_blob_bytes(&repo, desc, bytes)?;
-    }
-    for (desc, bytes) in &upload.manifests {
-        client.put_manifest(&repo, &desc.digest.to_string(), &desc.media_type, bytes)?;
-    }
-    let digest = client.put_manifest(&repo, &tag, &upload.top_media_type, &upload.top)?;
+    Ok(pushed.into_inner().expect("pushed"))
+}
+
+/// Remembers that `repo` now holds `digests`, for later cross-repository
+/// mounts; done once the manifest naming them is in.
+fn record_sources(store: &Store, repo: &Repository, digests: &[Digest]) -> Result<()> {
     let lock = store.lock()?;
-    for d in pushed.into_inner().expect("pushed") {
-        store.add_blob_source(&lock, &d, &repo.to_string())?;
+    for d in digests {
+        store.add_blob_source(&lock, d, &repo.to_string())?;
     }
-    Ok(digest)
+    Ok(())
 }
 
 /// Runs `work` on each of `items` with up to `workers` threads, each

@@ -172,6 +172,11 @@ pub(crate) struct PlatformBuild<'a> {
     pub(crate) label: String,
     /// Progress step numbers continue from here.
     pub(crate) first_step: usize,
+    /// Per `--cache-to` destination, the cache keys earlier platforms of
+    /// this build chose; the last platform exports them with its own.
+    pub(crate) earlier_cache_keys: &'a [Vec<String>],
+    /// Whether this is the build's last platform (which writes `--cache-to`).
+    pub(crate) last: bool,
 }
 
 /// Counts from one platform's build.
@@ -183,6 +188,9 @@ pub(crate) struct PlatformStats {
     pub(crate) steps_numbered: usize,
     /// Base images the build used, in the order first used.
     pub(crate) materials: Vec<crate::provenance::ImageMaterial>,
+    /// Per `--cache-to` destination, the keys of this platform and the
+    /// earlier ones (see [`PlatformBuild::earlier_cache_keys`]).
+    pub(crate) cache_keys: Vec<Vec<String>>,
 }
 
 /// One platform's build: the stages it needs, the image committed to the
@@ -200,6 +208,8 @@ pub(crate) fn build_platform(
         tags,
         label,
         first_step,
+        earlier_cache_keys,
+        last,
     } = pb;
     let df = strata_frontend::parse(&opts.dockerfile, &opts.dockerfile_name)
         .map_err(|d| BuildError::Dockerfile(Box::new(d)))?;
@@ -307,9 +317,15 @@ pub(crate) fn build_platform(
     state.config.created = Some(solver.dates.created.clone());
     let steps_numbered = solver.progress.step_no.load(Ordering::Relaxed);
     let image = commit(store, lease, &state, tags)?;
-    for dest in &opts.cache_to {
+    let mut cache_keys = Vec::with_capacity(opts.cache_to.len());
+    for (i, dest) in opts.cache_to.iter().enumerate() {
         let chain = base_chain(&stages, target);
-        solver.export_cache(dest, &chain)?;
+        let mut keys = earlier_cache_keys.get(i).cloned().unwrap_or_default();
+        keys.extend(solver.cache_keys(dest, &chain));
+        if last {
+            solver.export_cache(dest, &keys)?;
+        }
+        cache_keys.push(keys);
     }
     let materials = std::mem::take(&mut *solver.shared.materials.lock().expect("materials"));
     drop(solver);
@@ -322,6 +338,7 @@ pub(crate) fn build_platform(
             hashed: context_files_hashed,
             steps_numbered,
             materials,
+            cache_keys,
         },
     ))
 }

@@ -50,12 +50,28 @@ impl Solver<'_> {
         Ok(())
     }
 
-    /// Writes the steps of this build to a `--cache-to` destination.
-    pub(crate) fn export_cache(
+    /// The cache keys of this build's steps that `dest` takes: every step
+    /// with `mode=max`, else the steps of the stages in `chain` (the target
+    /// and the stages it is built FROM).
+    pub(crate) fn cache_keys(
         &self,
         dest: &CacheExport,
         chain: &std::collections::HashSet<usize>,
-    ) -> Result<()> {
+    ) -> Vec<String> {
+        let step_keys = self.shared.step_keys.lock().expect("step keys").clone();
+        step_keys
+            .into_iter()
+            .filter(|(stage, _)| dest.max || chain.contains(stage))
+            .map(|(_, key)| key)
+            .collect()
+    }
+
+    /// Writes the cached steps of `keys` (this build's, and with several
+    /// platforms the earlier platforms' too) to a `--cache-to`
+    /// destination: one cache for the build, as BuildKit's
+    /// `solver/llbsolver/solver.go` exports each platform's result into
+    /// the one cache exporter and finalizes it once.
+    pub(crate) fn export_cache(&self, dest: &CacheExport, keys: &[String]) -> Result<()> {
         let n = self.next_step();
         let name = match &dest.location {
             CacheLocation::Registry(r) => r.to_string(),
@@ -71,9 +87,8 @@ impl Solver<'_> {
         let start = Instant::now();
         let mut records = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        let step_keys = self.shared.step_keys.lock().expect("step keys").clone();
-        for (stage, key) in &step_keys {
-            if !(dest.max || chain.contains(stage)) || !seen.insert(key.clone()) {
+        for key in keys {
+            if !seen.insert(key.clone()) {
                 continue;
             }
             let Some(rec) = self.store.cache_get(key)? else {

@@ -279,18 +279,9 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     }
     strata_build::check_outputs(&outputs, platforms.len().max(1))
         .map_err(|e| UsageError(e.to_string()))?;
-    if push && platforms.len() > 1 {
-        return Err(UsageError(
-            "--push with several platforms is not supported yet: export them with -o type=oci,dest=FILE and copy that with `skopeo copy --all`".into(),
-        )
-        .into());
-    }
     if args.load && platforms.len() > 1 {
         // buildx's words for the same refusal.
-        return Err(UsageError(
-            "--load: docker exporter does not currently support exporting manifest lists".into(),
-        )
-        .into());
+        return Err(UsageError(format!("--load: {}", strata_build::DOCKER_MANIFEST_LISTS)).into());
     }
     // Resolved before the build so that a malformed DOCKER_HOST or an unknown
     // context fails at once; an unreachable daemon fails after the build,
@@ -490,25 +481,36 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let mut pushed = Vec::new();
+    let mut pushed_top = None;
     if push {
         // An index (attestations, annotations) is made once for every tag.
-        let upload = match registry_upload(&store, &result, &tags, &push_annotations) {
-            Ok(u) => u,
-            Err(e) => {
-                #[expect(clippy::print_stderr, reason = "the CLI renders build errors")]
-                {
-                    eprintln!("ERROR: pushing: {e:#}");
+        let upload =
+            match super::build_pushed::registry_upload(&store, &result, &tags, &push_annotations) {
+                Ok(u) => u,
+                Err(e) => {
+                    #[expect(clippy::print_stderr, reason = "the CLI renders build errors")]
+                    {
+                        eprintln!("ERROR: pushing: {e:#}");
+                    }
+                    return Ok(ExitCode::from(crate::exit::EXIT_FAILURE));
                 }
-                return Ok(ExitCode::from(crate::exit::EXIT_FAILURE));
-            }
-        };
+            };
         for t in &tags {
             let done = match &upload {
                 Some((u, _lease)) => super::registry::push_upload(&store, &client, u, t, quiet),
                 None => super::registry::push_image(&store, &client, t, quiet),
             };
             match done {
-                Ok(d) => pushed.push((t.clone(), d)),
+                Ok(d) => {
+                    pushed_top = upload
+                        .as_ref()
+                        .map(|(u, _)| super::build_pushed::PushedTop {
+                            media_type: u.top_media_type.clone(),
+                            digest: d,
+                            size: u.top.len() as u64,
+                        });
+                    pushed.push((t.clone(), d));
+                }
                 Err(e) => {
                     #[expect(clippy::print_stderr, reason = "the CLI renders build errors")]
                     {
@@ -532,11 +534,25 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(crate::exit::EXIT_FAILURE));
     }
     if let Some(p) = &args.iidfile {
-        strata_oci::atomic_write_shared(p, result.image_id.to_string().as_bytes())
+        let id = super::build_pushed::image_id(
+            &result.image_id,
+            result.platforms.len(),
+            pushed_top.as_ref(),
+        );
+        strata_oci::atomic_write_shared(p, id.as_bytes())
             .with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &args.metadata_file {
-        metadata::write_metadata_file(p, &store, &result, &tags, &pushed, &warnings, &opts)?;
+        metadata::write_metadata_file(
+            p,
+            &store,
+            &result,
+            &tags,
+            &pushed,
+            pushed_top.as_ref(),
+            &warnings,
+            &opts,
+        )?;
     }
     if args.quiet {
         let mut o = std::io::stdout().lock();
@@ -545,28 +561,4 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         summary::print_summary(&store, &result, &tags, &mut progress, start)?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// What `--push` sends when the stored image alone will not do (see
-/// [`strata_build::registry_upload`]), with the lease holding the images'
-/// shipped blobs until it is sent.
-fn registry_upload(
-    store: &strata_store::Store,
-    result: &strata_build::BuildResult,
-    tags: &[String],
-    annotations: &strata_build::annotations::Annotations,
-) -> anyhow::Result<Option<(strata_image::registry::Upload, strata_store::Lease)>> {
-    if result.provenance.is_empty() && annotations.is_empty() && result.platforms.len() < 2 {
-        return Ok(None);
-    }
-    let mut images = Vec::new();
-    for (_, id, _) in &result.platforms {
-        let img = store
-            .get_image(id)?
-            .ok_or_else(|| anyhow::anyhow!("image {id} is not in the store"))?;
-        images.push((img, id.to_string()));
-    }
-    let lease = store.lease_images("push", images.iter().map(|(i, n)| (i, n.as_str())))?;
-    super::ship::ship_all(store, &lease, images.iter().map(|(i, _)| i))?;
-    Ok(strata_build::registry_upload(store, result, tags, annotations)?.map(|u| (u, lease)))
 }

@@ -6,6 +6,7 @@ pub mod bake;
 pub mod build;
 mod build_context;
 mod build_flags;
+mod build_pushed;
 mod check;
 pub mod container;
 pub mod debug;

@@ -12,6 +12,7 @@ pub(super) fn write_metadata_file(
     result: &strata_build::BuildResult,
     tags: &[String],
     pushed: &[(String, strata_oci::Digest)],
+    pushed_top: Option<&super::super::build_pushed::PushedTop>,
     warnings: &[strata_frontend::lint::Warning],
     opts: &strata_build::BuildOptions,
 ) -> anyhow::Result<()> {
@@ -35,6 +36,9 @@ pub(super) fn write_metadata_file(
                 .map(|(t, d)| serde_json::json!({"name": t, "digest": d.to_string()}))
                 .collect::<Vec<_>>()
         );
+    }
+    if let Some(top) = pushed_top {
+        super::super::build_pushed::record(&mut meta, top, result.platforms.len());
     }
     // buildx records the provenance (as SLSA v0.2; without its
     // `metadata` unless BUILDX_METADATA_PROVENANCE=max), per platform
