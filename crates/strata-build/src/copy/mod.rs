@@ -6,6 +6,7 @@
 mod chmod;
 mod chown;
 mod owners;
+mod reuse;
 mod select;
 mod stage_tree;
 mod tree;
@@ -18,6 +19,7 @@ use strata_frontend::{Args, Instruction};
 use strata_store::{LayerRecord, MergedTree};
 
 use chmod::Chmod;
+use reuse::FileCopies;
 use select::{Source, is_archive, resolve_in_image};
 pub(crate) use stage_tree::{hash_tree_at, tree_is_dir};
 use tree::{TreeRules, copy_tree};
@@ -66,6 +68,18 @@ impl CopyRequest {
     /// symlinks and leaves its existing directories alone.
     fn layer_without_image(&self) -> bool {
         self.link && self.chmod.is_none()
+    }
+
+    fn flags_text(&self) -> String {
+        let (c, m, f, l, e, p) = (
+            &self.chown,
+            &self.chmod,
+            &self.from,
+            self.link,
+            &self.excludes,
+            self.parents,
+        );
+        format!("{c:?} {m:?} {f:?} {l} {e:?} {p}")
     }
 }
 
@@ -170,8 +184,21 @@ impl Solver<'_> {
         }
         let layer_root = scratch.path().join("root");
         fs::create_dir_all(&layer_root).map_err(io("creating a layer dir"))?;
-        self.copy_into_layer(ins, &req, state, &sources, &layer_root)?;
+        let started = std::time::Instant::now();
+        let identity = self.reuse_identity(&req, state);
+        let previous = match &identity {
+            Some(id) => reuse::previous_layer(self.store, id)?,
+            None => None,
+        };
+        let hashes = &self.context_files.hash_cache;
+        let files =
+            FileCopies::from_previous(self.store, self.lease, previous, &layer_root, hashes)?;
+        self.copy_into_layer(ins, &req, state, &sources, &layer_root, &files)?;
         owners::apply_pending(&layer_root)?;
+        if files.copied() + files.linked() > 0 {
+            let (copied, linked) = (files.copied(), files.linked());
+            self.emit_internal(InternalWork::CopyingFiles { copied, linked }, started);
+        }
         let changes = strata_oci::layer::changes_for_tree(&layer_root)
             .map_err(context("listing the layer"))?;
         let layer = if changes.is_empty() {
@@ -184,6 +211,9 @@ impl Solver<'_> {
         // now and extracted again then.
         if let Some(l) = &layer {
             self.adopt_snapshot(l, &layer_root)?;
+            if let Some(id) = &identity {
+                reuse::record_layer(self.store, id, &l.diff_id)?;
+            }
         }
         self.finish_step(&key, layer, state, history)?;
         Ok(false)
@@ -419,10 +449,7 @@ impl Solver<'_> {
         if hashed > 0 {
             self.emit_internal(InternalWork::HashingContext { files: hashed }, started);
         }
-        let flags = format!(
-            "{:?} {:?} {:?} {} {:?} {}",
-            req.chown, req.chmod, req.from, req.link, req.excludes, req.parents
-        );
+        let flags = req.flags_text();
         let parent_key = if req.layer_without_image() {
             ""
         } else {
@@ -443,6 +470,23 @@ impl Solver<'_> {
         })
     }
 
+    /// The step's identity for reusing its previous snapshot: COPY from the
+    /// context only (ADD may unpack an archive over a linked file; `--from`
+    /// sources have no context hashes), and never with the cache off.
+    fn reuse_identity(&self, req: &CopyRequest, state: &State) -> Option<String> {
+        let off = self.opts.no_cache || self.plan.no_cache_stages.contains(&state.stage);
+        let words = req.source_words.join("\0");
+        (!req.is_add && req.from.is_none() && !off).then(|| {
+            let flags = req.flags_text();
+            let parts = [
+                state.key.as_bytes(),
+                flags.as_bytes(),
+                req.dest_abs.as_bytes(),
+            ];
+            reuse::step_identity(&[&parts[..], &[words.as_bytes()]].concat())
+        })
+    }
+
     /// Builds the step's layer directory: each source copied to where the
     /// destination rules put it, missing parents created (owned as
     /// `--chown` says), `--chmod` and owners applied.
@@ -453,6 +497,7 @@ impl Solver<'_> {
         state: &State,
         sources: &[Source],
         layer_root: &Path,
+        files: &FileCopies<'_>,
     ) -> Result<()> {
         let (uid, gid) = match &req.chown {
             Some(c) => self.resolve_chown(c, state, ins)?,
@@ -488,6 +533,7 @@ impl Solver<'_> {
                 exclude: req.exclude.as_ref(),
                 owner: if keep_owner { None } else { Some((uid, gid)) },
                 chmod: chmod.as_ref(),
+                files,
             },
         };
         for s in sources {
@@ -686,6 +732,7 @@ pub(crate) fn copy_named_dir(
         exclude: None,
         owner: Some((0, 0)),
         chmod: None,
+        files: &FileCopies::counting(),
     };
     copy_tree(dir, layer_root, "", "", rules, true)?;
     owners::apply_pending(layer_root)
