@@ -530,3 +530,43 @@ fn a_one_file_change_rereads_only_that_file_and_links_the_rest() {
     let other = Store::open(&tmp.path().join("third")).unwrap();
     assert_eq!(build(&other, &opts).result.image_id, second.result.image_id);
 }
+
+/// A later source of the same COPY landing on a file linked from the
+/// previous snapshot replaces the link: the snapshot's file keeps its
+/// bytes, and the new file is one of its own.
+#[test]
+fn a_later_source_over_a_linked_file_never_writes_into_the_snapshot() {
+    if !strata_testutil::require_root(
+        "a_later_source_over_a_linked_file_never_writes_into_the_snapshot",
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    // Twins at first: b's copy lands on a's, and the snapshot holds it.
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(500);
+    for d in ["a", "b"] {
+        write(&ctx.join(format!("{d}/same")), "twin\n", 0o644);
+        let f = std::fs::File::open(ctx.join(format!("{d}/same"))).unwrap();
+        f.set_times(std::fs::FileTimes::new().set_modified(when))
+            .unwrap();
+    }
+    let root = tmp.path().join("root");
+    let store = Store::open(&root).unwrap();
+    let opts = options(&ctx, "FROM scratch\nCOPY a/ b/ /m/\n");
+    let first = build(&store, &opts);
+    let old = snapshots(&store, &root, &first.result.image_id)[0].join("m/same");
+
+    // a/same still matches the snapshot's file and is linked; b/same, now
+    // different, is copied over the link.
+    write(&ctx.join("b/same"), "new!\n", 0o644);
+    let second = build(&store, &opts);
+    assert_eq!(copies(&second), vec![(1, 1)], "{:?}", second.internal);
+    let new = snapshots(&store, &root, &second.result.image_id)[0].join("m/same");
+    assert_eq!(std::fs::read_to_string(&old).unwrap(), "twin\n");
+    assert_eq!(std::fs::read_to_string(&new).unwrap(), "new!\n");
+    assert_eq!(inode(&old).2, 1);
+    assert_eq!(inode(&new).2, 1);
+    let other = Store::open(&tmp.path().join("other")).unwrap();
+    assert_eq!(build(&other, &opts).result.image_id, second.result.image_id);
+}

@@ -17,7 +17,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use strata_oci::Digest;
@@ -195,6 +195,40 @@ pub(super) fn break_link(dst: &Path) -> Result<()> {
         fs::remove_file(dst).map_err(io(format!("replacing {}", dst.display())))?;
     }
     Ok(())
+}
+
+/// Makes `p` a file of its own when it is shared with a snapshot, before
+/// its metadata is changed: a copy of it (content, mode, owner, times)
+/// renamed over it, so the change lands where a fresh copy would have it
+/// and never in the snapshot. Only reached when a later source of the same
+/// COPY lands on a linked file as a directory would (its metadata copied
+/// onto the file, as a fresh copy does).
+pub(super) fn unshare(p: &Path) -> Result<()> {
+    let Ok(m) = fs::symlink_metadata(p) else {
+        return Ok(());
+    };
+    if !m.is_file() || m.nlink() < 2 {
+        return Ok(());
+    }
+    let tmp = p.with_file_name(format!(
+        ".strata-unshare-{}",
+        p.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    let what = || format!("making {} a file of its own", p.display());
+    fs::copy(p, &tmp).map_err(io(what()))?;
+    // Rootless, the copy cannot be given a subordinate ID here; every
+    // caller that changes metadata sets the owner itself (deferred).
+    if !strata_exec::owners::deferred() {
+        std::os::unix::fs::lchown(&tmp, Some(m.uid()), Some(m.gid())).map_err(io(what()))?;
+    }
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(m.mode() & 0o7777)).map_err(io(what()))?;
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(m.mtime().max(0) as u64);
+    fs::File::open(&tmp)
+        .and_then(|f| f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t)))
+        .map_err(io(what()))?;
+    fs::rename(&tmp, p).map_err(io(what()))
 }
 
 /// The step's identity across builds: the cache key without the sources'

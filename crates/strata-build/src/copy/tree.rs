@@ -5,11 +5,12 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use super::chmod::Chmod;
-use super::reuse::{FileCopies, break_link};
+use super::reuse::{FileCopies, break_link, unshare};
 use crate::context;
 use crate::error::{BuildError, Result, io};
 
 pub(super) fn set_mtime(p: &Path, secs: i64) -> Result<()> {
+    unshare(p)?;
     let t = filetime_from(secs);
     let f = fs::File::options().read(true).open(p);
     match f {
@@ -162,6 +163,7 @@ pub(super) fn finish_meta(
     gid: u32,
     chmod: Option<&Chmod>,
 ) -> Result<()> {
+    unshare(dst)?;
     let mode = mode_of(meta, chmod);
     super::owners::set_owner(dst, uid, gid, Some(mode))?;
     fs::set_permissions(dst, fs::Permissions::from_mode(mode))
