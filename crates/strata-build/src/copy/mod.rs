@@ -19,7 +19,6 @@ use strata_frontend::{Args, Instruction};
 use strata_store::{LayerRecord, MergedTree};
 
 use chmod::Chmod;
-use reuse::FileCopies;
 use select::{Source, is_archive, resolve_in_image};
 pub(crate) use stage_tree::{hash_tree_at, tree_is_dir};
 use tree::{TreeRules, copy_tree};
@@ -68,18 +67,6 @@ impl CopyRequest {
     /// symlinks and leaves its existing directories alone.
     fn layer_without_image(&self) -> bool {
         self.link && self.chmod.is_none()
-    }
-
-    fn flags_text(&self) -> String {
-        let (c, m, f, l, e, p) = (
-            &self.chown,
-            &self.chmod,
-            &self.from,
-            self.link,
-            &self.excludes,
-            self.parents,
-        );
-        format!("{c:?} {m:?} {f:?} {l} {e:?} {p}")
     }
 }
 
@@ -173,7 +160,7 @@ impl Solver<'_> {
         let inline_dir = std::path::absolute(scratch.path().join("inline"))
             .map_err(io("resolving the scratch dir"))?;
         let mut sources = self.copy_sources(ins, &req, tree.as_deref(), &lookup, &inline_dir)?;
-        let key = self.copy_key(&req, state, &sources, tree.as_deref())?;
+        let (key, identity) = self.copy_key(&req, state, &sources, tree.as_deref())?;
         let history = copy_history(&req);
         let _once = crate::solver::once::claim(&key);
         if self.cache_hit(&key, state)? {
@@ -185,20 +172,13 @@ impl Solver<'_> {
         let layer_root = scratch.path().join("root");
         fs::create_dir_all(&layer_root).map_err(io("creating a layer dir"))?;
         let started = std::time::Instant::now();
-        let identity = self.reuse_identity(&req, state);
-        let previous = match &identity {
-            Some(id) => reuse::previous_layer(self.store, id)?,
-            None => None,
-        };
-        let hashes = &self.context_files.hash_cache;
-        let files =
-            FileCopies::from_previous(self.store, self.lease, previous, &layer_root, hashes)?;
+        // COPY from the context only: ADD may unpack an archive over a
+        // linked file, and `--from` sources have no context hashes.
+        let reusable = (!req.is_add && req.from.is_none()).then_some(identity.as_str());
+        let files = self.previous_copies(reusable, state, &layer_root)?;
         self.copy_into_layer(ins, &req, state, &sources, &layer_root, &files)?;
         owners::apply_pending(&layer_root)?;
-        if files.copied() + files.linked() > 0 {
-            let (copied, linked) = (files.copied(), files.linked());
-            self.emit_internal(InternalWork::CopyingFiles { copied, linked }, started);
-        }
+        self.report_copies(&files, started);
         let changes = strata_oci::layer::changes_for_tree(&layer_root)
             .map_err(context("listing the layer"))?;
         let layer = if changes.is_empty() {
@@ -211,7 +191,7 @@ impl Solver<'_> {
         // now and extracted again then.
         if let Some(l) = &layer {
             self.adopt_snapshot(l, &layer_root)?;
-            if let Some(id) = &identity {
+            if let Some(id) = reusable {
                 reuse::record_layer(self.store, id, &l.diff_id)?;
             }
         }
@@ -404,14 +384,15 @@ impl Solver<'_> {
     }
 
     /// The step's cache key: parent (none with `--link`), instruction,
-    /// flags, destination, and the sources' contents.
+    /// flags, destination, and the sources' contents; and its identity
+    /// across builds, the same without the contents.
     fn copy_key(
         &self,
         req: &CopyRequest,
         state: &State,
         sources: &[Source],
         tree: Option<&MergedTree>,
-    ) -> Result<String> {
+    ) -> Result<(String, String)> {
         let started = std::time::Instant::now();
         let hashed_before = self.context_files.hash_cache.fresh_count();
         let mut h = blake3::Hasher::new();
@@ -449,7 +430,12 @@ impl Solver<'_> {
         if hashed > 0 {
             self.emit_internal(InternalWork::HashingContext { files: hashed }, started);
         }
-        let flags = req.flags_text();
+        let flags = format!(
+            "{:?} {:?} {:?} {} {:?} {}",
+            req.chown, req.chmod, req.from, req.link, req.excludes, req.parents
+        );
+        // The step across builds, whatever its sources hold (`reuse`).
+        let identity = reuse::step_identity(&state.key, &flags, &req.dest_abs, &req.source_words);
         let parent_key = if req.layer_without_image() {
             ""
         } else {
@@ -463,28 +449,12 @@ impl Solver<'_> {
             req.source_words.join("\0").as_bytes(),
             h.finalize().as_bytes(),
         ]);
-        Ok(if req.layer_without_image() {
+        let key = if req.layer_without_image() {
             key_of(&[state.key.as_bytes(), key.as_bytes()])
         } else {
             key
-        })
-    }
-
-    /// The step's identity for reusing its previous snapshot: COPY from the
-    /// context only (ADD may unpack an archive over a linked file; `--from`
-    /// sources have no context hashes), and never with the cache off.
-    fn reuse_identity(&self, req: &CopyRequest, state: &State) -> Option<String> {
-        let off = self.opts.no_cache || self.plan.no_cache_stages.contains(&state.stage);
-        let words = req.source_words.join("\0");
-        (!req.is_add && req.from.is_none() && !off).then(|| {
-            let flags = req.flags_text();
-            let parts = [
-                state.key.as_bytes(),
-                flags.as_bytes(),
-                req.dest_abs.as_bytes(),
-            ];
-            reuse::step_identity(&[&parts[..], &[words.as_bytes()]].concat())
-        })
+        };
+        Ok((key, identity))
     }
 
     /// Builds the step's layer directory: each source copied to where the
@@ -497,7 +467,7 @@ impl Solver<'_> {
         state: &State,
         sources: &[Source],
         layer_root: &Path,
-        files: &FileCopies<'_>,
+        files: &reuse::FileCopies<'_>,
     ) -> Result<()> {
         let (uid, gid) = match &req.chown {
             Some(c) => self.resolve_chown(c, state, ins)?,
@@ -732,7 +702,7 @@ pub(crate) fn copy_named_dir(
         exclude: None,
         owner: Some((0, 0)),
         chmod: None,
-        files: &FileCopies::counting(),
+        files: &reuse::FileCopies::counting(),
     };
     copy_tree(dir, layer_root, "", "", rules, true)?;
     owners::apply_pending(layer_root)

@@ -23,8 +23,10 @@ use std::path::{Path, PathBuf};
 use strata_oci::Digest;
 use strata_store::{CacheRecord, EntryKind, IndexEntry, IndexItem, Lease, Store};
 
+use crate::api::InternalWork;
 use crate::context::HashCache;
 use crate::error::{Result, io};
+use crate::solver::{Solver, State};
 
 /// Where the record naming a step's last snapshot is kept in the build
 /// cache table: under its own prefix, so it is never taken for a step's
@@ -184,6 +186,33 @@ impl<'a> FileCopies<'a> {
     }
 }
 
+impl Solver<'_> {
+    /// What a COPY step with `identity` (`None`: one that never links) may
+    /// link from: the snapshot its step wrote last, unless the cache is off.
+    pub(super) fn previous_copies(
+        &self,
+        identity: Option<&str>,
+        state: &State,
+        layer_root: &Path,
+    ) -> Result<FileCopies<'_>> {
+        let off = self.opts.no_cache || self.plan.no_cache_stages.contains(&state.stage);
+        let previous = match identity.filter(|_| !off) {
+            Some(id) => previous_layer(self.store, id)?,
+            None => None,
+        };
+        let hashes = &self.context_files.hash_cache;
+        FileCopies::from_previous(self.store, self.lease, previous, layer_root, hashes)
+    }
+
+    /// The step's progress line for its files, when it copied any.
+    pub(super) fn report_copies(&self, files: &FileCopies<'_>, started: std::time::Instant) {
+        let (copied, linked) = (files.copied(), files.linked());
+        if copied + linked > 0 {
+            self.emit_internal(InternalWork::CopyingFiles { copied, linked }, started);
+        }
+    }
+}
+
 /// Unlinks `dst` when it is a file shared with a snapshot (a regular file
 /// with several links: the layer directory makes none of its own), so that
 /// what is written next makes a file of its own.
@@ -231,18 +260,23 @@ pub(super) fn unshare(p: &Path) -> Result<()> {
     fs::rename(&tmp, p).map_err(io(what()))
 }
 
-/// The step's identity across builds: the cache key without the sources'
-/// contents (`parts` are the parent state's key, the instruction, its flags,
-/// destination and source words).
-pub(super) fn step_identity(parts: &[&[u8]]) -> String {
-    format!(
-        "{RECORD_PREFIX}{}",
-        crate::cache::key_of(&[&[b"copy-previous".as_slice()], parts].concat())
-    )
+/// The step's identity across builds: its cache key without the sources'
+/// contents (the parent state's key, the instruction's flags, destination
+/// and source words).
+pub(super) fn step_identity(parent: &str, flags: &str, dest: &str, words: &[String]) -> String {
+    let words = words.join("\0");
+    let parts: [&[u8]; 5] = [
+        b"copy-previous",
+        parent.as_bytes(),
+        flags.as_bytes(),
+        dest.as_bytes(),
+        words.as_bytes(),
+    ];
+    format!("{RECORD_PREFIX}{}", crate::cache::key_of(&parts))
 }
 
 /// The layer the step with `identity` wrote last, if recorded.
-pub(super) fn previous_layer(store: &Store, identity: &str) -> Result<Option<Digest>> {
+fn previous_layer(store: &Store, identity: &str) -> Result<Option<Digest>> {
     Ok(store
         .cache_get(identity)?
         .and_then(|rec| rec.value.get("diff_id")?.as_str()?.parse().ok()))
