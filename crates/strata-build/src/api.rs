@@ -178,6 +178,9 @@ pub enum InternalWork {
     HashingContext { files: usize },
     /// A step's changes written as a layer.
     WritingLayer,
+    /// Files a COPY read and copied into its layer, and those it
+    /// hard-linked, unchanged, from the previous snapshot of the same step.
+    CopyingFiles { copied: usize, linked: usize },
     /// An output written (`type=oci`, `type=docker`, ...).
     Exporting { output: String },
     /// Layers stored uncompressed, compressed because an output ships
@@ -199,6 +202,13 @@ impl std::fmt::Display for InternalWork {
                 write!(f, "hashing {files} context file{}", plural(files))
             }
             InternalWork::WritingLayer => f.write_str("writing layer"),
+            InternalWork::CopyingFiles { copied, linked } => {
+                write!(f, "copying {copied} file{}", plural(copied))?;
+                if *linked > 0 {
+                    write!(f, ", linking {linked} unchanged")?;
+                }
+                Ok(())
+            }
             InternalWork::Exporting { output } => write!(f, "exporting to {output}"),
             InternalWork::Compressing { layers } => {
                 write!(f, "compressing {layers} layer{}", plural(layers))

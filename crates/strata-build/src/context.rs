@@ -75,7 +75,8 @@ pub struct HashCache {
     given: std::path::PathBuf,
     absolute: std::path::PathBuf,
     known: HashMap<String, CtxMeta>,
-    fresh: Mutex<Vec<(String, CtxMeta)>>,
+    /// Hashed anew by this build, by key (a file two steps copy is read once).
+    fresh: Mutex<HashMap<String, CtxMeta>>,
 }
 
 impl HashCache {
@@ -90,7 +91,7 @@ impl HashCache {
             given: context.to_owned(),
             known: store.ctx_meta_prefix(&prefix)?,
             absolute,
-            fresh: Mutex::new(Vec::new()),
+            fresh: Mutex::new(HashMap::new()),
         })
     }
 
@@ -105,7 +106,9 @@ impl HashCache {
     pub fn save(&self, store: &Store) -> Result<()> {
         let fresh = self.fresh.lock().expect("fresh hashes");
         if !fresh.is_empty() {
-            store.ctx_meta_put_batch(&fresh)?;
+            let entries: Vec<(String, CtxMeta)> =
+                fresh.iter().map(|(k, m)| (k.clone(), m.clone())).collect();
+            store.ctx_meta_put_batch(&entries)?;
         }
         Ok(())
     }
@@ -115,34 +118,54 @@ impl HashCache {
         self.fresh.lock().expect("fresh hashes").len()
     }
 
-    fn file_hash(&self, path: &Path, meta: &std::fs::Metadata) -> Result<[u8; 32]> {
-        use std::os::unix::fs::MetadataExt;
+    /// The content hash of a context file this build has already hashed or
+    /// found unchanged, without reading it; `None` when it is not known for
+    /// the file's current stat data. COPY uses it to tell which files of the
+    /// previous snapshot of its step it can reuse.
+    pub fn known_hash(&self, path: &Path, meta: &std::fs::Metadata) -> Option<[u8; 32]> {
         let key = self.key(path);
-        let stat = |blake3: String| CtxMeta {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.len(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
-            blake3,
+        let now = stat_of(meta, String::new());
+        let same = |k: &CtxMeta| {
+            k.dev == now.dev
+                && k.ino == now.ino
+                && k.size == now.size
+                && k.mtime_ns == now.mtime_ns
+                && k.ctime_ns == now.ctime_ns
         };
-        let now = stat(String::new());
-        if let Some(k) = self.known.get(&key)
-            && k.dev == now.dev
-            && k.ino == now.ino
-            && k.size == now.size
-            && k.mtime_ns == now.mtime_ns
-            && k.ctime_ns == now.ctime_ns
-            && let Ok(bytes) = hex_32(&k.blake3)
-        {
-            return Ok(bytes);
+        if let Some(k) = self.known.get(&key).filter(|k| same(k)) {
+            return hex_32(&k.blake3).ok();
+        }
+        let fresh = self.fresh.lock().expect("fresh hashes");
+        fresh
+            .get(&key)
+            .filter(|m| same(m))
+            .and_then(|m| hex_32(&m.blake3).ok())
+    }
+
+    fn file_hash(&self, path: &Path, meta: &std::fs::Metadata) -> Result<[u8; 32]> {
+        if let Some(known) = self.known_hash(path, meta) {
+            return Ok(known);
         }
         let digest = hash_file(path)?;
+        let stat = stat_of(meta, blake3::Hash::from(digest).to_hex().to_string());
         self.fresh
             .lock()
             .expect("fresh hashes")
-            .push((key, stat(blake3::Hash::from(digest).to_hex().to_string())));
+            .insert(self.key(path), stat);
         Ok(digest)
+    }
+}
+
+/// A context file's stat data as the hash cache compares it.
+fn stat_of(meta: &std::fs::Metadata, blake3: String) -> CtxMeta {
+    use std::os::unix::fs::MetadataExt;
+    CtxMeta {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        size: meta.len(),
+        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        blake3,
     }
 }
 

@@ -426,3 +426,183 @@ fn layers_are_compressed_only_when_an_export_needs_them() {
     store.gc(&lock).unwrap();
     assert_eq!(gzip_blobs(&root), Vec::<String>::new());
 }
+
+/// The `CopyingFiles` lines of a build, in order: (copied, linked).
+fn copies(built: &Built) -> Vec<(usize, usize)> {
+    built
+        .internal
+        .iter()
+        .filter_map(|w| match w {
+            InternalWork::CopyingFiles { copied, linked } => Some((*copied, *linked)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The snapshot directories of an image's layers, bottom first.
+fn snapshots(store: &Store, root: &Path, image: &strata_oci::Digest) -> Vec<std::path::PathBuf> {
+    let (record, _) = store
+        .images()
+        .unwrap()
+        .into_iter()
+        .find(|(i, _)| i.id == *image)
+        .expect("the image is in the store");
+    record
+        .layers
+        .iter()
+        .map(|l| root.join("snapshots").join(l.diff_id.hex()))
+        .collect()
+}
+
+/// (device, inode, link count) of a path.
+fn inode(p: &Path) -> (u64, u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (m.dev(), m.ino(), m.nlink())
+}
+
+/// Asserts that `files` are one inode in both snapshots (now with several
+/// links) and that `changed` is a new file, the old one keeping its bytes.
+fn assert_linked(old: &Path, new: &Path, files: &[&str], changed: &str, was: &str, is: &str) {
+    for f in files {
+        let (o, n) = (inode(&old.join(f)), inode(&new.join(f)));
+        assert_eq!((o.0, o.1), (n.0, n.1), "{f} is one inode in both snapshots");
+        assert!(n.2 >= 2, "{f} has {} links", n.2);
+    }
+    assert_ne!(inode(&old.join(changed)).1, inode(&new.join(changed)).1);
+    assert_eq!(
+        inode(&new.join(changed)).2,
+        1,
+        "{changed} is a file of its own"
+    );
+    assert_eq!(std::fs::read_to_string(old.join(changed)).unwrap(), was);
+    assert_eq!(std::fs::read_to_string(new.join(changed)).unwrap(), is);
+}
+
+/// After one context file changes, a COPY reads only that file (to hash it
+/// and to copy it) and hard-links every other file from the previous
+/// snapshot of the same step (same instruction and parent), `--chmod`
+/// included; the old snapshot keeps its bytes; and the image is the one a
+/// build with no cache, in this store or a new one, makes of the context.
+#[test]
+fn a_one_file_change_rereads_only_that_file_and_links_the_rest() {
+    if !strata_testutil::require_root("a_one_file_change_rereads_only_that_file_and_links_the_rest")
+    {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    for i in 0..12 {
+        write(
+            &ctx.join(format!("d{}/f{i}", i % 3)),
+            &format!("file {i}\n"),
+            0o644,
+        );
+    }
+    write(&ctx.join("d1/secret"), "s\n", 0o600);
+    std::os::unix::fs::symlink("d0/f0", ctx.join("link")).unwrap();
+    std::fs::create_dir_all(ctx.join("empty")).unwrap();
+    let root = tmp.path().join("root");
+    let store = Store::open(&root).unwrap();
+    let df = "FROM scratch\nCOPY --chmod=640 d1 /d1/\nCOPY . /app/\n";
+    let opts = options(&ctx, df);
+
+    let first = build(&store, &opts);
+    // 5 files under d1, 13 in the context; nothing to link from yet.
+    assert_eq!(
+        copies(&first),
+        vec![(5, 0), (13, 0)],
+        "{:?}",
+        first.internal
+    );
+    // d1's files are read once, although both steps copy them.
+    assert_eq!(first.context_files_hashed(), 13);
+    let one = snapshots(&store, &root, &first.result.image_id);
+
+    // A file only `COPY .` copies; same size and mode, new content.
+    write(&ctx.join("d0/f3"), "file 8\n", 0o644);
+    let second = build(&store, &opts);
+    assert_eq!(second.result.layers_built, 1);
+    assert_eq!(second.context_files_hashed(), 1, "{:?}", second.internal);
+    assert_eq!(copies(&second), vec![(1, 12)], "{:?}", second.internal);
+    let two = snapshots(&store, &root, &second.result.image_id);
+    assert_eq!(one[0], two[0]);
+    let app = ["app/d0/f0", "app/d1/f4", "app/d1/secret", "app/d2/f11"];
+    assert_linked(&one[1], &two[1], &app, "app/d0/f3", "file 3\n", "file 8\n");
+
+    // A file of d1: the `--chmod` step links the rest of d1; the step after
+    // it has a new parent, so it has no previous snapshot and copies all.
+    write(&ctx.join("d1/f4"), "file 9\n", 0o644);
+    let third = build(&store, &opts);
+    assert_eq!(third.context_files_hashed(), 1, "{:?}", third.internal);
+    assert_eq!(
+        copies(&third),
+        vec![(1, 4), (13, 0)],
+        "{:?}",
+        third.internal
+    );
+    let three = snapshots(&store, &root, &third.result.image_id);
+    let d1 = ["d1/f1", "d1/f7", "d1/secret"];
+    assert_linked(&two[0], &three[0], &d1, "d1/f4", "file 4\n", "file 9\n");
+
+    // The same context without the cache, in this store (nothing linked)
+    // and in a new one: the same image, so the same layer bytes.
+    let no_cache = BuildOptions {
+        no_cache: true,
+        ..opts.clone()
+    };
+    let fresh = build(&store, &no_cache);
+    assert_eq!(
+        copies(&fresh),
+        vec![(5, 0), (13, 0)],
+        "{:?}",
+        fresh.internal
+    );
+    assert_eq!(fresh.result.image_id, third.result.image_id);
+    let other = Store::open(&tmp.path().join("other")).unwrap();
+    assert_eq!(build(&other, &opts).result.image_id, third.result.image_id);
+    // The second image, built anew from its context in a new store.
+    write(&ctx.join("d1/f4"), "file 4\n", 0o644);
+    let other = Store::open(&tmp.path().join("third")).unwrap();
+    assert_eq!(build(&other, &opts).result.image_id, second.result.image_id);
+}
+
+/// A later source of the same COPY landing on a file linked from the
+/// previous snapshot replaces the link: the snapshot's file keeps its
+/// bytes, and the new file is one of its own.
+#[test]
+fn a_later_source_over_a_linked_file_never_writes_into_the_snapshot() {
+    if !strata_testutil::require_root(
+        "a_later_source_over_a_linked_file_never_writes_into_the_snapshot",
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    // Twins at first: b's copy lands on a's, and the snapshot holds it.
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(500);
+    for d in ["a", "b"] {
+        write(&ctx.join(format!("{d}/same")), "twin\n", 0o644);
+        let f = std::fs::File::open(ctx.join(format!("{d}/same"))).unwrap();
+        f.set_times(std::fs::FileTimes::new().set_modified(when))
+            .unwrap();
+    }
+    let root = tmp.path().join("root");
+    let store = Store::open(&root).unwrap();
+    let opts = options(&ctx, "FROM scratch\nCOPY a/ b/ /m/\n");
+    let first = build(&store, &opts);
+    let old = snapshots(&store, &root, &first.result.image_id)[0].join("m/same");
+
+    // a/same still matches the snapshot's file and is linked; b/same, now
+    // different, is copied over the link.
+    write(&ctx.join("b/same"), "new!\n", 0o644);
+    let second = build(&store, &opts);
+    assert_eq!(copies(&second), vec![(1, 1)], "{:?}", second.internal);
+    let new = snapshots(&store, &root, &second.result.image_id)[0].join("m/same");
+    assert_eq!(std::fs::read_to_string(&old).unwrap(), "twin\n");
+    assert_eq!(std::fs::read_to_string(&new).unwrap(), "new!\n");
+    assert_eq!(inode(&old).2, 1);
+    assert_eq!(inode(&new).2, 1);
+    let other = Store::open(&tmp.path().join("other")).unwrap();
+    assert_eq!(build(&other, &opts).result.image_id, second.result.image_id);
+}

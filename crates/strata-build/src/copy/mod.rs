@@ -9,6 +9,7 @@ mod request;
 mod chmod;
 mod chown;
 mod owners;
+mod reuse;
 mod select;
 mod stage_tree;
 mod tree;
@@ -79,7 +80,7 @@ impl Solver<'_> {
         let inline_dir = std::path::absolute(scratch.path().join("inline"))
             .map_err(io("resolving the scratch dir"))?;
         let mut sources = self.copy_sources(ins, &req, tree.as_deref(), &lookup, &inline_dir)?;
-        let key = self.copy_key(&req, state, &sources, tree.as_deref())?;
+        let (key, identity) = self.copy_key(&req, state, &sources, tree.as_deref())?;
         let history = copy_history(&req);
         let _once = crate::solver::once::claim(&key);
         if self.cache_hit(&key, state)? {
@@ -90,8 +91,14 @@ impl Solver<'_> {
         }
         let layer_root = scratch.path().join("root");
         fs::create_dir_all(&layer_root).map_err(io("creating a layer dir"))?;
-        self.copy_into_layer(ins, &req, state, &sources, &layer_root)?;
+        let started = std::time::Instant::now();
+        // COPY from the context only: ADD may unpack an archive over a
+        // linked file, and `--from` sources have no context hashes.
+        let reusable = (!req.is_add && req.from.is_none()).then_some(identity.as_str());
+        let files = self.previous_copies(reusable, state, &layer_root)?;
+        self.copy_into_layer(ins, &req, state, &sources, &layer_root, &files)?;
         owners::apply_pending(&layer_root)?;
+        self.report_copies(&files, started);
         let changes = strata_oci::layer::changes_for_tree(&layer_root)
             .map_err(context("listing the layer"))?;
         let layer = if changes.is_empty() {
@@ -104,6 +111,9 @@ impl Solver<'_> {
         // now and extracted again then.
         if let Some(l) = &layer {
             self.adopt_snapshot(l, &layer_root)?;
+            if let Some(id) = reusable {
+                reuse::record_layer(self.store, id, &l.diff_id)?;
+            }
         }
         self.finish_step(&key, layer, state, history)?;
         Ok(false)
@@ -294,14 +304,15 @@ impl Solver<'_> {
     }
 
     /// The step's cache key: parent (none with `--link`), instruction,
-    /// flags, destination, and the sources' contents.
+    /// flags, destination, and the sources' contents; and its identity
+    /// across builds, the same without the contents.
     fn copy_key(
         &self,
         req: &CopyRequest,
         state: &State,
         sources: &[Source],
         tree: Option<&MergedTree>,
-    ) -> Result<String> {
+    ) -> Result<(String, String)> {
         let started = std::time::Instant::now();
         let hashed_before = self.context_files.hash_cache.fresh_count();
         let mut h = blake3::Hasher::new();
@@ -343,6 +354,8 @@ impl Solver<'_> {
             "{:?} {:?} {:?} {} {:?} {}",
             req.chown, req.chmod, req.from, req.link, req.excludes, req.parents
         );
+        // The step across builds, whatever its sources hold (`reuse`).
+        let identity = reuse::step_identity(&state.key, &flags, &req.dest_abs, &req.source_words);
         let parent_key = if req.layer_without_image() {
             ""
         } else {
@@ -356,11 +369,12 @@ impl Solver<'_> {
             req.source_words.join("\0").as_bytes(),
             h.finalize().as_bytes(),
         ]);
-        Ok(if req.layer_without_image() {
+        let key = if req.layer_without_image() {
             key_of(&[state.key.as_bytes(), key.as_bytes()])
         } else {
             key
-        })
+        };
+        Ok((key, identity))
     }
 
     /// Builds the step's layer directory: each source copied to where the
@@ -373,6 +387,7 @@ impl Solver<'_> {
         state: &State,
         sources: &[Source],
         layer_root: &Path,
+        files: &reuse::FileCopies<'_>,
     ) -> Result<()> {
         let (uid, gid) = match &req.chown {
             Some(c) => self.resolve_chown(c, state, ins)?,
@@ -408,6 +423,7 @@ impl Solver<'_> {
                 exclude: req.exclude.as_ref(),
                 owner: if keep_owner { None } else { Some((uid, gid)) },
                 chmod: chmod.as_ref(),
+                files,
             },
         };
         for s in sources {
@@ -606,6 +622,7 @@ pub(crate) fn copy_named_dir(
         exclude: None,
         owner: Some((0, 0)),
         chmod: None,
+        files: &reuse::FileCopies::counting(),
     };
     copy_tree(dir, layer_root, "", "", rules, true)?;
     owners::apply_pending(layer_root)

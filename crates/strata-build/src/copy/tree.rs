@@ -5,10 +5,12 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use super::chmod::Chmod;
+use super::reuse::{FileCopies, break_link, unshare};
 use crate::context;
 use crate::error::{BuildError, Result, io};
 
 pub(super) fn set_mtime(p: &Path, secs: i64) -> Result<()> {
+    unshare(p)?;
     let t = filetime_from(secs);
     let f = fs::File::options().read(true).open(p);
     match f {
@@ -40,6 +42,9 @@ pub(super) struct TreeRules<'a> {
     pub(super) exclude: Option<&'a context::Ignore>,
     pub(super) owner: Option<(u32, u32)>,
     pub(super) chmod: Option<&'a Chmod>,
+    /// Counts the files copied, and links unchanged ones from the step's
+    /// previous snapshot when it has one.
+    pub(super) files: &'a FileCopies<'a>,
 }
 
 /// Copies `src` (file, symlink or directory) to `dst`. For a directory with
@@ -59,6 +64,7 @@ pub(super) fn copy_tree(
         exclude,
         owner,
         chmod,
+        files,
     } = rules;
     let meta = fs::symlink_metadata(src).map_err(io(format!("reading {}", src.display())))?;
     let ft = meta.file_type();
@@ -126,7 +132,13 @@ pub(super) fn copy_tree(
                 dst.display()
             )));
         }
+        if files.try_link(src, dst, &meta, (uid, gid), mode_of(&meta, chmod)) {
+            return Ok(());
+        }
+        // Never write through a link into a snapshot.
+        break_link(dst)?;
         copy_file(src, dst, &meta).map_err(io(format!("copying {}", src.display())))?;
+        files.count_copy();
         finish_meta(dst, &meta, uid, gid, chmod)?;
     }
     Ok(())
@@ -151,12 +163,18 @@ pub(super) fn finish_meta(
     gid: u32,
     chmod: Option<&Chmod>,
 ) -> Result<()> {
-    let mode = match chmod {
-        Some(c) => c.apply(meta.mode() & 0o7777, meta.is_dir()),
-        None => meta.mode() & 0o7777,
-    };
+    unshare(dst)?;
+    let mode = mode_of(meta, chmod);
     super::owners::set_owner(dst, uid, gid, Some(mode))?;
     fs::set_permissions(dst, fs::Permissions::from_mode(mode))
         .map_err(io(format!("chmod {}", dst.display())))?;
     set_mtime(dst, meta.mtime())
+}
+
+/// The permission bits a copy of a file or directory with `meta` gets.
+fn mode_of(meta: &fs::Metadata, chmod: Option<&Chmod>) -> u32 {
+    match chmod {
+        Some(c) => c.apply(meta.mode() & 0o7777, meta.is_dir()),
+        None => meta.mode() & 0o7777,
+    }
 }
