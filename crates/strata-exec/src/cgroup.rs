@@ -39,6 +39,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::cgroup_parent::{CgroupParent, cgroup2_root};
 use crate::devices::{DEFAULT_RULES, Insn, program};
 use crate::error::ExecError;
 
@@ -105,7 +106,7 @@ fn probe() -> Result<PathBuf, String> {
 
 /// An error and its causes on one line (the probe's reason is shown as
 /// words, not rendered as a chain by the CLI).
-fn with_causes(e: &dyn std::error::Error) -> String {
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
@@ -167,7 +168,7 @@ fn pid_namespace() -> String {
 /// Removes the cgroups under `parent` whose owner (the pid their name
 /// starts with, in this PID namespace) is gone, ending what is left in
 /// them first. Another namespace's are left to strata processes there.
-fn sweep_stale(parent: &Path) {
+pub(crate) fn sweep_stale(parent: &Path) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
@@ -222,20 +223,28 @@ pub(crate) struct StepCgroup {
 
 impl StepCgroup {
     /// The cgroup for the step whose state directory is `state`, named
-    /// after it (`step-XXXXXX`, unique in the scratch directory), or `None`
-    /// where steps get no cgroup (see [`support`]).
-    pub(crate) fn for_step(state: &Path) -> Result<Option<StepCgroup>, ExecError> {
+    /// after it (`step-XXXXXX`, unique in the scratch directory), under
+    /// `under` (`--cgroup-parent`) or strata's own directory; `None` where
+    /// steps get no cgroup (see [`support`]), an error if `under` was asked.
+    pub(crate) fn for_step(
+        state: &Path,
+        under: Option<&CgroupParent>,
+    ) -> Result<Option<StepCgroup>, ExecError> {
         let name = state
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "step".into());
-        match support() {
-            Support::Filter { parent } => Self::create_in(parent, &name).map(Some),
-            Support::Unavailable(_) => Ok(None),
+        match (support(), under) {
+            (Support::Filter { parent }, None) => Self::create_in(parent, &name).map(Some),
+            (Support::Filter { parent }, Some(p)) => {
+                Self::create_in(&p.directory(cgroup2_root(parent))?, &name).map(Some)
+            }
+            (Support::Unavailable(why), Some(p)) => Err(ExecError::Setup(p.unavailable(why))),
+            (Support::Unavailable(_), None) => Ok(None),
         }
     }
 
-    fn create_in(parent: &Path, step: &str) -> Result<StepCgroup, ExecError> {
+    pub(crate) fn create_in(parent: &Path, step: &str) -> Result<StepCgroup, ExecError> {
         let path = parent.join(format!("{}-{}-{step}", std::process::id(), pid_namespace()));
         std::fs::create_dir(&path).map_err(|source| ExecError::Io {
             path: path.clone(),
@@ -582,7 +591,7 @@ mod tests {
             nix::sys::stat::Mode::from_bits_truncate(0o600),
             nix::sys::stat::makedev(1, 11),
         );
-        let cg = StepCgroup::for_step(Path::new("/scratch/step-devtest"))
+        let cg = StepCgroup::for_step(Path::new("/scratch/step-devtest"), None)
             .expect("cgroup")
             .expect("supported");
         let mut checked = Vec::new();
@@ -629,7 +638,7 @@ mod tests {
         let Some(_) = filtered("finish_kills_what_the_step_left_running") else {
             return;
         };
-        let cg = StepCgroup::for_step(Path::new("/scratch/step-killtest"))
+        let cg = StepCgroup::for_step(Path::new("/scratch/step-killtest"), None)
             .expect("cgroup")
             .expect("supported");
         let (ok, err) = sh("setsid sleep 1000 >/dev/null 2>&1 < /dev/null &", Some(&cg));
@@ -689,7 +698,7 @@ mod tests {
         let foreign = parent.join(format!("{dead}-ns1-step-foreign"));
         let _ = std::fs::create_dir(&foreign);
         let _ = std::fs::create_dir(&stale);
-        let live = StepCgroup::for_step(Path::new("/scratch/step-live"))
+        let live = StepCgroup::for_step(Path::new("/scratch/step-live"), None)
             .expect("cgroup")
             .expect("supported");
         sweep_stale(parent);

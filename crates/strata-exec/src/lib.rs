@@ -28,6 +28,7 @@ mod extract;
 mod flatten;
 // The parent side.
 pub mod cgroup;
+pub mod cgroup_parent;
 mod chroot;
 mod chroot_mounts;
 mod diff;
@@ -48,6 +49,7 @@ mod helper;
 mod seccomp;
 
 pub use diff::Upper;
+pub use cgroup_parent::CgroupParent;
 pub use error::{ExecError, UnpackError};
 pub use isolation::Isolation;
 pub use launch::set_helper_exe;

@@ -6,6 +6,7 @@ pub mod bake;
 pub mod build;
 mod build_context;
 mod build_flags;
+mod cgroup_parent_flag;
 mod check;
 pub mod container;
 pub mod debug;
