@@ -179,7 +179,10 @@ fn escapes_and_systemd_slices_are_refused() {
             "ci.slice",
             "--cgroup-parent \"ci.slice\": systemd slice syntax (the systemd cgroup driver's) is not supported",
         ),
-        ("/", "--cgroup-parent \"/\": names the root of the cgroup hierarchy"),
+        (
+            "/",
+            "--cgroup-parent \"/\": names the root of the cgroup hierarchy",
+        ),
     ] {
         let o = f.build("auto", parent);
         let err = text(&o.stderr);
@@ -212,7 +215,14 @@ fn refused_where_steps_get_no_cgroup() {
     std::fs::set_permissions(f.root.parent().expect("a parent"), perms_755()).expect("chmod");
     std::fs::set_permissions(&f.ctx, perms_755()).expect("chmod");
     let o = Command::new("runuser")
-        .args(["-u", &user, "--", "env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
+        .args([
+            "-u",
+            &user,
+            "--",
+            "env",
+            "-i",
+            "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+        ])
         .arg(format!("STRATA_ROOT={}", home.join("store").display()))
         .arg(format!("HOME={}", home.display()))
         .arg(strata())

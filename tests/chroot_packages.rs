@@ -233,7 +233,14 @@ fn npm_installs_a_package_under_chroot() {
     let out = tmp.path().join("out");
     let registry_arg = format!("REGISTRY={registry}");
     let mut flags = vec!["--build-arg".to_owned(), registry_arg];
-    for proxy in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"] {
+    for proxy in [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
         if let Ok(v) = std::env::var(proxy) {
             flags.push("--build-arg".into());
             flags.push(format!("{proxy}={v}"));

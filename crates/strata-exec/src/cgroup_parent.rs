@@ -91,9 +91,12 @@ pub fn check(parent: &CgroupParent) -> Result<PathBuf, String> {
         Support::Unavailable(why) => return Err(parent.unavailable(why)),
     };
     let mount = cgroup2_root(default_parent);
-    let dir = parent
-        .directory(mount)
-        .map_err(|e| format!("--cgroup-parent {parent}: {}", crate::cgroup::with_causes(&e)))?;
+    let dir = parent.directory(mount).map_err(|e| {
+        format!(
+            "--cgroup-parent {parent}: {}",
+            crate::cgroup::with_causes(&e)
+        )
+    })?;
     crate::cgroup::sweep_stale(&dir);
     let probe = crate::cgroup::StepCgroup::create_in(&dir, "probe").map_err(|e| {
         format!(

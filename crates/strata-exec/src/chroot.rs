@@ -224,8 +224,7 @@ fn run_chrooted(
     .map_err(ExecError::Encode)?;
     // The step joins its cgroup between fork and exec; whatever it leaves
     // there (also what left its process group) is killed with it.
-    let cgroup =
-        crate::cgroup::StepCgroup::for_step(root.parent().unwrap_or(root), cgroup_parent)?;
+    let cgroup = crate::cgroup::StepCgroup::for_step(root.parent().unwrap_or(root), cgroup_parent)?;
     let step_stdin = spec.stdin.take();
     let mut cmd = chroot_command(
         step_stdin.as_ref().map(AsRawFd::as_raw_fd),

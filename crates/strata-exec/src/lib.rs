@@ -48,8 +48,8 @@ mod chroot_step;
 mod helper;
 mod seccomp;
 
-pub use diff::Upper;
 pub use cgroup_parent::CgroupParent;
+pub use diff::Upper;
 pub use error::{ExecError, UnpackError};
 pub use isolation::Isolation;
 pub use launch::set_helper_exe;
