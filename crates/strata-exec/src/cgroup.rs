@@ -3,7 +3,8 @@
 //! and how every process of the step is found and killed, on every path,
 //! before it is removed.
 //!
-//! Where: `<cgroup2 mount>/strata/<strata's pid>-ns<its PID namespace>-<step>`,
+//! Where: `<cgroup2 mount>/strata/<strata's pid>-ns<its PID namespace>-<step>`
+//! (`<cgroup2 mount>/P/...` under `--cgroup-parent P`: [`crate::cgroup_parent`]),
 //! the cgroup2 mount
 //! read from `/proc/self/mountinfo` (the whole tree on a pure-v2 host,
 //! `/sys/fs/cgroup/unified` on a hybrid one). The device filter is an eBPF
@@ -84,6 +85,42 @@ pub fn support() -> &'static Support {
     })
 }
 
+/// Checks, before a build starts, that steps can get cgroups under
+/// `parent`: makes `<cgroup2 mount>/P`, makes and removes a probe cgroup in
+/// it (with the device filter, as a step's), and removes cgroups that dead
+/// strata processes left there. Returns the directory.
+pub fn check_parent(parent: &CgroupParent) -> Result<PathBuf, String> {
+    let default_parent = match support() {
+        Support::Filter { parent } => parent,
+        Support::Unavailable(why) => return Err(parent.unavailable(why)),
+    };
+    let mount = cgroup2_root(default_parent);
+    let dir = parent
+        .directory(mount)
+        .map_err(|e| format!("--cgroup-parent {parent}: {}", with_causes(&e)))?;
+    sweep_stale(&dir);
+    let probe = StepCgroup::create_in(&dir, "probe").map_err(|e| {
+        format!(
+            "--cgroup-parent {parent}: cannot make a step cgroup in {}: {}",
+            dir.display(),
+            with_causes(&e)
+        )
+    })?;
+    probe.finish();
+    Ok(dir)
+}
+
+/// `<mount>/P`, made (with its parents) when missing, as runc makes a
+/// container's parents.
+fn make_parent(parent: &CgroupParent, mount: &Path) -> Result<PathBuf, ExecError> {
+    let dir = parent.under(mount);
+    std::fs::create_dir_all(&dir).map_err(|source| ExecError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    Ok(dir)
+}
+
 /// Can this process make a filtered cgroup: makes one, attaches the
 /// program and removes it again.
 fn probe() -> Result<PathBuf, String> {
@@ -106,7 +143,7 @@ fn probe() -> Result<PathBuf, String> {
 
 /// An error and its causes on one line (the probe's reason is shown as
 /// words, not rendered as a chain by the CLI).
-pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
+fn with_causes(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
@@ -168,7 +205,7 @@ fn pid_namespace() -> String {
 /// Removes the cgroups under `parent` whose owner (the pid their name
 /// starts with, in this PID namespace) is gone, ending what is left in
 /// them first. Another namespace's are left to strata processes there.
-pub(crate) fn sweep_stale(parent: &Path) {
+fn sweep_stale(parent: &Path) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
@@ -237,14 +274,14 @@ impl StepCgroup {
         match (support(), under) {
             (Support::Filter { parent }, None) => Self::create_in(parent, &name).map(Some),
             (Support::Filter { parent }, Some(p)) => {
-                Self::create_in(&p.directory(cgroup2_root(parent))?, &name).map(Some)
+                Self::create_in(&make_parent(p, cgroup2_root(parent))?, &name).map(Some)
             }
             (Support::Unavailable(why), Some(p)) => Err(ExecError::Setup(p.unavailable(why))),
             (Support::Unavailable(_), None) => Ok(None),
         }
     }
 
-    pub(crate) fn create_in(parent: &Path, step: &str) -> Result<StepCgroup, ExecError> {
+    fn create_in(parent: &Path, step: &str) -> Result<StepCgroup, ExecError> {
         let path = parent.join(format!("{}-{}-{step}", std::process::id(), pid_namespace()));
         std::fs::create_dir(&path).map_err(|source| ExecError::Io {
             path: path.clone(),

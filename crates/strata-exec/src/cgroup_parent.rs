@@ -14,12 +14,10 @@
 //!
 //! Where steps get no cgroup at all ([`crate::cgroup::Support::Unavailable`]:
 //! rootless, a read-only cgroupfs, no cgroup2 mount) the flag is refused,
-//! never ignored.
+//! never ignored ([`crate::cgroup::check_parent`], before a build starts).
+//! A leaf: rules and paths; [`crate::cgroup`] makes the cgroups.
 
 use std::path::{Path, PathBuf};
-
-use crate::cgroup::{Support, support};
-use crate::error::ExecError;
 
 /// A validated `--cgroup-parent`: relative, normalised (no empty, `.` or
 /// `..` components), not a systemd slice.
@@ -63,14 +61,9 @@ impl std::fmt::Display for CgroupParent {
 }
 
 impl CgroupParent {
-    /// `<mount>/P`, made (with its parents) when missing.
-    pub(crate) fn directory(&self, mount: &Path) -> Result<PathBuf, ExecError> {
-        let dir = mount.join(&self.0);
-        std::fs::create_dir_all(&dir).map_err(|source| ExecError::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        Ok(dir)
+    /// `<mount>/P`.
+    pub(crate) fn under(&self, mount: &Path) -> PathBuf {
+        mount.join(&self.0)
     }
 
     /// The refusal where no step cgroup can be made, with why.
@@ -79,34 +72,6 @@ impl CgroupParent {
             "--cgroup-parent {self}: RUN steps get no cgroup here ({why}); run strata as root with a writable cgroup2 filesystem, or leave the flag out"
         )
     }
-}
-
-/// Checks, before a build starts, that steps can get cgroups under
-/// `parent`: makes `<cgroup2 mount>/P`, makes and removes a probe cgroup in
-/// it (with the device filter, as a step's), and removes cgroups that dead
-/// strata processes left there. Returns the directory.
-pub fn check(parent: &CgroupParent) -> Result<PathBuf, String> {
-    let default_parent = match support() {
-        Support::Filter { parent } => parent,
-        Support::Unavailable(why) => return Err(parent.unavailable(why)),
-    };
-    let mount = cgroup2_root(default_parent);
-    let dir = parent.directory(mount).map_err(|e| {
-        format!(
-            "--cgroup-parent {parent}: {}",
-            crate::cgroup::with_causes(&e)
-        )
-    })?;
-    crate::cgroup::sweep_stale(&dir);
-    let probe = crate::cgroup::StepCgroup::create_in(&dir, "probe").map_err(|e| {
-        format!(
-            "--cgroup-parent {parent}: cannot make a step cgroup in {}: {}",
-            dir.display(),
-            crate::cgroup::with_causes(&e)
-        )
-    })?;
-    probe.finish();
-    Ok(dir)
 }
 
 /// The cgroup2 mount, from the default parent (`<mount>/strata`).

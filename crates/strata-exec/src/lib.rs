@@ -17,6 +17,7 @@
 //! [`cgroup::support`] whether steps get a cgroup with a device filter.
 
 // Leaves: rules and types, no processes, no writes.
+pub mod cgroup_parent;
 mod devices;
 mod error;
 mod overlay;
@@ -28,7 +29,6 @@ mod extract;
 mod flatten;
 // The parent side.
 pub mod cgroup;
-pub mod cgroup_parent;
 mod chroot;
 mod chroot_mounts;
 mod diff;

@@ -29,7 +29,7 @@ impl CgroupParentFlag {
 /// (rootless, read-only cgroupfs, no cgroup2), before anything runs.
 pub(crate) fn check(parent: Option<&strata_exec::CgroupParent>) -> Result<(), UsageError> {
     match parent {
-        Some(p) => strata_exec::cgroup_parent::check(p)
+        Some(p) => strata_exec::cgroup::check_parent(p)
             .map(|_| ())
             .map_err(UsageError),
         None => Ok(()),
