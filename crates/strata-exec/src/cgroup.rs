@@ -95,8 +95,7 @@ pub fn check_parent(parent: &CgroupParent) -> Result<PathBuf, String> {
         Support::Unavailable(why) => return Err(parent.unavailable(why)),
     };
     let mount = cgroup2_root(default_parent);
-    let dir = parent
-        .directory(mount)
+    let dir = make_parent(parent, mount)
         .map_err(|e| format!("--cgroup-parent {parent}: {}", with_causes(&e)))?;
     sweep_stale(&dir);
     let probe = StepCgroup::create_in(&dir, "probe").map_err(|e| {
