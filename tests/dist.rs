@@ -559,3 +559,84 @@ fn dist_binary_builds_in_an_unprivileged_container() {
         assert!(err.contains(missing), "no {missing:?} in:\n{err}");
     }
 }
+
+/// `apt-get install` in an unprivileged container (Docker's defaults, as
+/// above): `auto` picks chroot, apt drops to its `_apt` user there, and the
+/// package lands in the image (tests/chroot_packages.rs has the same on the
+/// host; docs/ci.md says what apt needs under chroot).
+#[test]
+fn dist_binary_runs_apt_get_in_an_unprivileged_container() {
+    const T: &str = "dist_binary_runs_apt_get_in_an_unprivileged_container";
+    let Some(context) = dist_context(T) else {
+        return;
+    };
+    let Some(host) = strata_testutil::docker_host(T) else {
+        return;
+    };
+    let Some(busybox) = strata_testutil::busybox_tar(T) else {
+        return;
+    };
+    let Some(debian) = strata_testutil::debian_tar(T) else {
+        return;
+    };
+    const APT_RUNNER: &str = "strata-dist/runner:apt";
+    assert_ok(
+        "docker import of the runner",
+        &docker(
+            &host,
+            &["import", busybox.to_str().expect("utf-8 path"), APT_RUNNER],
+        ),
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir(&ctx).expect("mkdir ctx");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM strata-test/debian:bookworm AS pkg\n\
+         RUN apt-get update -qq \
+          && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends hello \
+          && hello\n\
+         FROM scratch\n\
+         COPY --from=pkg /usr/bin/hello /out/\n",
+    )
+    .expect("Dockerfile");
+    let dist = context.join("strata");
+    let dist = dist.parent().expect("dist dir");
+    let mut args = vec![
+        "run".to_string(),
+        "--rm".into(),
+        "--network".into(),
+        "host".into(),
+    ];
+    for (from, to) in [
+        (dist, "/dist:ro"),
+        (&ctx, "/ctx:ro"),
+        (debian.as_path(), "/debian.tar:ro"),
+    ] {
+        args.push("-v".into());
+        args.push(format!("{}:{to}", from.display()));
+    }
+    args.extend(
+        [
+            APT_RUNNER,
+            "sh",
+            "-c",
+            "/dist/strata import /debian.tar strata-test/debian:bookworm >/dev/null \
+             && /dist/strata build --progress plain -o type=local,dest=/o /ctx \
+             && test -x /o/out/hello && echo hello is in the image",
+        ]
+        .map(String::from),
+    );
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = docker(&host, &refs);
+    let _ = docker(&host, &["rmi", APT_RUNNER]);
+    assert_ok("apt-get in an unprivileged container", &o);
+    let err = stderr(&o);
+    assert!(err.contains("isolation: chroot ("), "{err}");
+    assert!(err.lines().any(|l| l.ends_with(" Hello, world!")), "{err}");
+    assert!(
+        stdout(&o).lines().any(|l| l == "hello is in the image"),
+        "{}",
+        stdout(&o)
+    );
+}

@@ -339,7 +339,7 @@ new Worker('require("worker_threads").parentPort.postMessage(6 * 7)', { eval: tr
 /// there is one) and a worker thread. No `.pyc` files are kept: CPython's
 /// are not reproducible (marshal's output depends on reference counts,
 /// bpo-34033), so two namespaces builds differ in them, as reproducible
-/// Python images find. (No npm: see .ci/testenv's debian_runtimes_fixture.)
+/// Python images find. (npm, from its registry: tests/chroot_packages.rs.)
 const RUNTIMES_DOCKERFILE: &str = r#"FROM strata-test/debian:runtimes
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 COPY wheel /src/wheel

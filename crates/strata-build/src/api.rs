@@ -52,6 +52,9 @@ pub struct BuildOptions {
     pub shm_size: Option<u64>,
     /// `--ulimit`: resource limits of RUN steps' processes (in their keys).
     pub ulimits: Vec<strata_exec::Ulimit>,
+    /// `--cgroup-parent`: RUN steps' cgroups are made under this one (in
+    /// their keys when set, as BuildKit's ExecOp `Meta.CgroupParent`).
+    pub cgroup_parent: Option<strata_exec::CgroupParent>,
     /// `--platform A,B`: build once per platform; empty means the host.
     pub platforms: Vec<strata_frontend::Platform>,
     /// Set from outside (Ctrl-C) to stop the build: running RUN steps are

@@ -83,6 +83,7 @@ fn options(ctx: &Path, dockerfile: &str) -> BuildOptions {
         named_contexts: BTreeMap::new(),
         attestations: Default::default(),
         ulimits: Vec::new(),
+        cgroup_parent: None,
     }
 }
 

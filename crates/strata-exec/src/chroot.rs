@@ -104,7 +104,10 @@ fn setup(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> ExecError {
 /// Runs one step chrooted into a copy of its lowers; see the module docs.
 /// The caller has checked the spec's command, working directory and mount
 /// targets.
-pub(crate) fn run(mut spec: RunSpec) -> Result<(ExitStatus, Upper), ExecError> {
+pub(crate) fn run(
+    mut spec: RunSpec,
+    cgroup_parent: Option<&crate::CgroupParent>,
+) -> Result<(ExitStatus, Upper), ExecError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(ExecError::Setup(format!(
             "--isolation chroot needs root with CAP_SYS_CHROOT; strata runs as uid {}",
@@ -172,7 +175,7 @@ pub(crate) fn run(mut spec: RunSpec) -> Result<(ExitStatus, Upper), ExecError> {
     };
     let status = provided
         .provide(&spec)
-        .and_then(|()| run_chrooted(&mut spec, &root));
+        .and_then(|()| run_chrooted(&mut spec, &root, cgroup_parent));
     // Whatever the step's exit, as a mount would have kept its writes.
     let mounts_back = match &status {
         Ok(_) => provided.mounts_back(),
@@ -189,7 +192,11 @@ pub(crate) fn run(mut spec: RunSpec) -> Result<(ExitStatus, Upper), ExecError> {
 }
 
 /// Starts the step process, streams its output, and waits for it.
-fn run_chrooted(spec: &mut RunSpec, root: &Path) -> Result<ExitStatus, ExecError> {
+fn run_chrooted(
+    spec: &mut RunSpec,
+    root: &Path,
+    cgroup_parent: Option<&crate::CgroupParent>,
+) -> Result<ExitStatus, ExecError> {
     let (err_r, err_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ExecError::HelperIo {
             what: "creating the error pipe",
@@ -217,7 +224,7 @@ fn run_chrooted(spec: &mut RunSpec, root: &Path) -> Result<ExitStatus, ExecError
     .map_err(ExecError::Encode)?;
     // The step joins its cgroup between fork and exec; whatever it leaves
     // there (also what left its process group) is killed with it.
-    let cgroup = crate::cgroup::StepCgroup::for_step(root.parent().unwrap_or(root))?;
+    let cgroup = crate::cgroup::StepCgroup::for_step(root.parent().unwrap_or(root), cgroup_parent)?;
     let step_stdin = spec.stdin.take();
     let mut cmd = chroot_command(
         step_stdin.as_ref().map(AsRawFd::as_raw_fd),

@@ -17,6 +17,7 @@
 //! [`cgroup::support`] whether steps get a cgroup with a device filter.
 
 // Leaves: rules and types, no processes, no writes.
+pub mod cgroup_parent;
 mod devices;
 mod error;
 mod overlay;
@@ -47,6 +48,7 @@ mod chroot_step;
 mod helper;
 mod seccomp;
 
+pub use cgroup_parent::CgroupParent;
 pub use diff::Upper;
 pub use error::{ExecError, UnpackError};
 pub use isolation::Isolation;

@@ -39,6 +39,9 @@ pub struct RunOptions {
     /// How the step is isolated; `Auto` is decided once per process (see
     /// [`crate::isolation::choose`]).
     pub isolation: Isolation,
+    /// `--cgroup-parent`: the step's cgroup is made under this one
+    /// (see [`crate::cgroup_parent`]); `None`: under strata's own.
+    pub cgroup_parent: Option<crate::CgroupParent>,
 }
 
 /// Runs one step; see [`RunSpec`].
@@ -106,7 +109,7 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
         explicit => explicit,
     };
     if isolation == Isolation::Chroot {
-        let (status, upper) = crate::chroot::run(spec)?;
+        let (status, upper) = crate::chroot::run(spec, opts.cgroup_parent.as_ref())?;
         return Ok(RunOutcome {
             status,
             upper,
@@ -159,7 +162,7 @@ pub fn run_with(mut spec: RunSpec, opts: &RunOptions) -> Result<RunOutcome, Exec
     let locks = crate::step_parent::lock_cache_mounts(&mut spec.mounts, &state)?;
     // Made before the helper starts; it joins between fork and exec. Ends
     // whatever is left in it and goes when dropped, on every path below.
-    let cgroup = crate::cgroup::StepCgroup::for_step(&state)?;
+    let cgroup = crate::cgroup::StepCgroup::for_step(&state, opts.cgroup_parent.as_ref())?;
     // Held until the step is over: the sockets SSH mounts bind.
     let ssh_forwards = crate::chroot_mounts::forward_ssh_mounts(&mut spec.mounts, &state)?;
 

@@ -138,6 +138,12 @@ impl Solver<'_> {
                     .ulimits
                     .iter()
                     .map(|u| format!(" ulimit {u}"))
+                    .chain(
+                        self.opts
+                            .cgroup_parent
+                            .iter()
+                            .map(|p| format!(" cgroup-parent {p}"))
+                    )
                     .collect::<String>()
             )
             .as_bytes(),
@@ -196,6 +202,7 @@ impl Solver<'_> {
         let outcome = std::thread::scope(|s| {
             let opts = strata_exec::RunOptions {
                 isolation: self.opts.isolation,
+                cgroup_parent: self.opts.cgroup_parent.clone(),
                 ..Default::default()
             };
             let h = s.spawn(move || strata_exec::run_with(spec, &opts));

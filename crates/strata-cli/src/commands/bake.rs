@@ -360,6 +360,7 @@ fn job_for(
             .with_context(|| format!("target {name}: extra-hosts"))?,
         shm_size,
         ulimits,
+        cgroup_parent: None,
         platforms,
         named_contexts,
         // `attest` is refused above: bake's images carry no attestations.

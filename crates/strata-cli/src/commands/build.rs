@@ -58,6 +58,8 @@ pub struct BuildArgs {
     pub network: super::build_flags::NetworkMode,
     #[command(flatten)]
     pub isolation: super::build_flags::IsolationFlag,
+    #[command(flatten)]
+    pub cgroup_parent: super::cgroup_parent_flag::CgroupParentFlag,
     /// Set metadata for the image (`KEY=VALUE`)
     #[arg(long = "label")]
     pub labels: Vec<String>,
@@ -355,6 +357,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             })?),
         },
         ulimits: args.ulimits.clone(),
+        cgroup_parent: args.cgroup_parent.parsed()?,
         registry: Some(client.clone()),
         platforms,
         cache_from: args
@@ -442,6 +445,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     }
     let quiet = args.quiet || args.progress == crate::progress::ProgressMode::Quiet;
     let mut progress = crate::progress::Progress::new(args.progress, quiet);
+    super::cgroup_parent_flag::check(opts.cgroup_parent.as_ref())?;
     let opts = BuildOptions {
         isolation: choose_isolation(requested, &progress)?,
         ..opts

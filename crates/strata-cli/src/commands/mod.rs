@@ -7,6 +7,7 @@ pub mod build;
 mod build_context;
 mod build_flags;
 mod build_pushed;
+mod cgroup_parent_flag;
 mod check;
 pub mod container;
 pub mod debug;
