@@ -75,6 +75,28 @@ pub struct Attestations {
     pub provenance: Option<ProvenanceRequest>,
     /// Where the build context came from, for the provenance.
     pub context_source: ContextSource,
+    /// An SBOM of each image (`--sbom`, `--attest type=sbom`); `None`
+    /// makes none.
+    pub sbom: Option<SbomRequest>,
+}
+
+/// `--attest type=sbom,...`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SbomRequest {
+    /// `scan-stage=true`: the other stages the build ran get an SBOM too.
+    pub scan_stage: bool,
+}
+
+/// The SBOM predicate type (an SPDX document).
+pub const PREDICATE_SPDX: &str = "https://spdx.dev/Document";
+
+/// One platform's SBOMs: the image's (`sbom`) first, then each scanned
+/// stage's (`sbom-STAGE`), as BuildKit names and orders them.
+#[derive(Debug, Clone)]
+pub struct PlatformSbom {
+    pub platform: strata_oci::Platform,
+    /// (name, SPDX JSON).
+    pub documents: Vec<(String, Vec<u8>)>,
 }
 
 /// One platform's provenance predicate, made once per build; each output
@@ -232,6 +254,8 @@ pub struct BuildResult {
     pub steps_numbered: usize,
     /// The provenance of each platform's image, when asked for.
     pub provenance: Vec<PlatformProvenance>,
+    /// The SBOMs of each platform's image, when asked for.
+    pub sbom: Vec<PlatformSbom>,
 }
 
 /// Where `strata build -o` sends the image (`parse_output` reads buildx's

@@ -175,13 +175,17 @@ pub fn check_outputs(outputs: &[Output], platforms: usize) -> Result<()> {
 pub(crate) struct Attach<'a> {
     /// Each platform's provenance (empty: none asked for).
     pub(crate) provenance: &'a [PlatformProvenance],
+    /// Each platform's SBOMs (empty: none asked for).
+    pub(crate) sbom: &'a [crate::api::PlatformSbom],
     /// The image's names (`-t`): in the layout's `index.json`, and the
     /// statements' subjects.
     pub(crate) names: &'a [String],
 }
 
 /// The statements to attach to `manifest` (platform `platform`): its
-/// provenance, unless that is `inline-only` and `inline` is false.
+/// SBOMs, then its provenance unless that is `inline-only` and `inline`
+/// is false (BuildKit's order: the frontend's attestations, then the
+/// solver's provenance).
 fn statements_for(
     attach: &Attach<'_>,
     platform: &Platform,
@@ -189,19 +193,22 @@ fn statements_for(
     inline: bool,
 ) -> Vec<StatementBlob> {
     let digest = strata_oci::Digest::of(manifest_json);
-    attach
-        .provenance
-        .iter()
-        .filter(|p| p.platform == *platform && (inline || !p.request.inline_only))
-        .map(|p| {
-            let subjects = image_subjects(attach.names, platform, &digest);
-            let predicate_type = p.request.predicate_type();
-            StatementBlob {
-                predicate_type: predicate_type.to_owned(),
-                json: statement(predicate_type, &subjects, &p.predicate),
-            }
-        })
-        .collect()
+    let subjects = image_subjects(attach.names, platform, &digest);
+    let mut out = crate::sbom::statements(attach.sbom, platform, &subjects);
+    out.extend(
+        attach
+            .provenance
+            .iter()
+            .filter(|p| p.platform == *platform && (inline || !p.request.inline_only))
+            .map(|p| {
+                let predicate_type = p.request.predicate_type();
+                StatementBlob {
+                    predicate_type: predicate_type.to_owned(),
+                    json: statement(predicate_type, &subjects, &p.predicate),
+                }
+            }),
+    );
+    out
 }
 
 /// The index of `manifests` (each with its platform, annotations already
@@ -382,7 +389,8 @@ pub fn registry_upload(
     annotations: &Annotations,
 ) -> Result<Option<strata_image::registry::Upload>> {
     let multi = result.platforms.len() > 1;
-    if result.provenance.is_empty() && annotations.is_empty() && !multi {
+    let attested = !result.provenance.is_empty() || !result.sbom.is_empty();
+    if !attested && annotations.is_empty() && !multi {
         return Ok(None);
     }
     let mut manifests = Vec::new();
@@ -416,9 +424,10 @@ pub fn registry_upload(
     annotations.check_platforms(&built)?;
     let attach = Attach {
         provenance: &result.provenance,
+        sbom: &result.sbom,
         names,
     };
-    if result.provenance.is_empty() && !multi {
+    if !attested && !multi {
         // One manifest, annotated: pushed as it is, under the tag.
         if annotations.wants_index() {
             return Err(other(INDEX_ANNOTATIONS_SINGLE));
@@ -512,12 +521,22 @@ fn export_rootfs(
 /// whose subjects are every regular file of the output (path and sha256,
 /// in walk order), in a file named by its `filename=` at the output's root.
 fn file_statements(files: &FileAttestations<'_>, root: &Path) -> Result<Vec<(String, Vec<u8>)>> {
-    let wanted: Vec<&PlatformProvenance> = files
-        .attach
-        .provenance
-        .iter()
-        .filter(|p| p.platform == *files.platform && !p.request.inline_only)
-        .collect();
+    // (file name, predicate type, predicate).
+    let mut wanted = crate::sbom::files(files.attach.sbom, files.platform);
+    wanted.extend(
+        files
+            .attach
+            .provenance
+            .iter()
+            .filter(|p| p.platform == *files.platform && !p.request.inline_only)
+            .map(|p| {
+                (
+                    p.request.filename.clone(),
+                    p.request.predicate_type(),
+                    &p.predicate[..],
+                )
+            }),
+    );
     if wanted.is_empty() {
         return Ok(Vec::new());
     }
@@ -540,14 +559,13 @@ fn file_statements(files: &FileAttestations<'_>, root: &Path) -> Result<Vec<(Str
         subjects.push(strata_oci::attestation::Subject::new(rel, &digest));
     }
     let mut out = Vec::new();
-    for p in wanted {
-        let name = p.request.filename.clone();
+    for (name, predicate_type, predicate) in wanted {
         if name.contains('/') || name.is_empty() || out.iter().any(|(n, _)| *n == name) {
             return Err(other(format!(
                 "attestation file name {name:?}: expected one plain file name per attestation"
             )));
         }
-        let compact = statement(p.request.predicate_type(), &subjects, &p.predicate);
+        let compact = statement(predicate_type, &subjects, predicate);
         out.push((name, strata_oci::attestation::indent_json(&compact)));
     }
     Ok(out)

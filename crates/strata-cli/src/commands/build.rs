@@ -96,12 +96,13 @@ pub struct BuildArgs {
     /// it, pushed images get `mode=min` provenance, as with buildx
     #[arg(long, value_name = "VALUE")]
     pub provenance: Option<String>,
-    /// SBOM attestation, as buildx: only `false` is accepted (strata writes
-    /// no SBOM yet)
+    /// Shorthand for `--attest=type=sbom`: `true`, `false`, or attributes
+    /// (`scan-stage=true`); an SPDX document of the image's packages,
+    /// found by strata itself (no `generator=` image)
     #[arg(long, value_name = "VALUE")]
     pub sbom: Option<String>,
     /// Attestation parameters (`type=provenance,mode=max,version=v1`,
-    /// `type=sbom,disabled=true`); repeatable
+    /// `type=sbom,scan-stage=true`); repeatable
     #[arg(long = "attest", value_name = "SPEC")]
     pub attest: Vec<String>,
     /// Add an annotation to the image: `KEY=VALUE`, or
@@ -210,6 +211,11 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     };
     check_entitlements(&args.allow)?;
     let provenance = super::attest_flags::provenance(
+        &args.attest,
+        args.provenance.as_deref(),
+        args.sbom.as_deref(),
+    )?;
+    let sbom = super::attest_flags::sbom(
         &args.attest,
         args.provenance.as_deref(),
         args.sbom.as_deref(),
@@ -390,6 +396,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             } else {
                 strata_build::provenance::ContextSource::Url(args.context.clone())
             },
+            sbom,
         },
     };
     let check = check_call(&CheckFlags {
@@ -664,7 +671,8 @@ fn registry_upload(
     tags: &[String],
     annotations: &strata_build::annotations::Annotations,
 ) -> anyhow::Result<Option<(strata_image::registry::Upload, strata_store::Lease)>> {
-    if result.provenance.is_empty() && annotations.is_empty() && result.platforms.len() < 2 {
+    let attested = !result.provenance.is_empty() || !result.sbom.is_empty();
+    if !attested && annotations.is_empty() && result.platforms.len() < 2 {
         return Ok(None);
     }
     let mut images = Vec::new();
