@@ -86,14 +86,20 @@ fn source_of(e: &IndexEntry) -> Option<Source> {
         return None;
     }
     let p = e.path.as_str();
-    if p == "var/lib/dpkg/status" {
+    // syft's globs (`**/var/lib/dpkg/status`, `**/lib/apk/db/installed`)
+    // match at any depth: with /lib a symlink to usr/lib, apk's database
+    // is stored under usr/lib.
+    let at_any_depth = |tail: &str| p == tail || p.ends_with(&format!("/{tail}"));
+    if at_any_depth("var/lib/dpkg/status") {
         return Some(Source::Dpkg);
     }
-    if let Some(name) = p.strip_prefix("var/lib/dpkg/status.d/") {
+    if let Some((before, name)) = p.rsplit_once("var/lib/dpkg/status.d/") {
         // distroless keeps `NAME` and `NAME.md5sums` side by side.
-        return (!name.contains('/') && !name.ends_with(".md5sums")).then_some(Source::Dpkg);
+        let rooted = before.is_empty() || before.ends_with('/');
+        return (rooted && !name.contains('/') && !name.ends_with(".md5sums"))
+            .then_some(Source::Dpkg);
     }
-    if p == "lib/apk/db/installed" {
+    if at_any_depth("lib/apk/db/installed") {
         return Some(Source::Apk);
     }
     if python::is_metadata(p) {
@@ -103,6 +109,46 @@ fn source_of(e: &IndexEntry) -> Option<Source> {
         return Some(Source::Npm);
     }
     (e.mode & 0o111 != 0 && e.size >= 64 && e.size <= MAX_READ).then_some(Source::Executable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, mode: u32) -> IndexEntry {
+        IndexEntry {
+            path: path.to_owned(),
+            kind: EntryKind::File,
+            mode,
+            uid: 0,
+            gid: 0,
+            size: 1000,
+            content: None,
+            link: None,
+        }
+    }
+
+    #[test]
+    fn paths_are_chosen_as_syft_globs_them() {
+        let src = |p: &str| source_of(&file(p, 0o644));
+        assert_eq!(src("var/lib/dpkg/status"), Some(Source::Dpkg));
+        assert_eq!(src("var/lib/dpkg/status.d/libc6"), Some(Source::Dpkg));
+        assert_eq!(src("var/lib/dpkg/status.d/libc6.md5sums"), None);
+        assert_eq!(src("var/lib/dpkg/status-old"), None);
+        assert_eq!(src("usr/lib/apk/db/installed"), Some(Source::Apk));
+        assert_eq!(src("lib/apk/db/installed"), Some(Source::Apk));
+        assert_eq!(src("usr/xlib/apk/db/installed"), None);
+        assert_eq!(
+            src("usr/lib/python3/dist-packages/six-1.16.0.dist-info/METADATA"),
+            Some(Source::Python)
+        );
+        assert_eq!(src("app/node_modules/a/package.json"), Some(Source::Npm));
+        assert_eq!(src("usr/bin/ls"), None);
+        assert_eq!(
+            source_of(&file("usr/bin/ls", 0o755)),
+            Some(Source::Executable)
+        );
+    }
 }
 
 /// Scans the image whose layers are `layers` (bottom first).
