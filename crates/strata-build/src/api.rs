@@ -205,6 +205,8 @@ pub enum InternalWork {
     /// Layers stored uncompressed, compressed because an output ships
     /// them (once per layer and encoding; kept for the next one).
     Compressing { layers: usize },
+    /// SBOMs made (`--sbom`): the image's and the scanned stages'.
+    GeneratingSbom { documents: usize },
 }
 
 impl std::fmt::Display for InternalWork {
@@ -224,6 +226,9 @@ impl std::fmt::Display for InternalWork {
             InternalWork::Exporting { output } => write!(f, "exporting to {output}"),
             InternalWork::Compressing { layers } => {
                 write!(f, "compressing {layers} layer{}", plural(layers))
+            }
+            InternalWork::GeneratingSbom { documents } => {
+                write!(f, "generating {documents} SBOM{}", plural(documents))
             }
         }
     }

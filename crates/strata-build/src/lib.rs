@@ -289,7 +289,16 @@ pub fn build_with_lease(
             });
         }
         if opts.attestations.sbom.is_some() {
+            let scanning = std::time::Instant::now();
             let sbom = sbom::platform_sbom(store, &image, &stats.stages, p, started)?;
+            r.steps_numbered += 1;
+            events(Event::Internal {
+                n: r.steps_numbered,
+                work: InternalWork::GeneratingSbom {
+                    documents: sbom.documents.len(),
+                },
+                seconds: scanning.elapsed().as_secs_f64(),
+            });
             r.sbom.push(sbom);
         }
         images.push(export::PlatformImage {

@@ -228,7 +228,10 @@ mod tests {
     fn reads_debians_docker_credential_pass() {
         let path = "/usr/bin/docker-credential-pass";
         let Ok(data) = std::fs::read(path) else {
-            eprintln!("skipped: {path} is not installed (golang-docker-credential-helpers)");
+            strata_testutil::skip(
+                "reads_debians_docker_credential_pass",
+                "/usr/bin/docker-credential-pass is not installed (golang-docker-credential-helpers)",
+            );
             return;
         };
         let (version, modinfo) = raw_build_info(&data).expect("Go build info");
@@ -347,7 +350,7 @@ mod tests {
         body.extend_from_slice(version.as_bytes());
         let m_at = body.len();
         body.extend_from_slice(modinfo.as_bytes());
-        while body.len() % 16 != 0 {
+        while !body.len().is_multiple_of(16) {
             body.push(0);
         }
         let hdr_at = body.len();

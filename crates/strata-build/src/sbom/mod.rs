@@ -151,6 +151,10 @@ mod tests {
     }
 }
 
+/// One layer's wanted files: name in its tar → the image paths (and why)
+/// its bytes are read for (several when hard links share them).
+type Wanted<'a> = HashMap<String, Vec<(&'a str, Source)>>;
+
 /// Scans the image whose layers are `layers` (bottom first).
 pub(crate) fn scan(store: &Store, layers: &[LayerRecord]) -> Result<Scan> {
     let mut indexes = Vec::with_capacity(layers.len());
@@ -188,7 +192,7 @@ pub(crate) fn scan(store: &Store, layers: &[LayerRecord]) -> Result<Scan> {
             provider.insert(path.as_str(), (i, in_tar));
         }
     }
-    let mut by_layer: BTreeMap<usize, HashMap<String, Vec<(&str, Source)>>> = BTreeMap::new();
+    let mut by_layer: BTreeMap<usize, Wanted<'_>> = BTreeMap::new();
     for (path, source) in &wanted {
         if let Some((i, in_tar)) = provider.get(path.as_str()) {
             by_layer

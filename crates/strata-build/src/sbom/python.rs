@@ -78,7 +78,6 @@ mod tests {
     fn reads_the_hosts_installed_distributions() {
         // Whatever Python packages Debian installed on this host.
         let roots = ["/usr/lib/python3/dist-packages"];
-        let mut seen = 0;
         for root in roots {
             let Ok(dir) = std::fs::read_dir(root) else {
                 continue;
@@ -110,12 +109,9 @@ mod tests {
                 if name.ends_with(".dist-info") {
                     assert!(name.contains(&p.version), "{name} vs {}", p.version);
                 }
-                seen += 1;
             }
         }
-        if seen == 0 {
-            eprintln!("note: no Python distributions on this host; samples only");
-        }
+        // A host without Python distributions checks the sample below only.
         let wheel = "Metadata-Version: 2.1\nName: requests\nVersion: 2.31.0\nSummary: Python HTTP for Humans.\nLicense: Apache 2.0\nClassifier: License :: OSI Approved :: Apache Software License\n\nbody text\nName: not-this\n";
         let p = package(
             wheel,
