@@ -111,46 +111,6 @@ fn source_of(e: &IndexEntry) -> Option<Source> {
     (e.mode & 0o111 != 0 && e.size >= 64 && e.size <= MAX_READ).then_some(Source::Executable)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn file(path: &str, mode: u32) -> IndexEntry {
-        IndexEntry {
-            path: path.to_owned(),
-            kind: EntryKind::File,
-            mode,
-            uid: 0,
-            gid: 0,
-            size: 1000,
-            content: None,
-            link: None,
-        }
-    }
-
-    #[test]
-    fn paths_are_chosen_as_syft_globs_them() {
-        let src = |p: &str| source_of(&file(p, 0o644));
-        assert_eq!(src("var/lib/dpkg/status"), Some(Source::Dpkg));
-        assert_eq!(src("var/lib/dpkg/status.d/libc6"), Some(Source::Dpkg));
-        assert_eq!(src("var/lib/dpkg/status.d/libc6.md5sums"), None);
-        assert_eq!(src("var/lib/dpkg/status-old"), None);
-        assert_eq!(src("usr/lib/apk/db/installed"), Some(Source::Apk));
-        assert_eq!(src("lib/apk/db/installed"), Some(Source::Apk));
-        assert_eq!(src("usr/xlib/apk/db/installed"), None);
-        assert_eq!(
-            src("usr/lib/python3/dist-packages/six-1.16.0.dist-info/METADATA"),
-            Some(Source::Python)
-        );
-        assert_eq!(src("app/node_modules/a/package.json"), Some(Source::Npm));
-        assert_eq!(src("usr/bin/ls"), None);
-        assert_eq!(
-            source_of(&file("usr/bin/ls", 0o755)),
-            Some(Source::Executable)
-        );
-    }
-}
-
 /// One layer's wanted files: name in its tar → the image paths (and why)
 /// its bytes are read for (several when hard links share them).
 type Wanted<'a> = HashMap<String, Vec<(&'a str, Source)>>;
@@ -404,4 +364,44 @@ pub(crate) fn files<'a>(
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, mode: u32) -> IndexEntry {
+        IndexEntry {
+            path: path.to_owned(),
+            kind: EntryKind::File,
+            mode,
+            uid: 0,
+            gid: 0,
+            size: 1000,
+            content: None,
+            link: None,
+        }
+    }
+
+    #[test]
+    fn paths_are_chosen_as_syft_globs_them() {
+        let src = |p: &str| source_of(&file(p, 0o644));
+        assert_eq!(src("var/lib/dpkg/status"), Some(Source::Dpkg));
+        assert_eq!(src("var/lib/dpkg/status.d/libc6"), Some(Source::Dpkg));
+        assert_eq!(src("var/lib/dpkg/status.d/libc6.md5sums"), None);
+        assert_eq!(src("var/lib/dpkg/status-old"), None);
+        assert_eq!(src("usr/lib/apk/db/installed"), Some(Source::Apk));
+        assert_eq!(src("lib/apk/db/installed"), Some(Source::Apk));
+        assert_eq!(src("usr/xlib/apk/db/installed"), None);
+        assert_eq!(
+            src("usr/lib/python3/dist-packages/six-1.16.0.dist-info/METADATA"),
+            Some(Source::Python)
+        );
+        assert_eq!(src("app/node_modules/a/package.json"), Some(Source::Npm));
+        assert_eq!(src("usr/bin/ls"), None);
+        assert_eq!(
+            source_of(&file("usr/bin/ls", 0o755)),
+            Some(Source::Executable)
+        );
+    }
 }

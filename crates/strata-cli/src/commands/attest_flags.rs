@@ -164,6 +164,18 @@ pub(crate) fn provenance(
     }
 }
 
+/// The provenance and the SBOM a build makes (see [`provenance`], [`sbom`]).
+pub(crate) fn attestations(
+    attests: &[String],
+    provenance_flag: Option<&str>,
+    sbom_flag: Option<&str>,
+) -> Result<(Option<ProvenanceRequest>, Option<SbomRequest>), UsageError> {
+    Ok((
+        provenance(attests, provenance_flag, sbom_flag)?,
+        sbom(attests, provenance_flag, sbom_flag)?,
+    ))
+}
+
 /// Every `--annotation`.
 pub(crate) fn annotations(specs: &[String]) -> Result<Vec<Annotation>, UsageError> {
     let mut out = Vec::new();

@@ -96,9 +96,8 @@ pub struct BuildArgs {
     /// it, pushed images get `mode=min` provenance, as with buildx
     #[arg(long, value_name = "VALUE")]
     pub provenance: Option<String>,
-    /// Shorthand for `--attest=type=sbom`: `true`, `false`, or attributes
-    /// (`scan-stage=true`); an SPDX document of the image's packages,
-    /// found by strata itself (no `generator=` image)
+    /// Shorthand for `--attest=type=sbom`: `true`, `false`, `scan-stage=true`
+    /// (an SPDX document of the packages; strata scans, no `generator=`)
     #[arg(long, value_name = "VALUE")]
     pub sbom: Option<String>,
     /// Attestation parameters (`type=provenance,mode=max,version=v1`,
@@ -210,12 +209,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         Some(list) => parse_platforms(list)?,
     };
     check_entitlements(&args.allow)?;
-    let provenance = super::attest_flags::provenance(
-        &args.attest,
-        args.provenance.as_deref(),
-        args.sbom.as_deref(),
-    )?;
-    let sbom = super::attest_flags::sbom(
+    let (provenance, sbom) = super::attest_flags::attestations(
         &args.attest,
         args.provenance.as_deref(),
         args.sbom.as_deref(),
@@ -671,8 +665,8 @@ fn registry_upload(
     tags: &[String],
     annotations: &strata_build::annotations::Annotations,
 ) -> anyhow::Result<Option<(strata_image::registry::Upload, strata_store::Lease)>> {
-    let attested = !result.provenance.is_empty() || !result.sbom.is_empty();
-    if !attested && annotations.is_empty() && result.platforms.len() < 2 {
+    let bare = result.provenance.is_empty() && result.sbom.is_empty();
+    if bare && annotations.is_empty() && result.platforms.len() < 2 {
         return Ok(None);
     }
     let mut images = Vec::new();
