@@ -78,6 +78,28 @@ pub struct Attestations {
     pub provenance: Option<ProvenanceRequest>,
     /// Where the build context came from, for the provenance.
     pub context_source: ContextSource,
+    /// An SBOM of each image (`--sbom`, `--attest type=sbom`); `None`
+    /// makes none.
+    pub sbom: Option<SbomRequest>,
+}
+
+/// `--attest type=sbom,...`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SbomRequest {
+    /// `scan-stage=true`: the other stages the build ran get an SBOM too.
+    pub scan_stage: bool,
+}
+
+/// The SBOM predicate type (an SPDX document).
+pub const PREDICATE_SPDX: &str = "https://spdx.dev/Document";
+
+/// One platform's SBOMs: the image's (`sbom`) first, then each scanned
+/// stage's (`sbom-STAGE`), as BuildKit names and orders them.
+#[derive(Debug, Clone)]
+pub struct PlatformSbom {
+    pub platform: strata_oci::Platform,
+    /// (name, SPDX JSON).
+    pub documents: Vec<(String, Vec<u8>)>,
 }
 
 /// One platform's provenance predicate, made once per build; each output
@@ -189,6 +211,8 @@ pub enum InternalWork {
     /// Layers stored uncompressed, compressed because an output ships
     /// them (once per layer and encoding; kept for the next one).
     Compressing { layers: usize },
+    /// SBOMs made (`--sbom`): the image's and the scanned stages'.
+    GeneratingSbom { documents: usize },
 }
 
 impl std::fmt::Display for InternalWork {
@@ -215,6 +239,9 @@ impl std::fmt::Display for InternalWork {
             InternalWork::Exporting { output } => write!(f, "exporting to {output}"),
             InternalWork::Compressing { layers } => {
                 write!(f, "compressing {layers} layer{}", plural(layers))
+            }
+            InternalWork::GeneratingSbom { documents } => {
+                write!(f, "generating {documents} SBOM{}", plural(documents))
             }
         }
     }
@@ -245,6 +272,8 @@ pub struct BuildResult {
     pub steps_numbered: usize,
     /// The provenance of each platform's image, when asked for.
     pub provenance: Vec<PlatformProvenance>,
+    /// The SBOMs of each platform's image, when asked for.
+    pub sbom: Vec<PlatformSbom>,
 }
 
 /// Where `strata build -o` sends the image (`parse_output` reads buildx's

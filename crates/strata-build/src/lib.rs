@@ -16,6 +16,7 @@ mod export;
 mod mounts;
 mod named_context;
 pub mod provenance;
+mod sbom;
 mod solver;
 
 use std::collections::BTreeMap;
@@ -31,7 +32,7 @@ pub use cache::remote as remote_cache;
 
 pub use api::{
     Attestations, BuildOptions, BuildResult, Event, InternalWork, NamedContext, Output, OutputKind,
-    PlatformProvenance, named_context_name,
+    PREDICATE_SPDX, PlatformProvenance, PlatformSbom, SbomRequest, named_context_name,
 };
 pub use checks::check;
 pub use error::{BuildError, chain as error_chain};
@@ -241,6 +242,7 @@ pub fn build_with_lease(
             platforms: Vec::new(),
             steps_numbered: 0,
             provenance: Vec::new(),
+            sbom: Vec::new(),
         });
         r.steps_numbered = stats.steps_numbered;
         cache_keys = stats.cache_keys;
@@ -286,6 +288,19 @@ pub fn build_with_lease(
                 predicate_v02,
             });
         }
+        if opts.attestations.sbom.is_some() {
+            let scanning = std::time::Instant::now();
+            let sbom = sbom::platform_sbom(store, &image, &stats.stages, p, started)?;
+            r.steps_numbered += 1;
+            events(Event::Internal {
+                n: r.steps_numbered,
+                work: InternalWork::GeneratingSbom {
+                    documents: sbom.documents.len(),
+                },
+                seconds: scanning.elapsed().as_secs_f64(),
+            });
+            r.sbom.push(sbom);
+        }
         images.push(export::PlatformImage {
             image,
             platform: p.clone(),
@@ -293,10 +308,12 @@ pub fn build_with_lease(
     }
     let mut result = result.ok_or_else(|| other("no platform was built"))?;
     let provenance = result.provenance.clone();
+    let sboms = result.sbom.clone();
     for out in &opts.outputs {
         let started = std::time::Instant::now();
         let attach = export::Attach {
             provenance: &provenance,
+            sbom: &sboms,
             names: &opts.tags,
         };
         let mut compressing = 0.0;

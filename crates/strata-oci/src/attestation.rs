@@ -210,8 +210,8 @@ fn query_escape(s: &str) -> String {
 }
 
 /// Go's `url.PathEscape` (a path segment: `/`, `;`, `,` and `?` escaped,
-/// `$&+:=@` kept).
-fn path_escape(s: &str) -> String {
+/// `$&+:=@` kept); also what package URLs escape their parts with.
+pub fn path_escape(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if unreserved(b) || matches!(b, b'$' | b'&' | b'+' | b':' | b'=' | b'@') {

@@ -264,6 +264,11 @@ impl MergedTree {
             .map(|_| implied_dir(path))
     }
 
+    /// Every entry of the tree, by path (what a scanner walks).
+    pub fn entries(&self) -> impl Iterator<Item = &IndexEntry> {
+        self.entries.values()
+    }
+
     /// Names directly inside the directory `dir`, sorted.
     pub fn children(&self, dir: &str) -> Vec<String> {
         let prefix = if dir.is_empty() {

@@ -21,13 +21,17 @@ pub(crate) struct PlatformImage {
 pub(crate) struct Attach<'a> {
     /// Each platform's provenance (empty: none asked for).
     pub(crate) provenance: &'a [PlatformProvenance],
+    /// Each platform's SBOMs (empty: none asked for).
+    pub(crate) sbom: &'a [crate::api::PlatformSbom],
     /// The image's names (`-t`): in the layout's `index.json`, and the
     /// statements' subjects.
     pub(crate) names: &'a [String],
 }
 
 /// The statements to attach to `manifest` (platform `platform`): its
-/// provenance, unless that is `inline-only` and `inline` is false.
+/// SBOMs, then its provenance unless that is `inline-only` and `inline`
+/// is false (BuildKit's order: the frontend's attestations, then the
+/// solver's provenance).
 pub(crate) fn statements_for(
     attach: &Attach<'_>,
     platform: &Platform,
@@ -35,19 +39,22 @@ pub(crate) fn statements_for(
     inline: bool,
 ) -> Vec<StatementBlob> {
     let digest = strata_oci::Digest::of(manifest_json);
-    attach
-        .provenance
-        .iter()
-        .filter(|p| p.platform == *platform && (inline || !p.request.inline_only))
-        .map(|p| {
-            let subjects = image_subjects(attach.names, platform, &digest);
-            let predicate_type = p.request.predicate_type();
-            StatementBlob {
-                predicate_type: predicate_type.to_owned(),
-                json: statement(predicate_type, &subjects, &p.predicate),
-            }
-        })
-        .collect()
+    let subjects = image_subjects(attach.names, platform, &digest);
+    let mut out = crate::sbom::statements(attach.sbom, platform, &subjects);
+    out.extend(
+        attach
+            .provenance
+            .iter()
+            .filter(|p| p.platform == *platform && (inline || !p.request.inline_only))
+            .map(|p| {
+                let predicate_type = p.request.predicate_type();
+                StatementBlob {
+                    predicate_type: predicate_type.to_owned(),
+                    json: statement(predicate_type, &subjects, &p.predicate),
+                }
+            }),
+    );
+    out
 }
 
 /// The index of `manifests` (each with its platform, annotations already

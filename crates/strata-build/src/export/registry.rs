@@ -22,7 +22,8 @@ pub fn registry_upload(
     annotations: &Annotations,
 ) -> Result<Option<strata_image::registry::Upload>> {
     let multi = result.platforms.len() > 1;
-    if result.provenance.is_empty() && annotations.is_empty() && !multi {
+    let attested = !result.provenance.is_empty() || !result.sbom.is_empty();
+    if !attested && annotations.is_empty() && !multi {
         return Ok(None);
     }
     let mut manifests = Vec::new();
@@ -56,9 +57,10 @@ pub fn registry_upload(
     annotations.check_platforms(&built)?;
     let attach = Attach {
         provenance: &result.provenance,
+        sbom: &result.sbom,
         names,
     };
-    if result.provenance.is_empty() && !multi {
+    if !attested && !multi {
         // One manifest, annotated: pushed as it is, under the tag.
         if annotations.wants_index() {
             return Err(other(INDEX_ANNOTATIONS_SINGLE));

@@ -94,12 +94,22 @@ fn merge_into(store: &Store, pi: &PlatformImage, attach: &Attach<'_>, root: &Pat
 /// whose subjects are every regular file of the output (path and sha256,
 /// in walk order), in a file named by its `filename=` at the output's root.
 fn file_statements(files: &FileAttestations<'_>, root: &Path) -> Result<Vec<(String, Vec<u8>)>> {
-    let wanted: Vec<&PlatformProvenance> = files
-        .attach
-        .provenance
-        .iter()
-        .filter(|p| p.platform == *files.platform && !p.request.inline_only)
-        .collect();
+    // (file name, predicate type, predicate).
+    let mut wanted = crate::sbom::files(files.attach.sbom, files.platform);
+    wanted.extend(
+        files
+            .attach
+            .provenance
+            .iter()
+            .filter(|p| p.platform == *files.platform && !p.request.inline_only)
+            .map(|p| {
+                (
+                    p.request.filename.clone(),
+                    p.request.predicate_type(),
+                    &p.predicate[..],
+                )
+            }),
+    );
     if wanted.is_empty() {
         return Ok(Vec::new());
     }
@@ -122,14 +132,13 @@ fn file_statements(files: &FileAttestations<'_>, root: &Path) -> Result<Vec<(Str
         subjects.push(strata_oci::attestation::Subject::new(rel, &digest));
     }
     let mut out = Vec::new();
-    for p in wanted {
-        let name = p.request.filename.clone();
+    for (name, predicate_type, predicate) in wanted {
         if name.contains('/') || name.is_empty() || out.iter().any(|(n, _)| *n == name) {
             return Err(other(format!(
                 "attestation file name {name:?}: expected one plain file name per attestation"
             )));
         }
-        let compact = statement(p.request.predicate_type(), &subjects, &p.predicate);
+        let compact = statement(predicate_type, &subjects, predicate);
         out.push((name, strata_oci::attestation::indent_json(&compact)));
     }
     Ok(out)

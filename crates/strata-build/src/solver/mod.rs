@@ -191,6 +191,9 @@ pub(crate) struct PlatformStats {
     /// Per `--cache-to` destination, the keys of this platform and the
     /// earlier ones (see [`PlatformBuild::earlier_cache_keys`]).
     pub(crate) cache_keys: Vec<Vec<String>>,
+    /// The other stages the build ran, by BuildKit's stage name, with
+    /// their layers: only for `--attest type=sbom,scan-stage=true`.
+    pub(crate) stages: Vec<(String, Vec<LayerRecord>)>,
 }
 
 /// One platform's build: the stages it needs, the image committed to the
@@ -328,6 +331,31 @@ pub(crate) fn build_platform(
         cache_keys.push(keys);
     }
     let materials = std::mem::take(&mut *solver.shared.materials.lock().expect("materials"));
+    let scan_stages = opts
+        .attestations
+        .sbom
+        .as_ref()
+        .is_some_and(|s| s.scan_stage);
+    let mut ran_stages: Vec<(usize, Vec<LayerRecord>)> = if scan_stages {
+        let done = solver.schedule.done.lock().expect("done map");
+        done.iter().map(|(i, st)| (*i, st.layers.clone())).collect()
+    } else {
+        Vec::new()
+    };
+    ran_stages.sort_by_key(|(i, _)| *i);
+    // An unnamed stage is `stage-N`, as BuildKit's dockerfile frontend
+    // names it.
+    let stage_name = |i: usize| {
+        stages
+            .iter()
+            .find(|s| s.index == i)
+            .and_then(|s| s.name.clone())
+            .unwrap_or_else(|| format!("stage-{i}"))
+    };
+    let ran_stages = ran_stages
+        .into_iter()
+        .map(|(i, layers)| (stage_name(i), layers))
+        .collect();
     drop(solver);
     Ok((
         image,
@@ -339,6 +367,7 @@ pub(crate) fn build_platform(
             steps_numbered,
             materials,
             cache_keys,
+            stages: ran_stages,
         },
     ))
 }

@@ -2,6 +2,7 @@
 //! parsing (`util/buildflags/attests.go`, `export.go`) and defaults
 //! (`build/opt.go`).
 
+use strata_build::SbomRequest;
 use strata_build::annotations::{Annotation, parse_annotation_flag};
 use strata_build::provenance::ProvenanceRequest;
 
@@ -62,6 +63,67 @@ fn canonical(kind: &str, value: &str) -> String {
     }
 }
 
+/// Every attestation asked for: `--attest` values, then `--provenance`
+/// and `--sbom` in their canonical forms (later ones win for a type, as
+/// buildx's `removeAttestDupes`).
+fn attest_specs(attests: &[String], provenance: Option<&str>, sbom: Option<&str>) -> Vec<String> {
+    let mut specs: Vec<String> = attests.to_vec();
+    if let Some(v) = provenance.filter(|v| !v.is_empty()) {
+        specs.push(canonical("provenance", v));
+    }
+    if let Some(v) = sbom.filter(|v| !v.is_empty()) {
+        specs.push(canonical("sbom", v));
+    }
+    specs
+}
+
+/// The SBOM a build makes from `--attest type=sbom,...` and `--sbom`
+/// (none unless asked, as buildx). strata scans the image itself, so a
+/// `generator=` image is refused; `scan-stage=true` also scans the stages
+/// the build ran (BuildKit's `BUILDKIT_SBOM_SCAN_STAGE`).
+pub(crate) fn sbom(
+    attests: &[String],
+    provenance: Option<&str>,
+    sbom: Option<&str>,
+) -> Result<Option<SbomRequest>, UsageError> {
+    let mut asked: Option<(String, Attest)> = None;
+    for spec in attest_specs(attests, provenance, sbom) {
+        let a = parse_attest(&spec)?;
+        if a.kind == "sbom" {
+            asked = Some((spec, a));
+        }
+    }
+    let Some((spec, a)) = asked.filter(|(_, a)| !a.disabled) else {
+        return Ok(None);
+    };
+    let mut request = SbomRequest::default();
+    for (k, v) in &a.attrs {
+        match k.trim().to_lowercase().as_str() {
+            "generator" => {
+                return Err(UsageError(format!(
+                    "--attest {spec}: generator={v} is not supported: strata scans the image in process (dpkg, apk, Python, npm, Go and cargo-auditable packages) and runs no scanner image; leave generator out"
+                )));
+            }
+            "scan-stage" => {
+                request.scan_stage = parse_bool(v).ok_or_else(|| {
+                    UsageError(format!("--attest {spec}: invalid scan-stage value {v:?}"))
+                })?;
+            }
+            "scan-context" => {
+                return Err(UsageError(format!(
+                    "--attest {spec}: scan-context is not supported: strata scans the image and its stages, not the build context"
+                )));
+            }
+            other => {
+                return Err(UsageError(format!(
+                    "--attest {spec}: unknown SBOM parameter {other:?} (strata knows scan-stage)"
+                )));
+            }
+        }
+    }
+    Ok(Some(request))
+}
+
 /// The provenance a build makes from `--attest`, `--provenance` and
 /// `--sbom` (later ones win for a type, as buildx's `removeAttestDupes`),
 /// and buildx's default `mode=min,inline-only=true` when provenance is not
@@ -71,24 +133,13 @@ pub(crate) fn provenance(
     provenance: Option<&str>,
     sbom: Option<&str>,
 ) -> Result<Option<ProvenanceRequest>, UsageError> {
-    let mut specs: Vec<String> = attests.to_vec();
-    if let Some(v) = provenance.filter(|v| !v.is_empty()) {
-        specs.push(canonical("provenance", v));
-    }
-    if let Some(v) = sbom.filter(|v| !v.is_empty()) {
-        specs.push(canonical("sbom", v));
-    }
     let mut asked: Option<Attest> = None;
-    for spec in &specs {
+    for spec in &attest_specs(attests, provenance, sbom) {
         let a = parse_attest(spec)?;
         match a.kind.as_str() {
             "provenance" => asked = Some(a),
-            "sbom" if a.disabled => {}
-            "sbom" => {
-                return Err(UsageError(format!(
-                    "--attest {spec}: strata does not write SBOM attestations yet; only --sbom=false is accepted"
-                )));
-            }
+            // Read by `sbom`.
+            "sbom" => {}
             other => {
                 return Err(UsageError(format!(
                     "--attest {spec}: unknown attestation type {other:?}"
@@ -111,6 +162,18 @@ pub(crate) fn provenance(
             Ok((!off).then(ProvenanceRequest::buildx_default))
         }
     }
+}
+
+/// The provenance and the SBOM a build makes (see [`provenance`], [`sbom`]).
+pub(crate) fn attestations(
+    attests: &[String],
+    provenance_flag: Option<&str>,
+    sbom_flag: Option<&str>,
+) -> Result<(Option<ProvenanceRequest>, Option<SbomRequest>), UsageError> {
+    Ok((
+        provenance(attests, provenance_flag, sbom_flag)?,
+        sbom(attests, provenance_flag, sbom_flag)?,
+    ))
 }
 
 /// Every `--annotation`.
@@ -145,10 +208,40 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
-        assert!(provenance(&[], None, Some("true")).is_err());
-        assert!(provenance(&[], None, Some("false")).is_ok());
+        assert!(provenance(&[], None, Some("true")).is_ok());
         assert!(provenance(&["type=sbom,disabled=true".into()], None, None).is_ok());
         assert!(provenance(&["type=vex".into()], None, None).is_err());
         assert!(provenance(&["mode=max".into()], None, None).is_err());
+    }
+
+    #[test]
+    fn sbom_flags_parse_as_buildx() {
+        assert_eq!(sbom(&[], None, None).unwrap(), None);
+        assert_eq!(
+            sbom(&[], None, Some("true")).unwrap(),
+            Some(SbomRequest::default())
+        );
+        assert_eq!(sbom(&[], None, Some("false")).unwrap(), None);
+        assert_eq!(
+            sbom(&["type=sbom,scan-stage=true".into()], None, None).unwrap(),
+            Some(SbomRequest { scan_stage: true })
+        );
+        // --sbom comes after --attest, so it wins.
+        assert_eq!(sbom(&["type=sbom".into()], None, Some("0")).unwrap(), None);
+        let e = sbom(&[], None, Some("generator=docker/buildkit-syft-scanner")).unwrap_err();
+        assert!(e.0.contains("scans the image in process"), "{}", e.0);
+        assert!(sbom(&["type=sbom,scan-stage=maybe".into()], None, None).is_err());
+        assert!(sbom(&["type=sbom,scan-context=true".into()], None, None).is_err());
+        assert!(sbom(&["type=sbom,bogus=1".into()], None, None).is_err());
+        // Provenance attrs do not leak into the SBOM and back.
+        assert!(
+            sbom(
+                &["type=provenance,mode=max".into(), "type=sbom".into()],
+                None,
+                None
+            )
+            .unwrap()
+            .is_some()
+        );
     }
 }

@@ -102,12 +102,12 @@ pub struct BuildArgs {
     /// it, pushed images get `mode=min` provenance, as with buildx
     #[arg(long, value_name = "VALUE")]
     pub provenance: Option<String>,
-    /// SBOM attestation, as buildx: only `false` is accepted (strata writes
-    /// no SBOM yet)
+    /// Shorthand for `--attest=type=sbom`: `true`, `false`, `scan-stage=true`
+    /// (an SPDX document of the packages; strata scans, no `generator=`)
     #[arg(long, value_name = "VALUE")]
     pub sbom: Option<String>,
     /// Attestation parameters (`type=provenance,mode=max,version=v1`,
-    /// `type=sbom,disabled=true`); repeatable
+    /// `type=sbom,scan-stage=true`); repeatable
     #[arg(long = "attest", value_name = "SPEC")]
     pub attest: Vec<String>,
     /// Add an annotation to the image: `KEY=VALUE`, or
@@ -211,7 +211,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         Some(list) => parse_platforms(list)?,
     };
     check_entitlements(&args.allow)?;
-    let provenance = super::attest_flags::provenance(
+    let (provenance, sbom) = super::attest_flags::attestations(
         &args.attest,
         args.provenance.as_deref(),
         args.sbom.as_deref(),
@@ -384,6 +384,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             } else {
                 strata_build::provenance::ContextSource::Url(args.context.clone())
             },
+            sbom,
         },
     };
     let check = check_call(&CheckFlags {

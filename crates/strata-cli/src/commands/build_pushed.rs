@@ -52,7 +52,8 @@ pub(crate) fn registry_upload(
     tags: &[String],
     annotations: &strata_build::annotations::Annotations,
 ) -> anyhow::Result<Option<(strata_image::registry::Upload, strata_store::Lease)>> {
-    if result.provenance.is_empty() && annotations.is_empty() && result.platforms.len() < 2 {
+    let bare = result.provenance.is_empty() && result.sbom.is_empty();
+    if bare && annotations.is_empty() && result.platforms.len() < 2 {
         return Ok(None);
     }
     let mut images = Vec::new();
