@@ -10,7 +10,7 @@ use strata_oci::image::Platform;
 use strata_store::Store;
 
 use super::index::{Attach, PlatformImage};
-use crate::api::{OutputKind, PlatformProvenance};
+use crate::api::OutputKind;
 use crate::error::{BuildError, Result, context, io, other};
 
 /// The attestations a `local`/`tar` output gets as files.

@@ -553,8 +553,10 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             &store,
             &result,
             &tags,
-            &pushed,
-            pushed_top.as_ref(),
+            &metadata::Pushed {
+                tags: &pushed,
+                top: pushed_top.as_ref(),
+            },
             &warnings,
             &opts,
         )?;

@@ -5,14 +5,20 @@ use std::path::Path;
 
 use anyhow::Context;
 
+/// What `--push` sent: each tag with the digest the registry serves, and
+/// the index or manifest at the top when the build pushed one of its own.
+pub(super) struct Pushed<'a> {
+    pub(super) tags: &'a [(String, strata_oci::Digest)],
+    pub(super) top: Option<&'a super::super::build_pushed::PushedTop>,
+}
+
 /// Writes the metadata of the build `result` to `p`, as buildx does.
 pub(super) fn write_metadata_file(
     p: &Path,
     store: &strata_store::Store,
     result: &strata_build::BuildResult,
     tags: &[String],
-    pushed: &[(String, strata_oci::Digest)],
-    pushed_top: Option<&super::super::build_pushed::PushedTop>,
+    pushed: &Pushed<'_>,
     warnings: &[strata_frontend::lint::Warning],
     opts: &strata_build::BuildOptions,
 ) -> anyhow::Result<()> {
@@ -27,17 +33,18 @@ pub(super) fn write_metadata_file(
         "containerimage.config.digest": result.image_id.to_string(),
         "image.name": tags.join(","),
     });
-    if let Some((_, d)) = pushed.first() {
+    if let Some((_, d)) = pushed.tags.first() {
         // What buildx records after a push: the digest the registry serves.
         meta["containerimage.digest"] = serde_json::json!(d.to_string());
         meta["pushed"] = serde_json::json!(
             pushed
+                .tags
                 .iter()
                 .map(|(t, d)| serde_json::json!({"name": t, "digest": d.to_string()}))
                 .collect::<Vec<_>>()
         );
     }
-    if let Some(top) = pushed_top {
+    if let Some(top) = pushed.top {
         super::super::build_pushed::record(&mut meta, top, result.platforms.len());
     }
     // buildx records the provenance (as SLSA v0.2; without its
