@@ -389,6 +389,63 @@ fn tar_output_holds_a_folder_per_platform_and_docker_refuses_several() {
     );
 }
 
+/// Without a push, a multi-platform OCI output's index is what buildx
+/// reports: `--iidfile` and the metadata file's `containerimage.digest`
+/// and `containerimage.descriptor` name the index the layout's
+/// `index.json` lists, and no single config digest is given.
+#[test]
+fn oci_output_with_several_platforms_reports_its_index() {
+    let env = Env::new();
+    let ctx = copy_only_context(&env);
+    let ctx = ctx.to_str().expect("utf-8");
+    let layout = env.dir.path().join("layout");
+    let iid = env.dir.path().join("iid");
+    let meta = env.dir.path().join("meta.json");
+    env.ok(
+        "store",
+        &[
+            "build",
+            "--platform",
+            BOTH,
+            "--provenance=false",
+            "-o",
+            &format!("type=oci,tar=false,dest={}", layout.display()),
+            "--iidfile",
+            iid.to_str().expect("utf-8"),
+            "--metadata-file",
+            meta.to_str().expect("utf-8"),
+            ctx,
+        ],
+    );
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index.json"))
+            .expect("json");
+    let top = &index["manifests"][0];
+    let digest = top["digest"].as_str().expect("digest").to_owned();
+    let blob = std::fs::read(layout.join("blobs/sha256").join(&digest["sha256:".len()..]))
+        .expect("the index blob");
+    let nested: Value = serde_json::from_slice(&blob).expect("index json");
+    assert_eq!(
+        nested["manifests"].as_array().map(Vec::len),
+        Some(2),
+        "{nested}"
+    );
+    assert_eq!(std::fs::read_to_string(&iid).expect("iidfile"), digest);
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(&meta).expect("metadata")).expect("json");
+    assert_eq!(meta["containerimage.digest"], digest.as_str(), "{meta}");
+    assert_eq!(meta["containerimage.descriptor"]["digest"], digest.as_str());
+    assert_eq!(
+        meta["containerimage.descriptor"]["size"].as_u64(),
+        Some(blob.len() as u64)
+    );
+    assert_eq!(
+        meta["containerimage.descriptor"]["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert!(meta.get("containerimage.config.digest").is_none(), "{meta}");
+}
+
 #[test]
 fn cache_to_with_several_platforms_holds_every_platform() {
     let env = Env::new();

@@ -274,6 +274,10 @@ pub struct BuildResult {
     pub provenance: Vec<PlatformProvenance>,
     /// The SBOMs of each platform's image, when asked for.
     pub sbom: Vec<PlatformSbom>,
+    /// The index an OCI output (`-o type=oci`) wrote, when it wrote one
+    /// (several platforms, or attestations): what buildx reports as the
+    /// image digest of such a build (the last such output's).
+    pub exported_index: Option<strata_oci::image::Descriptor>,
 }
 
 /// Where `strata build -o` sends the image (`parse_output` reads buildx's

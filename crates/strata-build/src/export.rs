@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 
 use strata_oci::Compression;
 use strata_oci::archive::{ArchiveFormat, ArchiveImage};
-use strata_oci::image::Manifest;
 use strata_oci::image::Platform;
+use strata_oci::image::{Descriptor, MEDIA_TYPE_OCI_INDEX, Manifest};
 use strata_store::{ImageRecord, Lease, Store};
 
 use crate::annotations::AnnotationTarget;
@@ -58,14 +58,16 @@ pub(crate) fn export(
     attach: &Attach<'_>,
     epoch: i64,
     compressed: &mut dyn FnMut(usize, f64),
-) -> Result<()> {
+) -> Result<Option<Descriptor>> {
     let tags = attach.names;
-    let Some(dest) = &out.dest else { return Ok(()) };
+    let Some(dest) = &out.dest else {
+        return Ok(None);
+    };
     if images.is_empty() {
         return Err(other("no image to export"));
     }
     match &out.kind {
-        OutputKind::Image => Ok(()),
+        OutputKind::Image => Ok(None),
         OutputKind::Docker | OutputKind::Oci { .. } => {
             let blobs = strata_oci::blobs::BlobStore::open(store.root().join("blobs"))
                 .map_err(context("opening the blob store"))?;
@@ -117,14 +119,21 @@ pub(crate) fn export(
                     |p, json| statements_for(attach, p, json, multi),
                     &out.annotations,
                 );
+                let written = Descriptor::new(
+                    MEDIA_TYPE_OCI_INDEX,
+                    strata_oci::Digest::of(&doc.json),
+                    doc.json.len() as u64,
+                );
                 if !tar {
-                    return strata_oci::archive::write_document_dir(dest, &blobs, &doc, tags)
-                        .map_err(context(format!("writing {}", dest.display())));
+                    strata_oci::archive::write_document_dir(dest, &blobs, &doc, tags)
+                        .map_err(context(format!("writing {}", dest.display())))?;
+                } else {
+                    write_to(dest, |w| {
+                        strata_oci::archive::write_document_archive(w, &blobs, &doc, tags)
+                            .map_err(context(format!("writing {}", dest.display())))
+                    })?;
                 }
-                return write_to(dest, |w| {
-                    strata_oci::archive::write_document_archive(w, &blobs, &doc, tags)
-                        .map_err(context(format!("writing {}", dest.display())))
-                });
+                return Ok(Some(written));
             }
             if out.annotations.wants_index() {
                 return Err(other(INDEX_ANNOTATIONS_SINGLE));
@@ -148,16 +157,18 @@ pub(crate) fn export(
                 ArchiveFormat::Oci
             };
             if !tar {
-                return strata_oci::archive::write_oci_dir(dest, &blobs, &images)
-                    .map_err(context(format!("writing {}", dest.display())));
+                strata_oci::archive::write_oci_dir(dest, &blobs, &images)
+                    .map_err(context(format!("writing {}", dest.display())))?;
+            } else {
+                write_to(dest, |w| {
+                    strata_oci::archive::write_archive(w, &blobs, &images, format)
+                        .map_err(context(format!("writing {}", dest.display())))
+                })?;
             }
-            write_to(dest, |w| {
-                strata_oci::archive::write_archive(w, &blobs, &images, format)
-                    .map_err(context(format!("writing {}", dest.display())))
-            })
+            Ok(None)
         }
         OutputKind::Local | OutputKind::Tar => {
-            rootfs::export(store, images, &out.kind, dest, epoch, attach)
+            rootfs::export(store, images, &out.kind, dest, epoch, attach).map(|()| None)
         }
     }
 }

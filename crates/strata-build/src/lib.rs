@@ -243,6 +243,7 @@ pub fn build_with_lease(
             steps_numbered: 0,
             provenance: Vec::new(),
             sbom: Vec::new(),
+            exported_index: None,
         });
         r.steps_numbered = stats.steps_numbered;
         cache_keys = stats.cache_keys;
@@ -317,7 +318,7 @@ pub fn build_with_lease(
             names: &opts.tags,
         };
         let mut compressing = 0.0;
-        export::export(
+        let written_index = export::export(
             store,
             lease,
             &images,
@@ -336,6 +337,9 @@ pub fn build_with_lease(
                 });
             },
         )?;
+        if written_index.is_some() {
+            result.exported_index = written_index;
+        }
         // Its own progress line, numbered after the steps.
         result.steps_numbered += 1;
         events(Event::Internal {

@@ -526,6 +526,18 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // Without a push, an index an OCI output wrote is the build's top
+    // document, as BuildKit's oci exporter reports it.
+    let top_document = pushed_top.or_else(|| {
+        result
+            .exported_index
+            .as_ref()
+            .map(|d| super::build_pushed::PushedTop {
+                media_type: d.media_type.clone(),
+                digest: d.digest,
+                size: d.size,
+            })
+    });
     if let Some(endpoint) = &load_endpoint
         && let Err(e) = load::load_into_daemon(&store, &result.image_id, &tags, endpoint, quiet)
     {
@@ -542,7 +554,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         let id = super::build_pushed::image_id(
             &result.image_id,
             result.platforms.len(),
-            pushed_top.as_ref(),
+            top_document.as_ref(),
         );
         strata_oci::atomic_write_shared(p, id.as_bytes())
             .with_context(|| format!("writing {}", p.display()))?;
@@ -555,7 +567,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             &tags,
             &metadata::Pushed {
                 tags: &pushed,
-                top: pushed_top.as_ref(),
+                top: top_document.as_ref(),
             },
             &warnings,
             &opts,

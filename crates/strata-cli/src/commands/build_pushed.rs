@@ -1,11 +1,13 @@
 //! `build --push`: the document it sends when the stored image alone will
-//! not do, and what it reports of it as buildx does (`--iidfile`, the
-//! metadata file's `containerimage.*` keys).
+//! not do, and what it reports of it, or of the index an OCI output wrote,
+//! as buildx does (`--iidfile`, the metadata file's `containerimage.*`
+//! keys).
 
 use strata_oci::Digest;
 
-/// The document a tag now names: an index (several platforms, or
-/// attestations) or an image manifest.
+/// The build's top document: what a pushed tag now names (an index for
+/// several platforms or attestations, or an image manifest), or the index
+/// an OCI output wrote.
 #[derive(Debug, Clone)]
 pub(crate) struct PushedTop {
     pub media_type: String,
@@ -15,8 +17,8 @@ pub(crate) struct PushedTop {
 
 /// What `--iidfile` holds: BuildKit's exporter reports the image's config
 /// digest (`containerimage.config.digest`) only for a single-platform
-/// image, and buildx writes it when reported, else the pushed digest
-/// (`containerimage.digest`): for several platforms, the index's.
+/// image, and buildx writes it when reported, else the top document's
+/// digest (`containerimage.digest`): for several platforms, the index's.
 pub(crate) fn image_id(config: &Digest, platforms: usize, top: Option<&PushedTop>) -> String {
     match top {
         Some(t) if platforms > 1 => t.digest.to_string(),

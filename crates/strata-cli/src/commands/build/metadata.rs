@@ -5,8 +5,9 @@ use std::path::Path;
 
 use anyhow::Context;
 
-/// What `--push` sent: each tag with the digest the registry serves, and
-/// the index or manifest at the top when the build pushed one of its own.
+/// What `--push` sent (each tag with the digest the registry serves), and
+/// the build's top document: the index or manifest it pushed, or the
+/// index an OCI output wrote.
 pub(super) struct Pushed<'a> {
     pub(super) tags: &'a [(String, strata_oci::Digest)],
     pub(super) top: Option<&'a super::super::build_pushed::PushedTop>,
