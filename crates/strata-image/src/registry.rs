@@ -225,6 +225,15 @@ pub fn pull(
     })
 }
 
+/// The repository `target` names and its tag, which a push needs.
+fn repository_and_tag(target: &Reference) -> Result<(Repository, String)> {
+    let tag = target
+        .tag
+        .clone()
+        .ok_or_else(|| ImageError::NoTag(target.to_string()))?;
+    Ok((Repository::of(target), tag))
+}
+
 /// Pushes a stored image to `target` (which must carry a tag); returns the
 /// manifest digest the registry now serves. The caller holds `image` in a
 /// lease ([`Lease::hold_image`]) so that its blobs stay while they are sent.
@@ -235,11 +244,7 @@ pub fn push(
     target: &Reference,
     events: &(dyn Fn(TransferEvent) + Sync),
 ) -> Result<Digest> {
-    let repo = Repository::of(target);
-    let tag = target
-        .tag
-        .clone()
-        .ok_or_else(|| ImageError::NoTag(target.to_string()))?;
+    let (repo, tag) = repository_and_tag(target)?;
     // Layers a build kept uncompressed are pushed as they ship (compressed
     // now, once, if nothing has shipped them yet).
     // The image is leased by the caller; the shipped manifest and the
@@ -295,11 +300,7 @@ pub fn push_upload(
     target: &Reference,
     events: &(dyn Fn(TransferEvent) + Sync),
 ) -> Result<Digest> {
-    let repo = Repository::of(target);
-    let tag = target
-        .tag
-        .clone()
-        .ok_or_else(|| ImageError::NoTag(target.to_string()))?;
+    let (repo, tag) = repository_and_tag(target)?;
     let pushed = push_blobs(
         store,
         client,

@@ -29,12 +29,7 @@ pub(crate) fn parse(text: &str) -> Distro {
         let Some((k, v)) = line.trim().split_once('=') else {
             continue;
         };
-        let v = v.trim();
-        let v = v
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-            .unwrap_or(v);
+        let v = unquote(v.trim());
         match k.trim() {
             "ID" => d.id = v.to_owned(),
             "VERSION_ID" => d.version_id = v.to_owned(),
@@ -42,6 +37,16 @@ pub(crate) fn parse(text: &str) -> Distro {
         }
     }
     d
+}
+
+/// `v` without one pair of quotes (double or single) around it.
+fn unquote(v: &str) -> &str {
+    for q in ['"', '\''] {
+        if let Some(inner) = v.strip_prefix(q).and_then(|v| v.strip_suffix(q)) {
+            return inner;
+        }
+    }
+    v
 }
 
 #[cfg(test)]
