@@ -100,3 +100,96 @@ fn a_cached_rebuild_with_run_mount_from_and_copy_from_unpacks_nothing() {
     assert_eq!(summary_count(&changed, "steps run:"), 2, "{changed}");
     assert!(layers_unpacked(&changed) > 0, "{changed}");
 }
+
+/// A stage whose tree spans several RUN layers: deletions (whiteouts), a
+/// directory deleted and made again (opaque), a mode changed in an upper
+/// layer, a symlink, hard links, owners.
+const LAYERED_SOURCE: &str = r#"
+FROM strata-test/busybox:latest AS build
+RUN mkdir -p /o/keep /o/gone /o/opq && echo 1 > /o/keep/a && echo 2 > /o/gone/b \
+ && echo 3 > /o/opq/old && ln -s keep/a /o/sym && echo h > /o/h1 && ln /o/h1 /o/h2 \
+ && chown 5:6 /o/keep/a && chmod 0640 /o/keep/a && echo m > /o/mod
+RUN rm -r /o/gone /o/opq && mkdir /o/opq && echo new > /o/opq/new && chmod 0600 /o/mod \
+ && echo c > /o/keep/c && mkdir /o/sub && echo s > /o/sub/s && touch -t 197001020304 /o/sub
+FROM strata-test/busybox:latest AS copies
+COPY --from=build /o /plain/
+COPY --from=build --chown=7:8 /o /owned/
+COPY --from=build --chmod=0700 /o/keep /moded/
+FROM copies
+RUN --mount=from=build,source=/o,target=/m set -e; \
+  list() { cd "$1" && find . -mindepth 1 | sort | while read -r p; do \
+    stat -c "%n %F %a %u:%g" "$p"; \
+    if [ -L "$p" ]; then readlink "$p"; else stat -c %Y "$p"; fi; [ -f "$p" ] && md5sum < "$p"; true; done; }; \
+  list /m > /want; list /plain > /plain.got; diff /want /plain.got; \
+  sed 's/ [0-9]*:[0-9]*$/ 7:8/' /want > /owned.want; list /owned > /owned.got; diff /owned.want /owned.got; \
+  [ "$(stat -c '%a' /moded/a /moded/c)" = "$(printf '700\n700')" ]; \
+  [ -z "$(ls /plain | grep -x -e gone -e old)" ]; [ "$(ls /plain/opq)" = new ]
+"#;
+
+/// `COPY --from` reads the source stage's tree from its snapshots, as
+/// overlayfs shows them, without unpacking it: the copies equal what a
+/// `RUN --mount=from=` (a materialised tree) sees, file by file (type,
+/// mode, owner, mtime, content, link target); files whose owner and
+/// mode stay are hard-linked from the snapshots, the others copied.
+#[test]
+fn copy_from_reads_the_source_stage_snapshots_as_overlayfs_shows_them() {
+    let Some(env) = Env::new("copy_from_reads_the_source_stage_snapshots_as_overlayfs_shows_them")
+    else {
+        return;
+    };
+    let ctx = env.dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), LAYERED_SOURCE).unwrap();
+    // With an epoch later than now: layer tars clamp mtimes to the epoch,
+    // so with an earlier one the materialised tree the mount sees would
+    // differ from the snapshots in the mtimes of the files the RUN steps
+    // wrote (COPY's own layer clamps them again, so its bytes are the same
+    // either way).
+    let build = |flags: &[&str]| {
+        let mut args = vec!["build", "--progress", "plain"];
+        args.extend(flags);
+        args.push(ctx.to_str().unwrap());
+        let out = env
+            .command(&args)
+            .env("SOURCE_DATE_EPOCH", "4000000000")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "build: {}", stderr(&out));
+        stderr(&out)
+    };
+    let first = build(&[]);
+    // keep/a, keep/c, h1, h2 (one of the pair: a layer holds each inode
+    // once), mod, opq/new and sub/s are linked by the plain copy; the
+    // chowned and chmodded copies copy every file.
+    let shared: Vec<&str> = first
+        .lines()
+        .filter(|l| l.contains("from the source's snapshots"))
+        .collect();
+    assert_eq!(shared.len(), 1, "{first}");
+    assert!(
+        shared[0].contains("copying 1 file, linking 6 from the source's snapshots"),
+        "{first}"
+    );
+    assert!(first.contains("copying 7 files"), "{first}");
+    assert!(first.contains("copying 2 files"), "{first}");
+    // Reproducible: the copies' image (mtimes clamped to an earlier epoch)
+    // is the same again from scratch.
+    let id = |progress: &str| {
+        progress
+            .lines()
+            .find_map(|l| l.split("writing image ").nth(1))
+            .map(|s| s.split_whitespace().next().unwrap_or("").to_owned())
+            .unwrap_or_else(|| panic!("no image ID in {progress}"))
+    };
+    let copies = |flags: &[&str]| {
+        let mut args = vec!["build", "--progress", "plain", "--target", "copies"];
+        args.extend(flags);
+        args.push(ctx.to_str().unwrap());
+        let out = env.output(&args);
+        assert!(out.status.success(), "build: {}", stderr(&out));
+        id(&stderr(&out))
+    };
+    // (Both --no-cache: the build stage's cached layers were written under
+    // the other epoch, which is not part of a step's cache key.)
+    assert_eq!(copies(&["--no-cache"]), copies(&["--no-cache"]));
+}

@@ -203,9 +203,14 @@ pub enum InternalWork {
     HashingContext { files: usize },
     /// A step's changes written as a layer.
     WritingLayer,
-    /// Files a COPY read and copied into its layer, and those it
-    /// hard-linked, unchanged, from the previous snapshot of the same step.
-    CopyingFiles { copied: usize, linked: usize },
+    /// Files a COPY read and copied into its layer, those it hard-linked,
+    /// unchanged, from the previous snapshot of the same step, and those a
+    /// `COPY --from` hard-linked from the source stage's snapshots.
+    CopyingFiles {
+        copied: usize,
+        linked: usize,
+        shared: usize,
+    },
     /// An output written (`type=oci`, `type=docker`, ...).
     Exporting { output: String },
     /// Layers stored uncompressed, compressed because an output ships
@@ -229,10 +234,17 @@ impl std::fmt::Display for InternalWork {
                 write!(f, "hashing {files} context file{}", plural(files))
             }
             InternalWork::WritingLayer => f.write_str("writing layer"),
-            InternalWork::CopyingFiles { copied, linked } => {
+            InternalWork::CopyingFiles {
+                copied,
+                linked,
+                shared,
+            } => {
                 write!(f, "copying {copied} file{}", plural(copied))?;
                 if *linked > 0 {
                     write!(f, ", linking {linked} unchanged")?;
+                }
+                if *shared > 0 {
+                    write!(f, ", linking {shared} from the source's snapshots")?;
                 }
                 Ok(())
             }

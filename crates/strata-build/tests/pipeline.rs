@@ -183,8 +183,13 @@ fn a_fully_cached_multi_stage_rebuild_unpacks_nothing() {
 
     let first = build(&store, &opts);
     assert_eq!(first.result.steps_cached, 0);
-    // The COPY --from steps ran: their sources were materialised.
-    assert!(first.unpacked() > 0, "{:?}", first.internal);
+    // The COPY --from steps ran, reading the source stages' snapshots:
+    // nothing was unpacked, and their 8 files were hard-linked from those
+    // snapshots, not copied (only `COPY .` copied, its 3 context files).
+    assert_eq!(first.unpacked(), 0, "{:?}", first.internal);
+    let copied: usize = copies(&first).iter().map(|c| c.0).sum();
+    assert_eq!(copied, 3, "{:?}", first.internal);
+    assert_eq!(shared(&first), 8, "{:?}", first.internal);
     // Layers written by this build were indexed as they were written.
     assert_eq!(first.indexed(), 0, "{:?}", first.internal);
     // One line per layer written, with its time.
@@ -434,10 +439,23 @@ fn copies(built: &Built) -> Vec<(usize, usize)> {
         .internal
         .iter()
         .filter_map(|w| match w {
-            InternalWork::CopyingFiles { copied, linked } => Some((*copied, *linked)),
+            InternalWork::CopyingFiles { copied, linked, .. } => Some((*copied, *linked)),
             _ => None,
         })
         .collect()
+}
+
+/// The files a build's `COPY --from` steps linked from their sources'
+/// snapshots.
+fn shared(built: &Built) -> usize {
+    built
+        .internal
+        .iter()
+        .map(|w| match w {
+            InternalWork::CopyingFiles { shared, .. } => *shared,
+            _ => 0,
+        })
+        .sum()
 }
 
 /// The snapshot directories of an image's layers, bottom first.

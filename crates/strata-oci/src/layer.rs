@@ -483,6 +483,16 @@ pub fn xattr_kept(name: &str) -> bool {
         || (name.starts_with("trusted.") && !name.starts_with("trusted.overlay."))
 }
 
+/// Whether `p` has an extended attribute a layer's tar records
+/// ([`xattr_kept`]). An unreadable list counts as having one, so a caller
+/// deciding whether to share the file takes the careful path.
+pub fn has_recorded_xattrs(p: &Path) -> bool {
+    match xattr::list(p) {
+        Ok(mut names) => names.any(|n| n.to_str().is_none_or(xattr_kept)),
+        Err(e) => e.raw_os_error() != Some(nix::libc::ENOTSUP),
+    }
+}
+
 fn read_xattrs(p: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
     let names = match xattr::list(p) {

@@ -24,6 +24,7 @@ use strata_store::{LayerRecord, MergedTree};
 use chmod::Chmod;
 use request::{CopyRequest, copy_history};
 use select::{Source, is_archive, resolve_in_image};
+use stage_tree::LayeredSource;
 pub(crate) use stage_tree::{hash_tree_at, tree_is_dir};
 use tree::{TreeRules, copy_tree};
 
@@ -86,9 +87,19 @@ impl Solver<'_> {
         if self.cache_hit(&key, state)? {
             return Ok(true);
         }
-        if let Some(f) = &req.from {
-            self.materialise_sources(f, ins, &mut sources)?;
-        }
+        // Sources in another stage are read from its snapshots; ADD (which
+        // may unpack an archive) reads them from a materialised tree.
+        let layered = match (&req.from, tree) {
+            (Some(f), Some(tree)) if !req.is_add && sources.iter().any(Source::in_tree) => {
+                let lowers = self.lowers(&self.source_layers(f, ins)?)?;
+                Some(LayeredSource { tree, lowers })
+            }
+            (Some(f), _) => {
+                self.materialise_sources(f, ins, &mut sources)?;
+                None
+            }
+            (None, _) => None,
+        };
         let layer_root = scratch.path().join("root");
         fs::create_dir_all(&layer_root).map_err(io("creating a layer dir"))?;
         let started = std::time::Instant::now();
@@ -96,7 +107,12 @@ impl Solver<'_> {
         // linked file, and `--from` sources have no context hashes.
         let reusable = (!req.is_add && req.from.is_none()).then_some(identity.as_str());
         let files = self.previous_copies(reusable, state, &layer_root)?;
-        self.copy_into_layer(ins, &req, state, &sources, &layer_root, &files)?;
+        let input = CopyInput {
+            sources: &sources,
+            layered: layered.as_ref(),
+            files: &files,
+        };
+        self.copy_into_layer(ins, &req, state, &input, &layer_root)?;
         owners::apply_pending(&layer_root)?;
         self.report_copies(&files, started);
         let changes = strata_oci::layer::changes_for_tree(&layer_root)
@@ -385,10 +401,14 @@ impl Solver<'_> {
         ins: &Instruction,
         req: &CopyRequest,
         state: &State,
-        sources: &[Source],
+        input: &CopyInput<'_>,
         layer_root: &Path,
-        files: &reuse::FileCopies<'_>,
     ) -> Result<()> {
+        let CopyInput {
+            sources,
+            layered,
+            files,
+        } = *input;
         let (uid, gid) = match &req.chown {
             Some(c) => self.resolve_chown(c, state, ins)?,
             None => (0, 0),
@@ -424,9 +444,17 @@ impl Solver<'_> {
                 owner: if keep_owner { None } else { Some((uid, gid)) },
                 chmod: chmod.as_ref(),
                 files,
+                source: None,
             },
         };
         for s in sources {
+            let place = Placement {
+                rules: TreeRules {
+                    source: layered.filter(|_| s.in_tree()),
+                    ..place.rules
+                },
+                ..place
+            };
             self.place_source(ins, req, &place, s)?;
         }
         Ok(())
@@ -440,8 +468,11 @@ impl Solver<'_> {
         place: &Placement<'_>,
         s: &Source,
     ) -> Result<()> {
-        let meta =
-            fs::symlink_metadata(&s.path).map_err(io(format!("reading {}", s.path.display())))?;
+        let meta = match place.rules.source {
+            Some(layers) => layers.find(&s.path)?.meta,
+            None => fs::symlink_metadata(&s.path)
+                .map_err(io(format!("reading {}", s.path.display())))?,
+        };
         let dest_rel = place.dest_rel;
         let dest_path = place.layer_root.join(dest_rel);
         let parents_of = |target_rel: &str| {
@@ -623,12 +654,23 @@ pub(crate) fn copy_named_dir(
         owner: Some((0, 0)),
         chmod: None,
         files: &reuse::FileCopies::counting(),
+        source: None,
     };
     copy_tree(dir, layer_root, "", "", rules, true)?;
     owners::apply_pending(layer_root)
 }
 
 /// Where sources land in the layer directory, and how.
+/// What a COPY that runs copies: its sources, where those in another
+/// stage are read from, and the files it may link instead of copying.
+#[derive(Clone, Copy)]
+struct CopyInput<'a> {
+    sources: &'a [Source],
+    layered: Option<&'a LayeredSource>,
+    files: &'a reuse::FileCopies<'a>,
+}
+
+#[derive(Clone, Copy)]
 struct Placement<'a> {
     layer_root: &'a Path,
     /// The destination, symlinks in the image resolved.

@@ -39,7 +39,11 @@ const RECORD_PREFIX: &str = "copy-previous:";
 pub(super) struct FileCopies<'a> {
     copied: Cell<usize>,
     linked: Cell<usize>,
+    shared: Cell<usize>,
     previous: Option<Previous<'a>>,
+    /// Inodes linked into this layer: each at most once, so that the tar
+    /// writer never records one of them as a hard link.
+    inodes: RefCell<HashSet<(u64, u64)>>,
 }
 
 /// The previous snapshot of the step, with its layer's index.
@@ -51,9 +55,6 @@ struct Previous<'a> {
     /// Regular files of the previous layer by path.
     files: HashMap<String, IndexEntry>,
     hashes: &'a HashCache,
-    /// Inodes linked into this layer: each at most once, so that the tar
-    /// writer never records one of them as a hard link.
-    inodes: RefCell<HashSet<(u64, u64)>>,
 }
 
 impl<'a> FileCopies<'a> {
@@ -98,7 +99,6 @@ impl<'a> FileCopies<'a> {
                 layer_root: layer_root.to_owned(),
                 files,
                 hashes,
-                inodes: RefCell::new(HashSet::new()),
             }),
             ..Self::default()
         })
@@ -112,6 +112,11 @@ impl<'a> FileCopies<'a> {
     /// Files hard-linked from the previous snapshot.
     pub(super) fn linked(&self) -> usize {
         self.linked.get()
+    }
+
+    /// Files hard-linked from a `COPY --from` source's snapshots.
+    pub(super) fn shared(&self) -> usize {
+        self.shared.get()
     }
 
     pub(super) fn count_copy(&self) {
@@ -171,17 +176,55 @@ impl<'a> FileCopies<'a> {
         {
             return false;
         }
-        let inode = (old_meta.dev(), old_meta.ino());
-        if !prev.inodes.borrow_mut().insert(inode) {
-            return false;
-        }
-        // Where linking is refused (fs.protected_hardlinks on a file the
-        // user does not own, a full directory), the file is copied instead.
-        if fs::hard_link(&old, dst).is_err() {
-            prev.inodes.borrow_mut().remove(&inode);
+        if !self.link_once(&old, &old_meta, dst) {
             return false;
         }
         self.linked.set(self.linked.get() + 1);
+        true
+    }
+
+    /// Hard-links `dst` to `src`, a file in a `COPY --from` source's
+    /// snapshot (stat `meta`), when that file is what a copy of it with
+    /// owner `uid:gid` and permission bits `mode` would make: the same
+    /// owner and mode (a copy keeps content and mtime), and no extended
+    /// attribute the layer's tar would record (a copy does not carry
+    /// them). Returns whether it linked.
+    pub(super) fn try_link_snapshot(
+        &self,
+        src: &Path,
+        dst: &Path,
+        meta: &fs::Metadata,
+        owner: (u32, u32),
+        mode: u32,
+    ) -> bool {
+        if !meta.is_file()
+            || meta.mode() & 0o7777 != mode
+            || super::owners::image_ids(meta.uid(), meta.gid()) != owner
+            || fs::symlink_metadata(dst).is_ok()
+            || strata_oci::layer::has_recorded_xattrs(src)
+        {
+            return false;
+        }
+        if !self.link_once(src, meta, dst) {
+            return false;
+        }
+        self.shared.set(self.shared.get() + 1);
+        true
+    }
+
+    /// Links `dst` to `src` unless this layer already holds `src`'s inode.
+    fn link_once(&self, src: &Path, meta: &fs::Metadata, dst: &Path) -> bool {
+        let inode = (meta.dev(), meta.ino());
+        if !self.inodes.borrow_mut().insert(inode) {
+            return false;
+        }
+        // Where linking is refused (fs.protected_hardlinks on a file the
+        // user does not own, another filesystem, a full directory), the
+        // file is copied instead.
+        if fs::hard_link(src, dst).is_err() {
+            self.inodes.borrow_mut().remove(&inode);
+            return false;
+        }
         true
     }
 }
@@ -206,9 +249,16 @@ impl Solver<'_> {
 
     /// The step's progress line for its files, when it copied any.
     pub(super) fn report_copies(&self, files: &FileCopies<'_>, started: std::time::Instant) {
-        let (copied, linked) = (files.copied(), files.linked());
-        if copied + linked > 0 {
-            self.emit_internal(InternalWork::CopyingFiles { copied, linked }, started);
+        let (copied, linked, shared) = (files.copied(), files.linked(), files.shared());
+        if copied + linked + shared > 0 {
+            self.emit_internal(
+                InternalWork::CopyingFiles {
+                    copied,
+                    linked,
+                    shared,
+                },
+                started,
+            );
         }
     }
 }

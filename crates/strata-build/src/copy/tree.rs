@@ -6,6 +6,7 @@ use std::path::Path;
 
 use super::chmod::Chmod;
 use super::reuse::{FileCopies, break_link, unshare};
+use super::stage_tree::LayeredSource;
 use crate::context;
 use crate::error::{BuildError, Result, io};
 
@@ -45,6 +46,9 @@ pub(super) struct TreeRules<'a> {
     /// Counts the files copied, and links unchanged ones from the step's
     /// previous snapshot when it has one.
     pub(super) files: &'a FileCopies<'a>,
+    /// Where `src` paths are: `None` on disk (the context, inline files, a
+    /// materialised tree), or relative paths in another stage's snapshots.
+    pub(super) source: Option<&'a LayeredSource>,
 }
 
 /// Copies `src` (file, symlink or directory) to `dst`. For a directory with
@@ -65,21 +69,39 @@ pub(super) fn copy_tree(
         owner,
         chmod,
         files,
+        source,
     } = rules;
-    let meta = fs::symlink_metadata(src).map_err(io(format!("reading {}", src.display())))?;
+    // `disk` is where the bytes are: `src` itself, or the snapshot file
+    // that provides it.
+    let (meta, disk) = match source {
+        Some(layers) => {
+            let found = layers.find(src)?;
+            (found.meta, found.path)
+        }
+        None => (
+            fs::symlink_metadata(src).map_err(io(format!("reading {}", src.display())))?,
+            src.to_owned(),
+        ),
+    };
     let ft = meta.file_type();
     let (uid, gid) = owner.unwrap_or_else(|| super::owners::image_ids(meta.uid(), meta.gid()));
     if ft.is_dir() {
         if !dst.exists() {
             fs::create_dir(dst).map_err(io(format!("creating {}", dst.display())))?;
         }
-        let mut entries: Vec<_> = fs::read_dir(src)
-            .map_err(io(format!("reading {}", src.display())))?
-            .filter_map(|e| e.ok())
-            .collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let name = e.file_name();
+        let names: Vec<std::ffi::OsString> = match source {
+            Some(layers) => layers.children(src).into_iter().map(Into::into).collect(),
+            None => {
+                let mut names: Vec<_> = fs::read_dir(src)
+                    .map_err(io(format!("reading {}", src.display())))?
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name())
+                    .collect();
+                names.sort();
+                names
+            }
+        };
+        for name in names {
             let rel = if rel_base.is_empty() {
                 name.to_string_lossy().into_owned()
             } else {
@@ -98,8 +120,11 @@ pub(super) fn copy_tree(
             {
                 // An excluded directory is walked for the exceptions that
                 // may re-include something in it, and kept only if they do.
-                let path = e.path();
-                let is_dir = fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+                let path = src.join(&name);
+                let is_dir = match source {
+                    Some(layers) => layers.find(&path).is_ok_and(|f| f.meta.is_dir()),
+                    None => fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()),
+                };
                 if is_dir && ig.descend_excluded(&rel) {
                     let d = dst.join(&name);
                     let existed = d.symlink_metadata().is_ok();
@@ -111,13 +136,21 @@ pub(super) fn copy_tree(
                 }
                 continue;
             }
-            copy_tree(&e.path(), &dst.join(&name), &rel, &local, rules, false)?;
+            copy_tree(
+                &src.join(&name),
+                &dst.join(&name),
+                &rel,
+                &local,
+                rules,
+                false,
+            )?;
         }
         if !contents_only {
             finish_meta(dst, &meta, uid, gid, chmod)?;
         }
     } else if ft.is_symlink() {
-        let target = fs::read_link(src).map_err(io(format!("reading link {}", src.display())))?;
+        let target =
+            fs::read_link(&disk).map_err(io(format!("reading link {}", disk.display())))?;
         if dst.symlink_metadata().is_ok() {
             fs::remove_file(dst).map_err(io(format!("replacing {}", dst.display())))?;
         }
@@ -132,12 +165,18 @@ pub(super) fn copy_tree(
                 dst.display()
             )));
         }
-        if files.try_link(src, dst, &meta, (uid, gid), mode_of(&meta, chmod)) {
+        let mode = mode_of(&meta, chmod);
+        let linked = match source {
+            // A snapshot's file is immutable: it is shared, not copied.
+            Some(_) => files.try_link_snapshot(&disk, dst, &meta, (uid, gid), mode),
+            None => files.try_link(src, dst, &meta, (uid, gid), mode),
+        };
+        if linked {
             return Ok(());
         }
         // Never write through a link into a snapshot.
         break_link(dst)?;
-        copy_file(src, dst, &meta).map_err(io(format!("copying {}", src.display())))?;
+        copy_file(&disk, dst, &meta).map_err(io(format!("copying {}", disk.display())))?;
         files.count_copy();
         finish_meta(dst, &meta, uid, gid, chmod)?;
     }
