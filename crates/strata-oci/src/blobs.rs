@@ -28,6 +28,10 @@ pub enum BlobError {
     },
     #[error("content written as {expected} hashes to {actual}; nothing was stored")]
     Mismatch { expected: Digest, actual: Digest },
+    #[error("a blob written without hashing needs the digest its writer computed")]
+    NoDigestGiven,
+    #[error("a blob writer can take its digest from the caller only before any byte is written")]
+    DigestGivenLate,
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> BlobError + 'a {
@@ -99,7 +103,7 @@ impl BlobStore {
         }
         .map_err(io_err("creating a temporary blob in", &sub))?;
         Ok(BlobWriter {
-            inner: DigestingWriter::new(file),
+            inner: BlobBytes::Hashed(DigestingWriter::new(file)),
             store: self.clone(),
         })
     }
@@ -193,32 +197,72 @@ impl BlobStore {
 
 /// A blob being written; nothing is visible until [`BlobWriter::commit`].
 pub struct BlobWriter {
-    inner: DigestingWriter<AtomicFile>,
+    inner: BlobBytes,
     store: BlobStore,
+}
+
+/// The bytes of a [`BlobWriter`]: hashed as they pass, or only counted when
+/// the caller gives the digest ([`BlobWriter::digest_given`]).
+enum BlobBytes {
+    Hashed(DigestingWriter<AtomicFile>),
+    DigestGiven { file: AtomicFile, len: u64 },
 }
 
 impl BlobWriter {
     /// Bytes written so far.
     pub fn len(&self) -> u64 {
-        self.inner.len()
+        match &self.inner {
+            BlobBytes::Hashed(w) => w.len(),
+            BlobBytes::DigestGiven { len, .. } => *len,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.inner.is_empty()
+        self.len() == 0
+    }
+
+    /// For a writer whose bytes the caller hashes in the same pass that
+    /// writes them (a layer's tar, whose diffID is its plain blob's digest):
+    /// the bytes are not hashed a second time here, and
+    /// [`BlobWriter::commit`] takes the caller's digest as the blob's, so
+    /// it must be given one. Call before writing anything.
+    pub fn digest_given(self) -> Result<Self, BlobError> {
+        match self.inner {
+            BlobBytes::Hashed(w) if w.is_empty() => {
+                let (file, _, _) = w.finish();
+                Ok(Self {
+                    inner: BlobBytes::DigestGiven { file, len: 0 },
+                    store: self.store,
+                })
+            }
+            _ => Err(BlobError::DigestGivenLate),
+        }
     }
 
     /// Finishes the blob. With `expected`, a different digest is refused and
-    /// nothing is stored. An already stored blob is left as it is.
+    /// nothing is stored; a writer made [`BlobWriter::digest_given`] needs
+    /// it. An already stored blob is left as it is.
     pub fn commit(self, expected: Option<Digest>) -> Result<(Digest, u64), BlobError> {
-        let (file, digest, len) = self.inner.finish();
-        if let Some(expected) = expected
-            && expected != digest
-        {
-            return Err(BlobError::Mismatch {
-                expected,
-                actual: digest,
-            });
-        }
+        let (file, digest, len) = match self.inner {
+            BlobBytes::Hashed(w) => {
+                let (file, digest, len) = w.finish();
+                if let Some(expected) = expected
+                    && expected != digest
+                {
+                    return Err(BlobError::Mismatch {
+                        expected,
+                        actual: digest,
+                    });
+                }
+                (file, digest, len)
+            }
+            BlobBytes::DigestGiven { file, len } => {
+                let Some(digest) = expected else {
+                    return Err(BlobError::NoDigestGiven);
+                };
+                (file, digest, len)
+            }
+        };
         let target = self.store.path(&digest);
         if target.is_file() {
             // Same name, same content: keep the existing file (dropping the
@@ -233,11 +277,21 @@ impl BlobWriter {
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
+        match &mut self.inner {
+            BlobBytes::Hashed(w) => w.write(buf),
+            BlobBytes::DigestGiven { file, len } => {
+                let n = file.write(buf)?;
+                *len += n as u64;
+                Ok(n)
+            }
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        match &mut self.inner {
+            BlobBytes::Hashed(w) => w.flush(),
+            BlobBytes::DigestGiven { file, .. } => file.flush(),
+        }
     }
 }
 
@@ -354,5 +408,26 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    #[test]
+    fn a_writer_given_its_digest_stores_under_it_and_needs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let mut w = store.writer().unwrap().digest_given().unwrap();
+        w.write_all(b"layer").unwrap();
+        assert_eq!(w.len(), 5);
+        let (d, n) = w.commit(Some(Digest::of(b"layer"))).unwrap();
+        assert_eq!((d, n), (Digest::of(b"layer"), 5));
+        assert_eq!(store.read_verified(&d).unwrap(), b"layer");
+
+        let mut w = store.writer().unwrap().digest_given().unwrap();
+        w.write_all(b"other").unwrap();
+        assert!(matches!(w.commit(None), Err(BlobError::NoDigestGiven)));
+        // Too late once bytes went through the hashing writer.
+        let mut w = store.writer().unwrap();
+        w.write_all(b"x").unwrap();
+        assert!(matches!(w.digest_given(), Err(BlobError::DigestGivenLate)));
+        assert_eq!(store.list().unwrap(), vec![d]);
     }
 }

@@ -124,25 +124,65 @@ pub fn write_layer(
 }
 
 /// The writer a layer tar goes into: hashed (the diffID), compressed as
-/// `opts` says, hashed again (the blob digest), then `out`.
+/// `opts` says, hashed again (the blob digest, unless uncompressed: then it
+/// is the diffID, and hashing the same bytes twice would only cost time),
+/// then `out`.
 fn layer_writer<W: Write>(
     out: W,
     opts: &LayerOptions,
-) -> Result<DigestingWriter<Encoder<DigestingWriter<W>>>, LayerError> {
+) -> Result<DigestingWriter<Encoder<BlobSide<W>>>, LayerError> {
+    let blob = if opts.compression == Compression::Uncompressed {
+        BlobSide::Counted { out, len: 0 }
+    } else {
+        BlobSide::Hashed(DigestingWriter::new(out))
+    };
     let enc = opts
         .compression
-        .encoder(DigestingWriter::new(out), opts.threads)
+        .encoder(blob, opts.threads)
         .map_err(LayerError::Write)?;
     Ok(DigestingWriter::new(enc))
 }
 
+/// The compressed side of a [`layer_writer`]: hashed for a compressed
+/// layer, only counted for an uncompressed one (whose digest is its diffID).
+enum BlobSide<W> {
+    Hashed(DigestingWriter<W>),
+    Counted { out: W, len: u64 },
+}
+
+impl<W: Write> Write for BlobSide<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            BlobSide::Hashed(w) => w.write(buf),
+            BlobSide::Counted { out, len } => {
+                let n = out.write(buf)?;
+                *len += n as u64;
+                Ok(n)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            BlobSide::Hashed(w) => w.flush(),
+            BlobSide::Counted { out, .. } => out.flush(),
+        }
+    }
+}
+
 /// Ends the compressed stream of a [`layer_writer`] and reads both digests.
 fn finish_layer<W: Write>(
-    w: DigestingWriter<Encoder<DigestingWriter<W>>>,
+    w: DigestingWriter<Encoder<BlobSide<W>>>,
     opts: &LayerOptions,
 ) -> Result<LayerInfo, LayerError> {
     let (enc, diff_id, uncompressed_size) = w.finish();
-    let (_, digest, size) = enc.finish().map_err(LayerError::Write)?.finish();
+    let (digest, size) = match enc.finish().map_err(LayerError::Write)? {
+        BlobSide::Hashed(w) => {
+            let (_, digest, size) = w.finish();
+            (digest, size)
+        }
+        BlobSide::Counted { len, .. } => (diff_id, len),
+    };
     Ok(LayerInfo {
         diff_id,
         digest,

@@ -111,6 +111,13 @@ impl Store {
         blob_store(&self.root)?.writer().map_err(map)
     }
 
+    /// A [`Store::blob_writer`] that does not hash what it stores: for a
+    /// layer tar whose writer computes its diffID (the plain blob's digest)
+    /// over exactly these bytes, passed to [`Store::commit_blob`].
+    pub fn blob_writer_digest_given(&self, lease: &Lease) -> Result<strata_oci::blobs::BlobWriter> {
+        self.blob_writer(lease)?.digest_given().map_err(map)
+    }
+
     /// Finishes a [`Store::blob_writer`] blob and adds it to `lease`, under
     /// the store lock, so GC sees the blob only once the lease names it;
     /// with `expected`, a different digest is refused and nothing is stored.

@@ -26,6 +26,7 @@ pub(crate) mod once;
 mod run_step;
 mod schedule;
 mod shared_cache;
+mod stream;
 
 pub(crate) use crate::config::clean_abs;
 
@@ -503,16 +504,20 @@ impl Solver<'_> {
             // records the IDs the image sees.
             owners: strata_exec::idmap::IdMapping::current().owner_map(),
         };
-        let mut blob = self.store.blob_writer(self.lease)?;
-        let (to_index, from_tar) =
-            std::io::pipe().map_err(io("making a pipe for the layer index"))?;
+        // The tar writer hashes every byte it writes here (the diffID, which
+        // is the plain blob's digest): the blob is not hashed again.
+        let mut blob = self.store.blob_writer_digest_given(self.lease)?;
+        // The indexer reads the tar on a thread of its own, in the chunks
+        // the buffer below flushes (a channel, not a pipe: no copy through
+        // the kernel, no wake-up per 64 KiB).
+        let (to_index, from_tar) = stream::chunk_channel(4);
         let (tar, index) = std::thread::scope(|s| {
-            let indexer = s.spawn(move || strata_store::LayerIndex::from_tar(to_index));
+            let indexer = s.spawn(move || strata_store::LayerIndex::from_tar(from_tar));
             let mut out = std::io::BufWriter::with_capacity(
-                1 << 20,
-                Tee {
+                stream::CHUNK,
+                stream::Tee {
                     first: &mut blob,
-                    second: Some(from_tar),
+                    second: Some(to_index),
                 },
             );
             let tar = strata_oci::layer::write_layer(root, changes, &tar_opts, &mut out)
@@ -569,36 +574,5 @@ impl Solver<'_> {
         );
         state.key = key.to_owned();
         self.cache_store(key, layer.as_ref(), state)
-    }
-}
-
-/// Writes everything to `first` and a copy to `second` while `second` takes
-/// it: the layer indexer stops reading at the tar's end-of-archive blocks
-/// (or at an error, which its own result reports), so a closed pipe only
-/// ends the copy.
-struct Tee<A: Write, B: Write> {
-    first: A,
-    second: Option<B>,
-}
-
-impl<A: Write, B: Write> Write for Tee<A, B> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.first.write(buf)?;
-        if let Some(second) = &mut self.second
-            && second.write_all(&buf[..n]).is_err()
-        {
-            self.second = None;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.first.flush()?;
-        if let Some(second) = &mut self.second
-            && second.flush().is_err()
-        {
-            self.second = None;
-        }
-        Ok(())
     }
 }
