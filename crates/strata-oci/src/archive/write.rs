@@ -19,6 +19,10 @@ use crate::image::{
 };
 use crate::io_error::IoError;
 
+/// How much of a blob is read and written at a time when it is copied
+/// into an archive or layout.
+const COPY_CHUNK: usize = 1 << 20;
+
 /// The files of an archive, in memory for the small ones and as blob
 /// references for the rest.
 struct Plan {
@@ -293,11 +297,13 @@ fn write_plan_tar(out: impl Write, store: &BlobStore, plan: &Plan) -> Result<(),
             Some(d) => {
                 let size = store.size(d)?;
                 let h = header(name, tar::EntryType::Regular, size, 0o644).map_err(werr)?;
-                let mut r = store.open_verified(d)?;
+                // Read and written in 1 MiB pieces (std's copy from a
+                // buffered reader writes what each fill holds), not 8 KiB.
+                let mut r = io::BufReader::with_capacity(COPY_CHUNK, store.open_verified(d)?);
                 if let Err(e) = b.append(&h, &mut r) {
                     return Err(
                         match e.get_ref().is_some() && e.kind() == io::ErrorKind::InvalidData {
-                            true => ArchiveError::Blob(r.take_error(e)),
+                            true => ArchiveError::Blob(r.get_ref().take_error(e)),
                             false => werr(e),
                         },
                     );
@@ -346,12 +352,14 @@ fn write_plan_dir(dir: &Path, store: &BlobStore, plan: &Plan) -> Result<(), Arch
     let target = BlobStore::open_shared(dir.join("blobs"))?;
     for d in &plan.blobs {
         if !target.contains(d) {
-            let r = store.open_verified(d)?;
-            let mut w = target.writer()?;
-            let mut r = r;
+            let mut r = io::BufReader::with_capacity(COPY_CHUNK, store.open_verified(d)?);
+            // The reader verifies the digest as it reaches the end (an
+            // error before anything is committed), so the copy is not
+            // hashed a second time.
+            let mut w = target.writer()?.digest_given()?;
             if let Err(e) = io::copy(&mut r, &mut w) {
                 return Err(match e.kind() {
-                    io::ErrorKind::InvalidData => ArchiveError::Blob(r.take_error(e)),
+                    io::ErrorKind::InvalidData => ArchiveError::Blob(r.get_ref().take_error(e)),
                     _ => ArchiveError::Io(IoError::at("copying blob into", dir)(e)),
                 });
             }
@@ -450,5 +458,27 @@ mod tests {
         let from_dir =
             read_archive(&layout, &BlobStore::open(dir.path().join("b2")).unwrap()).unwrap();
         assert_eq!(from_dir.len(), 2);
+    }
+
+    #[test]
+    fn a_corrupt_blob_is_refused_by_both_layouts_and_leaves_no_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path().join("store")).unwrap();
+        let (manifest, _) = image(&store, "amd64");
+        let layer = manifest.layers[0].digest;
+        std::fs::write(store.path(&layer), b"not the layer").unwrap();
+        let images = [ArchiveImage {
+            manifest,
+            names: vec!["example.com/app:1".into()],
+            descriptor_annotations: Default::default(),
+        }];
+        let layout = dir.path().join("layout");
+        let err = write_oci_dir(&layout, &store, &images).unwrap_err();
+        assert!(err.to_string().contains("corrupt"), "{err}");
+        assert!(!layout.join("blobs/sha256").join(layer.hex()).exists());
+        assert!(!layout.join("index.json").exists());
+        let mut tar_bytes = Vec::new();
+        let err = write_archive(&mut tar_bytes, &store, &images, ArchiveFormat::Oci).unwrap_err();
+        assert!(err.to_string().contains("corrupt"), "{err}");
     }
 }
