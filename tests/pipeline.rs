@@ -94,16 +94,23 @@ fn a_cached_rebuild_with_run_mount_from_and_copy_from_unpacks_nothing() {
     assert_eq!(summary_count(&reindexed, "steps run:"), 0, "{reindexed}");
 
     // What the mount reads changes: the build stage's RUN and the RUN with
-    // the mount run again; the mount's source is materialised for it.
+    // the mount run again; the mounted path is made from the build stage's
+    // snapshots (its one file linked), still nothing unpacked.
     std::fs::write(ctx.join("src/a"), "b\n").unwrap();
     let changed = env.build(&ctx);
     assert_eq!(summary_count(&changed, "steps run:"), 2, "{changed}");
-    assert!(layers_unpacked(&changed) > 0, "{changed}");
+    assert_eq!(layers_unpacked(&changed), 0, "{changed}");
+    assert!(
+        changed.contains("copying 0 files, linking 1 from the source's snapshots"),
+        "{changed}"
+    );
 }
 
 /// A stage whose tree spans several RUN layers: deletions (whiteouts), a
 /// directory deleted and made again (opaque), a mode changed in an upper
-/// layer, a symlink, hard links, owners.
+/// layer, a symlink, hard links, owners. Its last RUN lists `/o` as the
+/// kernel's overlayfs shows it to that stage: the answer the copies and
+/// the mounts must give.
 const LAYERED_SOURCE: &str = r#"
 FROM strata-test/busybox:latest AS build
 RUN mkdir -p /o/keep /o/gone /o/opq && echo 1 > /o/keep/a && echo 2 > /o/gone/b \
@@ -111,26 +118,39 @@ RUN mkdir -p /o/keep /o/gone /o/opq && echo 1 > /o/keep/a && echo 2 > /o/gone/b 
  && chown 5:6 /o/keep/a && chmod 0640 /o/keep/a && echo m > /o/mod
 RUN rm -r /o/gone /o/opq && mkdir /o/opq && echo new > /o/opq/new && chmod 0600 /o/mod \
  && echo c > /o/keep/c && mkdir /o/sub && echo s > /o/sub/s && touch -t 197001020304 /o/sub
+COPY <<'LIST' /list
+cd "$1" && find . -mindepth 1 | sort | while read -r p; do
+  stat -c "%n %F %a %u:%g" "$p"
+  if [ -L "$p" ]; then readlink "$p"; else stat -c %Y "$p"; fi
+  [ -f "$p" ] && md5sum < "$p"
+  true
+done
+LIST
+RUN sh /list /o > /want
 FROM strata-test/busybox:latest AS copies
 COPY --from=build /o /plain/
 COPY --from=build --chown=7:8 /o /owned/
 COPY --from=build --chmod=0700 /o/keep /moded/
-FROM copies
-RUN --mount=from=build,source=/o,target=/m set -e; \
-  list() { cd "$1" && find . -mindepth 1 | sort | while read -r p; do \
-    stat -c "%n %F %a %u:%g" "$p"; \
-    if [ -L "$p" ]; then readlink "$p"; else stat -c %Y "$p"; fi; [ -f "$p" ] && md5sum < "$p"; true; done; }; \
-  list /m > /want; list /plain > /plain.got; diff /want /plain.got; \
-  sed 's/ [0-9]*:[0-9]*$/ 7:8/' /want > /owned.want; list /owned > /owned.got; diff /owned.want /owned.got; \
+FROM copies AS copies-checked
+COPY --from=build /list /want /
+RUN --mount=from=build,source=/o,target=/m \
+    --mount=from=build,source=/o,target=/w,rw set -e; \
+  sh /list /plain > /plain.got; diff /want /plain.got; \
+  sed 's/ [0-9]*:[0-9]*$/ 7:8/' /want > /owned.want; sh /list /owned > /owned.got; diff /owned.want /owned.got; \
   [ "$(stat -c '%a' /moded/a /moded/c)" = "$(printf '700\n700')" ]; \
-  [ -z "$(ls /plain | grep -x -e gone -e old)" ]; [ "$(ls /plain/opq)" = new ]
+  sh /list /m > /m.got; diff /want /m.got; sh /list /w > /w.got; diff /want /w.got; \
+  echo changed > /w/mod; echo changed > /w/keep/a
+FROM build AS source-unchanged
+RUN sh /list /o > /again && diff /want /again
 "#;
 
 /// `COPY --from` reads the source stage's tree from its snapshots, as
-/// overlayfs shows them, without unpacking it: the copies equal what a
-/// `RUN --mount=from=` (a materialised tree) sees, file by file (type,
-/// mode, owner, mtime, content, link target); files whose owner and
-/// mode stay are hard-linked from the snapshots, the others copied.
+/// overlayfs shows it, without unpacking it: the copies equal what the
+/// kernel's overlayfs showed a step of that stage, entry by entry (type,
+/// mode, owner, mtime, content, link target), and so do the paths a
+/// `RUN --mount=from=` mounts. Files whose owner and mode stay are
+/// hard-linked from the snapshots, the others copied; a writable mount is
+/// all copies, and what a step writes there never reaches the snapshots.
 #[test]
 fn copy_from_reads_the_source_stage_snapshots_as_overlayfs_shows_them() {
     let Some(env) = Env::new("copy_from_reads_the_source_stage_snapshots_as_overlayfs_shows_them")
@@ -141,10 +161,7 @@ fn copy_from_reads_the_source_stage_snapshots_as_overlayfs_shows_them() {
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::write(ctx.join("Dockerfile"), LAYERED_SOURCE).unwrap();
     // With an epoch later than now: layer tars clamp mtimes to the epoch,
-    // so with an earlier one the materialised tree the mount sees would
-    // differ from the snapshots in the mtimes of the files the RUN steps
-    // wrote (COPY's own layer clamps them again, so its bytes are the same
-    // either way).
+    // and /want, listed inside the build stage, holds the unclamped ones.
     let build = |flags: &[&str]| {
         let mut args = vec!["build", "--progress", "plain"];
         args.extend(flags);
@@ -157,21 +174,22 @@ fn copy_from_reads_the_source_stage_snapshots_as_overlayfs_shows_them() {
         assert!(out.status.success(), "build: {}", stderr(&out));
         stderr(&out)
     };
-    let first = build(&[]);
-    // keep/a, keep/c, h1, h2 (one of the pair: a layer holds each inode
-    // once), mod, opq/new and sub/s are linked by the plain copy; the
-    // chowned and chmodded copies copy every file.
-    let shared: Vec<&str> = first
-        .lines()
-        .filter(|l| l.contains("from the source's snapshots"))
-        .collect();
-    assert_eq!(shared.len(), 1, "{first}");
-    assert!(
-        shared[0].contains("copying 1 file, linking 6 from the source's snapshots"),
+    let first = build(&["--target", "copies-checked"]);
+    // keep/a, keep/c, h1 (h2 is the same inode: a layer holds each inode
+    // once), mod, opq/new and sub/s are linked by the plain copy and the
+    // read-only mount; the chowned and chmodded copies and the writable
+    // mount copy every file. Nothing is unpacked but the base, once.
+    let lines = |what: &str| first.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(
+        lines("copying 1 file, linking 6 from the source's snapshots"),
+        2,
         "{first}"
     );
-    assert!(first.contains("copying 7 files"), "{first}");
-    assert!(first.contains("copying 2 files"), "{first}");
+    assert_eq!(lines("copying 7 files"), 2, "{first}");
+    assert_eq!(lines("copying 2 files"), 1, "{first}");
+    assert_eq!(layers_unpacked(&first), 1, "{first}");
+    // What the step wrote through the writable mount reached no snapshot.
+    build(&["--target", "source-unchanged"]);
     // Reproducible: the copies' image (mtimes clamped to an earlier epoch)
     // is the same again from scratch.
     let id = |progress: &str| {

@@ -296,13 +296,19 @@ impl Solver<'_> {
     }
 
     /// Gives bind mounts from another stage or an image their source on
-    /// disk: that stage's tree, materialised (once per build).
+    /// disk: the mounted path of that stage's tree, made from its snapshots
+    /// (once per build and path; see [`Solver::stage_subtree`]).
     pub(crate) fn materialise_mounts(&self, r: &mut Resolved, ins: &Instruction) -> Result<()> {
         for b in &r.from_stage {
-            let root = self.rootfs_of(&b.from, ins)?;
-            if let Some(Mount::Bind { source, .. }) = r.mounts.get_mut(b.mount) {
-                *source = root.join(&b.path);
-            }
+            let Some(Mount::Bind {
+                source, readwrite, ..
+            }) = r.mounts.get_mut(b.mount)
+            else {
+                continue;
+            };
+            // A writable mount is made of copies: a single file is bound as
+            // it is, so what the step writes would land in a snapshot's file.
+            *source = self.stage_subtree(&b.from, &b.path, !*readwrite, ins)?;
         }
         Ok(())
     }

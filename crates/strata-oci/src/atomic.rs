@@ -1,6 +1,8 @@
 //! The one way strata writes a file that must never be seen half-written:
 //! write to a temporary name in the same directory, fsync, rename over the
-//! target, fsync the directory. Crash safety is decided here and nowhere else.
+//! target, fsync the directory (exported archives skip the fsyncs:
+//! [`AtomicFile::commit_unsynced`]). Crash safety is decided here and
+//! nowhere else.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -53,6 +55,23 @@ impl AtomicFile {
     pub fn commit(self) -> io::Result<()> {
         let target = self.target.clone();
         self.commit_to(&target)
+    }
+
+    /// Renames the file into place without flushing it to disk first: for
+    /// an output handed to the user (an exported archive), written as
+    /// `docker save -o` writes one. It is still never seen half-written (a
+    /// process killed before this leaves no file at the target), but
+    /// surviving a power loss right after is left to the user's `sync`.
+    /// The store's own files always go through [`AtomicFile::commit`].
+    pub fn commit_unsynced(self) -> io::Result<()> {
+        let target = self.target.clone();
+        self.tmp.persist(&target).map_err(|e| {
+            io::Error::new(
+                e.error.kind(),
+                format!("renaming into {}: {}", target.display(), e.error),
+            )
+        })?;
+        Ok(())
     }
 
     /// Like [`AtomicFile::commit`] but to a target chosen only now (a blob

@@ -1,6 +1,7 @@
-//! Reading layer tars as path listings: the tree an image's layers make
-//! (whiteouts applied), and the `A`/`C`/`D` changes `diff` prints. Nothing is
-//! extracted: only tar headers are read, so hostile paths never touch disk.
+//! Layers as path listings: the tree an image's layers make (whiteouts
+//! applied), and the `A`/`C`/`D` changes `diff` prints. Image layers are
+//! read from their content indexes; a container's writable layer from its
+//! tar's headers. Nothing is extracted, so hostile paths never touch disk.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use strata_oci::path::clean_entry_name;
 
-use crate::{ImageRecord, Result, Store, io_err};
+use crate::{EntryKind, ImageRecord, IndexItem, Result, Store, io_err};
 
 /// What a path is in a tree, enough to tell "changed".
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,10 +54,39 @@ enum Item {
     Opaque(PathBuf),
 }
 
-fn layer_items(store: &Store, blob: &strata_oci::Digest) -> Result<Vec<Item>> {
-    let path = store.blob_path(blob);
-    let f = store.open_blob(blob)?;
-    tar_items(&path, f)
+/// A layer's entries from its content index (made from its tar once, when
+/// the layer has none yet): no layer is read again to be listed.
+fn layer_items(store: &Store, l: &crate::LayerRecord) -> Result<Vec<Item>> {
+    let (index, _) = store.layer_index(l)?;
+    Ok(index
+        .items
+        .into_iter()
+        .map(|it| match it {
+            IndexItem::Whiteout(p) => Item::Whiteout(PathBuf::from(p)),
+            IndexItem::Opaque(p) => Item::Opaque(PathBuf::from(p)),
+            IndexItem::Entry(e) => {
+                let kind = match e.kind {
+                    EntryKind::File => tar::EntryType::Regular,
+                    EntryKind::Dir => tar::EntryType::Directory,
+                    EntryKind::Symlink => tar::EntryType::Symlink,
+                    EntryKind::HardLink => tar::EntryType::Link,
+                    EntryKind::Char => tar::EntryType::Char,
+                    EntryKind::Block => tar::EntryType::Block,
+                    EntryKind::Fifo => tar::EntryType::Fifo,
+                };
+                let info = EntryInfo {
+                    kind: kind.as_byte(),
+                    mode: e.mode,
+                    uid: e.uid,
+                    gid: e.gid,
+                    size: e.size,
+                    mtime: e.mtime,
+                    link: e.link.map(PathBuf::from),
+                };
+                Item::Entry(PathBuf::from(e.path), info)
+            }
+        })
+        .collect())
 }
 
 fn tar_items(path: &Path, f: impl Read + 'static) -> Result<Vec<Item>> {
@@ -128,7 +158,7 @@ fn apply(tree: &mut BTreeMap<PathBuf, EntryInfo>, items: Vec<Item>) {
 pub fn tree_of(store: &Store, img: &ImageRecord) -> Result<BTreeMap<PathBuf, EntryInfo>> {
     let mut tree = BTreeMap::new();
     for l in &img.layers {
-        apply(&mut tree, layer_items(store, &l.blob)?);
+        apply(&mut tree, layer_items(store, l)?);
     }
     Ok(tree)
 }
@@ -160,9 +190,9 @@ pub fn diff_top_layer(store: &Store, img: &ImageRecord) -> Result<Vec<DiffLine>>
     };
     let mut lower = BTreeMap::new();
     for l in below {
-        apply(&mut lower, layer_items(store, &l.blob)?);
+        apply(&mut lower, layer_items(store, l)?);
     }
-    Ok(diff_items(&lower, layer_items(store, &top.blob)?))
+    Ok(diff_items(&lower, layer_items(store, top)?))
 }
 
 fn diff_items(lower: &BTreeMap<PathBuf, EntryInfo>, items: Vec<Item>) -> Vec<DiffLine> {

@@ -21,7 +21,7 @@ use crate::{LayerRecord, Result, Store, StoreError, io_err};
 
 /// Bumped whenever what an index records changes; an index of another
 /// version is rebuilt from its tar.
-const INDEX_VERSION: u32 = 1;
+const INDEX_VERSION: u32 = 2;
 
 /// What a path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +68,10 @@ pub struct IndexEntry {
     /// A symlink's target as written, or the path a hard link names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
+    /// The modification time the tar header gives (what `diff` compares;
+    /// no cache key reads it).
+    #[serde(default)]
+    pub mtime: u64,
 }
 
 /// What one tar entry does to the tree below it.
@@ -153,6 +157,7 @@ impl LayerIndex {
             } else {
                 (0, None)
             };
+            let mtime = e.header().mtime().unwrap_or(0);
             items.push(IndexItem::Entry(IndexEntry {
                 path,
                 kind,
@@ -162,6 +167,7 @@ impl LayerIndex {
                 size,
                 content,
                 link,
+                mtime,
             }));
         }
         Ok(Self {
@@ -344,6 +350,7 @@ fn implied_dir(path: &str) -> IndexEntry {
         size: 0,
         content: None,
         link: None,
+        mtime: 0,
     }
 }
 

@@ -540,3 +540,52 @@ fn gc_removes_stale_scratch_and_keeps_live_scratch() {
             .is_empty()
     );
 }
+
+/// A one-entry layer tar: `name` with `content` and modification time `mtime`.
+fn tar_at(name: &str, content: &str, mtime: u64) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(content.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(mtime);
+    h.set_entry_type(tar::EntryType::Regular);
+    b.append_data(&mut h, name, content.as_bytes())
+        .expect("append");
+    b.into_inner().expect("tar")
+}
+
+#[test]
+fn diff_reads_layers_from_their_indexes_mtimes_included() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("store");
+    let lock = store.lock().expect("lock");
+    let image = |layers: Vec<strata_store::LayerRecord>, n: i64| {
+        write_image(&store, &lock, empty_config(n), layers, None, &[]).expect("image")
+    };
+    let older = put_layer(&store, &lock, &tar_at("f", "same", 100)[..]).expect("layer");
+    let newer = put_layer(&store, &lock, &tar_at("f", "same", 200)[..]).expect("layer");
+    let added = put_layer(&store, &lock, &tar_at("g", "new", 100)[..]).expect("layer");
+    let a = image(vec![older.clone()], 1);
+    let b = image(vec![newer.clone(), added.clone()], 2);
+    let diff = |x, y| -> Vec<String> {
+        strata_store::diff_images(&store, x, y)
+            .expect("diff")
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    // Only the mtime differs: still a change.
+    assert_eq!(diff(&a, &b), ["C /f", "A /g"]);
+    let top: Vec<String> = strata_store::diff_top_layer(&store, &b)
+        .expect("diff")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(top, ["A /g"]);
+    // The indexes made for that are all a diff reads from now on: with the
+    // layers' tars emptied, the answer is the same.
+    for l in [&older, &newer, &added] {
+        std::fs::write(store.blob_path(&l.blob), b"").expect("truncate");
+    }
+    assert_eq!(diff(&a, &b), ["C /f", "A /g"]);
+}

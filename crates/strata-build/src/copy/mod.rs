@@ -88,9 +88,15 @@ impl Solver<'_> {
             return Ok(true);
         }
         // Sources in another stage are read from its snapshots; ADD (which
-        // may unpack an archive) reads them from a materialised tree.
+        // may unpack an archive) reads them from a materialised tree, as
+        // does a tree with names that are not UTF-8 (the index holds them
+        // lossily, so they cannot be looked up in the snapshots).
         let layered = match (&req.from, tree) {
-            (Some(f), Some(tree)) if !req.is_add && sources.iter().any(Source::in_tree) => {
+            (Some(f), Some(tree))
+                if !req.is_add
+                    && sources.iter().any(Source::in_tree)
+                    && stage_tree::names_are_exact(&tree) =>
+            {
                 let lowers = self.lowers(&self.source_layers(f, ins)?)?;
                 Some(LayeredSource { tree, lowers })
             }

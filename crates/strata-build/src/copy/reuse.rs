@@ -40,6 +40,8 @@ pub(super) struct FileCopies<'a> {
     copied: Cell<usize>,
     linked: Cell<usize>,
     shared: Cell<usize>,
+    /// Never link from a source's snapshots ([`FileCopies::copying_only`]).
+    copy_only: bool,
     previous: Option<Previous<'a>>,
     /// Inodes linked into this layer: each at most once, so that the tar
     /// writer never records one of them as a hard link.
@@ -58,9 +60,18 @@ struct Previous<'a> {
 }
 
 impl<'a> FileCopies<'a> {
-    /// Counting only: nothing to link from.
+    /// Counting only: nothing to link from but a `COPY --from` source's
+    /// snapshots.
     pub(super) fn counting() -> Self {
         Self::default()
+    }
+
+    /// Copying every file, linking none (what a writable mount is made of).
+    pub(super) fn copying_only() -> Self {
+        Self {
+            copy_only: true,
+            ..Self::default()
+        }
     }
 
     /// Links from the snapshot of layer `diff_id` where a file is unchanged
@@ -197,7 +208,8 @@ impl<'a> FileCopies<'a> {
         owner: (u32, u32),
         mode: u32,
     ) -> bool {
-        if !meta.is_file()
+        if self.copy_only
+            || !meta.is_file()
             || meta.mode() & 0o7777 != mode
             || super::owners::image_ids(meta.uid(), meta.gid()) != owner
             || fs::symlink_metadata(dst).is_ok()

@@ -2,8 +2,9 @@
 //! --mount=from=`), read from the layers' content indexes: selecting paths
 //! and hashing them for a cache key needs no unpacking. A COPY that runs
 //! reads its sources straight from the layers' snapshots, through
-//! [`LayeredSource`]; only `RUN --mount=from=` (a bind mount needs one
-//! directory) and ADD materialise the tree on disk ([`Solver::rootfs_of`]).
+//! [`LayeredSource`], and a `RUN --mount=from=` gets the mounted path made
+//! from them ([`Solver::stage_subtree`]); only ADD materialises the whole
+//! tree on disk ([`Solver::rootfs_of`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,7 +13,10 @@ use std::time::Instant;
 use strata_frontend::Instruction;
 use strata_store::{EntryKind, IndexEntry, LayerRecord, MergedTree};
 
+use super::owners;
+use super::reuse::FileCopies;
 use super::select::Source;
+use super::tree::{TreeRules, copy_tree};
 use crate::api::InternalWork;
 use crate::context;
 use crate::error::{Result, other};
@@ -85,6 +89,63 @@ impl Solver<'_> {
         Ok(tree)
     }
 
+    /// The path `rel` (resolved) of `from`'s tree as a directory or file on
+    /// disk, for a `RUN --mount=from=`: copied from the source's snapshots
+    /// with their metadata, as `COPY --from` copies, files hard-linked from
+    /// the snapshots when `share` (a read-only mount: nothing can write
+    /// through the links). Made once per build for each path; only that
+    /// path is made, never the whole tree.
+    pub(crate) fn stage_subtree(
+        &self,
+        from: &str,
+        rel: &str,
+        share: bool,
+        ins: &Instruction,
+    ) -> Result<PathBuf> {
+        let tree = self.stage_tree(from, ins)?;
+        if !names_are_exact(&tree) {
+            return Ok(self.rootfs_of(from, ins)?.join(rel));
+        }
+        let key = format!("{from}\0{rel}\0{share}");
+        // Held throughout, so two steps asking at once make it once.
+        let mut made = self.shared.rootfs.lock().expect("rootfs map");
+        if let Some(d) = made.get(&key) {
+            return Ok(d.path().join("tree"));
+        }
+        let layered = LayeredSource {
+            tree,
+            lowers: self.lowers(&self.source_layers(from, ins)?)?,
+        };
+        let started = Instant::now();
+        let dir = self.scratch()?;
+        let dst = dir.path().join("tree");
+        let files = if share {
+            FileCopies::counting()
+        } else {
+            FileCopies::copying_only()
+        };
+        owners::begin();
+        copy_tree(
+            Path::new(rel),
+            &dst,
+            "",
+            "",
+            TreeRules {
+                ignore: None,
+                exclude: None,
+                owner: None,
+                chmod: None,
+                files: &files,
+                source: Some(&layered),
+            },
+            false,
+        )?;
+        owners::apply_pending(dir.path())?;
+        self.report_copies(&files, started);
+        made.insert(key, dir);
+        Ok(dst)
+    }
+
     /// Turns tree sources into paths under `from`'s materialised root.
     pub(super) fn materialise_sources(
         &self,
@@ -142,6 +203,15 @@ impl LayeredSource {
     pub(super) fn children(&self, rel: &Path) -> Vec<String> {
         self.tree.children(&rel.to_string_lossy())
     }
+}
+
+/// Whether every path in `tree` is held exactly: the index keeps names
+/// that are not UTF-8 lossily, and such a name cannot be looked up in a
+/// snapshot (the tree is then materialised from the layers' tars instead).
+pub(super) fn names_are_exact(tree: &MergedTree) -> bool {
+    !tree
+        .entries()
+        .any(|e| e.path.contains(char::REPLACEMENT_CHARACTER))
 }
 
 /// Sources matching `rel` in `tree`, by the rules of `Solver::select` (glob

@@ -159,7 +159,9 @@ pub(crate) fn write_to(dest: &Path, f: impl FnOnce(&mut dyn Write) -> Result<()>
         w.flush()
             .map_err(io(format!("writing {}", dest.display())))?;
     }
-    file.commit()
+    // An export: atomic, not fsynced (as BuildKit's tar exporters and
+    // `docker save -o`).
+    file.commit_unsynced()
         .map_err(io(format!("writing {}", dest.display())))
 }
 

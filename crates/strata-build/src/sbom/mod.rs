@@ -380,6 +380,7 @@ mod tests {
             size: 1000,
             content: None,
             link: None,
+            mtime: 0,
         }
     }
 

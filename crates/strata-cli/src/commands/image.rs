@@ -618,7 +618,8 @@ pub fn save(a: SaveArgs) -> anyhow::Result<ExitCode> {
             let mut f = strata_oci::AtomicFile::create_shared(p)
                 .with_context(|| format!("creating {}", p.display()))?;
             strata_store::save_archive(&store, &chosen, p, std::io::BufWriter::new(f.file()))?;
-            f.commit()
+            // An export: atomic, not fsynced (as `docker save -o`).
+            f.commit_unsynced()
                 .with_context(|| format!("writing {}", p.display()))?;
         }
         None => {
