@@ -128,6 +128,9 @@ pub fn build_with_lease(
     opts: &BuildOptions,
     events: &mut (dyn FnMut(Event) + Send),
 ) -> Result<BuildResult> {
+    for dir in store.tree_parents() {
+        strata_exec::snapshot::spread_subdirectories(&dir);
+    }
     let host = strata_frontend::Platform::host();
     let platforms = if opts.platforms.is_empty() {
         vec![host.clone()]

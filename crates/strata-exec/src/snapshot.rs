@@ -68,3 +68,73 @@ pub fn remove_tree(dir: &Path) -> Result<(), ExecError> {
         }),
     }
 }
+
+/// ext4's `FS_TOPDIR_FL` (linux/fs.h): the subdirectories of a directory
+/// with it are unrelated trees, to be spread over the filesystem.
+const FS_TOPDIR_FL: libc::c_long = 0x0002_0000;
+
+/// Marks `dir` as the parent of unrelated trees (`chattr +T`): ext4's Orlov
+/// allocator then places each new subdirectory, and so the files a step
+/// writes into it, in a block group of its own choosing instead of the
+/// parent's. Snapshots and scratch trees are exactly that. Without it every
+/// step's files go to the groups around the store, where the previous
+/// build's deleted trees were; ext4 without a journal skips inodes freed in
+/// the last minutes (`recently_deleted`) one by one, and four builds at once
+/// contended on those groups (measured: four small builds, 22.6 s in
+/// sequence and 12.9 s at once before, 2.9 and 1.3 s after). A hint only:
+/// filesystems without the flag (or refusing it) are left as they are.
+pub fn spread_subdirectories(dir: &Path) {
+    use std::os::fd::AsRawFd;
+    let Ok(f) = std::fs::File::open(dir) else {
+        return;
+    };
+    let mut flags: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes the flags (an int) into `flags`, a
+    // c_long that outlives the call, through an fd we own.
+    if unsafe { libc::ioctl(f.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) } != 0
+        || flags & FS_TOPDIR_FL != 0
+    {
+        return;
+    }
+    flags |= FS_TOPDIR_FL;
+    // SAFETY: FS_IOC_SETFLAGS reads the flags from `flags`, which lives
+    // through the call; a refusal (no such flag here) changes nothing.
+    unsafe {
+        libc::ioctl(f.as_raw_fd(), libc::FS_IOC_SETFLAGS, &flags);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `lsattr -d` says of `dir`'s flags; `None` where the filesystem
+    /// has none to say.
+    fn attrs(dir: &Path) -> Option<String> {
+        let out = std::process::Command::new("lsattr")
+            .arg("-d")
+            .arg(dir)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    #[test]
+    fn a_tree_parent_is_marked_top_of_hierarchy_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = attrs(dir.path());
+        spread_subdirectories(dir.path());
+        spread_subdirectories(dir.path());
+        let Some(after) = attrs(dir.path()) else {
+            // No flags here (tmpfs, overlayfs): nothing to set, nothing broken.
+            assert!(before.is_none());
+            return;
+        };
+        let flags = after.split_whitespace().next().unwrap_or_default();
+        assert!(flags.contains('T'), "{after}");
+        // Missing directories are left alone.
+        spread_subdirectories(&dir.path().join("missing"));
+    }
+}

@@ -29,6 +29,9 @@ pub fn lowers_counted(
         let lock = store.lock()?;
         lease.hold_layers(store, &lock, layers)?;
     }
+    for dir in store.tree_parents() {
+        strata_exec::snapshot::spread_subdirectories(&dir);
+    }
     let mut lowers = Vec::new();
     let mut unpacked = 0;
     for l in layers {

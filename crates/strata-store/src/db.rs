@@ -106,6 +106,12 @@ impl Store {
         }
     }
 
+    /// The directories whose subdirectories are unrelated trees (scratch
+    /// and snapshots), for the executor to mark so (`spread_subdirectories`).
+    pub fn tree_parents(&self) -> [PathBuf; 2] {
+        [self.root.join("tmp"), self.root.join("snapshots")]
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
