@@ -297,17 +297,29 @@ fn write_plan_tar(out: impl Write, store: &BlobStore, plan: &Plan) -> Result<(),
             Some(d) => {
                 let size = store.size(d)?;
                 let h = header(name, tar::EntryType::Regular, size, 0o644).map_err(werr)?;
-                // Read and written in 1 MiB pieces (std's copy from a
-                // buffered reader writes what each fill holds), not 8 KiB.
-                let mut r = io::BufReader::with_capacity(COPY_CHUNK, store.open_verified(d)?);
-                if let Err(e) = b.append(&h, &mut r) {
-                    return Err(
-                        match e.get_ref().is_some() && e.kind() == io::ErrorKind::InvalidData {
-                            true => ArchiveError::Blob(r.get_ref().take_error(e)),
-                            false => werr(e),
-                        },
-                    );
-                }
+                let path = store.path(d);
+                let file = std::fs::File::open(&path)
+                    .map_err(|e| ArchiveError::Io(IoError::at("reading", &path)(e)))?;
+                // The blob's digest is checked on a thread of its own while
+                // its bytes are copied, so the copy does not wait for the
+                // hash; a corrupt blob still fails the archive when its
+                // entry ends, as a verifying reader would make it fail.
+                std::thread::scope(|s| {
+                    let check = s.spawn(|| store.verify(d));
+                    // Read and written in 1 MiB pieces (std's copy from a
+                    // buffered reader writes what each fill holds).
+                    let mut r =
+                        io::BufReader::with_capacity(COPY_CHUNK, io::Read::take(file, size));
+                    let copied = b.append(&h, &mut r).map_err(werr);
+                    match check.join() {
+                        Ok(checked) => checked?,
+                        Err(_) => {
+                            let e = io::Error::other("the digest check panicked");
+                            return Err(ArchiveError::Io(IoError::at("verifying", &path)(e)));
+                        }
+                    }
+                    copied
+                })?;
             }
             None => {
                 let data = plan.files.get(name).map(Vec::as_slice).unwrap_or_default();
