@@ -576,36 +576,6 @@ impl Solver<'_> {
         )
     }
 
-    /// The merged root filesystem of a stage (by name or index) or an image,
-    /// for a COPY --from or RUN --mount=from= that runs; materialised once
-    /// per build.
-    pub(crate) fn rootfs_of(&self, from: &str, ins: &Instruction) -> Result<PathBuf> {
-        // Held throughout, so two stages asking at once materialise it once.
-        let mut rootfs = self.shared.rootfs.lock().expect("rootfs map");
-        if let Some(d) = rootfs.get(from) {
-            return Ok(d.path().to_owned());
-        }
-        let layers = self.source_layers(from, ins)?;
-        let started = std::time::Instant::now();
-        let dir = self.scratch()?;
-        for l in &layers {
-            let r = self.store.open_layer_tar(l)?;
-            strata_oci::apply::apply_layer(r, dir.path(), &mut strata_oci::apply::DeleteWhiteouts)
-                .map_err(context(format!("unpacking {}", l.diff_id)))?;
-        }
-        if !layers.is_empty() {
-            self.emit_internal(
-                InternalWork::Unpacking {
-                    layers: layers.len(),
-                },
-                started,
-            );
-        }
-        let p = dir.path().to_owned();
-        rootfs.insert(from.to_owned(), dir);
-        Ok(p)
-    }
-
     /// `--chown=user[:group]` by number, or by name from the image's
     /// /etc/passwd and /etc/group.
     /// The layer WORKDIR adds when its directory is missing: the missing

@@ -146,6 +146,36 @@ impl Solver<'_> {
         Ok(dst)
     }
 
+    /// The merged root filesystem of a stage (by name or index) or an image,
+    /// unpacked from its layers' tars, once per build: only for what cannot
+    /// be read from the snapshots (ADD --from, trees with non-UTF-8 names).
+    pub(crate) fn rootfs_of(&self, from: &str, ins: &Instruction) -> Result<PathBuf> {
+        // Held throughout, so two stages asking at once materialise it once.
+        let mut rootfs = self.shared.rootfs.lock().expect("rootfs map");
+        if let Some(d) = rootfs.get(from) {
+            return Ok(d.path().to_owned());
+        }
+        let layers = self.source_layers(from, ins)?;
+        let started = std::time::Instant::now();
+        let dir = self.scratch()?;
+        for l in &layers {
+            let r = self.store.open_layer_tar(l)?;
+            strata_oci::apply::apply_layer(r, dir.path(), &mut strata_oci::apply::DeleteWhiteouts)
+                .map_err(crate::error::context(format!("unpacking {}", l.diff_id)))?;
+        }
+        if !layers.is_empty() {
+            self.emit_internal(
+                InternalWork::Unpacking {
+                    layers: layers.len(),
+                },
+                started,
+            );
+        }
+        let p = dir.path().to_owned();
+        rootfs.insert(from.to_owned(), dir);
+        Ok(p)
+    }
+
     /// Turns tree sources into paths under `from`'s materialised root.
     pub(super) fn materialise_sources(
         &self,
