@@ -8,6 +8,7 @@ mod request;
 
 mod chmod;
 mod chown;
+mod layered;
 mod owners;
 mod reuse;
 mod select;
@@ -22,9 +23,9 @@ use strata_frontend::{Args, Instruction};
 use strata_store::{LayerRecord, MergedTree};
 
 use chmod::Chmod;
+use layered::LayeredSource;
 use request::{CopyRequest, copy_history};
 use select::{Source, is_archive, resolve_in_image};
-use stage_tree::LayeredSource;
 pub(crate) use stage_tree::{hash_tree_at, tree_is_dir};
 use tree::{TreeRules, copy_tree};
 

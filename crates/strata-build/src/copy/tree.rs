@@ -5,8 +5,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use super::chmod::Chmod;
+use super::layered::LayeredSource;
 use super::reuse::{FileCopies, break_link, unshare};
-use super::stage_tree::LayeredSource;
 use crate::context;
 use crate::error::{BuildError, Result, io};
 
